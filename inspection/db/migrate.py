@@ -1,0 +1,91 @@
+"""Running the Alembic migrations programmatically (what ``inspection db ...`` calls).
+
+The scripts live in the repository's top-level ``migrations/`` folder, found relative to this
+package (``<repo>/inspection/db/migrate.py`` -> ``<repo>/migrations``), so an editable install
+needs no ``alembic.ini``. A package installed without the source tree must point
+``INSPECTION_MIGRATIONS_DIR`` at a copy of that folder; otherwise every command says so.
+The same engine configuration as the app is used (SQLite ``BEGIN IMMEDIATE``, WAL, ...).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine
+
+from inspection.db.settings import get_settings
+from inspection.errors import DatabaseError
+
+log = logging.getLogger(__name__)
+
+_PACKAGE_ROOT = Path(__file__).resolve().parents[2]
+
+
+def migrations_dir() -> Path:
+    """The Alembic script folder: ``INSPECTION_MIGRATIONS_DIR`` or ``<repo>/migrations``.
+
+    Raises:
+        DatabaseError: neither exists (installed without the source tree).
+    """
+    override = get_settings().migrations_dir
+    candidate = override if override is not None else _PACKAGE_ROOT / "migrations"
+    if not (candidate / "env.py").is_file():
+        source = "INSPECTION_MIGRATIONS_DIR" if override is not None else "the source tree"
+        raise DatabaseError(
+            f"Alembic migrations not found at {candidate} (from {source}); install inspection "
+            "from its repository (`pip install -e .`) or set INSPECTION_MIGRATIONS_DIR to the "
+            "repository's migrations/ folder"
+        )
+    return candidate
+
+
+def alembic_config(engine: Engine | None = None) -> Config:
+    """An Alembic :class:`Config` for this package's scripts.
+
+    With ``engine``, ``env.py`` runs on a connection from it (``config.attributes``); the URL is
+    never written into the config, so passwords with ``%`` need no escaping and never leak.
+    """
+    cfg = Config()
+    cfg.set_main_option("script_location", str(migrations_dir()))
+    if engine is not None:
+        cfg.attributes["engine"] = engine
+    return cfg
+
+
+def script_directory() -> ScriptDirectory:
+    """The revision scripts (for heads and history)."""
+    return ScriptDirectory.from_config(alembic_config())
+
+
+def head_revision() -> str:
+    """The newest revision id (this code's schema). There is always exactly one head."""
+    heads = script_directory().get_heads()
+    if len(heads) != 1:
+        raise DatabaseError(f"migrations have {len(heads)} heads {heads}; merge them")
+    return heads[0]
+
+
+def known_revisions() -> set[str]:
+    """Every revision id in the scripts."""
+    return {rev.revision for rev in script_directory().walk_revisions()}
+
+
+def current_revision(engine: Engine) -> str | None:
+    """The revision the database is at, or ``None`` for an empty (never migrated) database."""
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Upgrade the database to ``revision`` (default: the newest)."""
+    command.upgrade(alembic_config(engine), revision)
+
+
+def downgrade(engine: Engine, revision: str) -> None:
+    """Downgrade the database to ``revision`` (``base`` drops every table)."""
+    command.downgrade(alembic_config(engine), revision)

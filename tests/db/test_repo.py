@@ -1,0 +1,403 @@
+"""Data-access functions on SQLite and PostgreSQL (databases built by the migrations)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from inspection.db import repo
+from inspection.db.models import (
+    ArtifactKind,
+    AuditLog,
+    Inspection,
+    JobStatus,
+    ModelStatus,
+    Role,
+    Verdict,
+)
+from inspection.db.repo import ArtifactData, RegionData
+from inspection.errors import InvalidCursorError, InvalidStateError, NotFoundError
+
+T0 = dt.datetime(2025, 3, 1, 8, 0, tzinfo=dt.UTC)
+
+
+@dataclass
+class World:
+    station_id: int
+    other_station_id: int
+    operator_id: int
+    engineer_id: int
+    model_id: int
+
+
+@pytest.fixture
+def world(session: Session) -> World:
+    station = repo.upsert_station(session, name="s1", line_name="line-a", image_threshold=0.5)
+    other = repo.upsert_station(session, name="s2", line_name="line-a")
+    operator = repo.create_user(session, username="olga", role=Role.OPERATOR)
+    engineer = repo.create_user(session, username="erik", role="engineer")
+    model = repo.register_model_version(
+        session,
+        station_id=station.id,
+        name="patchcore-1",
+        detector_type="patchcore",
+        artifact_path="models/pc1",
+        config={"backbone": "wide_resnet50_2"},
+        metrics={"image_auroc": 0.97},
+    )
+    session.commit()
+    return World(station.id, other.id, operator.id, engineer.id, model.id)
+
+
+def _record(
+    session: Session,
+    world: World,
+    key: str,
+    score: float,
+    *,
+    unknown: bool = False,
+    defect_type: str | None = None,
+    minutes: int = 0,
+    station_id: int | None = None,
+) -> Inspection:
+    regions = []
+    if score >= 0.5 or unknown:
+        regions.append(
+            RegionData(
+                x=10,
+                y=20,
+                w=30,
+                h=40,
+                area_px=900.0,
+                score=score,
+                defect_type=defect_type,
+                confidence=0.8,
+                is_unknown=unknown,
+            )
+        )
+    return repo.record_inspection(
+        session,
+        station_id=station_id or world.station_id,
+        captured_at=T0 + dt.timedelta(minutes=minutes),
+        frame_ref=f"frames/{key}.png",
+        model_version_id=world.model_id,
+        raw_score=score * 10,
+        norm_score=score,
+        verdict=Verdict.FAIL if score >= 0.5 else Verdict.PASS,
+        latency_ms=12.5,
+        idempotency_key=key,
+        regions=regions,
+    )
+
+
+def test_upserts_are_idempotent(session: Session, world: World) -> None:
+    again = repo.upsert_station(
+        session, name="s1", line_name="line-a", image_threshold=0.9, retention_days=30
+    )
+    assert again.id == world.station_id
+    assert again.image_threshold == 0.5  # thresholds belong to operators once created
+    assert again.retention_days == 30
+    cam = repo.upsert_camera(session, station_id=world.station_id, name="top", width_px=1280)
+    cam2 = repo.upsert_camera(session, station_id=world.station_id, name="top", height_px=960)
+    assert cam.id == cam2.id
+    assert (cam2.width_px, cam2.height_px) == (1280, 960)
+    with pytest.raises(NotFoundError):
+        repo.get_station_by_name(session, "nope")
+
+
+def test_thresholds_change_is_audited(session: Session, world: World) -> None:
+    repo.set_station_thresholds(
+        session,
+        station_id=world.station_id,
+        image_threshold=0.6,
+        pixel_threshold=0.4,
+        changed_by=world.engineer_id,
+    )
+    session.commit()
+    station = repo.get_station(session, world.station_id)
+    assert (station.image_threshold, station.pixel_threshold) == (0.6, 0.4)
+    entry = session.scalars(
+        select(AuditLog).where(AuditLog.action == "station.set_thresholds")
+    ).one()
+    assert entry.actor == "erik"
+    assert entry.user_id == world.engineer_id
+    assert entry.before == {"image_threshold": 0.5, "pixel_threshold": None}
+    assert entry.after == {"image_threshold": 0.6, "pixel_threshold": 0.4}
+    assert entry.at.tzinfo is not None
+
+
+def test_model_lifecycle_keeps_one_active(session: Session, world: World) -> None:
+    assert repo.get_active_model(session, world.station_id) is None
+    repo.set_model_status(session, model_version_id=world.model_id, status=ModelStatus.ACTIVE)
+    child = repo.register_model_version(
+        session,
+        station_id=world.station_id,
+        name="patchcore-2",
+        detector_type="patchcore",
+        artifact_path="models/pc2",
+        parent_id=world.model_id,
+    )
+    repo.set_model_status(
+        session, model_version_id=child.id, status="active", changed_by=world.engineer_id
+    )
+    session.commit()
+    active = repo.get_active_model(session, world.station_id)
+    assert active is not None
+    assert active.id == child.id
+    assert active.activated_at is not None
+    old = session.get(repo.ModelVersion, world.model_id)
+    assert old is not None
+    assert old.status == ModelStatus.RETIRED
+    with pytest.raises(InvalidStateError):
+        repo.set_model_status(session, model_version_id=child.id, status="candidate")
+    # Rolling back to the retired version is allowed and retires the current one.
+    repo.set_model_status(session, model_version_id=world.model_id, status="active")
+    session.commit()
+    active = repo.get_active_model(session, world.station_id)
+    assert active is not None
+    assert active.id == world.model_id
+    assert [v.name for v in repo.list_model_versions(session, station_id=world.station_id)] == [
+        "patchcore-2",
+        "patchcore-1",
+    ]
+
+
+def test_record_inspection_is_idempotent(session: Session, world: World) -> None:
+    first = _record(session, world, "frame-1", 0.9, defect_type="Crack")
+    session.commit()
+    replay = _record(session, world, "frame-1", 0.1)  # spool replay: same key, other payload
+    session.commit()
+    assert replay.id == first.id
+    assert replay.norm_score == 0.9
+    count = session.scalar(select(func.count()).select_from(Inspection))
+    assert count == 1
+    # The same key on another station is a different inspection.
+    _record(session, world, "frame-1", 0.2, station_id=world.other_station_id)
+    session.commit()
+    assert session.scalar(select(func.count()).select_from(Inspection)) == 2
+
+
+def test_record_inspection_stores_regions_artifacts_and_aware_times(
+    session: Session, world: World
+) -> None:
+    inspection = repo.record_inspection(
+        session,
+        station_id=world.station_id,
+        captured_at=dt.datetime(2025, 3, 1, 10, 0, tzinfo=dt.timezone(dt.timedelta(hours=2))),
+        frame_ref="frames/a.png",
+        model_version_id=world.model_id,
+        raw_score=3.2,
+        norm_score=0.8,
+        verdict="fail",
+        latency_ms=20.0,
+        idempotency_key="k1",
+        regions=[
+            RegionData(x=1, y=2, w=3, h=4, area_px=9, defect_type="crack"),
+            RegionData(x=5, y=6, w=7, h=8, area_px=30, is_unknown=True),
+        ],
+        artifacts=[
+            ArtifactData(
+                kind=ArtifactKind.HEATMAP,
+                store_key="ab/cd/abcd.npz",
+                sha256="ab" * 32,
+                size_bytes=100,
+                heatmap_max=0.93,
+                heatmap_mean=0.1,
+            ),
+            ArtifactData(
+                kind=ArtifactKind.CROP,
+                store_key="ef/01/ef01.png",
+                sha256="ef" * 32,
+                size_bytes=50,
+                region_index=1,
+            ),
+        ],
+    )
+    session.commit()
+    session.expunge_all()
+    loaded = repo.get_inspection(session, inspection.id)
+    assert loaded.captured_at == dt.datetime(2025, 3, 1, 8, 0, tzinfo=dt.UTC)
+    assert loaded.captured_at.tzinfo is not None
+    assert loaded.has_unknown
+    assert [r.defect_type.name if r.defect_type else None for r in loaded.regions] == [
+        "crack",
+        None,
+    ]
+    heatmap, crop = loaded.artifacts
+    assert heatmap.heatmap_max == pytest.approx(0.93)
+    assert crop.region_id == loaded.regions[1].id
+    with pytest.raises(ValueError, match="aware"):
+        repo.record_inspection(
+            session,
+            station_id=world.station_id,
+            captured_at=dt.datetime(2025, 3, 1, 10, 0),  # naive
+            frame_ref="f",
+            model_version_id=None,
+            raw_score=0,
+            norm_score=0,
+            verdict="pass",
+            latency_ms=1,
+            idempotency_key="k2",
+        )
+
+
+def test_labels_keep_history_latest_is_current(session: Session, world: World) -> None:
+    inspection = _record(session, world, "f", 0.7)
+    repo.add_label(session, inspection_id=inspection.id, user_id=world.operator_id, verdict="fail")
+    repo.add_label(
+        session,
+        inspection_id=inspection.id,
+        user_id=world.operator_id,
+        verdict="fail",
+        defect_type="Scratch ",  # a new type, created through the label
+        note="changed my mind about the type",
+    )
+    repo.add_label(session, inspection_id=inspection.id, user_id=world.engineer_id, verdict="pass")
+    session.commit()
+    history = repo.label_history(session, inspection_id=inspection.id)
+    assert len(history) == 3
+    current = repo.current_labels(session, inspection_id=inspection.id)
+    assert [(c.user.username, c.verdict) for c in current] == [
+        ("olga", Verdict.FAIL),
+        ("erik", Verdict.PASS),
+    ]
+    assert current[0].defect_type is not None
+    assert current[0].defect_type.name == "scratch"
+    assert "scratch" in [t.name for t in repo.list_defect_types(session)]
+
+
+def test_review_queue_order_filters_and_pagination(session: Session, world: World) -> None:
+    scores = [0.1, 0.95, 0.49, 0.51, 0.3, 0.8, 0.05, 0.6]
+    for i, score in enumerate(scores):
+        _record(session, world, f"k{i}", score, defect_type="crack", minutes=i)
+    _record(session, world, "unk", 0.2, unknown=True, minutes=20)
+    labelled = _record(session, world, "lab", 0.99, defect_type="dent", minutes=21)
+    repo.add_label(session, inspection_id=labelled.id, user_id=world.operator_id, verdict="fail")
+    _record(session, world, "elsewhere", 0.97, station_id=world.other_station_id)
+    session.commit()
+
+    page = repo.review_queue(session, station_id=world.station_id, limit=50)
+    keys = [i.idempotency_key for i in page.items]
+    assert keys[0] == "unk"  # unknown type first, whatever its score
+    assert [i.norm_score for i in page.items[1:]] == sorted(scores, reverse=True)
+    assert "lab" not in keys  # labelled
+    assert page.next_cursor is None
+
+    with_labelled = repo.review_queue(session, station_id=world.station_id, unlabelled_only=False)
+    assert with_labelled.items[1].idempotency_key == "lab"
+
+    high = repo.review_queue(session, station_id=world.station_id, min_score=0.5)
+    assert {i.idempotency_key for i in high.items} == {"k1", "k3", "k5", "k7"}
+
+    typed = repo.review_queue(session, defect_type="crack")
+    assert {i.idempotency_key for i in typed.items} == {"k1", "k3", "k5", "k7"}
+    assert repo.review_queue(session, defect_type="never-seen").items == []
+
+    window = repo.review_queue(
+        session,
+        station_id=world.station_id,
+        since=T0 + dt.timedelta(minutes=2),
+        until=T0 + dt.timedelta(minutes=5),
+    )
+    assert {i.idempotency_key for i in window.items} == {"k2", "k3", "k4"}
+
+    # Keyset pages cover the queue exactly once, in order.
+    seen: list[str] = []
+    cursor: str | None = None
+    while True:
+        page = repo.review_queue(session, limit=3, cursor=cursor)
+        seen += [i.idempotency_key for i in page.items]
+        if page.next_cursor is None:
+            break
+        cursor = page.next_cursor
+    full = [i.idempotency_key for i in repo.review_queue(session, limit=100).items]
+    assert seen == full
+    assert len(full) == len(scores) + 2  # + unknown + other station
+    offset_page = repo.review_queue(session, limit=3, offset=3)
+    assert [i.idempotency_key for i in offset_page.items] == full[3:6]
+    with pytest.raises(InvalidCursorError):
+        repo.review_queue(session, cursor="not-a-cursor")
+
+
+def test_list_inspections(session: Session, world: World) -> None:
+    for i in range(5):
+        _record(session, world, f"k{i}", 0.1 * i, minutes=i)
+    session.commit()
+    items = repo.list_inspections(session, station_id=world.station_id, limit=2)
+    assert [i.idempotency_key for i in items] == ["k4", "k3"]
+    fails = repo.list_inspections(session, verdict="fail")
+    assert fails == []
+    later = repo.list_inspections(session, since=T0 + dt.timedelta(minutes=3))
+    assert {i.idempotency_key for i in later} == {"k3", "k4"}
+
+
+def test_retrain_job_lifecycle(session: Session, world: World) -> None:
+    inspections = [_record(session, world, f"k{i}", 0.2) for i in range(3)]
+    job = repo.create_retrain_job(
+        session,
+        station_id=world.station_id,
+        base_model_version_id=world.model_id,
+        detector_type="patchcore",
+        requested_by=world.engineer_id,
+        training_inspection_ids=[i.id for i in inspections],
+    )
+    session.commit()
+    assert job.status == JobStatus.QUEUED
+    claimed = repo.claim_next_retrain_job(session)
+    assert claimed is not None
+    assert claimed.id == job.id
+    assert claimed.status == JobStatus.RUNNING
+    assert claimed.started_at is not None
+    assert repo.claim_next_retrain_job(session) is None
+    repo.update_retrain_job(session, job_id=job.id, metrics={"epoch": 1}, append_log="epoch 1\n")
+    repo.update_retrain_job(
+        session,
+        job_id=job.id,
+        status="succeeded",
+        metrics={"image_auroc": 0.99},
+        append_log="done\n",
+    )
+    session.commit()
+    assert job.metrics == {"epoch": 1, "image_auroc": 0.99}
+    assert job.log == "epoch 1\ndone\n"
+    assert job.finished_at is not None
+    with pytest.raises(InvalidStateError):
+        repo.update_retrain_job(session, job_id=job.id, status="running")
+    version = repo.register_model_version(
+        session,
+        station_id=world.station_id,
+        name="pc-retrained",
+        detector_type="patchcore",
+        artifact_path="models/pc3",
+        parent_id=world.model_id,
+        training_job_id=job.id,
+    )
+    session.commit()
+    assert repo.training_set(session, model_version_id=version.id) == sorted(
+        i.id for i in inspections
+    )
+
+
+def test_cancel_requests(session: Session, world: World) -> None:
+    queued = repo.create_retrain_job(session, station_id=world.station_id)
+    running = repo.create_retrain_job(session, station_id=world.station_id)
+    repo.update_retrain_job(session, job_id=running.id, status="running")
+    repo.request_cancel(session, job_id=queued.id, requested_by=world.engineer_id)
+    repo.request_cancel(session, job_id=running.id)
+    session.commit()
+    assert queued.status == JobStatus.CANCELLED
+    assert running.status == JobStatus.RUNNING
+    assert running.cancel_requested
+    repo.update_retrain_job(session, job_id=running.id, status="cancelled")
+    with pytest.raises(NotFoundError):
+        repo.update_retrain_job(session, job_id=10_000, status="running")
+
+
+def test_table_counts(session: Session, world: World) -> None:
+    counts = repo.table_counts(session)
+    assert counts["station"] == 2
+    assert counts["users"] == 2
