@@ -1,0 +1,1 @@
+"""Industrial visual inspection."""

@@ -1,0 +1,1 @@
+"""Benchmarks: every speed and accuracy number the project reports comes from here."""

@@ -1,0 +1,233 @@
+"""``inspection bench detectors``: every detector measured the same way on one protocol.
+
+For each detector, in its own process (so peak memory is its own): fit on the protocol's normal
+training images minus a held-out normal validation split, set the deployed threshold on that
+split, score the test set, compute image/pixel AUROC, AUPRO (FPR <= 0.3) and F1 at the
+threshold (overall and per defect type), export to OpenVINO and time batch-1 inference in torch
+and in OpenVINO. Rows merge into ``bench/results/<protocol>.json`` so detectors can be
+(re)measured one at a time; each row keeps the commit and date it was measured at.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing as mp
+import resource
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from inspection.bench.report import RESULTS_DIR, markdown_table, stamp, write_results
+
+logger = logging.getLogger(__name__)
+
+COLUMNS = [
+    "detector",
+    "image_auroc",
+    "pixel_auroc",
+    "aupro",
+    "image_f1",
+    "fit_seconds",
+    "torch_ms_per_image",
+    "openvino_ms_per_image",
+    "peak_rss_mb",
+]
+QUICK_PROTOCOL = "synthetic-quick"
+
+
+def load_protocol(protocol: str, data: Path | None, size: int) -> tuple[Any, Any]:
+    """(train normals, test set) for a protocol name or an MVTec-layout folder."""
+    from inspection.data.imageset import ImageSet, from_samples
+
+    if protocol == "mt-exp":
+        from inspection.data.magnetic_tile import mt_exp
+
+        if data is None:
+            raise ValueError("--data is required for protocol mt-exp")
+        return mt_exp(data, size)
+    if protocol == "mvtec":
+        from inspection.data.folder import load_mvtec_folder
+
+        if data is None:
+            raise ValueError("--data is required for an MVTec-layout folder")
+        return load_mvtec_folder(data, size)
+    if protocol == QUICK_PROTOCOL:
+        from inspection.data.synthetic import SyntheticLine
+
+        line = SyntheticLine("disc", size=size, seed=7)
+        train = line.normals(40)
+        test = line.normals(12, start=1000) + line.defects(15, start=2000)
+
+        def to_set(samples: list[Any]) -> ImageSet:
+            return from_samples(
+                [s.image for s in samples],
+                [s.mask for s in samples],
+                [s.defect_type for s in samples],
+                [f"synthetic-{s.index}" for s in samples],
+            )
+
+        return to_set(train), to_set(test)
+    raise ValueError(f"unknown protocol {protocol!r}; use mt-exp, mvtec or {QUICK_PROTOCOL}")
+
+
+def _time_per_image(fn: Any, images: np.ndarray, repeats: int) -> float:
+    fn(images[:1])  # warm-up
+    start = time.perf_counter()
+    for i in range(repeats):
+        fn(images[i % len(images) : i % len(images) + 1])
+    return (time.perf_counter() - start) / repeats * 1000.0
+
+
+def bench_one(
+    key: str, protocol: str, data: Path | None, quick: bool, figures_dir: Path | None
+) -> dict[str, Any]:
+    """Measure one detector (runs in a child process)."""
+    import torch
+
+    from inspection import engine, evaluation
+    from inspection.bench import figures
+    from inspection.detectors import registry
+    from inspection.runtime import OpenVinoModel
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    cls = registry.get(key)
+    config = cls.quick_config() if quick else cls.Config(type=key)
+    detector = cls(config)
+    train_set, test_set = load_protocol(protocol, data, config.image_size)
+    last = [0.0]
+
+    def progress(stage: str, done: int, total: int) -> None:
+        now = time.monotonic()
+        if now - last[0] > 10 or done == total:
+            last[0] = now
+            logger.info("[%s] %s %d/%d", key, stage, done, total)
+
+    trained = engine.train(detector, train_set, progress=progress)
+    start = time.perf_counter()
+    out = detector.predict(test_set.images, progress)
+    predict_seconds = time.perf_counter() - start
+    cal = trained.calibration
+    metrics = evaluation.evaluate(out.score, out.anomaly_map, test_set, cal)
+    repeats = 10 if quick else 30
+    torch_ms = _time_per_image(detector.predict, test_set.images, repeats)
+    with tempfile.TemporaryDirectory() as tmp:
+        engine.export_openvino(trained, tmp)
+        ov_model = OpenVinoModel(tmp)
+        ov_ms = _time_per_image(ov_model.predict, test_set.images, repeats * 3)
+    if figures_dir is not None:
+        labels = test_set.labels
+        masks = test_set.masks
+        maps = out.anomaly_map[:, 0]
+        pro = evaluation.pro_curve(maps, masks) if masks.any() else None
+        figures.detector_report(
+            figures_dir / f"{key}_curves.png",
+            f"{key} on {protocol}: image AUROC {metrics['image_auroc']:.3f}",
+            evaluation.roc_curve(out.score, labels),
+            pro,
+            out.score,
+            labels,
+            cal.image_threshold,
+        )
+        types = np.array(test_set.defect_types)
+        picks = [int(np.flatnonzero(types == t)[0]) for t in sorted(set(types))][:8]
+        figures.overlay_grid(
+            figures_dir / f"{key}_overlays.png",
+            test_set.images[picks],
+            maps[picks],
+            masks[picks],
+            [
+                f"{types[i]}: score {out.score[i]:.3g} (thr {cal.image_threshold:.3g})"
+                for i in picks
+            ],
+            vmin=cal.map_min,
+            vmax=float(np.quantile(maps, 0.999)),
+        )
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    row: dict[str, Any] = {
+        "image_auroc": metrics["image_auroc"],
+        "pixel_auroc": metrics["pixel_auroc"],
+        "aupro": metrics["aupro"],
+        "image_f1": metrics["image_f1"],
+        "fit_seconds": round(trained.fit_seconds, 2),
+        "predict_seconds": round(predict_seconds, 2),
+        "torch_ms_per_image": round(torch_ms, 2),
+        "openvino_ms_per_image": round(ov_ms, 2),
+        "peak_rss_mb": round(peak_mb, 1),
+        "image_threshold": cal.image_threshold,
+        "n_train": trained.n_train,
+        "n_val": trained.n_val,
+        "n_test": len(test_set),
+        "paper": cls.paper,
+        "config": config.model_dump(mode="json"),
+        "per_type": metrics["per_type"],
+    }
+    return row
+
+
+def _child(queue: Any, args: tuple[Any, ...]) -> None:
+    try:
+        queue.put(("ok", bench_one(*args)))
+    except Exception as exc:  # reported to the parent, which records the failure
+        logger.exception("benchmark of %s failed", args[0])
+        queue.put(("error", f"{type(exc).__name__}: {exc}"))
+
+
+def run(
+    keys: list[str],
+    protocol: str,
+    data: Path | None,
+    quick: bool = False,
+    results_dir: Path = RESULTS_DIR,
+    name: str | None = None,
+) -> dict[str, Any]:
+    """Benchmark ``keys`` and merge their rows into ``<results_dir>/<name>.json`` (+ .md)."""
+    name = name or protocol
+    json_path = results_dir / f"{name}.json"
+    payload: dict[str, Any] = {"protocol": protocol, "detectors": {}}
+    if json_path.is_file():
+        previous = json.loads(json_path.read_text())
+        if previous.get("protocol") == protocol:
+            payload["detectors"] = previous.get("detectors", {})
+    figures_dir = results_dir / name
+    ctx = mp.get_context("spawn")
+    for key in keys:
+        logger.info("benchmarking %s on %s", key, protocol)
+        queue = ctx.Queue()
+        proc = ctx.Process(target=_child, args=(queue, (key, protocol, data, quick, figures_dir)))
+        proc.start()
+        status, value = queue.get()
+        proc.join()
+        if status != "ok":
+            raise RuntimeError(f"benchmark of {key} failed: {value}")
+        row = {**stamp(), **value}
+        payload["detectors"][key] = row
+        logger.info("%s: %s", key, {c: row.get(c) for c in COLUMNS[1:]})
+    payload = {"protocol": protocol, **stamp(), "detectors": payload["detectors"]}
+    rows = [{"detector": k, **v} for k, v in payload["detectors"].items()]
+    table = markdown_table(rows, [*COLUMNS, "commit"])
+    type_rows = []
+    for key, row in payload["detectors"].items():
+        for kind, m in row.get("per_type", {}).items():
+            type_rows.append({"detector": key, "type": kind, **m})
+    per_type = markdown_table(
+        type_rows, ["detector", "type", "image_auroc", "pixel_auroc", "aupro", "image_f1"]
+    )
+    notes = (
+        "Thresholds: quantile 0.99 of scores of a held-out 15 % of the normal training images; "
+        "test labels are used only to compute the metrics. Times on the machine above, batch 1. "
+        "Figures per detector in the folder beside this file."
+    )
+    if protocol == "mt-exp":
+        notes += (
+            '\n\nData: magnetic-tile surface defects, Huang, Qiu, Yuan, "Surface defect saliency of '
+            'magnetic tile", The Visual Computer 36 (2020), doi 10.1007/s00371-018-1588-5.'
+        )
+    write_results(
+        name, payload, f"{table}\n\n{notes}\n\n## Per defect type\n\n{per_type}\n", results_dir
+    )
+    return payload

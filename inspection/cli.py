@@ -1,0 +1,38 @@
+"""Command-line entry point: ``inspection <group> <command>``.
+
+Each group lives beside the code it drives and imports heavy backends (torch, anomalib,
+OpenVINO) inside its commands, so ``inspection --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import typer
+
+from inspection.bench.cli import app as bench_app
+from inspection.db.cli import app as db_app
+from inspection.demo import demo_command
+
+app = typer.Typer(
+    name="inspection",
+    help="Industrial visual inspection: detect, type, store, review and retrain.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+app.add_typer(bench_app, name="bench")
+app.add_typer(db_app, name="db")
+app.command("demo")(demo_command)
+
+
+@app.callback()
+def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging.")) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

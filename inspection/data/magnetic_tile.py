@@ -1,0 +1,95 @@
+"""Magnetic-tile surface defects (Huang, Qiu, Yuan, The Visual Computer 36, 2020).
+
+Implements the fixed protocols of ``../shared/data/README.md`` exactly:
+
+* ``mt-exp`` (one-class): train = ``MT_Free`` groups exp0..exp4 (634 images); test = ``MT_Free``
+  exp5, exp6 (318 normal) + every image of the five defect classes (392 anomalous, with masks).
+* ``mt-open`` (open-set typing, five folds): in fold k one defect class is unknown; train = known
+  classes' images of exp0..exp4; test = known classes' exp5, exp6 + every image of the unknown.
+
+Masks are binarised with > 127 and compared at 256 x 256.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from inspection.data.imageset import GOOD, ImageSet, from_samples, read_image, read_mask
+from inspection.errors import DatasetError
+
+DEFECT_CLASSES: tuple[str, ...] = ("Blowhole", "Break", "Crack", "Fray", "Uneven")
+NORMAL_CLASS = "Free"
+TRAIN_GROUPS = frozenset({0, 1, 2, 3, 4})
+TEST_GROUPS = frozenset({5, 6})
+_NAME = re.compile(r"exp(\d+)_num_(\d+)\.jpg$")
+
+
+@dataclass(frozen=True)
+class TileImage:
+    """One image file of the release: class, acquisition group and paths."""
+
+    cls: str
+    group: int
+    image: Path
+    mask: Path
+
+
+def scan(root: str | Path) -> list[TileImage]:
+    """Every image of the release, sorted by class then file name."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"magnetic-tile data not found at {root}")
+    items: list[TileImage] = []
+    for cls in (NORMAL_CLASS, *DEFECT_CLASSES):
+        folder = root / f"MT_{cls}" / "Imgs"
+        if not folder.is_dir():
+            raise DatasetError(f"missing class folder {folder}")
+        for path in sorted(folder.glob("*.jpg")):
+            match = _NAME.search(path.name)
+            if match is None:
+                continue
+            items.append(TileImage(cls, int(match.group(1)), path, path.with_suffix(".png")))
+    return items
+
+
+def _load(items: list[TileImage], size: int) -> ImageSet:
+    images = [read_image(t.image, size) for t in items]
+    masks = [read_mask(t.mask if t.cls != NORMAL_CLASS else None, size) for t in items]
+    types = [GOOD if t.cls == NORMAL_CLASS else t.cls for t in items]
+    return from_samples(images, masks, types, [str(t.image) for t in items])
+
+
+def mt_exp(root: str | Path, size: int = 256) -> tuple[ImageSet, ImageSet]:
+    """(train normal set, test set) of protocol ``mt-exp``."""
+    items = scan(root)
+    train = [t for t in items if t.cls == NORMAL_CLASS and t.group in TRAIN_GROUPS]
+    test = [
+        t
+        for t in items
+        if (t.cls == NORMAL_CLASS and t.group in TEST_GROUPS) or t.cls != NORMAL_CLASS
+    ]
+    return _load(train, size), _load(test, size)
+
+
+@dataclass(frozen=True)
+class OpenSetFold:
+    """One ``mt-open`` fold: ``unknown`` is the held-out defect class."""
+
+    unknown: str
+    known: tuple[str, ...]
+    train: ImageSet
+    test: ImageSet
+
+
+def mt_open(root: str | Path, size: int = 256) -> list[OpenSetFold]:
+    """The five ``mt-open`` folds, in the order of :data:`DEFECT_CLASSES`."""
+    items = [t for t in scan(root) if t.cls != NORMAL_CLASS]
+    folds = []
+    for unknown in DEFECT_CLASSES:
+        known = tuple(c for c in DEFECT_CLASSES if c != unknown)
+        train = [t for t in items if t.cls in known and t.group in TRAIN_GROUPS]
+        test = [t for t in items if (t.cls in known and t.group in TEST_GROUPS) or t.cls == unknown]
+        folds.append(OpenSetFold(unknown, known, _load(train, size), _load(test, size)))
+    return folds

@@ -1,0 +1,1 @@
+"""Detectors: one module per detector, one explicit registry key each (see ``registry``)."""

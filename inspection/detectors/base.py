@@ -1,0 +1,253 @@
+"""The detector contract every registered detector implements.
+
+A detector is two parts, as in anomalib: an exportable ``torch_model`` (an ``nn.Module`` whose
+eval-mode forward takes a normalised batch ``(N, 3, H, W)`` and returns anomalib's
+:class:`~anomalib.data.InferenceBatch` with ``pred_score`` (N,) and ``anomaly_map`` (N, 1, H, W))
+and a thin training wrapper (:class:`Detector`) that knows how to fit it on normal images.
+
+Everything else — batching, input normalisation, save/load, the deployable graph that OpenVINO
+runs on the station — is shared here, so one engine trains, evaluates and exports every detector.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, ClassVar, NamedTuple
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+from inspection.backbone import LITE0_MEAN, LITE0_STD
+from inspection.errors import ModelFileError, NotFittedError
+
+logger = logging.getLogger(__name__)
+
+#: Callback for long work: (stage, done, total). ``total`` 0 means unknown.
+ProgressFn = Callable[[str, int, int], None]
+
+
+def no_progress(stage: str, done: int, total: int) -> None:
+    """Default progress callback: say nothing."""
+
+
+class DetectorOutput(NamedTuple):
+    """Raw (un-normalised) detector output for a batch.
+
+    Attributes:
+        score: (N,) float32 image anomaly score, higher = more anomalous.
+        anomaly_map: (N, 1, H, W) float32 per-pixel anomaly at input resolution.
+    """
+
+    score: np.ndarray
+    anomaly_map: np.ndarray
+
+
+class DetectorConfig(BaseModel):
+    """Settings every detector shares. Subclasses add their own fields and a ``type`` literal."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: str
+    image_size: int = Field(256, ge=32, le=1024, description="Square input side in pixels.")
+    batch_size: int = Field(16, ge=1, le=256)
+    seed: int = 0
+    backbone: str = "tf_efficientnet_lite0"
+    mean: tuple[float, float, float] = LITE0_MEAN
+    std: tuple[float, float, float] = LITE0_STD
+
+
+class Normalize(nn.Module):
+    """(x - mean) / std on (N, 3, H, W) inputs in [0, 1]; travels inside the exported graph."""
+
+    mean: torch.Tensor
+    std: torch.Tensor
+
+    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+class DeployableModel(nn.Module):
+    """What the station runs: raw [0, 1] RGB in, (score (N,), anomaly_map (N, 1, H, W)) out.
+
+    Input normalisation lives in the graph, so the exported file is self-contained.
+    """
+
+    def __init__(
+        self, torch_model: nn.Module, mean: tuple[float, ...], std: tuple[float, ...]
+    ) -> None:
+        super().__init__()
+        self.normalize = Normalize(mean, std)
+        self.model = torch_model
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.model(self.normalize(image))
+        return out.pred_score.reshape(-1), out.anomaly_map
+
+
+def images_to_tensor(images: np.ndarray) -> torch.Tensor:
+    """(N, H, W, 3) uint8 RGB -> (N, 3, H, W) float32 in [0, 1]."""
+    if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
+        raise ValueError(
+            f"expected (N, H, W, 3) uint8 RGB images, got {images.shape} {images.dtype}"
+        )
+    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div_(255.0)
+
+
+def batches(n: int, batch_size: int) -> Iterator[slice]:
+    """Consecutive slices covering ``range(n)``."""
+    for start in range(0, n, batch_size):
+        yield slice(start, min(start + batch_size, n))
+
+
+def load_state_resizing_buffers(module: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """``load_state_dict`` that first resizes buffers fitted after construction.
+
+    Closed-form fits (PaDiM's Gaussian, CutPaste's density) fill buffers whose shape is only
+    known after ``fit``; a freshly built module holds empty placeholders for them.
+    """
+    buffers = dict(module.named_buffers())
+    for name, value in state.items():
+        if name in buffers and buffers[name].shape != value.shape:
+            owner_name, _, attr = name.rpartition(".")
+            owner = module.get_submodule(owner_name) if owner_name else module
+            owner.register_buffer(attr, torch.empty_like(value))
+    module.load_state_dict(state)
+
+
+class Detector(ABC):
+    """Training wrapper around an exportable ``torch_model``.
+
+    Subclasses set ``key`` and ``Config`` and implement :meth:`build_model` and :meth:`fit_model`.
+    ``fit`` takes normal images only.
+    """
+
+    key: ClassVar[str]
+    Config: ClassVar[type[DetectorConfig]]
+    #: Paper the implementation follows (shown in docs and bench reports).
+    paper: ClassVar[str] = ""
+    #: Torch-vs-OpenVINO parity tolerance, relative to the map's value range (FP32 export).
+    export_rtol: ClassVar[float] = 1e-3
+    export_atol: ClassVar[float] = 1e-4
+
+    @classmethod
+    def quick_config(cls) -> DetectorConfig:
+        """Tiny, fast settings for contract tests and ``--quick`` benchmarks (64 px)."""
+        return cls.Config(type=cls.key, image_size=64)
+
+    def __init__(self, config: DetectorConfig | None = None) -> None:
+        cfg = config if config is not None else self.Config(type=self.key)
+        if not isinstance(cfg, self.Config):
+            raise TypeError(
+                f"{type(self).__name__} needs {self.Config.__name__}, got {type(cfg).__name__}"
+            )
+        self.config = cfg
+        torch.manual_seed(cfg.seed)
+        self.torch_model: nn.Module = self.build_model()
+        self.normalize = Normalize(cfg.mean, cfg.std)
+        self.fitted = False
+
+    # -- subclass hooks ---------------------------------------------------------------------
+    @abstractmethod
+    def build_model(self) -> nn.Module:
+        """Build the (untrained) exportable network for ``self.config``."""
+
+    @abstractmethod
+    def fit_model(self, images: torch.Tensor, progress: ProgressFn) -> None:
+        """Fit ``self.torch_model`` on normalised normal images (N, 3, H, W)."""
+
+    # -- shared behaviour -------------------------------------------------------------------
+    def _prepare(self, images: np.ndarray) -> torch.Tensor:
+        size = self.config.image_size
+        if images.shape[1:3] != (size, size):
+            raise ValueError(
+                f"{self.key}: expected images of {size}x{size}, got {images.shape[1:3]}"
+            )
+        return self.normalize(images_to_tensor(images))
+
+    def fit(self, images: np.ndarray, progress: ProgressFn = no_progress) -> None:
+        """Fit on normal images (N, H, W, 3) uint8 RGB at ``config.image_size``."""
+        if len(images) == 0:
+            raise ValueError(f"{self.key}: cannot fit on zero images")
+        torch.manual_seed(self.config.seed)
+        np.random.seed(self.config.seed)
+        self.fit_model(self._prepare(images), progress)
+        self.torch_model.eval()
+        self.fitted = True
+
+    @torch.no_grad()
+    def predict(self, images: np.ndarray, progress: ProgressFn = no_progress) -> DetectorOutput:
+        """Raw scores (N,) and anomaly maps (N, 1, H, W) for (N, H, W, 3) uint8 images."""
+        if not self.fitted:
+            raise NotFittedError(f"{self.key}: call fit() or load() before predict()")
+        self.torch_model.eval()
+        scores: list[np.ndarray] = []
+        maps: list[np.ndarray] = []
+        for k, sl in enumerate(batches(len(images), self.config.batch_size)):
+            out = self.torch_model(self._prepare(images[sl]))
+            scores.append(out.pred_score.reshape(-1).float().numpy())
+            maps.append(out.anomaly_map.float().numpy())
+            progress("predict", min(sl.stop, len(images)), len(images))
+            del k
+        return DetectorOutput(np.concatenate(scores), np.concatenate(maps))
+
+    def deployable(self) -> DeployableModel:
+        """The graph the station runs (normalisation included), in eval mode."""
+        if not self.fitted:
+            raise NotFittedError(f"{self.key}: nothing to export before fit() or load()")
+        return DeployableModel(self.torch_model, self.config.mean, self.config.std).eval()
+
+    # -- persistence ------------------------------------------------------------------------
+    def extra_state(self) -> dict[str, Any]:
+        """Non-parameter state a subclass must persist (override when needed)."""
+        return {}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:  # noqa: B027
+        """Restore what :meth:`extra_state` returned."""
+
+    def save(self, directory: str | Path) -> Path:
+        """Write ``detector.json`` (key + config) and ``weights.pt`` to ``directory``."""
+        if not self.fitted:
+            raise NotFittedError(f"{self.key}: nothing to save before fit()")
+        out = Path(directory)
+        out.mkdir(parents=True, exist_ok=True)
+        meta = {"key": self.key, "config": self.config.model_dump(mode="json")}
+        (out / "detector.json").write_text(json.dumps(meta, indent=2))
+        torch.save(
+            {"model": self.torch_model.state_dict(), "extra": self.extra_state()},
+            out / "weights.pt",
+        )
+        return out
+
+    @classmethod
+    def load(cls, directory: str | Path) -> Detector:
+        """Rebuild a saved detector; raises :class:`ModelFileError` on a mismatching file."""
+        path = Path(directory)
+        try:
+            meta = json.loads((path / "detector.json").read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ModelFileError(f"cannot read detector metadata in {path}: {exc}") from exc
+        if meta.get("key") != cls.key:
+            raise ModelFileError(f"{path} holds a {meta.get('key')!r} detector, not {cls.key!r}")
+        detector = cls(cls.Config.model_validate(meta["config"]))
+        try:
+            state = torch.load(path / "weights.pt", map_location="cpu", weights_only=False)
+            load_state_resizing_buffers(detector.torch_model, state["model"])
+            detector.load_extra_state(state.get("extra", {}))
+        except (OSError, RuntimeError, KeyError, EOFError) as exc:
+            raise ModelFileError(
+                f"weights in {path} do not match a {cls.key} detector: {exc}"
+            ) from exc
+        detector.torch_model.eval()
+        detector.fitted = True
+        return detector

@@ -1,0 +1,157 @@
+"""Student-teacher feature pyramid matching (STFPM), optionally an ensemble of students.
+
+Wang, Han, Xu, Zhou, "Student-Teacher Feature Pyramid Matching for Anomaly Detection",
+BMVC 2021 (arXiv:2103.04257): a pretrained teacher (offline EfficientNet-Lite0) and a randomly
+initialised student of the same architecture; the student regresses the teacher's normalised
+features at several layers on normal images; the anomaly map is the product over layers of
+the per-position squared distance of L2-normalised features.
+
+Option ``n_students > 1`` follows Bergmann et al., "Uninformed Students: Student-Teacher
+Anomaly Detection with Discriminative Latent Embeddings", CVPR 2020, where it is cheap: an
+ensemble of independently initialised students, scored by mean regression error plus the
+predictive variance across students.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from anomalib.data import InferenceBatch
+from pydantic import Field
+from torch import nn
+from torch.nn import functional as F
+
+from inspection.backbone import LITE0_LAYERS, install_offline_weights
+from inspection.detectors.base import Detector, DetectorConfig, ProgressFn, batches
+
+
+class StfpmConfig(DetectorConfig):
+    """STFPM settings (optimiser as in the paper / anomalib: SGD lr 0.4, momentum 0.9)."""
+
+    type: Literal["stfpm"] = "stfpm"
+    layers: tuple[str, ...] = LITE0_LAYERS
+    epochs: int = Field(10, ge=1)
+    lr: float = 0.4
+    n_students: int = Field(1, ge=1, le=8)
+    smoothing_sigma: float = Field(4.0, ge=0.0, description="Gaussian smoothing of the map, px.")
+
+
+def _gaussian_kernel(sigma: float) -> torch.Tensor:
+    radius = max(1, round(4 * sigma))
+    x = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    k = torch.exp(-(x**2) / (2 * sigma**2))
+    return k / k.sum()
+
+
+class StudentTeacherModel(nn.Module):
+    """Frozen teacher, ``n`` students; eval forward -> InferenceBatch (score (N,), map (N,1,H,W))."""
+
+    kernel: torch.Tensor
+
+    def __init__(self, backbone: str, layers: list[str], n_students: int, sigma: float) -> None:
+        super().__init__()
+        from anomalib.models.components import TimmFeatureExtractor
+
+        self.layers = layers
+        self.teacher = TimmFeatureExtractor(
+            backbone=backbone, pre_trained=True, layers=layers
+        ).eval()
+        for p in self.teacher.parameters():
+            p.requires_grad = False
+        self.students = nn.ModuleList(
+            TimmFeatureExtractor(
+                backbone=backbone, pre_trained=False, layers=layers, requires_grad=True
+            )
+            for _ in range(n_students)
+        )
+        self.sigma = sigma
+        self.register_buffer("kernel", _gaussian_kernel(sigma) if sigma > 0 else torch.ones(1))
+
+    def train(self, mode: bool = True) -> StudentTeacherModel:
+        super().train(mode)
+        self.teacher.eval()
+        return self
+
+    def features(
+        self, images: torch.Tensor
+    ) -> tuple[dict[str, torch.Tensor], list[dict[str, torch.Tensor]]]:
+        with torch.no_grad():
+            teacher = self.teacher(images)
+        return teacher, [s(images) for s in self.students]
+
+    def _smooth(self, amap: torch.Tensor) -> torch.Tensor:
+        if self.sigma <= 0:
+            return amap
+        k = self.kernel
+        pad = k.numel() // 2
+        amap = F.conv2d(F.pad(amap, (pad, pad, 0, 0), mode="reflect"), k.view(1, 1, 1, -1))
+        return F.conv2d(F.pad(amap, (0, 0, pad, pad), mode="reflect"), k.view(1, 1, -1, 1))
+
+    def forward(self, images: torch.Tensor) -> InferenceBatch:
+        size = images.shape[-2:]
+        teacher, students = self.features(images)
+        amap = torch.ones(images.shape[0], 1, *size, device=images.device)
+        for layer in self.layers:
+            t = F.normalize(teacher[layer], dim=1)
+            preds = torch.stack([F.normalize(s[layer], dim=1) for s in students])  # (S,N,C,h,w)
+            mean = preds.mean(0)
+            err = 0.5 * ((t - mean) ** 2).sum(1, keepdim=True)
+            if len(students) > 1:  # Uninformed Students: add predictive variance
+                err = err + 0.5 * preds.var(0, unbiased=False).sum(1, keepdim=True)
+            amap = amap * F.interpolate(err, size=size, mode="bilinear", align_corners=False)
+        amap = self._smooth(amap)
+        return InferenceBatch(pred_score=amap.amax(dim=(-2, -1)).reshape(-1), anomaly_map=amap)
+
+
+def stfpm_loss(teacher: dict[str, torch.Tensor], student: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Sum over layers of 0.5 / (h w) * ||norm(t) - norm(s)||^2, averaged over the batch."""
+    loss = torch.zeros(())
+    for layer, t in teacher.items():
+        h, w = t.shape[-2:]
+        diff = F.normalize(t, dim=1) - F.normalize(student[layer], dim=1)
+        loss = loss + 0.5 / (h * w) * (diff**2).sum() / t.shape[0]
+    return loss
+
+
+class StfpmDetector(Detector):
+    """Plain STFPM (``n_students=1``) or an Uninformed-Students-style ensemble."""
+
+    key = "stfpm"
+    Config = StfpmConfig
+    paper = "Wang et al., BMVC 2021, arXiv:2103.04257; Bergmann et al., CVPR 2020"
+
+    config: StfpmConfig
+
+    def build_model(self) -> nn.Module:
+        install_offline_weights(self.config.backbone)
+        cfg = self.config
+        return StudentTeacherModel(
+            cfg.backbone, list(cfg.layers), cfg.n_students, cfg.smoothing_sigma
+        )
+
+    def fit_model(self, images: torch.Tensor, progress: ProgressFn) -> None:
+        model = self.torch_model
+        assert isinstance(model, StudentTeacherModel)
+        params = [p for s in model.students for p in s.parameters()]
+        opt = torch.optim.SGD(params, lr=self.config.lr, momentum=0.9, weight_decay=1e-3)
+        gen = torch.Generator().manual_seed(self.config.seed)
+        model.train()
+        for epoch in range(self.config.epochs):
+            order = torch.randperm(len(images), generator=gen)
+            total = 0.0
+            for sl in batches(len(images), self.config.batch_size):
+                batch = images[order[sl]]
+                teacher, students = model.features(batch)
+                loss = sum((stfpm_loss(teacher, s) for s in students), torch.zeros(()))
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                total += float(loss) * len(batch)
+            progress(
+                f"stfpm: epoch (loss {total / len(images):.4f})", epoch + 1, self.config.epochs
+            )
+        model.eval()
+
+
+DETECTOR = StfpmDetector

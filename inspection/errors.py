@@ -1,0 +1,71 @@
+"""Specific errors raised across the package, so callers can tell bad input from bugs."""
+
+from __future__ import annotations
+
+
+class InspectionError(Exception):
+    """Base class of every error this package raises on purpose."""
+
+
+class ConfigError(InspectionError):
+    """A configuration file or value is malformed or inconsistent."""
+
+
+class DatasetError(InspectionError):
+    """A dataset folder is missing, empty or not in the expected layout."""
+
+
+class ImageDecodeError(InspectionError):
+    """An image file could not be decoded (corrupt, truncated or not an image)."""
+
+
+class BackboneWeightsError(InspectionError):
+    """Pretrained backbone weights are missing or do not match the architecture."""
+
+
+class ModelFileError(InspectionError):
+    """A saved or exported model does not exist, is corrupt, or does not match what was asked."""
+
+
+class UnknownDetectorError(InspectionError, KeyError):
+    """A detector key is not in the registry."""
+
+
+class NotFittedError(InspectionError):
+    """A detector was used before ``fit`` (or ``load``)."""
+
+
+class DatabaseError(InspectionError):
+    """The database is unreachable or its schema is not at the expected revision."""
+
+
+class SchemaOutOfDateError(DatabaseError):
+    """The database schema is not at Alembic head; run ``inspection db upgrade``."""
+
+
+class StorageError(InspectionError):
+    """The artifact store could not read, write or delete an object."""
+
+
+class UnsafeArtifactKeyError(StorageError, ValueError):
+    """An artifact key is absolute, climbs out of the store (``..``, symlinks) or is malformed."""
+
+
+class ArtifactNotFoundError(StorageError, FileNotFoundError):
+    """No artifact is stored under the requested key."""
+
+
+class NotFoundError(InspectionError, LookupError):
+    """A database row that the caller named (station, model version, job, ...) does not exist."""
+
+
+class InvalidStateError(InspectionError):
+    """An operation is not allowed in the entity's current state (e.g. finishing a done job)."""
+
+
+class PostgresUnavailableError(InspectionError):
+    """No PostgreSQL server binaries (or no non-root user to run them) for a throwaway cluster."""
+
+
+class InvalidCursorError(InspectionError, ValueError):
+    """A pagination cursor is malformed or was not produced by this version of the code."""

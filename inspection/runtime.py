@@ -1,0 +1,151 @@
+"""Deployed-model runtime for the station hot path: OpenVINO + OpenCV + NumPy only.
+
+Imports no torch and no anomalib. A bundle directory holds ``model.xml``/``model.bin`` (the
+deployable graph: normalisation inside, raw [0, 1] RGB NCHW in, score (N,) and anomaly map
+(N, 1, S, S) out) and ``model.json`` (input contract and calibration).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import cv2
+import numpy as np
+
+from inspection.errors import ModelFileError
+
+logger = logging.getLogger(__name__)
+
+BUNDLE_FORMAT = "inspection-model/1"
+
+
+class Prediction(NamedTuple):
+    """Station-side model output for a batch.
+
+    Attributes:
+        raw_score: (N,) float32 raw image score.
+        score: (N,) float32 normalised score in [0, 1]; the image threshold sits at 0.5.
+        anomaly_map: (N, S, S) float32 raw per-pixel anomaly at model input size.
+        is_anomalous: (N,) bool, raw score above the image threshold in use.
+    """
+
+    raw_score: np.ndarray
+    score: np.ndarray
+    anomaly_map: np.ndarray
+    is_anomalous: np.ndarray
+
+
+def read_metadata(directory: str | Path) -> dict[str, Any]:
+    """``model.json`` of a bundle, validated for format."""
+    path = Path(directory) / "model.json"
+    try:
+        meta: dict[str, Any] = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ModelFileError(f"cannot read model metadata {path}: {exc}") from exc
+    if meta.get("format") != BUNDLE_FORMAT:
+        raise ModelFileError(
+            f"{path} is not an {BUNDLE_FORMAT} bundle (format {meta.get('format')!r})"
+        )
+    return meta
+
+
+def preprocess(
+    frame: np.ndarray, size: int, roi: tuple[int, int, int, int] | None = None
+) -> np.ndarray:
+    """Camera frame (H, W, 3) uint8 RGB or (H, W) gray -> (size, size, 3) uint8 RGB.
+
+    ``roi`` is (x, y, w, h) in frame pixels, cropped before resizing.
+    """
+    if frame.ndim == 2:
+        frame = cv2.cvtColor(frame, cv2.COLOR_GRAY2RGB)
+    if roi is not None:
+        x, y, w, h = roi
+        frame = frame[y : y + h, x : x + w]
+        if frame.size == 0:
+            raise ValueError(f"region of interest {roi} lies outside the frame")
+    if frame.shape[:2] != (size, size):
+        frame = cv2.resize(frame, (size, size), interpolation=cv2.INTER_AREA)
+    return frame
+
+
+def to_input(images: np.ndarray) -> np.ndarray:
+    """(N, S, S, 3) uint8 -> (N, 3, S, S) float32 in [0, 1]."""
+    return np.ascontiguousarray(images.transpose(0, 3, 1, 2), dtype=np.float32) * np.float32(
+        1.0 / 255.0
+    )
+
+
+class OpenVinoModel:
+    """A compiled deployable model with its calibration.
+
+    Args:
+        directory: bundle directory.
+        device: OpenVINO device name.
+        image_threshold: override of the bundle's raw image threshold (per-station setting).
+        num_threads: CPU inference threads (None: OpenVINO's choice).
+        inference_precision: OpenVINO ``INFERENCE_PRECISION_HINT`` ("f32", or "bf16" for speed).
+    """
+
+    def __init__(
+        self,
+        directory: str | Path,
+        device: str = "CPU",
+        image_threshold: float | None = None,
+        num_threads: int | None = None,
+        inference_precision: str = "f32",
+    ) -> None:
+        import openvino as ov
+
+        self.directory = Path(directory)
+        self.meta = read_metadata(self.directory)
+        xml = self.directory / "model.xml"
+        if not xml.is_file():
+            raise ModelFileError(f"missing OpenVINO model {xml}")
+        self.size = int(self.meta["input"]["size"])
+        cal = self.meta["calibration"]
+        self.image_threshold = float(
+            image_threshold if image_threshold is not None else cal["image_threshold"]
+        )
+        self.pixel_threshold = float(cal["pixel_threshold"])
+        self._span = max(float(cal["score_max"]) - float(cal["score_min"]), 1e-12)
+        core = ov.Core()
+        # f32 by default: CPUs with bf16 units would otherwise run an FP32 IR in bf16 and shift
+        # scores by a few percent against the thresholds calibrated in f32.
+        config: dict[str, Any] = {
+            "PERFORMANCE_HINT": "LATENCY",
+            "INFERENCE_PRECISION_HINT": inference_precision,
+        }
+        if num_threads:
+            config["INFERENCE_NUM_THREADS"] = num_threads
+        try:
+            model = core.read_model(xml)
+            shape = model.input(0).get_partial_shape()
+            if shape.rank.get_length() != 4 or str(shape[1]) != "3":
+                raise ModelFileError(f"{xml}: input shape {shape} is not (N, 3, S, S)")
+            self.compiled = core.compile_model(model, device, config)
+        except RuntimeError as exc:
+            raise ModelFileError(f"cannot load OpenVINO model {xml}: {exc}") from exc
+        self.request = self.compiled.create_infer_request()
+
+    @property
+    def detector(self) -> str:
+        return str(self.meta["detector"])
+
+    def normalize(self, raw: np.ndarray) -> np.ndarray:
+        """Raw scores -> [0, 1] with the image threshold at 0.5."""
+        return np.clip((raw - self.image_threshold) / self._span + 0.5, 0.0, 1.0).astype(np.float32)
+
+    def infer_raw(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(N, 3, S, S) float32 [0, 1] -> (scores (N,), maps (N, S, S)), synchronously."""
+        result = self.request.infer({0: batch})
+        score = np.asarray(result[self.compiled.output(0)], dtype=np.float32).reshape(-1)
+        amap = np.asarray(result[self.compiled.output(1)], dtype=np.float32)
+        return score, amap.reshape(amap.shape[0], amap.shape[-2], amap.shape[-1])
+
+    def predict(self, images: np.ndarray) -> Prediction:
+        """(N, S, S, 3) uint8 RGB already at model size -> :class:`Prediction`."""
+        raw, amap = self.infer_raw(to_input(images))
+        return Prediction(raw, self.normalize(raw), amap, raw > self.image_threshold)
