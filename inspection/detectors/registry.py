@@ -19,7 +19,6 @@ from inspection.errors import UnknownDetectorError
 REGISTRY: dict[str, str] = {
     "padim": "inspection.detectors.padim",
     "stfpm": "inspection.detectors.stfpm",
-    "cutpaste": "inspection.detectors.cutpaste",
 }
 
 
