@@ -42,3 +42,28 @@ def detectors(
     payload = bench.run(keys, protocol, data, quick=quick, results_dir=results_dir, name=name)
     rows = [{"detector": k, **v} for k, v in payload["detectors"].items() if k in keys]
     Console().print(markdown_table(rows, bench.COLUMNS))
+
+
+@app.command("db")
+def db(
+    n: int = typer.Option(100_000, "--n", help="Inspections to insert per engine."),
+    batch_size: int = typer.Option(200, help="Inspections per transaction in the bulk insert."),
+    single_commit: int = typer.Option(2_000, help="Inspections inserted one transaction each."),
+    queries: int = typer.Option(200, help="Repetitions of each timed query."),
+    engines: str = typer.Option("sqlite,postgresql", help="Comma-separated: sqlite, postgresql."),
+    results_dir: Path = typer.Option(Path("bench/results"), help="Where results are written."),
+) -> None:
+    """Insert and query inspections (regions, labels) on SQLite and PostgreSQL: db.json/.md."""
+    from rich.console import Console
+
+    from inspection.bench import db_bench
+    from inspection.bench.report import markdown_table
+
+    config = db_bench.BenchConfig(
+        n_inspections=n, batch_size=batch_size, n_single_commit=single_commit, n_queries=queries
+    )
+    chosen = tuple(e.strip() for e in engines.split(",") if e.strip())
+    payload = db_bench.run(config, engines=chosen, results_dir=results_dir)
+    Console().print(markdown_table(list(payload["engines"].values()), db_bench.COLUMNS))
+    for engine, reason in payload["skipped"].items():
+        Console().print(f"skipped {engine}: {reason}")

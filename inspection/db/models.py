@@ -418,6 +418,7 @@ class Artifact(Base):
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
     inspection: Mapped[Inspection] = relationship(back_populates="artifacts")
+    region: Mapped[DefectRegion | None] = relationship()
 
 
 class OperatorLabel(Base):

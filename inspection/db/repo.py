@@ -66,6 +66,7 @@ _MODEL_TRANSITIONS: dict[ModelStatus, frozenset[ModelStatus]] = {
     ModelStatus.RETIRED: frozenset({ModelStatus.ACTIVE}),
 }
 MAX_LOG_CHARS = 200_000
+_IN_CHUNK = 500  # keys per IN (...) list
 
 
 # -- input containers --------------------------------------------------------------------------
@@ -510,7 +511,7 @@ def list_model_versions(session: Session, *, station_id: int | None = None) -> l
 
 
 def _defect_type_ids(session: Session, names: Iterable[str | None]) -> dict[str, int]:
-    wanted = {n.strip().lower() for n in names if n is not None and n.strip()}
+    wanted = {_type_key(n) for n in names if n is not None and n.strip()}
     if not wanted:
         return {}
     rows = session.execute(
@@ -520,6 +521,90 @@ def _defect_type_ids(session: Session, names: Iterable[str | None]) -> dict[str,
     for name in wanted - found.keys():
         found[name] = get_or_create_defect_type(session, name).id
     return found
+
+
+def _type_key(name: str) -> str:
+    return name.strip().lower()
+
+
+@dataclass(frozen=True)
+class InspectionData:
+    """One inspection to record (the fields of :func:`record_inspection`)."""
+
+    station_id: int
+    captured_at: dt.datetime
+    frame_ref: str
+    model_version_id: int | None
+    raw_score: float
+    norm_score: float
+    verdict: Verdict | str
+    latency_ms: float
+    idempotency_key: str
+    regions: Sequence[RegionData] = ()
+    artifacts: Sequence[ArtifactData] = ()
+    camera_id: int | None = None
+
+    def validate(self) -> None:
+        """Reject naive capture times, bad keys and dangling region indexes."""
+        _aware(self.captured_at, "captured_at")
+        if not self.idempotency_key or len(self.idempotency_key) > 64:
+            raise ValueError("idempotency_key must be 1..64 characters")
+        for artifact in self.artifacts:
+            index = artifact.region_index
+            if index is not None and not 0 <= index < len(self.regions):
+                raise ValueError(f"artifact region_index {index} out of range")
+
+
+def _build_inspection(data: InspectionData, type_ids: Mapping[str, int]) -> Inspection:
+    now = utcnow()
+    regions = [
+        DefectRegion(
+            x=r.x,
+            y=r.y,
+            w=r.w,
+            h=r.h,
+            area_px=float(r.area_px),
+            score=r.score,
+            defect_type_id=type_ids[_type_key(r.defect_type)]
+            if r.defect_type is not None and r.defect_type.strip()
+            else None,
+            confidence=r.confidence,
+            is_unknown=r.is_unknown,
+        )
+        for r in data.regions
+    ]
+    artifacts = [
+        Artifact(
+            region=regions[a.region_index] if a.region_index is not None else None,
+            kind=ArtifactKind(a.kind),
+            store_key=a.store_key,
+            sha256=a.sha256,
+            size_bytes=a.size_bytes,
+            media_type=a.media_type,
+            width_px=a.width_px,
+            height_px=a.height_px,
+            heatmap_max=a.heatmap_max,
+            heatmap_mean=a.heatmap_mean,
+            created_at=now,
+        )
+        for a in data.artifacts
+    ]
+    return Inspection(
+        station_id=data.station_id,
+        camera_id=data.camera_id,
+        captured_at=data.captured_at,
+        frame_ref=data.frame_ref,
+        idempotency_key=data.idempotency_key,
+        model_version_id=data.model_version_id,
+        raw_score=float(data.raw_score),
+        norm_score=float(data.norm_score),
+        verdict=Verdict(data.verdict),
+        latency_ms=float(data.latency_ms),
+        has_unknown=any(r.is_unknown for r in data.regions),
+        created_at=now,
+        regions=regions,
+        artifacts=artifacts,
+    )
 
 
 def record_inspection(
@@ -544,78 +629,79 @@ def record_inspection(
     unchanged (replaying a station's spool is harmless), also when another writer inserts the
     same key concurrently. ``captured_at`` must be timezone-aware.
     """
-    _aware(captured_at, "captured_at")
-    if not idempotency_key or len(idempotency_key) > 64:
-        raise ValueError("idempotency_key must be 1..64 characters")
-    existing = _find_by_key(session, station_id, idempotency_key)
-    if existing is not None:
-        return existing
-    type_ids = _defect_type_ids(session, (r.defect_type for r in regions))
-    for artifact in artifacts:
-        if artifact.region_index is not None and not 0 <= artifact.region_index < len(regions):
-            raise ValueError(f"artifact region_index {artifact.region_index} out of range")
-    inspection = Inspection(
+    data = InspectionData(
         station_id=station_id,
-        camera_id=camera_id,
         captured_at=captured_at,
         frame_ref=frame_ref,
-        idempotency_key=idempotency_key,
         model_version_id=model_version_id,
-        raw_score=float(raw_score),
-        norm_score=float(norm_score),
-        verdict=Verdict(verdict),
-        latency_ms=float(latency_ms),
-        has_unknown=any(r.is_unknown for r in regions),
-        created_at=utcnow(),
+        raw_score=raw_score,
+        norm_score=norm_score,
+        verdict=verdict,
+        latency_ms=latency_ms,
+        idempotency_key=idempotency_key,
+        regions=regions,
+        artifacts=artifacts,
+        camera_id=camera_id,
     )
-    region_rows = [
-        DefectRegion(
-            x=r.x,
-            y=r.y,
-            w=r.w,
-            h=r.h,
-            area_px=float(r.area_px),
-            score=r.score,
-            defect_type_id=type_ids[r.defect_type.strip().lower()]
-            if r.defect_type is not None and r.defect_type.strip()
-            else None,
-            confidence=r.confidence,
-            is_unknown=r.is_unknown,
-        )
-        for r in regions
-    ]
-    inspection.regions = region_rows
-    try:
-        with session.begin_nested():
-            session.add(inspection)
-            session.flush()
-            for a in artifacts:
-                session.add(
-                    Artifact(
-                        inspection_id=inspection.id,
-                        region_id=region_rows[a.region_index].id
-                        if a.region_index is not None
-                        else None,
-                        kind=ArtifactKind(a.kind),
-                        store_key=a.store_key,
-                        sha256=a.sha256,
-                        size_bytes=a.size_bytes,
-                        media_type=a.media_type,
-                        width_px=a.width_px,
-                        height_px=a.height_px,
-                        heatmap_max=a.heatmap_max,
-                        heatmap_mean=a.heatmap_mean,
-                        created_at=utcnow(),
-                    )
+    return record_inspections(session, [data])[0]
+
+
+def record_inspections(session: Session, items: Sequence[InspectionData]) -> list[Inspection]:
+    """Store many inspections in one flush (spool replay, imports); idempotent per key.
+
+    Returns one inspection per item, in order: the stored one for keys already present (or
+    repeated within ``items``). All rows go in one savepoint; if a concurrent writer inserted
+    one of the keys meanwhile, the items are retried one at a time.
+    """
+    for item in items:
+        item.validate()
+    existing = _existing_by_key(session, items)
+    type_ids = _defect_type_ids(session, (r.defect_type for i in items for r in i.regions))
+    result: dict[tuple[int, str], Inspection] = dict(existing)
+    new: list[Inspection] = []
+    for item in items:
+        key = (item.station_id, item.idempotency_key)
+        if key not in result:
+            result[key] = _build_inspection(item, type_ids)
+            new.append(result[key])
+    if new:
+        try:
+            with session.begin_nested():
+                session.add_all(new)
+                session.flush()
+        except IntegrityError:
+            if len(items) == 1:
+                item = items[0]
+                found = _find_by_key(session, item.station_id, item.idempotency_key)
+                if found is None:
+                    raise
+                log.info(
+                    "inspection %s/%s was stored concurrently",
+                    item.station_id,
+                    item.idempotency_key,
                 )
-            session.flush()
-    except IntegrityError:
-        existing = _find_by_key(session, station_id, idempotency_key)
-        if existing is None:
-            raise
-        log.info("inspection %s/%s was stored concurrently", station_id, idempotency_key)
-        return existing
-    return inspection
+                return [found]
+            return [record_inspections(session, [item])[0] for item in items]
+    return [result[(item.station_id, item.idempotency_key)] for item in items]
+
+
+def _existing_by_key(
+    session: Session, items: Sequence[InspectionData]
+) -> dict[tuple[int, str], Inspection]:
+    by_station: dict[int, set[str]] = {}
+    for item in items:
+        by_station.setdefault(item.station_id, set()).add(item.idempotency_key)
+    found: dict[tuple[int, str], Inspection] = {}
+    for station_id, keys in by_station.items():
+        ordered = sorted(keys)
+        for start in range(0, len(ordered), _IN_CHUNK):
+            stmt = select(Inspection).where(
+                Inspection.station_id == station_id,
+                Inspection.idempotency_key.in_(ordered[start : start + _IN_CHUNK]),
+            )
+            for inspection in session.scalars(stmt):
+                found[(station_id, inspection.idempotency_key)] = inspection
+    return found
 
 
 def _find_by_key(session: Session, station_id: int, key: str) -> Inspection | None:

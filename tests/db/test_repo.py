@@ -6,7 +6,7 @@ import datetime as dt
 from dataclasses import dataclass
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 from sqlalchemy.orm import Session
 
 from inspection.db import repo
@@ -401,3 +401,95 @@ def test_table_counts(session: Session, world: World) -> None:
     counts = repo.table_counts(session)
     assert counts["station"] == 2
     assert counts["users"] == 2
+
+
+def test_record_inspections_batch_is_idempotent(session: Session, world: World) -> None:
+    first = _record(session, world, "dup", 0.7, defect_type="crack")
+    session.commit()
+
+    def item(key: str, score: float) -> repo.InspectionData:
+        return repo.InspectionData(
+            station_id=world.station_id,
+            captured_at=T0,
+            frame_ref=f"frames/{key}.png",
+            model_version_id=None,
+            raw_score=score,
+            norm_score=score,
+            verdict="pass",
+            latency_ms=1.0,
+            idempotency_key=key,
+            regions=[RegionData(x=0, y=0, w=2, h=2, area_px=3, defect_type="Fresh-Type")],
+        )
+
+    stored = repo.record_inspections(
+        session, [item("a", 0.1), item("dup", 0.2), item("b", 0.3), item("a", 0.4)]
+    )
+    session.commit()
+    assert [s.idempotency_key for s in stored] == ["a", "dup", "b", "a"]
+    assert stored[1].id == first.id
+    assert stored[0] is stored[3]
+    assert stored[0].norm_score == 0.1
+    assert session.scalar(select(func.count()).select_from(Inspection)) == 3
+    assert "fresh-type" in [t.name for t in repo.list_defect_types(session)]
+
+
+def test_concurrent_insert_of_same_key_returns_stored_row(
+    session: Session, world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another writer stored the key between our check and our insert: no error, no dup."""
+    first = _record(session, world, "race", 0.7)
+    session.commit()
+    session.expunge_all()
+    monkeypatch.setattr(repo, "_existing_by_key", lambda _session, _items: {})
+    again = _record(session, world, "race", 0.1)
+    session.commit()
+    assert again.id == first.id
+    assert session.scalar(select(func.count()).select_from(Inspection)) == 1
+    # Also in a batch, where the whole savepoint is retried item by item.
+    batch = repo.record_inspections(
+        session,
+        [
+            repo.InspectionData(
+                station_id=world.station_id,
+                captured_at=T0,
+                frame_ref="f",
+                model_version_id=None,
+                raw_score=0,
+                norm_score=0,
+                verdict="pass",
+                latency_ms=1,
+                idempotency_key=key,
+            )
+            for key in ("new-1", "race")
+        ],
+    )
+    session.commit()
+    assert batch[1].id == first.id
+    assert session.scalar(select(func.count()).select_from(Inspection)) == 2
+
+
+def test_review_queue_is_served_by_an_index(session: Session, world: World) -> None:
+    """The review queue must not sort the table: the planner walks the review index."""
+    if session.get_bind().dialect.name != "sqlite":
+        pytest.skip("plan check is written for SQLite; PostgreSQL plans depend on statistics")
+    captured: list[tuple[str, object]] = []
+    engine = session.get_bind()
+
+    def grab(_conn: object, _cursor: object, statement: str, params: object, *_: object) -> None:
+        if "FROM inspection" in statement and "ORDER BY inspection.has_unknown" in statement:
+            captured.append((statement, params))
+
+    event.listen(engine, "before_cursor_execute", grab)
+    try:
+        repo.review_queue(session, station_id=world.station_id, limit=5)
+    finally:
+        event.remove(engine, "before_cursor_execute", grab)
+    assert captured
+    statement, params = captured[0]
+    rows = session.connection().exec_driver_sql(
+        "EXPLAIN QUERY PLAN " + statement,
+        params,  # type: ignore[arg-type]
+    )
+    plan = " | ".join(str(row[-1]) for row in rows)
+    assert "ix_inspection_station_id_has_unknown_norm_score_id" in plan
+    assert "TEMP B-TREE FOR ORDER BY" not in plan
