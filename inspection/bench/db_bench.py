@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import logging
+import os
 import random
 import statistics
 import tempfile
@@ -314,6 +315,8 @@ def run(
     payload: dict[str, Any] = {
         **stamp(),
         "config": config.__dict__,
+        # The machine may be shared: record how busy it was (1-min load average, start/end).
+        "load_avg_1m": {"start": os.getloadavg()[0]},
         "engines": {},
         "skipped": {},
     }
@@ -331,6 +334,7 @@ def run(
                     _migrated(url) as engine,
                 ):
                     payload["engines"]["postgresql"] = bench_engine(engine, config)
+    payload["load_avg_1m"]["end"] = os.getloadavg()[0]
     if write:
         rows = list(payload["engines"].values())
         notes = [
@@ -341,6 +345,10 @@ def run(
             f"{config.n_single_commit} inspections; query latencies over {config.n_queries} "
             "runs each, ORM loading included. SQLite: WAL, synchronous=NORMAL; PostgreSQL: "
             "local throwaway cluster, fsync on.",
+            "",
+            "1-min load average at start/end: "
+            f"{payload['load_avg_1m']['start']:.1f}/{payload['load_avg_1m']['end']:.1f} "
+            "(a shared machine: other jobs compete for the CPUs).",
         ]
         notes += [f"\nSkipped {k}: {v}" for k, v in payload["skipped"].items()]
         write_results(
