@@ -21,7 +21,31 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 
+# retrain_job.base_model_version_id -> model_version and model_version.training_job_id ->
+# retrain_job form a cycle. SQLite accepts a foreign key to a table created later (and cannot
+# ALTER TABLE ADD CONSTRAINT), so there it is declared inline; elsewhere it is added once both
+# tables exist. Both ways give the same named constraint, and no batch (table copy) is needed,
+# so `alembic upgrade head --sql` works offline for SQLite too.
+_CYCLE_FK = "fk_retrain_job_base_model_version_id_model_version"
+
+
+def _is_sqlite() -> bool:
+    return op.get_context().dialect.name == "sqlite"
+
+
 def upgrade() -> None:
+    cycle_fk_inline = (
+        [
+            sa.ForeignKeyConstraint(
+                ["base_model_version_id"],
+                ["model_version.id"],
+                name=op.f(_CYCLE_FK),
+                ondelete="SET NULL",
+            )
+        ]
+        if _is_sqlite()
+        else []
+    )
     op.create_table(
         "defect_type",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -168,6 +192,7 @@ def upgrade() -> None:
             ondelete="SET NULL",
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_retrain_job")),
+        *cycle_fk_inline,
     )
     op.create_index(op.f("ix_retrain_job_station_id"), "retrain_job", ["station_id"], unique=False)
     op.create_index(
@@ -234,11 +259,10 @@ def upgrade() -> None:
         sqlite_where=sa.text("status = 'active'"),
         postgresql_where=sa.text("status = 'active'"),
     )
-    # retrain_job.base_model_version_id -> model_version closes a cycle
-    # (model_version.training_job_id -> retrain_job), so it is added once both tables exist.
-    with op.batch_alter_table("retrain_job") as batch_op:
-        batch_op.create_foreign_key(
-            op.f("fk_retrain_job_base_model_version_id_model_version"),
+    if not _is_sqlite():
+        op.create_foreign_key(
+            op.f(_CYCLE_FK),
+            "retrain_job",
             "model_version",
             ["base_model_version_id"],
             ["id"],
@@ -486,10 +510,8 @@ def downgrade() -> None:
     op.drop_index(op.f("ix_inspection_has_unknown_norm_score_id"), table_name="inspection")
     op.drop_index(op.f("ix_inspection_captured_at"), table_name="inspection")
     op.drop_table("inspection")
-    with op.batch_alter_table("retrain_job") as batch_op:
-        batch_op.drop_constraint(
-            op.f("fk_retrain_job_base_model_version_id_model_version"), type_="foreignkey"
-        )
+    if not _is_sqlite():
+        op.drop_constraint(op.f(_CYCLE_FK), "retrain_job", type_="foreignkey")
     op.drop_index(
         "uq_model_version_one_active_per_station",
         table_name="model_version",

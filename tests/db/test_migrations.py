@@ -77,3 +77,16 @@ def test_missing_migrations_dir_is_explained(
 
 def test_single_head() -> None:
     assert migrate.head_revision() in migrate.known_revisions()
+
+
+@pytest.mark.parametrize("url", ["sqlite:///offline.db", "postgresql+psycopg://u@h/db"])
+def test_offline_sql_generation(url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """``alembic upgrade head --sql`` works without a database (for DBAs who review DDL)."""
+    from alembic import command
+
+    cfg = migrate.alembic_config()
+    cfg.set_main_option("sqlalchemy.url", url)
+    command.upgrade(cfg, "head", sql=True)
+    sql = capsys.readouterr().out
+    assert "CREATE TABLE inspection" in sql
+    assert "fk_retrain_job_base_model_version_id_model_version" in sql
