@@ -13,6 +13,7 @@ import typer
 from inspection.bench.cli import app as bench_app
 from inspection.db.cli import app as db_app
 from inspection.demo import demo_command
+from inspection.station.cli import app as station_app
 
 app = typer.Typer(
     name="inspection",
@@ -22,6 +23,7 @@ app = typer.Typer(
 )
 app.add_typer(bench_app, name="bench")
 app.add_typer(db_app, name="db")
+app.add_typer(station_app, name="station")
 app.command("demo")(demo_command)
 
 

@@ -69,3 +69,11 @@ class PostgresUnavailableError(InspectionError):
 
 class InvalidCursorError(InspectionError, ValueError):
     """A pagination cursor is malformed or was not produced by this version of the code."""
+
+
+class CameraError(InspectionError):
+    """A camera or frame source cannot be opened, or was lost while streaming."""
+
+
+class FrameError(InspectionError):
+    """A captured frame is unusable: corrupt or truncated file, empty image, wrong shape."""

@@ -1,0 +1,520 @@
+"""Station configuration: YAML files in ``stations/`` validated by pydantic.
+
+A station file (``stations/<line>/<station>.yaml``) is deep-merged over every ``defaults.yaml``
+between it and the ``stations/`` folder (outermost first), then validated. Unknown keys are
+rejected (``extra="forbid"``) with a message naming the file and the key path.
+
+Units: thresholds ``image_threshold`` is on the *normalised* image score (0..1, 0.5 = the
+model's calibrated threshold, the same scale as the database's per-station threshold);
+``pixel_threshold`` is in raw anomaly-map units (the bundle's ``calibration.pixel_threshold``
+scale). Database thresholds, when an operator has set them, win over the file, which wins over
+the model's calibration. Relative paths are relative to the working directory the station runs
+in (like ``sqlite:///var/inspection.db``).
+
+Camera credentials never appear in a config: a stream URL names placeholders
+(``rtsp://{user}:{password}@cam1/stream``) and ``credentials_env: CAM1`` reads
+``CAM1_USER`` / ``CAM1_PASSWORD`` from the environment when the camera is opened.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from inspection.errors import ConfigError
+
+DEFAULTS_NAME = "defaults.yaml"
+STATIONS_DIR_NAME = "stations"
+_ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")
+_STATION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
+_URL_USERINFO = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://([^/@]*)@")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# -- camera sources ----------------------------------------------------------------------------
+
+
+class ReconnectConfig(_Model):
+    """Exponential backoff between attempts to reopen a lost camera, seconds."""
+
+    initial_s: float = Field(0.5, gt=0)
+    max_s: float = Field(30.0, gt=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ReconnectConfig:
+        if self.max_s < self.initial_s:
+            raise ValueError("reconnect.max_s must be >= reconnect.initial_s")
+        return self
+
+
+class _SourceBase(_Model):
+    """Fields every camera source has.
+
+    ``name``: the camera's name in the database (default: the source type). ``overflow``: what
+    capture does when scoring is slower than the camera: ``drop`` the new frame (counted) or
+    ``wait`` (backpressure; for sources that keep frames, like folders and files). None picks
+    the source's natural policy.
+    """
+
+    name: str | None = Field(None, min_length=1, max_length=100)
+    overflow: Literal["drop", "wait"] | None = None
+    reconnect: ReconnectConfig = ReconnectConfig()
+
+    def overflow_policy(self) -> Literal["drop", "wait"]:
+        """The effective overflow policy."""
+        return self.overflow or "drop"
+
+    def camera_name(self) -> str:
+        """The camera's name in the database."""
+        return self.name or str(getattr(self, "type", "camera"))
+
+
+class UsbSourceConfig(_SourceBase):
+    """A local (USB/V4L2) camera by OpenCV device index; optional resolution and frame rate."""
+
+    type: Literal["usb"] = "usb"
+    index: int = Field(0, ge=0)
+    width: int | None = Field(None, ge=1)
+    height: int | None = Field(None, ge=1)
+    fps: float | None = Field(None, gt=0)
+
+
+class StreamSourceConfig(_SourceBase):
+    """An RTSP/HTTP stream through OpenCV's FFmpeg backend.
+
+    ``url`` may hold ``{user}`` and ``{password}`` placeholders, filled from the environment
+    variables ``<credentials_env>_USER`` / ``<credentials_env>_PASSWORD`` at open time (URL-
+    quoted). Literal credentials in the URL are rejected. Timeouts are in seconds.
+    """
+
+    type: Literal["stream"] = "stream"
+    url: str = Field(min_length=1)
+    credentials_env: str | None = None
+    open_timeout_s: float = Field(10.0, gt=0)
+    read_timeout_s: float = Field(10.0, gt=0)
+
+    @field_validator("credentials_env")
+    @classmethod
+    def _env_name(cls, value: str | None) -> str | None:
+        if value is not None and not _ENV_NAME.fullmatch(value):
+            raise ValueError(f"credentials_env {value!r} must look like CAM1 (A-Z, 0-9, _)")
+        return value
+
+    @model_validator(mode="after")
+    def _no_literal_credentials(self) -> StreamSourceConfig:
+        placeholders = "{user}" in self.url or "{password}" in self.url
+        if placeholders and self.credentials_env is None:
+            raise ValueError("url has {user}/{password} placeholders but no credentials_env")
+        match = _URL_USERINFO.match(self.url)
+        if match:
+            userinfo = match.group(1)
+            stripped = userinfo.replace("{user}", "").replace("{password}", "").replace(":", "")
+            if stripped:
+                raise ValueError(
+                    "credentials must not be written in the url: use {user}:{password} "
+                    "placeholders and credentials_env"
+                )
+        return self
+
+
+class VideoSourceConfig(_SourceBase):
+    """A video file: ``loop`` restarts it at the end, ``realtime`` paces reads at its frame rate."""
+
+    type: Literal["video"] = "video"
+    path: Path
+    loop: bool = False
+    realtime: bool = False
+
+    def overflow_policy(self) -> Literal["drop", "wait"]:
+        return self.overflow or ("drop" if self.realtime else "wait")
+
+
+class FolderSourceConfig(_SourceBase):
+    """A folder a (PLC-triggered) camera writes images into, watched for new files.
+
+    Each new file whose size and modification time have been stable for ``settle_s`` seconds is
+    processed once, oldest first. Corrupt or truncated files are logged, counted as bad frames
+    and skipped. Processed files are moved to ``move_to`` when set (rejected ones to
+    ``move_to/rejected``), else remembered in ``state_file`` (one name per line) when set, else
+    remembered in memory only (a restart re-reads them; the result rows stay unique because the
+    idempotency key is derived from the file's name, size and mtime).
+    """
+
+    type: Literal["folder"] = "folder"
+    path: Path
+    patterns: tuple[str, ...] = ("*.png", "*.jpg", "*.jpeg", "*.bmp", "*.tif", "*.tiff")
+    poll_s: float = Field(0.2, gt=0)
+    settle_s: float = Field(0.5, ge=0)
+    move_to: Path | None = None
+    state_file: Path | None = None
+
+    def overflow_policy(self) -> Literal["drop", "wait"]:
+        return self.overflow or "wait"
+
+
+class SyntheticSourceConfig(_SourceBase):
+    """The embedded synthetic production line as a camera (:class:`SyntheticLine`).
+
+    ``fps``: camera frame rate (None: as fast as the pipeline takes frames). ``count``: stop after
+    that many parts (None: endless). ``cache``: pre-render that many parts at open and replay
+    them in a loop, so the camera costs no CPU (benchmarks); 0 renders every part.
+    """
+
+    type: Literal["synthetic"] = "synthetic"
+    family: Literal["disc", "tile", "pcb"] = "disc"
+    size: int = Field(256, ge=32, le=4096)
+    seed: int = 0
+    defect_rate: float = Field(0.1, ge=0.0, le=1.0)
+    fps: float | None = Field(None, gt=0)
+    start_index: int = Field(0, ge=0)
+    count: int | None = Field(None, ge=1)
+    cache: int = Field(0, ge=0)
+
+    def overflow_policy(self) -> Literal["drop", "wait"]:
+        return self.overflow or ("drop" if self.fps else "wait")
+
+
+CameraConfig = Annotated[
+    UsbSourceConfig
+    | StreamSourceConfig
+    | VideoSourceConfig
+    | FolderSourceConfig
+    | SyntheticSourceConfig,
+    Field(discriminator="type"),
+]
+SOURCE_TYPES = ("usb", "stream", "video", "folder", "synthetic")
+
+
+# -- model, thresholds, typing -----------------------------------------------------------------
+
+
+class BootstrapConfig(_Model):
+    """Train a first model when none exists (synthetic cameras only; runs in a subprocess so the
+    station process never imports torch). ``normals``: good parts rendered for training,
+    ``image_size``: model input side (default: the camera's size), ``config``: extra detector
+    settings."""
+
+    detector: str = "padim"
+    normals: int = Field(120, ge=8)
+    image_size: int | None = Field(None, ge=32, le=1024)
+    config: dict[str, Any] = Field(default_factory=dict)
+
+
+class DetectorSettings(_Model):
+    """Which detector model a station runs and how.
+
+    ``source: bundle``: the bundle folder ``path`` (hot-reloaded when its ``model.json``
+    changes); ``source: database``: the station's active model version in the database
+    (hot-reloaded when another version is activated). ``device``/``num_threads``/
+    ``inference_precision`` go to OpenVINO (``bf16`` halves memory traffic on CPUs with bf16
+    units, at the cost of slightly shifted scores). ``path`` is also where ``bootstrap`` writes.
+    """
+
+    source: Literal["bundle", "database"] = "bundle"
+    path: Path | None = None
+    device: str = "CPU"
+    num_threads: int | None = Field(None, ge=1)
+    inference_precision: Literal["f32", "bf16"] = "f32"
+    bootstrap: BootstrapConfig | None = None
+
+    @model_validator(mode="after")
+    def _path_for_bundles(self) -> DetectorSettings:
+        if self.source == "bundle" and self.path is None:
+            raise ValueError("detector.source 'bundle' needs detector.path (the bundle folder)")
+        return self
+
+
+class ClassifierConfig(_Model):
+    """Open-set defect typing for anomalous frames.
+
+    ``loader`` (``"module:function"``) is called with ``path`` and returns a callable
+    ``(crop (H, W, 3) uint8, anomaly_map (H, W) float32) -> (label, confidence, is_unknown)``.
+    """
+
+    path: Path
+    loader: str = Field(
+        "inspection.typing.runtime:load_station_classifier", pattern=r"^[\w.]+:\w+$"
+    )
+
+
+# -- storage, schedule, outputs, tuning --------------------------------------------------------
+
+
+class RetentionConfig(_Model):
+    """What is stored per frame, and for how long.
+
+    Every frame's result row is always stored. ``frames``/``heatmaps``: which frames keep the
+    full camera image (``frame_format``) and the lossless model-resolution heatmap (``.npz``):
+    ``all``, ``anomalous`` or ``none``. Frames without a full heatmap keep a
+    ``pass_heatmap_size`` x ``pass_heatmap_size`` downsampled one (0: none; its row carries the
+    full map's max and mean). ``crops``: store a crop of each defect region. ``days``: how long
+    plain passes are kept (the database's station retention; None: forever).
+    """
+
+    days: int | None = Field(None, ge=1)
+    frames: Literal["all", "anomalous", "none"] = "anomalous"
+    heatmaps: Literal["all", "anomalous", "none"] = "anomalous"
+    pass_heatmap_size: int = Field(0, ge=0, le=256)
+    crops: bool = True
+    frame_format: Literal["jpeg", "png"] = "jpeg"
+    jpeg_quality: int = Field(90, ge=10, le=100)
+
+
+class RetrainConfig(_Model):
+    """When the retraining scheduler retrains this station (cron syntax, validated)."""
+
+    schedule: str | None = None
+    enabled: bool = True
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        from croniter import croniter
+
+        if not croniter.is_valid(value):
+            raise ValueError(f"retrain.schedule {value!r} is not a valid cron expression")
+        return value
+
+
+class WebhookConfig(_Model):
+    """POST each result (or only anomalous ones) as JSON to ``url``; failures are counted."""
+
+    url: str = Field(pattern=r"^https?://")
+    only_anomalous: bool = True
+    timeout_s: float = Field(2.0, gt=0)
+    queue_size: int = Field(100, ge=1)
+
+
+class OutputsConfig(_Model):
+    """Where results go besides the database: the log (``anomalous``/``all``/``none``), a webhook."""
+
+    log: Literal["anomalous", "all", "none"] = "anomalous"
+    webhook: WebhookConfig | None = None
+
+
+class PipelineConfig(_Model):
+    """Pipeline tuning.
+
+    ``queue_size``: frames waiting for scoring; ``batch_size``: frames scored per inference call
+    (frames already waiting, never waits to fill a batch); ``persist_queue_size``/
+    ``persist_batch``: results waiting for the database / written per transaction;
+    ``persist_retry_s``: how long a result is retried while the database is unavailable before
+    it counts as a persist failure; ``reload_poll_s``: how often the model and thresholds are
+    checked for changes; ``max_regions``/``min_region_area_px``: defect regions kept per
+    anomalous frame (area in model pixels); ``stats_interval_s``: counter log period (0: off).
+    """
+
+    queue_size: int = Field(8, ge=1)
+    batch_size: int = Field(1, ge=1, le=64)
+    persist_queue_size: int = Field(256, ge=1)
+    persist_batch: int = Field(32, ge=1)
+    persist_retry_s: float = Field(60.0, ge=0)
+    reload_poll_s: float = Field(5.0, gt=0)
+    max_regions: int = Field(8, ge=1)
+    min_region_area_px: int = Field(4, ge=1)
+    stats_interval_s: float = Field(60.0, ge=0)
+
+
+class RoiConfig(_Model):
+    """Region of interest in frame pixels, cropped before resizing."""
+
+    x: int = Field(ge=0)
+    y: int = Field(ge=0)
+    w: int = Field(ge=1)
+    h: int = Field(ge=1)
+
+    def as_tuple(self) -> tuple[int, int, int, int]:
+        return (self.x, self.y, self.w, self.h)
+
+
+class StationConfig(_Model):
+    """One inspection station.
+
+    ``id``: the station's unique name (database ``station.name``); ``line``: its line's name;
+    ``resize``: model input side the region of interest is resized to (None: the model's; a
+    different value is an error at model load, not a silent second resize).
+    """
+
+    id: str
+    line: str = Field(min_length=1, max_length=100)
+    description: str | None = None
+    camera: CameraConfig
+    roi: RoiConfig | None = None
+    resize: int | None = Field(None, ge=32, le=4096)
+    detector: DetectorSettings
+    image_threshold: float | None = Field(None, gt=0.0, lt=1.0)
+    pixel_threshold: float | None = None
+    classifier: ClassifierConfig | None = None
+    retention: RetentionConfig = RetentionConfig()
+    retrain: RetrainConfig = RetrainConfig()
+    outputs: OutputsConfig = OutputsConfig()
+    pipeline: PipelineConfig = PipelineConfig()
+    artifacts_dir: Path = Path("var/artifacts")
+
+    @field_validator("id")
+    @classmethod
+    def _station_id(cls, value: str) -> str:
+        if not _STATION_ID.fullmatch(value):
+            raise ValueError(f"station id {value!r}: use letters, digits, '_', '.', '-' (<= 100)")
+        return value
+
+    @model_validator(mode="after")
+    def _bootstrap_needs_synthetic(self) -> StationConfig:
+        if self.detector.bootstrap is not None and self.camera.type != "synthetic":
+            raise ValueError(
+                "detector.bootstrap trains on the synthetic line: camera.type must be synthetic"
+            )
+        return self
+
+
+# -- loading -----------------------------------------------------------------------------------
+
+
+def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """``override`` over ``base``: mappings merge key by key, anything else is replaced."""
+    merged: dict[str, Any] = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read station config {path}: {exc}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: invalid YAML: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of settings, got {type(data).__name__}")
+    return data
+
+
+def defaults_files(path: Path) -> list[Path]:
+    """``defaults.yaml`` files that apply to the station file ``path``, outermost first.
+
+    Looks in the file's folder and its parents up to the nearest folder named ``stations``
+    (inclusive); without such a parent, only in the file's own folder.
+    """
+    folder = path.resolve().parent
+    chain = [folder, *folder.parents]
+    stop = next((i for i, p in enumerate(chain) if p.name == STATIONS_DIR_NAME), 0)
+    found = [p / DEFAULTS_NAME for p in chain[: stop + 1] if (p / DEFAULTS_NAME).is_file()]
+    return list(reversed(found))
+
+
+def _clean_loc(loc: tuple[int | str, ...]) -> list[int | str]:
+    parts = list(loc)
+    if len(parts) > 1 and parts[0] == "camera" and parts[1] in SOURCE_TYPES:
+        del parts[1]  # the discriminated union's tag
+    return parts
+
+
+def _has_path(data: Any, path: list[int | str]) -> bool:
+    for part in path:
+        in_mapping = isinstance(data, Mapping) and part in data
+        in_list = isinstance(data, list | tuple) and isinstance(part, int) and part < len(data)
+        if not (in_mapping or in_list):
+            return False
+        data = data[part]
+    return True
+
+
+def format_validation_error(
+    exc: ValidationError, layers: list[tuple[str, Mapping[str, Any]]]
+) -> str:
+    """One line per problem, naming the file that set the key (``layers``: name, mapping;
+    later layers override earlier ones) and the key path."""
+    fallback = layers[-1][0] if layers else "<station config>"
+    lines = []
+    for err in exc.errors():
+        parts = _clean_loc(err["loc"])
+        where = ".".join(str(p) for p in parts) or "(top level)"
+        source = next((name for name, data in reversed(layers) if _has_path(data, parts)), fallback)
+        if err["type"] == "extra_forbidden":
+            lines.append(f"{source}: unknown key '{where}'")
+        elif err["type"] == "missing":
+            lines.append(f"{fallback}: missing required key '{where}'")
+        else:
+            lines.append(f"{source}: {where}: {err['msg']}")
+    return "\n".join(lines)
+
+
+def parse_station_config(
+    data: Mapping[str, Any], layers: list[tuple[str, Mapping[str, Any]]] | None = None
+) -> StationConfig:
+    """Validate an already merged mapping; ``layers`` (file name, mapping) name the culprits.
+
+    Raises:
+        ConfigError: unknown keys, missing keys or invalid values, one line each.
+    """
+    try:
+        return StationConfig.model_validate(dict(data))
+    except ValidationError as exc:
+        names = layers if layers is not None else [("<station config>", data)]
+        raise ConfigError(format_validation_error(exc, names)) from None
+
+
+def load_station_config(path: str | Path) -> StationConfig:
+    """Read a station YAML file merged over its ``defaults.yaml`` files and validate it.
+
+    Raises:
+        ConfigError: unreadable file, invalid YAML, unknown keys or invalid values (the message
+            names the file that set the offending key, and the key's path).
+    """
+    station_path = Path(path)
+    if not station_path.is_file():
+        raise ConfigError(f"station config {station_path} does not exist")
+    layers: list[tuple[str, Mapping[str, Any]]] = [
+        (str(p), _read_yaml(p)) for p in [*defaults_files(station_path), station_path]
+    ]
+    merged: dict[str, Any] = {}
+    for _, layer in layers:
+        merged = deep_merge(merged, layer)
+    return parse_station_config(merged, layers)
+
+
+def station_files(line_dir: str | Path) -> list[Path]:
+    """The station files of a line folder: every ``*.yaml``/``*.yml`` but ``defaults.yaml``."""
+    folder = Path(line_dir)
+    if not folder.is_dir():
+        raise ConfigError(f"line folder {folder} does not exist")
+    files = sorted(
+        p
+        for p in folder.iterdir()
+        if p.suffix in (".yaml", ".yml") and p.name != DEFAULTS_NAME and p.is_file()
+    )
+    if not files:
+        raise ConfigError(f"line folder {folder} has no station files (*.yaml)")
+    return files
+
+
+def load_line(line_dir: str | Path) -> list[StationConfig]:
+    """Every station of a line folder, validated; station ids must be unique.
+
+    Raises:
+        ConfigError: a file is invalid, or two files use the same station id.
+    """
+    configs = [load_station_config(p) for p in station_files(line_dir)]
+    seen: dict[str, int] = {}
+    for cfg in configs:
+        seen[cfg.id] = seen.get(cfg.id, 0) + 1
+    duplicates = sorted(k for k, n in seen.items() if n > 1)
+    if duplicates:
+        raise ConfigError(f"line {line_dir}: station id {duplicates[0]!r} is used more than once")
+    return configs

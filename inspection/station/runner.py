@@ -1,0 +1,100 @@
+"""Running stations: one station file, or every station of a line in one process (threads).
+
+:func:`run_line` is the programmatic entry point (``inspection station run-line`` and the demo
+use it): open the database (optionally migrating it), train first models for stations that
+ask for it (in a subprocess), start every station, wait, stop them gracefully and return each
+station's stats.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from inspection.db.engine import check_schema_at_head, make_engine, make_session_factory
+from inspection.db.settings import get_settings, mask_url
+from inspection.station.config import StationConfig, load_line, load_station_config
+from inspection.station.pipeline import Station, wait_until_done
+
+logger = logging.getLogger(__name__)
+
+
+def open_database(db_url: str | None, *, init_db: bool = False) -> tuple[Engine, str]:
+    """An engine on ``db_url`` (default ``INSPECTION_DATABASE_URL``) with the schema at head.
+
+    ``init_db`` runs the migrations first (``inspection db upgrade``).
+
+    Raises:
+        SchemaOutOfDateError: the schema is not at head and ``init_db`` is false.
+    """
+    url = db_url or get_settings().database_url
+    engine = make_engine(url)
+    if init_db:
+        from inspection.db import migrate
+
+        migrate.upgrade(engine)
+    check_schema_at_head(engine)
+    logger.info("database %s", mask_url(url))
+    return engine, url
+
+
+def prepare_models(
+    configs: Sequence[StationConfig], session_factory: sessionmaker[Session], db_url: str
+) -> list[dict[str, Any]]:
+    """Train first models (``detector.bootstrap``) for stations without one, in a subprocess."""
+    from inspection.station.bootstrap import needs_bootstrap, run_bootstrap_subprocess
+
+    done = []
+    for config in configs:
+        if needs_bootstrap(config, session_factory):
+            logger.info("station %s has no model yet: training one (bootstrap)", config.id)
+            done.append(run_bootstrap_subprocess(config, db_url))
+    return done
+
+
+def run_stations(
+    configs: Sequence[StationConfig],
+    *,
+    db_url: str | None = None,
+    init_db: bool = False,
+    max_frames: int | None = None,
+    duration_s: float | None = None,
+    stop: threading.Event | None = None,
+    bootstrap: bool = True,
+) -> dict[str, dict[str, Any]]:
+    """Run stations together until each camera ends / ``max_frames`` (per station) /
+    ``duration_s`` / ``stop``; return ``{station id: stats}`` (see :meth:`Station.stats`)."""
+    engine, url = open_database(db_url, init_db=init_db)
+    factory = make_session_factory(engine)
+    stations: list[Station] = []
+    try:
+        if bootstrap:
+            prepare_models(configs, factory, url)
+        stations = [Station(cfg, session_factory=factory) for cfg in configs]
+        for station in stations:
+            station.start(max_frames=max_frames)
+        wait_until_done(stations, duration_s=duration_s, stop=stop)
+    finally:
+        results = {s.config.id: s.stop() for s in stations}
+        engine.dispose()
+    return results
+
+
+def run_station_file(path: str | Path, **kwargs: Any) -> dict[str, Any]:
+    """Run the station of one YAML file; keyword arguments as :func:`run_stations`."""
+    config = load_station_config(path)
+    return run_stations([config], **kwargs)[config.id]
+
+
+def run_line(
+    line_dir: str | Path = "stations/example-line", **kwargs: Any
+) -> dict[str, dict[str, Any]]:
+    """Run every station of a line folder in this process; keyword arguments as
+    :func:`run_stations` (``db_url``, ``init_db``, ``max_frames``, ``duration_s``, ``stop``)."""
+    return run_stations(load_line(line_dir), **kwargs)
