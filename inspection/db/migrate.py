@@ -50,6 +50,8 @@ def alembic_config(engine: Engine | None = None) -> Config:
     With ``engine``, ``env.py`` runs on a connection from it (``config.attributes``); the URL is
     never written into the config, so passwords with ``%`` need no escaping and never leak.
     """
+    # Alembic logs every autogenerate plugin it sets up at INFO; keep only its migration lines.
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
     cfg = Config()
     cfg.set_main_option("script_location", str(migrations_dir()))
     if engine is not None:
