@@ -10,6 +10,7 @@ import logging
 
 import typer
 
+from inspection.api.cli import serve_command, users_app
 from inspection.bench.cli import app as bench_app
 from inspection.db.cli import app as db_app
 from inspection.demo import demo_command
@@ -24,7 +25,9 @@ app = typer.Typer(
 app.add_typer(bench_app, name="bench")
 app.add_typer(db_app, name="db")
 app.add_typer(station_app, name="station")
+app.add_typer(users_app, name="users")
 app.command("demo")(demo_command)
+app.command("serve")(serve_command)
 
 
 @app.callback()

@@ -1,0 +1,328 @@
+"""The FastAPI application factory: :func:`create_app` wires settings, database, artifact store,
+authentication, routes, templates, static files and error handling together.
+
+Nothing happens at import time; ``create_app`` builds the engine (which does not connect yet),
+and the app's start-up checks that the database schema is at the newest migration (or upgrades
+it with ``auto_migrate``).
+
+Errors become clear responses, never a bare 500: 401 (not logged in; browsers are redirected
+to the login page), 403 (role, CSRF), 404, 409 (illegal state change, duplicate), 422 (invalid
+input, with the offending fields), 429 (login throttled), 503 (database or artifact store
+unavailable). API paths answer JSON ``{"detail": ...}``; pages answer an HTML error page.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from inspection.api import charts
+from inspection.api.auth import LoginThrottle, TokenSigner
+from inspection.api.deps import AppContext
+from inspection.api.errors import (
+    AuthenticationRequiredError,
+    LoginThrottledError,
+    PermissionDeniedError,
+)
+from inspection.api.images import ImageService
+from inspection.api.settings import ApiSettings
+from inspection.api.users import InvalidCredentialsError
+from inspection.db.engine import check_schema_at_head, make_engine, make_session_factory
+from inspection.errors import (
+    ArtifactNotFoundError,
+    DatabaseError,
+    ImageDecodeError,
+    InvalidCursorError,
+    InvalidStateError,
+    NotFoundError,
+    StorageError,
+    UnsafeArtifactKeyError,
+)
+from inspection.storage import LocalArtifactStore
+
+log = logging.getLogger(__name__)
+
+HERE = Path(__file__).resolve().parent
+TEMPLATES_DIR = HERE / "templates"
+STATIC_DIR = HERE / "static"
+API_VERSION = "1.0"
+
+#: No third-party origins: scripts, styles and images come from this server only.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
+    "connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; "
+    "form-action 'self'; frame-ancestors 'none'"
+)
+SECURITY_HEADERS: list[tuple[bytes, bytes]] = [
+    (b"content-security-policy", CONTENT_SECURITY_POLICY.encode()),
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"same-origin"),
+    (b"cross-origin-opener-policy", b"same-origin"),
+]
+
+
+class SecurityHeaders:
+    """Pure ASGI middleware adding :data:`SECURITY_HEADERS` to every HTTP response."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                present = {name.lower() for name, _ in headers}
+                headers.extend(h for h in SECURITY_HEADERS if h[0] not in present)
+                if scope["path"].startswith("/api/") and b"cache-control" not in present:
+                    headers.append((b"cache-control", b"no-store"))
+                message["headers"] = headers
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def make_templates() -> Jinja2Templates:
+    """The Jinja2 environment of the pages (autoescaping on), with the chart helpers."""
+    templates = Jinja2Templates(directory=str(TEMPLATES_DIR))
+    env = templates.env
+    env.filters["when"] = charts.fmt_when
+    env.filters["ago"] = charts.fmt_ago
+    env.globals["score_bar"] = charts.score_bar
+    return templates
+
+
+def build_context(settings: ApiSettings) -> AppContext:
+    """Engine, session factories, artifact store, signer and caches for one app."""
+    engine = make_engine(settings.database_url)
+    if settings.secret_key is not None:
+        secret = settings.secret_key.get_secret_value()
+    else:
+        secret = secrets.token_urlsafe(32)
+        log.warning(
+            "INSPECTION_API_SECRET_KEY is not set: using a random key, so every login ends "
+            "when the server restarts (set it on plant servers)"
+        )
+    store = LocalArtifactStore(settings.artifact_root)
+    return AppContext(
+        settings=settings,
+        engine=engine,
+        write_sessions=make_session_factory(engine),
+        read_sessions=make_session_factory(engine, read_only=True),
+        store=store,
+        images=ImageService(store, cache_bytes=settings.overlay_cache_mib * 1024 * 1024),
+        signer=TokenSigner(
+            secret,
+            session_max_age_s=settings.session_max_age_s,
+            token_max_age_s=settings.token_max_age_s,
+        ),
+        throttle=LoginThrottle(
+            max_failures=settings.login_max_failures, lockout_s=settings.login_lockout_s
+        ),
+        templates=make_templates(),
+    )
+
+
+def create_app(settings: ApiSettings | None = None) -> FastAPI:
+    """Build the review app for ``settings`` (default: from the environment)."""
+    from inspection.api import routes_api, routes_ui
+
+    settings = settings or ApiSettings()
+    ctx = build_context(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if settings.auto_migrate:
+            from inspection.db import migrate
+
+            migrate.upgrade(ctx.engine)
+        if settings.check_schema:
+            revision = check_schema_at_head(ctx.engine)
+            log.info("review app ready (schema %s, artifacts in %s)", revision, ctx.store)
+        yield
+        ctx.engine.dispose()
+
+    app = FastAPI(
+        title="inspection review API",
+        version=API_VERSION,
+        description=(routes_api.__doc__ or "").strip(),
+        docs_url=None,
+        redoc_url=None,
+        openapi_url="/openapi.json",
+        lifespan=lifespan,
+    )
+    app.state.ctx = ctx
+    app.add_middleware(SecurityHeaders)
+    app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
+    app.include_router(routes_api.router)
+    app.include_router(routes_ui.router)
+    install_error_handlers(app, ctx)
+    return app
+
+
+# -- errors --------------------------------------------------------------------------------
+
+
+def _is_api(request: Request) -> bool:
+    path = request.url.path
+    return path.startswith("/api/") or path in {"/api", "/openapi.json"}
+
+
+def _wants_html(request: Request) -> bool:
+    return not _is_api(request) and "text/html" in request.headers.get("accept", "")
+
+
+def _first_line(exc: BaseException | None) -> str:
+    text = str(exc).strip() if exc is not None else ""
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def install_error_handlers(app: FastAPI, ctx: AppContext) -> None:
+    """Map every expected error to a clear 4xx/503 (JSON for the API, a page for browsers)."""
+
+    def respond(
+        request: Request,
+        status: int,
+        detail: str,
+        *,
+        errors: list[dict[str, Any]] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Response:
+        if _wants_html(request):
+            return ctx.templates.TemplateResponse(
+                request,
+                "error.html",
+                {"status": status, "detail": detail, "user": None, "title": f"Error {status}"},
+                status_code=status,
+                headers=headers,
+            )
+        body: dict[str, Any] = {"detail": detail}
+        if errors is not None:
+            body["errors"] = errors
+        return JSONResponse(body, status_code=status, headers=headers)
+
+    Handler = Callable[[Request, Any], Awaitable[Response]]
+
+    def on(exc_type: type[Exception]) -> Callable[[Handler], Handler]:
+        def register(fn: Handler) -> Handler:
+            app.add_exception_handler(exc_type, fn)
+            return fn
+
+        return register
+
+    @on(AuthenticationRequiredError)
+    async def _unauthenticated(request: Request, exc: AuthenticationRequiredError) -> Response:
+        if not _is_api(request) and request.method == "GET":
+            target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+            return RedirectResponse(f"/login?next={quote(target, safe='')}", status_code=303)
+        return respond(request, 401, str(exc), headers={"WWW-Authenticate": "Bearer"})
+
+    @on(InvalidCredentialsError)
+    async def _bad_login(request: Request, exc: InvalidCredentialsError) -> Response:
+        return respond(request, 401, str(exc), headers={"WWW-Authenticate": "Bearer"})
+
+    @on(PermissionDeniedError)
+    async def _forbidden(request: Request, exc: PermissionDeniedError) -> Response:
+        return respond(request, 403, str(exc))
+
+    @on(LoginThrottledError)
+    async def _throttled(request: Request, exc: LoginThrottledError) -> Response:
+        retry = str(max(1, round(exc.retry_after_s)))
+        return respond(request, 429, str(exc), headers={"Retry-After": retry})
+
+    @on(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> Response:
+        errors = []
+        for error in exc.errors():
+            # Never echo the input back: it may be a password.
+            clean = {k: v for k, v in error.items() if k in ("type", "loc", "msg")}
+            errors.append(jsonable_encoder(clean))
+        summary = "; ".join(
+            f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', 'invalid')}"
+            for e in errors
+        )
+        return respond(request, 422, f"invalid request: {summary}", errors=errors)
+
+    @on(InvalidCursorError)
+    async def _bad_cursor(request: Request, exc: InvalidCursorError) -> Response:
+        return respond(request, 400, f"{exc}; start again without a cursor")
+
+    @on(NotFoundError)
+    async def _not_found(request: Request, exc: NotFoundError) -> Response:
+        return respond(request, 404, str(exc))
+
+    @on(ArtifactNotFoundError)
+    async def _artifact_missing(request: Request, exc: ArtifactNotFoundError) -> Response:
+        log.warning("artifact missing: %s", exc)
+        return respond(request, 404, "the file is no longer in the artifact store")
+
+    @on(UnsafeArtifactKeyError)
+    async def _unsafe_key(request: Request, exc: UnsafeArtifactKeyError) -> Response:
+        log.warning("refused an unsafe artifact key: %s", exc)
+        return respond(request, 404, "the file is not available")
+
+    @on(ImageDecodeError)
+    async def _corrupt(request: Request, exc: ImageDecodeError) -> Response:
+        log.error("stored image cannot be decoded: %s", exc)
+        return respond(request, 500, "the stored image is corrupt and cannot be shown")
+
+    @on(StorageError)
+    async def _storage(request: Request, exc: StorageError) -> Response:
+        log.error("artifact store error: %s", exc)
+        return respond(request, 503, f"artifact store unavailable: {exc}")
+
+    @on(InvalidStateError)
+    async def _conflict(request: Request, exc: InvalidStateError) -> Response:
+        return respond(request, 409, str(exc))
+
+    @on(ValueError)
+    async def _bad_value(request: Request, exc: ValueError) -> Response:
+        return respond(request, 400, f"invalid request: {exc}")
+
+    @on(IntegrityError)
+    async def _integrity(request: Request, exc: IntegrityError) -> Response:
+        log.info("integrity error: %s", _first_line(exc.orig))
+        return respond(
+            request, 409, "the change conflicts with existing data (duplicate or in use)"
+        )
+
+    async def _db_down(request: Request, exc: Exception) -> Response:
+        reason = _first_line(exc.orig) if isinstance(exc, DBAPIError) else _first_line(exc)
+        log.error("database unavailable: %s", reason)
+        return respond(
+            request,
+            503,
+            f"database unavailable, try again shortly ({reason})",
+            headers={"Retry-After": "5"},
+        )
+
+    app.add_exception_handler(DBAPIError, _db_down)
+    app.add_exception_handler(PoolTimeoutError, _db_down)
+    app.add_exception_handler(DatabaseError, _db_down)
+
+    @on(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        detail = exc.detail if isinstance(exc.detail, str) else "request failed"
+        if exc.status_code == 404 and detail == "Not Found":
+            detail = f"nothing at {request.url.path}"
+        return respond(request, exc.status_code, detail, headers=getattr(exc, "headers", None))

@@ -1,0 +1,166 @@
+"""Authentication: signed session cookies (UI, with CSRF tokens) and bearer tokens (API).
+
+Both are stateless and signed with the app's secret key (itsdangerous, HMAC-SHA256):
+
+* The **session cookie** ``inspection_session`` (HttpOnly, SameSite=Lax) holds the user id, a
+  random CSRF token and the user's password-hash fingerprint, so changing a password or
+  deactivating a user ends the user's sessions. Every state-changing request authenticated by
+  the cookie must echo the CSRF token in the ``X-CSRF-Token`` header (JavaScript) or a
+  ``csrf_token`` form field (HTML forms).
+* **Bearer tokens** (``Authorization: Bearer ...`` from ``POST /api/auth/token``) carry the same
+  claims without a CSRF token; browsers never send them by themselves, so they need none.
+
+Roles are ordered: ``operator`` < ``engineer`` < ``admin``; a route asking for a role admits
+every higher one. Passwords are only ever compared through :mod:`inspection.db.security`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import secrets
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
+
+from inspection.db.models import Role, User
+
+log = logging.getLogger(__name__)
+
+SESSION_COOKIE = "inspection_session"
+CSRF_HEADER = "X-CSRF-Token"
+CSRF_FORM_FIELD = "csrf_token"
+ROLE_RANK: dict[Role, int] = {Role.OPERATOR: 0, Role.ENGINEER: 1, Role.ADMIN: 2}
+
+
+def role_allows(have: Role, need: Role) -> bool:
+    """Whether a user with role ``have`` may do what ``need`` is required for."""
+    return ROLE_RANK[have] >= ROLE_RANK[need]
+
+
+def password_fingerprint(user: User) -> str:
+    """A short digest of the user's password hash: changes whenever the password changes.
+
+    Stored in sessions and tokens so a password reset ends existing logins. Derived from the
+    hash (never the password) and truncated, so it reveals nothing useful.
+    """
+    source = (user.password_hash or "").encode()
+    return hashlib.sha256(source).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Claims:
+    """What a valid session cookie or token says: who, and (cookies only) the CSRF token."""
+
+    user_id: int
+    fingerprint: str
+    csrf: str | None = None
+
+
+class TokenSigner:
+    """Signs and verifies session cookies and API tokens with one secret key."""
+
+    def __init__(self, secret_key: str, *, session_max_age_s: int, token_max_age_s: int) -> None:
+        self._session = URLSafeTimedSerializer(secret_key, salt="inspection.session")
+        self._token = URLSafeTimedSerializer(secret_key, salt="inspection.api-token")
+        self.session_max_age_s = session_max_age_s
+        self.token_max_age_s = token_max_age_s
+
+    def new_session(self, user: User) -> tuple[str, str]:
+        """A signed session cookie value for ``user`` and its fresh CSRF token."""
+        csrf = secrets.token_urlsafe(24)
+        value = self._session.dumps(
+            {"uid": user.id, "fp": password_fingerprint(user), "csrf": csrf}
+        )
+        return value, csrf
+
+    def read_session(self, value: str) -> Claims | None:
+        """The claims of a session cookie, or None when forged, malformed or expired."""
+        data = self._loads(self._session, value, self.session_max_age_s)
+        if data is None or not isinstance(data.get("csrf"), str):
+            return None
+        return Claims(user_id=data["uid"], fingerprint=data["fp"], csrf=data["csrf"])
+
+    def new_token(self, user: User) -> str:
+        """A bearer token for ``user`` (valid ``token_max_age_s`` seconds)."""
+        return self._token.dumps({"uid": user.id, "fp": password_fingerprint(user)})
+
+    def read_token(self, value: str) -> Claims | None:
+        """The claims of a bearer token, or None when forged, malformed or expired."""
+        data = self._loads(self._token, value, self.token_max_age_s)
+        if data is None:
+            return None
+        return Claims(user_id=data["uid"], fingerprint=data["fp"])
+
+    @staticmethod
+    def _loads(
+        serializer: URLSafeTimedSerializer, value: str, max_age_s: int
+    ) -> dict[str, Any] | None:
+        try:
+            data = serializer.loads(value, max_age=max_age_s)
+        except SignatureExpired:
+            return None
+        except BadSignature:
+            log.debug("rejected a credential with a bad signature")
+            return None
+        if (
+            not isinstance(data, dict)
+            or not isinstance(data.get("uid"), int)
+            or not isinstance(data.get("fp"), str)
+        ):
+            return None
+        return data
+
+
+def csrf_matches(expected: str | None, given: str | None) -> bool:
+    """Constant-time comparison of the session's CSRF token with the one a request sent."""
+    if not expected or not given:
+        return False
+    return hmac.compare_digest(expected.encode(), given.encode())
+
+
+class LoginThrottle:
+    """Slows down password guessing: after ``max_failures`` failed logins for one username
+    within ``window_s`` seconds, further attempts are refused for ``lockout_s`` seconds.
+
+    In memory and per process (one app instance per plant server); thread-safe.
+    """
+
+    def __init__(self, *, max_failures: int, lockout_s: float, window_s: float = 300.0) -> None:
+        self.max_failures = max_failures
+        self.lockout_s = lockout_s
+        self.window_s = window_s
+        self._failures: dict[str, deque[float]] = {}
+        self._lock = threading.Lock()
+
+    def retry_after(self, username: str, now: float | None = None) -> float:
+        """Seconds the caller must wait before trying ``username`` again (0: may try now)."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            failures = self._failures.get(username.lower())
+            if not failures or len(failures) < self.max_failures:
+                return 0.0
+            wait = failures[-1] + self.lockout_s - now
+            return max(0.0, wait)
+
+    def failed(self, username: str, now: float | None = None) -> None:
+        """Record a failed login for ``username``."""
+        now = time.monotonic() if now is None else now
+        key = username.lower()
+        with self._lock:
+            failures = self._failures.setdefault(key, deque(maxlen=self.max_failures))
+            while failures and now - failures[0] > self.window_s:
+                failures.popleft()
+            failures.append(now)
+            if len(self._failures) > 10_000:  # bound memory under a username spray
+                self._failures.pop(next(iter(self._failures)))
+
+    def succeeded(self, username: str) -> None:
+        """Forget the failures of ``username`` after a successful login."""
+        with self._lock:
+            self._failures.pop(username.lower(), None)

@@ -1,0 +1,799 @@
+"""Server-rendered pages of the operator UI (Jinja2 templates + the project's own JS/CSS).
+
+Pages read through the same queries as the API; buttons that change things post HTML forms
+(with the session's CSRF token) to the routes here, which call the same services and redirect
+back with a one-shot message. Labelling on the review and detail pages goes through the JSON
+API from ``static/js/review.js``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import secrets
+from typing import Annotated, Any
+from urllib.parse import quote, unquote, urlencode
+
+from fastapi import APIRouter, Form, Query, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from inspection.api import charts, models_service, queries, users
+from inspection.api.auth import CSRF_FORM_FIELD, SESSION_COOKIE
+from inspection.api.deps import (
+    Admin,
+    Ctx,
+    CurrentUser,
+    Engineer,
+    MaybeUser,
+    Operator,
+    ReadSession,
+    WriteSession,
+)
+from inspection.api.errors import LoginThrottledError
+from inspection.api.routes_api import (
+    MAX_ID,
+    Days,
+    IdPath,
+    MinScore,
+    OptStation,
+    TypeName,
+    actor_of,
+    aware,
+    compare_rows,
+    inspection_detail,
+)
+from inspection.api.schemas import (
+    DefectTypeOut,
+    inspection_out,
+    model_out,
+    station_out,
+)
+from inspection.db import repo
+from inspection.db.models import Inspection, ModelStatus, Role
+from inspection.errors import InspectionError
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(include_in_schema=False)
+
+FLASH_COOKIE = "inspection_flash"
+LOGIN_CSRF_COOKIE = "inspection_login_csrf"
+QUEUE_PAGE = 50
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+
+def _safe_next(target: str | None) -> str:
+    """A local path to go to after login (never another site: no ``//`` or scheme)."""
+    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return "/"
+    return target
+
+
+def render(
+    request: Request,
+    ctx: Any,
+    template: str,
+    user: CurrentUser | None,
+    *,
+    status_code: int = 200,
+    **values: Any,
+) -> HTMLResponse:
+    """Render ``template`` with the user, their CSRF token and any one-shot message."""
+    flash = None
+    raw = request.cookies.get(FLASH_COOKIE)
+    if raw:
+        try:
+            data = json.loads(unquote(raw))
+            if isinstance(data, dict):
+                flash = {"kind": str(data.get("kind", "ok")), "text": str(data.get("text", ""))}
+        except ValueError:
+            flash = None
+    response: HTMLResponse = ctx.templates.TemplateResponse(
+        request,
+        template,
+        {
+            "user": user,
+            "csrf": user.csrf if user is not None else None,
+            "csrf_field": CSRF_FORM_FIELD,
+            "flash": flash,
+            "Role": Role,
+            **values,
+        },
+        status_code=status_code,
+    )
+    if raw:
+        response.delete_cookie(FLASH_COOKIE, path="/")
+    return response
+
+
+def redirect(url: str, *, text: str | None = None, kind: str = "ok") -> RedirectResponse:
+    """303 to ``url`` with an optional one-shot message shown on the next page."""
+    response = RedirectResponse(url, status_code=303)
+    if text:
+        value = quote(json.dumps({"kind": kind, "text": text[:500]}))
+        response.set_cookie(
+            FLASH_COOKIE, value, max_age=60, path="/", httponly=True, samesite="lax"
+        )
+    return response
+
+
+def _defect_types(session: Session) -> list[dict[str, Any]]:
+    return [
+        DefectTypeOut(id=t.id, name=t.name, key=i + 1 if i < 9 else None).model_dump()
+        for i, t in enumerate(repo.list_defect_types(session))
+    ]
+
+
+def _window_days(days: int) -> tuple[dt.datetime, dt.datetime]:
+    until = dt.datetime.now(dt.UTC)
+    return until - dt.timedelta(days=days), until
+
+
+# -- login ---------------------------------------------------------------------------------
+
+
+@router.get("/login", response_class=HTMLResponse)
+def login_page(
+    request: Request,
+    ctx: Ctx,
+    user: MaybeUser,
+    next: Annotated[str | None, Query(max_length=2000)] = None,
+) -> Response:
+    """The login form (already logged-in users go straight on)."""
+    if user is not None:
+        return RedirectResponse(_safe_next(next), status_code=303)
+    token = secrets.token_urlsafe(24)
+    response = render(
+        request, ctx, "login.html", None, next=_safe_next(next), login_csrf=token, title="Log in"
+    )
+    response.set_cookie(
+        LOGIN_CSRF_COOKIE,
+        token,
+        max_age=3600,
+        path="/login",
+        httponly=True,
+        samesite="strict",
+        secure=ctx.settings.cookie_secure,
+    )
+    return response
+
+
+@router.post("/login", response_class=HTMLResponse)
+def login(
+    request: Request,
+    ctx: Ctx,
+    session: WriteSession,
+    username: Annotated[str, Form(max_length=64)],
+    password: Annotated[str, Form(max_length=1024)],
+    login_csrf: Annotated[str, Form(max_length=200)] = "",
+    next: Annotated[str, Form(max_length=2000)] = "/",
+) -> Response:
+    """Check the password, start a session (signed cookie) and go to ``next``."""
+    expected = request.cookies.get(LOGIN_CSRF_COOKIE, "")
+    error = None
+    status = 401
+    if not expected or not secrets.compare_digest(expected, login_csrf):
+        error, status = "Your login form expired; please try again.", 403
+    else:
+        try:
+            found = users.authenticate(
+                session, ctx.throttle, username=username.strip(), password=password
+            )
+        except users.InvalidCredentialsError:
+            session.commit()
+            error = "Wrong username or password, or the account is deactivated."
+        except LoginThrottledError as exc:
+            error, status = (
+                f"Too many failed attempts. Try again in {exc.retry_after_s:.0f} s.",
+                429,
+            )
+        else:
+            cookie, _csrf = ctx.signer.new_session(found)
+            session.commit()
+            done = RedirectResponse(_safe_next(next), status_code=303)
+            done.set_cookie(
+                SESSION_COOKIE,
+                cookie,
+                max_age=ctx.settings.session_max_age_s,
+                path="/",
+                httponly=True,
+                samesite="lax",
+                secure=ctx.settings.cookie_secure,
+            )
+            done.delete_cookie(LOGIN_CSRF_COOKIE, path="/login")
+            return done
+    token = secrets.token_urlsafe(24)
+    response = render(
+        request,
+        ctx,
+        "login.html",
+        None,
+        status_code=status,
+        next=_safe_next(next),
+        login_csrf=token,
+        error=error,
+        username=username,
+        title="Log in",
+    )
+    response.set_cookie(
+        LOGIN_CSRF_COOKIE, token, max_age=3600, path="/login", httponly=True, samesite="strict"
+    )
+    return response
+
+
+@router.post("/logout")
+def logout(user: Operator, session: WriteSession) -> Response:
+    """End the session (audited)."""
+    repo.write_audit(
+        session, actor=actor_of(user), action="user.logout", entity_type="user", entity_id=user.id
+    )
+    session.commit()
+    response = RedirectResponse("/login", status_code=303)
+    response.delete_cookie(SESSION_COOKIE, path="/")
+    return response
+
+
+# -- line overview -------------------------------------------------------------------------
+
+
+@router.get("/", response_class=HTMLResponse)
+def overview(request: Request, ctx: Ctx, user: Operator, session: ReadSession) -> Response:
+    """Each station's newest frames, pass/fail counts, throughput and health."""
+    summaries = queries.station_summaries(
+        session, offline_after_s=ctx.settings.station_offline_after_s
+    )
+    totals = {
+        "pass": sum(s.n_pass for s in summaries),
+        "fail": sum(s.n_fail for s in summaries),
+        "per_minute": sum(s.per_minute for s in summaries),
+        "to_review": sum(s.to_review for s in summaries),
+    }
+    return render(
+        request,
+        ctx,
+        "overview.html",
+        user,
+        summaries=summaries,
+        totals=totals,
+        now=dt.datetime.now(dt.UTC),
+        nav="overview",
+        title="Line overview",
+    )
+
+
+# -- review queue and detail ---------------------------------------------------------------
+
+
+@router.get("/review", response_class=HTMLResponse)
+def review(
+    request: Request,
+    ctx: Ctx,
+    user: Operator,
+    session: ReadSession,
+    station_id: OptStation = None,
+    since: Annotated[dt.datetime | None, Query()] = None,
+    until: Annotated[dt.datetime | None, Query()] = None,
+    min_score: MinScore = None,
+    defect_type: TypeName = None,
+    include_labelled: bool = False,
+) -> Response:
+    """The review queue with one-key labelling (see the page's ``?`` help)."""
+    page = repo.review_queue(
+        session,
+        station_id=station_id,
+        since=aware(since),
+        until=aware(until),
+        min_score=min_score,
+        defect_type=defect_type,
+        unlabelled_only=not include_labelled,
+        limit=QUEUE_PAGE,
+    )
+    stations = queries.stations_by_id(session)
+    labels = queries.latest_labels(session, [i.id for i in page.items]) if include_labelled else {}
+    items = [
+        inspection_out(i, stations.get(i.station_id), labels.get(i.id)).model_dump(mode="json")
+        for i in page.items
+    ]
+    filters = {
+        "station_id": station_id,
+        "since": since.replace(tzinfo=since.tzinfo or dt.UTC).isoformat() if since else None,
+        "until": until.replace(tzinfo=until.tzinfo or dt.UTC).isoformat() if until else None,
+        "min_score": min_score,
+        "defect_type": defect_type,
+        "include_labelled": include_labelled,
+    }
+    query = urlencode({k: v for k, v in filters.items() if v not in (None, False)})
+    data = {
+        "items": items,
+        "next_cursor": page.next_cursor,
+        "query": query,
+        "defect_types": _defect_types(session),
+        "user": {"username": user.username, "role": user.role.value},
+    }
+    return render(
+        request,
+        ctx,
+        "review.html",
+        user,
+        data=data,
+        stations=list(stations.values()),
+        filters=filters,
+        since_value=since.strftime("%Y-%m-%dT%H:%M") if since else "",
+        until_value=until.strftime("%Y-%m-%dT%H:%M") if until else "",
+        nav="review",
+        title="Review queue",
+    )
+
+
+@router.get("/inspections/{inspection_id}", response_class=HTMLResponse)
+def detail(
+    inspection_id: IdPath, request: Request, ctx: Ctx, user: Operator, session: ReadSession
+) -> Response:
+    """One inspection: image with heatmap overlay and outlines, score, labels and history."""
+    data = inspection_detail(session, inspection_id)
+    prev_id = session.scalar(
+        select(Inspection.id)
+        .where(Inspection.station_id == data.station_id, Inspection.id < inspection_id)
+        .order_by(Inspection.id.desc())
+        .limit(1)
+    )
+    next_id = session.scalar(
+        select(Inspection.id)
+        .where(Inspection.station_id == data.station_id, Inspection.id > inspection_id)
+        .order_by(Inspection.id)
+        .limit(1)
+    )
+    payload = {
+        "item": data.model_dump(mode="json"),
+        "defect_types": _defect_types(session),
+        "prev_id": prev_id,
+        "next_id": next_id,
+    }
+    return render(
+        request,
+        ctx,
+        "detail.html",
+        user,
+        item=data,
+        data=payload,
+        prev_id=prev_id,
+        next_id=next_id,
+        nav="review",
+        title=f"Inspection {inspection_id}",
+    )
+
+
+# -- charts --------------------------------------------------------------------------------
+
+
+@router.get("/charts", response_class=HTMLResponse)
+def charts_page(
+    request: Request,
+    ctx: Ctx,
+    user: Operator,
+    session: ReadSession,
+    station_id: OptStation = None,
+    days: Days = 7,
+) -> Response:
+    """Yield over time, score histogram with the threshold, defect Pareto."""
+    since, until = _window_days(days)
+    stations = queries.stations_by_id(session)
+    station = stations.get(station_id) if station_id is not None else None
+    if station_id is not None and station is None:
+        repo.get_station(session, station_id)  # raises NotFoundError -> 404
+    points, bucket = queries.yield_series(session, station_id=station_id, since=since, until=until)
+    hist = queries.score_histogram(session, station_id=station_id, since=since, until=until)
+    pareto = queries.defect_pareto(session, station_id=station_id, since=since, until=until)
+    threshold = queries.image_threshold(station)
+    n_pass = sum(p.n_pass for p in points)
+    n_fail = sum(p.n_fail for p in points)
+    return render(
+        request,
+        ctx,
+        "charts.html",
+        user,
+        stations=list(stations.values()),
+        station=station,
+        station_id=station_id,
+        days=days,
+        yield_svg=charts.yield_chart(points, bucket, width=1160, height=280),
+        hist_svg=charts.histogram_chart(hist, threshold, width=560, height=260),
+        pareto_svg=charts.pareto_chart(pareto, width=560, height=260),
+        pareto=pareto,
+        n_pass=n_pass,
+        n_fail=n_fail,
+        threshold=threshold,
+        nav="charts",
+        title="Charts",
+    )
+
+
+# -- stations and thresholds ---------------------------------------------------------------
+
+
+@router.get("/stations", response_class=HTMLResponse)
+def stations_page(request: Request, ctx: Ctx, user: Operator, session: ReadSession) -> Response:
+    """Every station with its thresholds."""
+    stations = list(queries.stations_by_id(session).values())
+    return render(
+        request,
+        ctx,
+        "stations.html",
+        user,
+        stations=[station_out(s) for s in stations],
+        nav="stations",
+        title="Stations",
+    )
+
+
+@router.get("/stations/{station_id}", response_class=HTMLResponse)
+def station_page(
+    station_id: IdPath,
+    request: Request,
+    ctx: Ctx,
+    user: Operator,
+    session: ReadSession,
+    days: Days = 30,
+) -> Response:
+    """A station's thresholds with a live preview of how many past verdicts would flip."""
+    station = repo.get_station(session, station_id)
+    since, until = _window_days(days)
+    threshold = queries.image_threshold(station)
+    hist = queries.score_histogram(session, station_id=station_id, since=since, until=until)
+    preview = queries.threshold_preview(
+        session, station_id=station_id, proposed=threshold, since=since
+    )
+    return render(
+        request,
+        ctx,
+        "station.html",
+        user,
+        station=station_out(station),
+        hist_svg=charts.histogram_chart(hist, threshold, width=1160, height=300),
+        preview=preview,
+        days=days,
+        can_edit=user.allows(Role.ENGINEER),
+        nav="stations",
+        title=f"Station {station.name}",
+    )
+
+
+def _optional_float(value: str, name: str) -> float | None:
+    value = value.strip()
+    if not value:
+        return None
+    try:
+        number = float(value)
+    except ValueError as exc:
+        raise ValueError(f"{name} must be a number, got {value!r}") from exc
+    if not 0.0 <= number <= 1e6:  # also rejects NaN
+        raise ValueError(f"{name} must be between 0 and 1e6")
+    return number
+
+
+@router.post("/stations/{station_id}/thresholds")
+def save_thresholds(
+    station_id: IdPath,
+    user: Engineer,
+    session: WriteSession,
+    image_threshold: Annotated[str, Form(max_length=32)] = "",
+    pixel_threshold: Annotated[str, Form(max_length=32)] = "",
+) -> Response:
+    """Save new thresholds (engineer; audited)."""
+    back = f"/stations/{station_id}"
+    try:
+        image = _optional_float(image_threshold, "image threshold")
+        pixel = _optional_float(pixel_threshold, "pixel threshold")
+        if image is not None and image > 100:
+            raise ValueError("image threshold must be at most 100")
+        repo.set_station_thresholds(
+            session,
+            station_id=station_id,
+            image_threshold=image,
+            pixel_threshold=pixel,
+            changed_by=actor_of(user),
+        )
+        session.commit()
+    except (ValueError, InspectionError) as exc:
+        session.rollback()
+        return redirect(back, text=str(exc), kind="error")
+    return redirect(back, text="Thresholds saved; stations apply them to new frames.")
+
+
+# -- models and retraining -----------------------------------------------------------------
+
+
+@router.get("/models", response_class=HTMLResponse)
+def models_page(
+    request: Request,
+    ctx: Ctx,
+    user: Operator,
+    session: ReadSession,
+    a: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
+    b: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
+) -> Response:
+    """Model versions per station: metrics, compare two, promote, roll back, retrain."""
+    stations = queries.stations_by_id(session)
+    versions = queries.model_versions(session)
+    stats = queries.model_inspection_stats(session, [v.id for v in versions])
+    outs = {v.id: model_out(v, stats.get(v.id)) for v in versions}
+    by_station: dict[int | None, list[Any]] = {}
+    for v in versions:
+        by_station.setdefault(v.station_id, []).append(outs[v.id])
+    metric_keys: list[str] = []
+    for out in outs.values():
+        for key, value in out.metrics.items():
+            if isinstance(value, int | float) and key not in metric_keys:
+                metric_keys.append(key)
+    compare = None
+    if a is not None and b is not None:
+        va, vb = queries.get_model_version(session, a), queries.get_model_version(session, b)
+        out_a = outs.get(va.id) or model_out(va, stats.get(va.id))
+        out_b = outs.get(vb.id) or model_out(vb, stats.get(vb.id))
+        compare = {"a": out_a, "b": out_b, "rows": compare_rows(out_a, out_b)}
+    rollback_ok = {
+        sid: bool(models_service.rollback_candidates(session, station_id=sid)) for sid in stations
+    }
+    return render(
+        request,
+        ctx,
+        "models.html",
+        user,
+        stations=stations,
+        by_station=by_station,
+        metric_keys=metric_keys[:5],
+        compare=compare,
+        jobs=queries.retrain_jobs(session, limit=20),
+        rollback_ok=rollback_ok,
+        can_edit=user.allows(Role.ENGINEER),
+        ModelStatus=ModelStatus,
+        nav="models",
+        title="Models",
+    )
+
+
+@router.post("/models/{model_version_id}/promote")
+def promote(model_version_id: IdPath, user: Engineer, session: WriteSession) -> Response:
+    """Promote a model version (engineer)."""
+    try:
+        version = models_service.promote_model(
+            session, model_version_id=model_version_id, actor=actor_of(user)
+        )
+        name = version.name
+        session.commit()
+    except InspectionError as exc:
+        session.rollback()
+        return redirect("/models", text=str(exc), kind="error")
+    return redirect("/models", text=f"{name} is now active.")
+
+
+@router.post("/stations/{station_id}/rollback")
+def rollback(station_id: IdPath, user: Engineer, session: WriteSession) -> Response:
+    """Roll a station back to its previous model (engineer)."""
+    try:
+        version = models_service.rollback_model(
+            session, station_id=station_id, actor=actor_of(user)
+        )
+        name = version.name
+        session.commit()
+    except InspectionError as exc:
+        session.rollback()
+        return redirect("/models", text=str(exc), kind="error")
+    return redirect("/models", text=f"Rolled back: {name} is active again.")
+
+
+@router.post("/retrain-jobs")
+def request_retraining(
+    user: Engineer,
+    session: WriteSession,
+    station_id: Annotated[int, Form(ge=1, le=MAX_ID)],
+) -> Response:
+    """Queue a retraining job for a station (engineer)."""
+    try:
+        repo.get_station(session, station_id)
+        active = repo.get_active_model(session, station_id)
+        job = repo.create_retrain_job(
+            session,
+            station_id=station_id,
+            base_model_version_id=active.id if active is not None else None,
+            detector_type=active.detector_type if active is not None else None,
+            requested_by=user.id,
+        )
+        job_id = job.id
+        session.commit()
+    except InspectionError as exc:
+        session.rollback()
+        return redirect("/models", text=str(exc), kind="error")
+    return redirect("/models", text=f"Retraining job {job_id} queued.")
+
+
+@router.post("/retrain-jobs/{job_id}/cancel")
+def cancel_retraining(job_id: IdPath, user: Engineer, session: WriteSession) -> Response:
+    """Cancel a retraining job (engineer)."""
+    try:
+        repo.request_cancel(session, job_id=job_id, requested_by=actor_of(user))
+        session.commit()
+    except InspectionError as exc:
+        session.rollback()
+        return redirect("/models", text=str(exc), kind="error")
+    return redirect("/models", text=f"Retraining job {job_id}: cancel requested.")
+
+
+# -- users and audit -----------------------------------------------------------------------
+
+
+@router.get("/admin/users", response_class=HTMLResponse)
+def users_page(request: Request, ctx: Ctx, user: Admin, session: ReadSession) -> Response:
+    """Accounts: create, change role, deactivate, reset password (admin)."""
+    return render(
+        request,
+        ctx,
+        "users.html",
+        user,
+        accounts=queries.list_users(session),
+        roles=list(Role),
+        nav="users",
+        title="Users",
+    )
+
+
+@router.post("/admin/users")
+def create_user(
+    user: Admin,
+    session: WriteSession,
+    username: Annotated[str, Form(min_length=1, max_length=64)],
+    role: Annotated[Role, Form()],
+    password: Annotated[str, Form(min_length=1, max_length=1024)],
+    display_name: Annotated[str, Form(max_length=200)] = "",
+) -> Response:
+    """Create an account (admin)."""
+    from inspection.api.schemas import UserIn
+
+    try:
+        body = UserIn(
+            username=username,
+            role=role,
+            password=password,
+            display_name=display_name.strip() or None,
+        )
+        users.create_user(
+            session,
+            username=body.username,
+            role=body.role,
+            password=body.password,
+            display_name=body.display_name,
+            created_by=actor_of(user),
+        )
+        session.commit()
+    except (ValueError, InspectionError) as exc:
+        session.rollback()
+        message = str(exc).splitlines()[0] if str(exc) else "invalid input"
+        if "username" in str(exc) and "pattern" in str(exc):
+            message = "Usernames are 3-64 letters, digits, '.', '_' or '-'."
+        elif "password" in str(exc) and "at least" in str(exc):
+            message = f"Passwords need at least {users.MIN_PASSWORD_LENGTH} characters."
+        return redirect("/admin/users", text=message, kind="error")
+    return redirect("/admin/users", text=f"Account {username} created.")
+
+
+@router.post("/admin/users/{user_id}")
+def update_user(
+    user_id: IdPath,
+    user: Admin,
+    session: WriteSession,
+    role: Annotated[Role | None, Form()] = None,
+    is_active: Annotated[str | None, Form(max_length=8)] = None,
+    password: Annotated[str, Form(max_length=1024)] = "",
+) -> Response:
+    """Change an account's role, active flag or password (admin)."""
+    try:
+        users.update_user(
+            session,
+            user_id=user_id,
+            actor=actor_of(user),
+            role=role,
+            is_active=None if is_active is None else is_active == "true",
+            password=password or None,
+        )
+        session.commit()
+    except (ValueError, InspectionError) as exc:
+        session.rollback()
+        return redirect("/admin/users", text=str(exc), kind="error")
+    return redirect("/admin/users", text="Account updated.")
+
+
+@router.get("/audit", response_class=HTMLResponse)
+def audit_page(
+    request: Request,
+    ctx: Ctx,
+    user: Engineer,
+    session: ReadSession,
+    before_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
+    entity_type: Annotated[str | None, Query(max_length=64)] = None,
+    actor: Annotated[str | None, Query(max_length=100)] = None,
+) -> Response:
+    """The audit log, newest first (engineer)."""
+    limit = 100
+    rows = queries.audit_page(
+        session,
+        limit=limit,
+        before_id=before_id,
+        entity_type=entity_type or None,
+        actor=actor or None,
+    )
+    params = {k: v for k, v in {"entity_type": entity_type, "actor": actor}.items() if v}
+    next_url = None
+    if len(rows) == limit:
+        next_url = "/audit?" + urlencode({**params, "before_id": rows[-1].id})
+    return render(
+        request,
+        ctx,
+        "audit.html",
+        user,
+        rows=rows,
+        entity_type=entity_type or "",
+        actor=actor or "",
+        next_url=next_url,
+        nav="audit",
+        title="Audit log",
+    )
+
+
+# -- API reference -------------------------------------------------------------------------
+
+
+@router.get("/docs", response_class=HTMLResponse)
+def api_docs(request: Request, ctx: Ctx, user: MaybeUser) -> Response:
+    """The REST API reference, rendered from the OpenAPI schema (no third-party viewer)."""
+    schema = request.app.openapi()
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for path, methods in schema.get("paths", {}).items():
+        for method, op in methods.items():
+            tag = (op.get("tags") or ["other"])[0]
+            body = op.get("requestBody", {}).get("content", {}).get("application/json", {})
+            groups.setdefault(tag, []).append(
+                {
+                    "method": method.upper(),
+                    "path": path,
+                    "summary": op.get("summary", ""),
+                    "description": op.get("description", ""),
+                    "parameters": op.get("parameters", []),
+                    "body": _ref_name(body.get("schema")),
+                    "responses": {
+                        code: _ref_name(
+                            resp.get("content", {}).get("application/json", {}).get("schema")
+                        )
+                        or resp.get("description", "")
+                        for code, resp in op.get("responses", {}).items()
+                    },
+                }
+            )
+    models = schema.get("components", {}).get("schemas", {})
+    return render(
+        request,
+        ctx,
+        "docs.html",
+        user,
+        info=schema.get("info", {}),
+        groups=groups,
+        models=models,
+        nav="docs",
+        title="API reference",
+    )
+
+
+def _ref_name(schema: dict[str, Any] | None) -> str:
+    if not schema:
+        return ""
+    if "$ref" in schema:
+        return str(schema["$ref"]).rsplit("/", 1)[-1]
+    if schema.get("type") == "array" and isinstance(schema.get("items"), dict):
+        return f"list[{_ref_name(schema['items'])}]"
+    if "anyOf" in schema:
+        return " | ".join(_ref_name(s) or str(s.get("type", "")) for s in schema["anyOf"])
+    return str(schema.get("type", ""))

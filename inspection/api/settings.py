@@ -1,0 +1,47 @@
+"""Settings of the review app: database, artifact store, session secret, cookie policy.
+
+Read from the environment with the ``INSPECTION_API_`` prefix (``INSPECTION_API_SECRET_KEY``,
+``INSPECTION_API_ARTIFACT_ROOT``, ...); the database URL defaults to ``INSPECTION_DATABASE_URL``
+(see :mod:`inspection.db.settings`). The secret key is a :class:`~pydantic.SecretStr`, so it never
+appears in a ``repr`` or a log line.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from inspection.db.settings import get_settings as get_db_settings
+
+
+def _default_database_url() -> str:
+    return get_db_settings().database_url
+
+
+class ApiSettings(BaseSettings):
+    """Everything :func:`inspection.api.app.create_app` needs.
+
+    ``secret_key`` signs session cookies and API tokens; when unset a random key is generated
+    per process (every session ends when the server restarts), which is fine for the local demo
+    and wrong for a plant: set ``INSPECTION_API_SECRET_KEY`` there. ``cookie_secure`` must be
+    true behind HTTPS. ``check_schema`` refuses to start on a database that is not at the newest
+    migration; ``auto_migrate`` upgrades it instead (demo convenience).
+    """
+
+    model_config = SettingsConfigDict(env_prefix="INSPECTION_API_", extra="forbid")
+
+    database_url: str = Field(default_factory=_default_database_url)
+    artifact_root: Path = Path("var/artifacts")
+    secret_key: SecretStr | None = None
+    session_max_age_s: int = Field(default=12 * 3600, ge=60)
+    token_max_age_s: int = Field(default=12 * 3600, ge=60)
+    cookie_secure: bool = False
+    check_schema: bool = True
+    auto_migrate: bool = False
+    overlay_cache_mib: int = Field(default=64, ge=0)
+    login_max_failures: int = Field(default=5, ge=1)
+    login_lockout_s: float = Field(default=30.0, ge=0)
+    #: Live stations count as "offline" when their newest inspection is older than this.
+    station_offline_after_s: float = Field(default=300.0, gt=0)

@@ -1,0 +1,137 @@
+// The inspection image viewer: frame, heatmap overlay (toggle + opacity) and defect outlines.
+import { el } from "./common.js";
+
+const SVG = "http://www.w3.org/2000/svg";
+
+function svg(tag, attrs, text) {
+  const node = document.createElementNS(SVG, tag);
+  for (const [key, value] of Object.entries(attrs)) node.setAttribute(key, String(value));
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+export class Viewer {
+  constructor() {
+    this.root = document.getElementById("viewer");
+    this.frame = document.getElementById("frame-img");
+    this.overlay = document.getElementById("overlay-img");
+    this.outlines = document.getElementById("outlines");
+    this.overlayToggle = document.getElementById("overlay-toggle");
+    this.outlineToggle = document.getElementById("outline-toggle");
+    this.opacityInput = document.getElementById("overlay-opacity");
+    const stored = window.localStorage;
+    this.opacityInput.value = stored.getItem("inspection.opacity") || "70";
+    this.overlayToggle.checked = stored.getItem("inspection.overlay") !== "off";
+    this.outlineToggle.checked = stored.getItem("inspection.outlines") !== "off";
+    this.overlayToggle.addEventListener("change", () => this.apply());
+    this.outlineToggle.addEventListener("change", () => this.apply());
+    this.opacityInput.addEventListener("input", () => this.apply());
+    this.apply();
+  }
+
+  apply() {
+    this.root.classList.toggle("no-overlay", !this.overlayToggle.checked);
+    this.root.classList.toggle("no-outlines", !this.outlineToggle.checked);
+    this.overlay.style.opacity = String(Number(this.opacityInput.value) / 100);
+    const stored = window.localStorage;
+    stored.setItem("inspection.opacity", this.opacityInput.value);
+    stored.setItem("inspection.overlay", this.overlayToggle.checked ? "on" : "off");
+    stored.setItem("inspection.outlines", this.outlineToggle.checked ? "on" : "off");
+  }
+
+  toggleOverlay() {
+    this.overlayToggle.checked = !this.overlayToggle.checked;
+    this.apply();
+  }
+
+  toggleOutlines() {
+    this.outlineToggle.checked = !this.outlineToggle.checked;
+    this.apply();
+  }
+
+  changeOpacity(delta) {
+    const value = Math.max(0, Math.min(100, Number(this.opacityInput.value) + delta));
+    this.opacityInput.value = String(value);
+    if (!this.overlayToggle.checked) this.overlayToggle.checked = true;
+    this.apply();
+  }
+
+  /** Show an inspection (an InspectionOut from the API), or nothing with null. */
+  show(item) {
+    this.outlines.replaceChildren();
+    if (!item) {
+      this.frame.removeAttribute("src");
+      this.overlay.removeAttribute("src");
+      this.root.hidden = true;
+      return;
+    }
+    this.root.hidden = false;
+    const width = item.width || 256;
+    const height = item.height || 256;
+    this.root.style.aspectRatio = `${width} / ${height}`;
+    this.outlines.setAttribute("viewBox", `0 0 ${width} ${height}`);
+    if (item.frame_url) this.frame.src = item.frame_url;
+    else this.frame.removeAttribute("src");
+    if (item.overlay_url) {
+      this.overlay.src = item.overlay_url;
+      this.overlay.hidden = false;
+    } else {
+      this.overlay.removeAttribute("src");
+      this.overlay.hidden = true;
+    }
+    const labelSize = Math.max(9, Math.round(width / 40));
+    item.regions.forEach((region, index) => {
+      const name = region.is_unknown ? "unknown" : region.defect_type || "region";
+      const rect = svg("rect", {
+        x: region.x, y: region.y, width: Math.max(1, region.w), height: Math.max(1, region.h),
+        class: region.is_unknown ? "unknown" : "known",
+      });
+      rect.append(svg("title", {}, `${index + 1}: ${name}`));
+      this.outlines.append(rect);
+      const ty = region.y > labelSize + 2 ? region.y - 4 : region.y + region.h + labelSize;
+      this.outlines.append(
+        svg("text", { x: region.x, y: ty, "font-size": labelSize }, `${index + 1} ${name}`),
+      );
+    });
+  }
+}
+
+/** The facts column of an inspection: score vs threshold, verdict, type, station, model. */
+export function renderFacts(container, item) {
+  container.replaceChildren();
+  if (!item) return;
+  const over = item.norm_score >= item.threshold;
+  const scale = Math.max(1, item.norm_score, item.threshold);
+  const fill = el("div", { class: `fill${over ? " over" : ""}` });
+  fill.style.width = `${Math.min(100, (100 * item.norm_score) / scale)}%`;
+  const thr = el("div", { class: "thr", title: `threshold ${item.threshold}` });
+  thr.style.left = `${Math.min(100, (100 * item.threshold) / scale)}%`;
+  const badges = el(
+    "div", {},
+    el("span", { class: `badge badge-${item.verdict}` }, item.verdict),
+    " ",
+    item.has_unknown ? el("span", { class: "badge badge-unknown" }, "unknown type") : null,
+    " ",
+    item.uncertain ? el("span", { class: "badge badge-uncertain" }, "uncertain") : null,
+  );
+  const label = item.label
+    ? `${item.label.verdict === "pass" ? "OK" : item.label.defect_type || "defect"} by ${item.label.user}`
+    : "not labelled";
+  container.append(
+    el("h3", {}, "Anomaly score"),
+    el("div", { class: "score-big" },
+      el("span", { class: "v", id: "score-value" }, item.norm_score.toFixed(3)),
+      el("span", { class: "muted" }, `threshold ${item.threshold.toFixed(2)}`)),
+    el("div", { class: "gauge", role: "img", "aria-label": "score against threshold" }, fill, thr),
+    badges,
+    el("dl", {},
+      el("dt", {}, "Inspection"), el("dd", {}, el("a", { href: item.detail_url }, `#${item.id}`)),
+      el("dt", {}, "Station"), el("dd", {}, item.station),
+      el("dt", {}, "Predicted"), el("dd", {}, item.predicted_type || "–"),
+      el("dt", {}, "Regions"), el("dd", {}, String(item.regions.length)),
+      el("dt", {}, "Raw score"), el("dd", {}, item.raw_score.toFixed(3)),
+      el("dt", {}, "Model"), el("dd", {}, item.model_version_id ? `#${item.model_version_id}` : "–"),
+      el("dt", {}, "Captured"), el("dd", {}, item.captured_at.replace("T", " ").slice(0, 19)),
+      el("dt", {}, "Label"), el("dd", { id: "current-label" }, label)),
+  );
+}

@@ -1,0 +1,248 @@
+"""User accounts: login checks, creating and changing users, and the demo accounts.
+
+Passwords go to :mod:`inspection.db.security` (argon2id) and nowhere else: they are never
+logged, never stored in the audit log, never echoed in errors. Every change is audited.
+
+Demo accounts (:func:`seed_demo_users`) are for the local demo only; their passwords come from
+``INSPECTION_DEMO_OPERATOR_PASSWORD``, ``INSPECTION_DEMO_ENGINEER_PASSWORD`` and
+``INSPECTION_DEMO_ADMIN_PASSWORD``, or the documented defaults in :data:`DEMO_ACCOUNTS`. The
+caller shows them once on the console (:func:`demo_accounts_text`); they are not logged.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from sqlalchemy.orm import Session
+
+from inspection.api.auth import LoginThrottle
+from inspection.api.errors import LoginThrottledError
+from inspection.db import repo
+from inspection.db.models import Role, User, utcnow
+from inspection.db.security import hash_password, needs_rehash, verify_password
+from inspection.errors import InvalidStateError, NotFoundError
+
+log = logging.getLogger(__name__)
+
+MIN_PASSWORD_LENGTH = 8
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """An argon2 hash of a random string: verifying against it when the user does not exist
+    costs the same time as a real check, so response times do not reveal which usernames exist.
+    """
+    return hash_password(secrets.token_urlsafe(16))
+
+
+class InvalidCredentialsError(InvalidStateError):
+    """Wrong username or password (the message never says which)."""
+
+
+def check_password_policy(password: str) -> None:
+    """Reject passwords shorter than :data:`MIN_PASSWORD_LENGTH` characters or blank ones."""
+    if len(password) < MIN_PASSWORD_LENGTH or not password.strip():
+        raise ValueError(f"password must have at least {MIN_PASSWORD_LENGTH} characters")
+
+
+def authenticate(
+    session: Session, throttle: LoginThrottle, *, username: str, password: str
+) -> User:
+    """Check a login; record it (``last_login_at``, audit ``user.login`` or
+    ``user.login_failed``) and return the user. The caller commits, also on failure.
+
+    Raises:
+        LoginThrottledError: too many recent failures for this username.
+        InvalidCredentialsError: unknown user, deactivated user or wrong password.
+    """
+    wait = throttle.retry_after(username)
+    if wait > 0:
+        raise LoginThrottledError(
+            f"too many failed logins for this user; try again in {wait:.0f} s", wait
+        )
+    user = repo.get_user_by_username(session, username)
+    stored = user.password_hash if user is not None and user.password_hash else _dummy_hash()
+    ok = verify_password(stored, password) and user is not None and user.is_active
+    if not ok or user is None:
+        throttle.failed(username)
+        repo.write_audit(
+            session,
+            actor=f"login:{username[:64]}",
+            action="user.login_failed",
+            entity_type="user",
+            entity_id=user.id if user is not None else username[:64],
+        )
+        raise InvalidCredentialsError("wrong username or password, or the account is deactivated")
+    throttle.succeeded(username)
+    if user.password_hash and needs_rehash(user.password_hash):
+        user.password_hash = hash_password(password)
+    user.last_login_at = utcnow()
+    repo.write_audit(
+        session,
+        actor=repo.Actor(name=user.username, user_id=user.id),
+        action="user.login",
+        entity_type="user",
+        entity_id=user.id,
+    )
+    session.flush()
+    return user
+
+
+def create_user(
+    session: Session,
+    *,
+    username: str,
+    role: Role | str,
+    password: str,
+    display_name: str | None = None,
+    created_by: repo.Actor | int | str | None = None,
+) -> User:
+    """Create an account with an argon2 hash of ``password`` (audited by the repo).
+
+    Raises:
+        InvalidStateError: the username is taken.
+        ValueError: the password is too short.
+    """
+    check_password_policy(password)
+    if repo.get_user_by_username(session, username) is not None:
+        raise InvalidStateError(f"username {username!r} is already taken")
+    return repo.create_user(
+        session,
+        username=username,
+        role=Role(role),
+        password_hash=hash_password(password),
+        display_name=display_name,
+        created_by=created_by,
+    )
+
+
+def update_user(
+    session: Session,
+    *,
+    user_id: int,
+    actor: repo.Actor,
+    role: Role | None = None,
+    is_active: bool | None = None,
+    password: str | None = None,
+    display_name: str | None = None,
+) -> User:
+    """Change a user's role, active flag, password or display name (audited, no secrets).
+
+    Admins cannot deactivate or demote themselves, so a plant never loses its last admin by
+    accident.
+
+    Raises:
+        NotFoundError: no such user.
+        InvalidStateError: an admin tried to lock themselves out.
+    """
+    user = session.get(User, user_id)
+    if user is None:
+        raise NotFoundError(f"user {user_id} does not exist")
+    if user.id == actor.user_id and (
+        is_active is False or (role is not None and role != user.role)
+    ):
+        raise InvalidStateError("you cannot deactivate yourself or change your own role")
+    before: dict[str, object] = {}
+    after: dict[str, object] = {}
+    if role is not None and role != user.role:
+        before["role"], after["role"] = user.role.value, role.value
+        user.role = role
+    if is_active is not None and is_active != user.is_active:
+        before["is_active"], after["is_active"] = user.is_active, is_active
+        user.is_active = is_active
+    if display_name is not None and display_name != user.display_name:
+        before["display_name"], after["display_name"] = user.display_name, display_name
+        user.display_name = display_name
+    if password is not None:
+        check_password_policy(password)
+        user.password_hash = hash_password(password)
+        after["password"] = "changed"
+    if after:
+        repo.write_audit(
+            session,
+            actor=actor,
+            action="user.update",
+            entity_type="user",
+            entity_id=user.id,
+            before=before,
+            after=after,
+        )
+    session.flush()
+    return user
+
+
+@dataclass(frozen=True)
+class DemoAccount:
+    """A demo login: ``created`` is false when the account already existed (its password
+    was left unchanged, so ``password`` may not be its password)."""
+
+    username: str
+    role: Role
+    password: str
+    env_var: str
+    created: bool
+
+
+#: username, role, environment variable with the password, default password (demo only).
+DEMO_ACCOUNTS: tuple[tuple[str, Role, str, str], ...] = (
+    ("operator", Role.OPERATOR, "INSPECTION_DEMO_OPERATOR_PASSWORD", "operator-demo"),
+    ("engineer", Role.ENGINEER, "INSPECTION_DEMO_ENGINEER_PASSWORD", "engineer-demo"),
+    ("admin", Role.ADMIN, "INSPECTION_DEMO_ADMIN_PASSWORD", "admin-demo"),
+)
+
+
+def seed_demo_users(
+    session: Session, *, environ: Mapping[str, str] | None = None
+) -> list[DemoAccount]:
+    """Create the demo ``operator``, ``engineer`` and ``admin`` accounts when missing.
+
+    For the local demo only. Existing accounts are left alone. The caller commits, then shows
+    the result once with :func:`demo_accounts_text` (never log it).
+    """
+    env = os.environ if environ is None else environ
+    accounts = []
+    for username, role, env_var, default in DEMO_ACCOUNTS:
+        password = env.get(env_var) or default
+        existing = repo.get_user_by_username(session, username)
+        if existing is None:
+            create_user(
+                session,
+                username=username,
+                role=role,
+                password=password,
+                display_name=f"Demo {role.value}",
+                created_by="system:demo",
+            )
+        accounts.append(
+            DemoAccount(
+                username=username,
+                role=role,
+                password=password,
+                env_var=env_var,
+                created=existing is None,
+            )
+        )
+    log.info("demo accounts ready: %s", ", ".join(a.username for a in accounts))
+    return accounts
+
+
+def demo_accounts_text(accounts: list[DemoAccount]) -> str:
+    """Console text listing the demo logins (print it once; do not log it)."""
+    lines = ["Demo logins (local demo only; set the variables to choose other passwords):"]
+    for account in accounts:
+        if account.created:
+            lines.append(
+                f"  {account.username:<9} {account.role.value:<9} password: {account.password}"
+                f"   (${account.env_var})"
+            )
+        else:
+            lines.append(
+                f"  {account.username:<9} {account.role.value:<9} (already existed; password "
+                "unchanged)"
+            )
+    return "\n".join(lines)

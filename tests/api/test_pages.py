@@ -1,0 +1,149 @@
+"""Server-rendered pages: they render for the right roles and their forms change data."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from inspection.db.models import ModelStatus, ModelVersion, Station
+from tests.api.conftest import count, ui_login
+
+PAGES = [
+    ("/", "Line overview"),
+    ("/review", "Review queue"),
+    (
+        "/review?station_id=1&min_score=0.3&include_labelled=true&since=2020-01-01T00:00",
+        "Review queue",
+    ),
+    ("/inspections/1", "Inspection #1"),
+    ("/charts", "Defect Pareto"),
+    ("/charts?station_id=2&days=1", "Score histogram"),
+    ("/models", "Model versions"),
+    ("/models?a=1&b=2", "Compare:"),
+    ("/stations", "Stations"),
+    ("/stations/1", "Would flip"),
+    ("/audit", "Audit log"),
+    ("/admin/users", "New account"),
+    ("/docs", "/api/review-queue"),
+]
+
+
+@pytest.mark.parametrize(("path", "marker"), PAGES)
+def test_pages_render_for_admin(client: TestClient, path: str, marker: str) -> None:
+    ui_login(client, "admin")
+    response = client.get(path)
+    assert response.status_code == 200, response.text[:2000]
+    assert marker in response.text
+    assert "content-security-policy" in response.headers
+    assert "http://" not in re.sub(r'href="http://testserver', "", response.text.split("<body")[1])
+    assert "https://" not in response.text
+
+
+def test_operator_sees_no_admin_pages(client: TestClient) -> None:
+    ui_login(client, "operator")
+    assert client.get("/admin/users").status_code == 403
+    assert client.get("/audit").status_code == 403
+    page = client.get("/")
+    assert "/admin/users" not in page.text
+    models = client.get("/models")
+    assert "Promote</button>" not in models.text
+
+
+def test_review_page_embeds_the_first_queue_page(client: TestClient) -> None:
+    ui_login(client, "operator")
+    page = client.get("/review")
+    match = re.search(
+        r'<script type="application/json" id="page-data">(.*?)</script>', page.text, re.S
+    )
+    assert match is not None
+    import json
+
+    data = json.loads(match.group(1))
+    assert len(data["items"]) == 50
+    assert data["items"][0]["has_unknown"] is True
+    assert [t["key"] for t in data["defect_types"]][:5] == [1, 2, 3, 4, 5]
+
+
+def test_threshold_form_saves_and_audits(client: TestClient, session: Session) -> None:
+    csrf = ui_login(client, "engineer")
+    response = client.post(
+        "/stations/1/thresholds",
+        data={"csrf_token": csrf, "image_threshold": "0.62", "pixel_threshold": ""},
+        follow_redirects=False,
+    )
+    assert response.status_code == 303
+    page = client.get("/stations/1")
+    assert "Thresholds saved" in page.text
+    session.rollback()
+    station = session.get(Station, 1)
+    assert station is not None and station.image_threshold == pytest.approx(0.62)
+    assert (
+        count(session, "SELECT count(*) FROM audit_log WHERE action = 'station.set_thresholds'")
+        == 1
+    )
+    bad = client.post(
+        "/stations/1/thresholds",
+        data={"csrf_token": csrf, "image_threshold": "lots"},
+        follow_redirects=True,
+    )
+    assert "must be a number" in bad.text
+
+
+def test_promote_rollback_and_retrain_forms(client: TestClient, session: Session) -> None:
+    csrf = ui_login(client, "engineer")
+    candidate = session.scalar(
+        select(ModelVersion).where(
+            ModelVersion.station_id == 1, ModelVersion.status == ModelStatus.CANDIDATE
+        )
+    )
+    assert candidate is not None
+    page = client.post(f"/models/{candidate.id}/promote", data={"csrf_token": csrf})
+    assert "is now active" in page.text
+    page = client.post("/stations/1/rollback", data={"csrf_token": csrf})
+    assert "Rolled back" in page.text
+    session.rollback()
+    assert session.get(ModelVersion, candidate.id).status == ModelStatus.RETIRED  # type: ignore[union-attr]
+    page = client.post("/stations/1/rollback", data={"csrf_token": csrf})
+    assert "Rolled back" in page.text  # back to the candidate, which was active before
+    page = client.post("/retrain-jobs", data={"csrf_token": csrf, "station_id": "1"})
+    assert "queued" in page.text
+    job = re.search(r"Retraining job (\d+) queued", page.text)
+    assert job is not None
+    page = client.post(f"/retrain-jobs/{job.group(1)}/cancel", data={"csrf_token": csrf})
+    assert "cancel requested" in page.text
+    assert count(session, "SELECT count(*) FROM retrain_job WHERE status = 'cancelled'") == 1
+
+
+def test_user_admin_forms(client: TestClient, session: Session) -> None:
+    csrf = ui_login(client, "admin")
+    page = client.post(
+        "/admin/users",
+        data={
+            "csrf_token": csrf,
+            "username": "anna",
+            "role": "operator",
+            "password": "anna-pass-1",
+        },
+    )
+    assert "Account anna created" in page.text
+    page = client.post(
+        "/admin/users",
+        data={"csrf_token": csrf, "username": "b", "role": "operator", "password": "anna-pass-1"},
+    )
+    assert "Usernames are" in page.text
+    page = client.post(
+        "/admin/users",
+        data={"csrf_token": csrf, "username": "bob", "role": "operator", "password": "short"},
+    )
+    assert "at least 8" in page.text
+    anna = count(session, "SELECT id FROM users WHERE username = 'anna'")
+    page = client.post(f"/admin/users/{anna}", data={"csrf_token": csrf, "role": "engineer"})
+    assert "Account updated" in page.text
+    assert (
+        count(session, "SELECT count(*) FROM users WHERE username = 'anna' AND role = 'engineer'")
+        == 1
+    )
