@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import Engine
 
 from inspection.db.settings import get_settings
 from inspection.errors import DatabaseError
+
+if TYPE_CHECKING:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +51,9 @@ def alembic_config(engine: Engine | None = None) -> Config:
     With ``engine``, ``env.py`` runs on a connection from it (``config.attributes``); the URL is
     never written into the config, so passwords with ``%`` need no escaping and never leak.
     """
-    # Alembic logs every autogenerate plugin it sets up at INFO; keep only its migration lines.
-    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+    _quiet_alembic_plugins()
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(migrations_dir()))
     if engine is not None:
@@ -59,8 +61,16 @@ def alembic_config(engine: Engine | None = None) -> Config:
     return cfg
 
 
+def _quiet_alembic_plugins() -> None:
+    """Alembic logs every autogenerate plugin it sets up (on first import) at INFO; keep only
+    its migration lines. Called before alembic is imported, hence the local imports here."""
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+
+
 def script_directory() -> ScriptDirectory:
     """The revision scripts (for heads and history)."""
+    from alembic.script import ScriptDirectory
+
     return ScriptDirectory.from_config(alembic_config())
 
 
@@ -79,15 +89,24 @@ def known_revisions() -> set[str]:
 
 def current_revision(engine: Engine) -> str | None:
     """The revision the database is at, or ``None`` for an empty (never migrated) database."""
+    _quiet_alembic_plugins()
+    from alembic.runtime.migration import MigrationContext
+
     with engine.connect() as conn:
         return MigrationContext.configure(conn).get_current_revision()
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
     """Upgrade the database to ``revision`` (default: the newest)."""
-    command.upgrade(alembic_config(engine), revision)
+    cfg = alembic_config(engine)
+    from alembic import command
+
+    command.upgrade(cfg, revision)
 
 
 def downgrade(engine: Engine, revision: str) -> None:
     """Downgrade the database to ``revision`` (``base`` drops every table)."""
-    command.downgrade(alembic_config(engine), revision)
+    cfg = alembic_config(engine)
+    from alembic import command
+
+    command.downgrade(cfg, revision)
