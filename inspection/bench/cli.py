@@ -67,3 +67,43 @@ def db(
     Console().print(markdown_table(list(payload["engines"].values()), db_bench.COLUMNS))
     for engine, reason in payload["skipped"].items():
         Console().print(f"skipped {engine}: {reason}")
+
+
+@app.command("openset")
+def openset(
+    protocol: str = typer.Option("mt-open", help="Open-set typing protocol (mt-open)."),
+    data: Path = typer.Option(
+        Path("../shared/data/magnetic_tile"), help="Data root of the protocol."
+    ),
+    methods: str = typer.Option(
+        "", help="Comma-separated: msp,max_logit,energy,mahalanobis,metric,openmax (default all)."
+    ),
+    results_dir: Path = typer.Option(Path("bench/results"), help="Where results are written."),
+    cache_dir: Path = typer.Option(
+        Path("runs/typing-cache"), help="Backbone-feature cache (gitignored)."
+    ),
+) -> None:
+    """Open-set defect typing: every method on one network per fold -> mt-open.json/.md."""
+    from rich.console import Console
+    from rich.progress import Progress, TaskID
+
+    from inspection.bench.report import markdown_table
+    from inspection.typing import bench
+    from inspection.typing.config import METHODS
+
+    if protocol != bench.PROTOCOL:
+        raise typer.BadParameter(f"unknown protocol {protocol!r}; expected {bench.PROTOCOL}")
+    chosen = [m.strip() for m in methods.split(",") if m.strip()] or list(METHODS)
+    with Progress(transient=True) as bar:
+        tasks: dict[str, TaskID] = {}
+
+        def progress(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=total or None)
+            bar.update(tasks[stage], completed=done, total=total or None)
+
+        payload = bench.run(
+            data, methods=chosen, results_dir=results_dir, cache_dir=cache_dir, progress=progress
+        )
+    rows = [{"method": m, **payload["methods"][m]} for m in chosen]
+    Console().print(markdown_table(rows, bench.COLUMNS))

@@ -1,0 +1,40 @@
+"""Open-set defect typing: name known defect types, flag unknown ones.
+
+Light to import (no torch): the result type and the configuration live here. Training and
+export (torch) are in :mod:`inspection.typing.classifier` (:class:`OpenSetTyper`); the station
+runs exported bundles with :class:`inspection.typing.runtime.TypingRuntime` (OpenVINO + NumPy).
+"""
+
+from __future__ import annotations
+
+from inspection.typing.config import (
+    METHODS,
+    EnergyConfig,
+    FeatureConfig,
+    HeadConfig,
+    MahalanobisConfig,
+    MaxLogitConfig,
+    MethodConfig,
+    MetricConfig,
+    MspConfig,
+    OpenMaxConfig,
+    TyperConfig,
+    method_config,
+)
+from inspection.typing.scoring import TypingResult
+
+__all__ = [
+    "METHODS",
+    "EnergyConfig",
+    "FeatureConfig",
+    "HeadConfig",
+    "MahalanobisConfig",
+    "MaxLogitConfig",
+    "MethodConfig",
+    "MetricConfig",
+    "MspConfig",
+    "OpenMaxConfig",
+    "TyperConfig",
+    "TypingResult",
+    "method_config",
+]
