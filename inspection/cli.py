@@ -21,6 +21,7 @@ app = typer.Typer(
     help="Industrial visual inspection: detect, type, store, review and retrain.",
     no_args_is_help=True,
     add_completion=False,
+    pretty_exceptions_show_locals=False,  # locals can hold a database URL with its password
 )
 app.add_typer(bench_app, name="bench")
 app.add_typer(db_app, name="db")

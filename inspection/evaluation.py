@@ -76,15 +76,27 @@ def calibrate(scores: np.ndarray, maps: np.ndarray, quantile: float = 0.99) -> C
     )
 
 
+def unit_range(values: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """Min-max rescale to [0, 1] (order preserved), as float32 torch.
+
+    torchmetrics treats predictions outside [0, 1] as logits and squashes them with a sigmoid,
+    which saturates raw anomaly scores (hundreds for PaDiM) into ties; rank metrics must see
+    the values rescaled instead.
+    """
+    t = torch.as_tensor(values, dtype=torch.float32)
+    lo, hi = t.min(), t.max()
+    return (t - lo) / (hi - lo) if hi > lo else torch.zeros_like(t)
+
+
 def _auroc(scores: torch.Tensor, target: torch.Tensor) -> float | None:
     if target.min() == target.max():
         return None  # undefined with one class
-    return float(binary_auroc(scores, target, thresholds=None))
+    return float(binary_auroc(unit_range(scores), target, thresholds=None))
 
 
 def pixel_auroc(maps: np.ndarray, masks: np.ndarray) -> float | None:
     """Pixel AUROC over every pixel of every image (maps (N,[1,]H,W), masks (N,H,W) bool)."""
-    preds = torch.from_numpy(np.ascontiguousarray(maps, dtype=np.float32).reshape(-1))
+    preds = unit_range(maps.reshape(-1))
     target = torch.from_numpy(np.ascontiguousarray(masks).reshape(-1).astype(np.int64))
     return _auroc(preds, target)
 
@@ -96,10 +108,7 @@ def aupro(maps: np.ndarray, masks: np.ndarray, fpr_limit: float = AUPRO_FPR_LIMI
     from anomalib.metrics.aupro import _AUPRO
 
     metric = _AUPRO(fpr_limit=fpr_limit)
-    metric.update(
-        torch.from_numpy(np.ascontiguousarray(maps, dtype=np.float32).reshape(masks.shape)),
-        torch.from_numpy(masks.astype(np.int64)),
-    )
+    metric.update(unit_range(maps.reshape(masks.shape)), torch.from_numpy(masks.astype(np.int64)))
     return float(metric.compute())
 
 
@@ -110,17 +119,14 @@ def pro_curve(
     from anomalib.metrics.aupro import _AUPRO
 
     metric = _AUPRO(fpr_limit=fpr_limit)
-    metric.update(
-        torch.from_numpy(np.ascontiguousarray(maps, dtype=np.float32).reshape(masks.shape)),
-        torch.from_numpy(masks.astype(np.int64)),
-    )
+    metric.update(unit_range(maps.reshape(masks.shape)), torch.from_numpy(masks.astype(np.int64)))
     fpr, pro = metric._compute()
     return fpr.numpy(), pro.numpy()
 
 
 def roc_curve(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(fpr, tpr) of the image-level ROC."""
-    fpr, tpr, _ = binary_roc(torch.from_numpy(scores.astype(np.float32)), torch.from_numpy(labels))
+    fpr, tpr, _ = binary_roc(unit_range(scores), torch.from_numpy(labels))
     return fpr.numpy(), tpr.numpy()
 
 
