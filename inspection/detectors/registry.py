@@ -19,6 +19,12 @@ from inspection.errors import UnknownDetectorError
 REGISTRY: dict[str, str] = {
     "padim": "inspection.detectors.padim",
     "stfpm": "inspection.detectors.stfpm",
+    "cutpaste": "inspection.detectors.cutpaste",
+    "memae": "inspection.detectors.memae",
+    "memae_feat": "inspection.detectors.memae_feat",
+    "ocgan": "inspection.detectors.ocgan",
+    "mkd": "inspection.detectors.mkd",
+    "ganomaly": "inspection.detectors.ganomaly",
 }
 
 

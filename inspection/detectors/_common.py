@@ -1,0 +1,222 @@
+"""Private building blocks shared by the self-implemented detectors (CutPaste, Mem-AE, OC-GAN, MKD).
+
+Everything here that runs inside an eval forward is traceable for OpenVINO export: fixed-shape
+tensor ops only, no data-dependent Python control flow, no numpy. Fitting helpers (Gaussian
+fits, feature caching) run at train time and may use numpy / scikit-learn.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from inspection.backbone import install_offline_weights
+from inspection.detectors.base import ProgressFn, batches
+
+
+def gaussian_kernel1d(sigma: float) -> torch.Tensor:
+    """Normalised 1-D Gaussian of standard deviation ``sigma`` px, radius ``round(4 sigma)``."""
+    if sigma <= 0:
+        raise ValueError(f"Gaussian sigma must be positive, got {sigma}")
+    radius = max(1, round(4 * sigma))
+    x = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    k = torch.exp(-(x**2) / (2 * sigma**2))
+    return k / k.sum()
+
+
+class GaussianBlur(nn.Module):
+    """Separable Gaussian smoothing of (N, 1, H, W) maps with reflect padding; sigma 0 = identity.
+
+    The kernel radius is clipped to ``max_size // 2 - 1`` at forward time from the static input
+    shape, so tiny test images (64 px) still pad legally.
+    """
+
+    kernel: torch.Tensor
+
+    def __init__(self, sigma: float) -> None:
+        super().__init__()
+        self.sigma = float(sigma)
+        kernel = gaussian_kernel1d(sigma) if sigma > 0 else torch.ones(1)
+        self.register_buffer("kernel", kernel, persistent=False)
+
+    def forward(self, amap: torch.Tensor) -> torch.Tensor:
+        if self.sigma <= 0:
+            return amap
+        k = self.kernel
+        pad = k.numel() // 2
+        limit = min(amap.shape[-2:]) - 1
+        if pad > limit:  # static shapes: resolved at trace time
+            k = k[pad - limit : pad + limit + 1]
+            k = k / k.sum()
+            pad = limit
+        amap = F.conv2d(F.pad(amap, (pad, pad, 0, 0), mode="reflect"), k.view(1, 1, 1, -1))
+        return F.conv2d(F.pad(amap, (0, 0, pad, pad), mode="reflect"), k.view(1, 1, -1, 1))
+
+
+def upsample(amap: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """Bilinear resize of (N, C, h, w) to ``size`` (H, W)."""
+    return F.interpolate(
+        amap, size=(int(size[0]), int(size[1])), mode="bilinear", align_corners=False
+    )
+
+
+def resize_to(images: torch.Tensor, size: int) -> torch.Tensor:
+    """Resize square (N, C, H, H) to (N, C, size, size): box filter for integer down-scaling
+    (exact area average, exportable), bilinear otherwise; identity when already there."""
+    side = int(images.shape[-1])
+    if side == size:
+        return images
+    if side > size and side % size == 0:
+        return F.avg_pool2d(images, kernel_size=side // size)
+    return F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False)
+
+
+# -- Gaussian density (Mahalanobis) -----------------------------------------------------------
+
+
+def fit_gaussian(
+    samples: np.ndarray | torch.Tensor, shrinkage: str | float = "ledoit-wolf"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean (D,) and precision (D, D) of ``samples`` (M, D) with a shrunk covariance.
+
+    ``shrinkage`` is ``"ledoit-wolf"`` (the estimator CutPaste's GDE uses) or a fixed weight
+    ``a`` in [0, 1] for ``(1 - a) S + a tr(S)/D I``. Computed in float64, returned float32.
+    """
+    x = (
+        samples.detach().cpu().double().numpy()
+        if isinstance(samples, torch.Tensor)
+        else np.asarray(samples, np.float64)
+    )
+    if x.ndim != 2 or len(x) < 2:
+        raise ValueError(f"need (M >= 2, D) samples for a Gaussian fit, got {x.shape}")
+    mean = x.mean(axis=0)
+    if shrinkage == "ledoit-wolf":
+        from sklearn.covariance import LedoitWolf
+
+        cov = LedoitWolf(assume_centered=False).fit(x).covariance_
+    else:
+        a = float(shrinkage)
+        if not 0.0 <= a <= 1.0:
+            raise ValueError(f"covariance shrinkage must be in [0, 1], got {a}")
+        centred = x - mean
+        sample_cov = centred.T @ centred / (len(x) - 1)
+        mu = np.trace(sample_cov) / x.shape[1]
+        cov = (1 - a) * sample_cov + a * mu * np.eye(x.shape[1])
+    cov = cov + 1e-6 * np.eye(cov.shape[0]) * max(np.trace(cov) / cov.shape[0], 1e-12)
+    precision = np.linalg.inv(cov)
+    precision = 0.5 * (precision + precision.T)
+    return torch.from_numpy(mean).float(), torch.from_numpy(precision).float()
+
+
+def mahalanobis(x: torch.Tensor, mean: torch.Tensor, precision: torch.Tensor) -> torch.Tensor:
+    """Mahalanobis distance of ``x`` (..., D) to a Gaussian: sqrt((x - m)^T P (x - m)), shape (...)."""
+    d = x - mean
+    sq = (torch.matmul(d, precision) * d).sum(-1)
+    return torch.sqrt(torch.clamp(sq, min=0.0))
+
+
+# -- Lite0 pieces -----------------------------------------------------------------------------
+
+
+class Lite0Trunk(nn.Module):
+    """Pretrained EfficientNet-Lite0 stem + ``blocks[0..last_block]``, returning chosen stages.
+
+    Args:
+        backbone: timm model name (offline weights are installed first).
+        out_blocks: indices of blocks whose outputs are returned, in increasing order.
+        pretrained: load the ImageNet weights.
+
+    ``forward(x)`` returns a list of feature maps, one per ``out_blocks`` entry (Lite0 blocks
+    1 / 2 / 3 / 4 / 5 have 24 / 40 / 80 / 112 / 192 channels at strides 4 / 8 / 16 / 16 / 32).
+    ``run(x, start, stop)`` runs blocks ``start..stop-1`` on an intermediate tensor (``start``
+    -1 means the stem), used to cache a frozen prefix and train only the tail.
+    """
+
+    channels: list[int]
+
+    def __init__(self, backbone: str, out_blocks: Sequence[int], pretrained: bool = True) -> None:
+        super().__init__()
+        import timm
+
+        if list(out_blocks) != sorted(set(out_blocks)) or not out_blocks:
+            raise ValueError(f"out_blocks must be increasing and non-empty, got {out_blocks}")
+        if pretrained:
+            install_offline_weights(backbone)
+        net = timm.create_model(backbone, pretrained=pretrained)
+        last = out_blocks[-1]
+        if last >= len(net.blocks):
+            raise ValueError(f"{backbone} has {len(net.blocks)} blocks, asked for block {last}")
+        self.out_blocks = tuple(int(b) for b in out_blocks)
+        self.stem = nn.Sequential(net.conv_stem, net.bn1)
+        self.blocks = nn.ModuleList(net.blocks[: last + 1])
+        self.channels = [_block_channels(self.blocks[b]) for b in self.out_blocks]
+
+    def run(self, x: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+        """Blocks ``start .. stop - 1`` (``start = -1`` includes the stem)."""
+        if start < 0:
+            x = self.stem(x)
+            start = 0
+        for i in range(start, stop):
+            x = self.blocks[i](x)
+        return x
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        feats: list[torch.Tensor] = []
+        x = self.stem(x)
+        for i, block in enumerate(self.blocks):
+            x = block(x)
+            if i in self.out_blocks:
+                feats.append(x)
+        return feats
+
+
+def _block_channels(stage: nn.Module) -> int:
+    last = list(stage.children())[-1]
+    for name in ("conv_pwl", "conv_pw"):
+        conv = getattr(last, name, None)
+        if isinstance(conv, nn.Conv2d):
+            return int(conv.out_channels)
+    raise ValueError(f"cannot infer output channels of {type(last).__name__}")
+
+
+def freeze(module: nn.Module) -> nn.Module:
+    """Set ``requires_grad = False`` on every parameter and put the module in eval mode."""
+    for p in module.parameters():
+        p.requires_grad = False
+    return module.eval()
+
+
+@torch.no_grad()
+def batched_features(
+    fn: nn.Module | object,
+    images: torch.Tensor,
+    batch_size: int,
+    progress: ProgressFn,
+    stage: str,
+) -> list[torch.Tensor]:
+    """Run ``fn`` (images -> tensor or list of tensors) over ``images`` in batches; concatenate."""
+    parts: list[list[torch.Tensor]] = []
+    for sl in batches(len(images), batch_size):
+        out = fn(images[sl])  # type: ignore[operator]
+        parts.append(list(out) if isinstance(out, list | tuple) else [out])
+        progress(stage, sl.stop, len(images))
+    return [torch.cat([p[i] for p in parts]) for i in range(len(parts[0]))]
+
+
+def cosine_lr(step: int, total: int, base: float, warmup: int = 0) -> float:
+    """Cosine-annealed learning rate with optional linear warm-up."""
+    if warmup > 0 and step < warmup:
+        return base * (step + 1) / warmup
+    t = (step - warmup) / max(1, total - warmup)
+    return 0.5 * base * (1.0 + math.cos(math.pi * min(1.0, t)))
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Set the learning rate of every parameter group."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr

@@ -1,0 +1,400 @@
+"""Mem-AE: memory-augmented autoencoder, in pixel space (``memae``) and feature space (``memae_feat``).
+
+Gong, Liu, Le, Saha, Mansour, Venkatesh, van den Hengel, "Memorizing Normality to Detect
+Anomaly: Memory-augmented Deep Autoencoder for Unsupervised Anomaly Detection", ICCV 2019
+(arXiv:1904.02639).
+
+The encoder's latent map is replaced, at every spatial position, by a convex combination of
+``memory_size`` learnt memory items: addressing weights are the softmax of the dot products
+between the latent vector and the items (paper Eq. 4), hard-shrunk with the paper's continuous
+ReLU form ``max(w - lambda, 0) * w / (|w - lambda| + eps)`` (Eq. 7, exportable, no branching)
+and L1-renormalised; the decoder sees only the memory read-out, so anomalies reconstruct
+poorly. Loss: reconstruction MSE + ``entropy_weight`` (paper alpha = 2e-4) x entropy of the
+addressing weights (Eq. 10). Shrinkage threshold lambda defaults to 2.5 / N (paper: a value in
+[1/N, 3/N]).
+
+* ``memae``: 2-D convolutional autoencoder on the image (the paper's image-data variant:
+  strided 3x3 conv + BN + ReLU encoder, transposed-conv decoder), run internally at
+  ``work_size`` px (a CPU-budget choice; the map is upsampled back to the input size).
+* ``memae_feat``: the same memory module in an autoencoder that reconstructs frozen ImageNet
+  features (offline EfficientNet-Lite0 blocks 2 and 4, concatenated at stride 8 and
+  standardised per channel with statistics of the normal training images) instead of pixels.
+  Not in the paper; added to compare pixel and feature reconstruction under one recipe.
+
+Score (paper Sec. 4: the reconstruction error of the sample): ``score_reduction="mean"``
+gives the mean squared error over all positions; ``"max"`` the maximum of the smoothed map.
+Map: per-position squared error (mean over channels), bilinearly upsampled to the input size and
+Gaussian-smoothed (``smoothing_sigma`` px at 256 px, scaled with the image size).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from itertools import pairwise
+from typing import ClassVar, Literal
+
+import torch
+from anomalib.data import InferenceBatch
+from pydantic import Field
+from torch import nn
+from torch.nn import functional as F
+
+from inspection.detectors._common import (
+    GaussianBlur,
+    Lite0Trunk,
+    batched_features,
+    cosine_lr,
+    freeze,
+    resize_to,
+    set_lr,
+    upsample,
+)
+from inspection.detectors.base import Detector, DetectorConfig, ProgressFn, batches
+
+logger = logging.getLogger(__name__)
+
+
+def hard_shrink_relu(w: torch.Tensor, threshold: float, eps: float = 1e-12) -> torch.Tensor:
+    """Paper Eq. 7: ``max(w - t, 0) * w / (|w - t| + eps)`` (≈ w where w > t, else 0)."""
+    return F.relu(w - threshold) * w / (torch.abs(w - threshold) + eps)
+
+
+class MemoryModule(nn.Module):
+    """Memory of ``size`` items of dimension ``dim``, addressed at every spatial position.
+
+    Forward: (N, C, h, w) latent -> ((N, C, h, w) read-out, (N*h*w, size) addressing weights).
+    """
+
+    def __init__(self, size: int, dim: int, shrink_threshold: float) -> None:
+        super().__init__()
+        self.size = size
+        self.dim = dim
+        self.shrink_threshold = shrink_threshold
+        bound = 1.0 / math.sqrt(dim)
+        self.items = nn.Parameter(torch.empty(size, dim).uniform_(-bound, bound))
+
+    def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        n, c, h, w = z.shape
+        flat = z.permute(0, 2, 3, 1).reshape(-1, c)
+        weights = torch.softmax(flat @ self.items.t(), dim=1)
+        if self.shrink_threshold > 0:
+            weights = hard_shrink_relu(weights, self.shrink_threshold)
+            weights = F.normalize(weights, p=1, dim=1)
+        read = (weights @ self.items).reshape(n, h, w, c).permute(0, 3, 1, 2)
+        return read, weights
+
+
+def addressing_entropy(weights: torch.Tensor) -> torch.Tensor:
+    """Mean entropy of the addressing weights (paper Eq. 10), a scalar."""
+    return (-weights * torch.log(weights + 1e-12)).sum(dim=1).mean()
+
+
+def _down(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, 2, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)
+    )
+
+
+def _up(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.ConvTranspose2d(cin, cout, 3, 2, 1, output_padding=1, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
+    )
+
+
+class MemAEModel(nn.Module):
+    """Pixel-space Mem-AE. ``widths`` are the encoder channels, each stage halving resolution.
+
+    Eval forward: (N, 3, H, W) normalised -> InferenceBatch(score (N,), map (N, 1, H, W)).
+    """
+
+    def __init__(
+        self,
+        work_size: int,
+        widths: tuple[int, ...],
+        memory_size: int,
+        shrink_threshold: float,
+        sigma: float,
+        score_reduction: str,
+    ) -> None:
+        super().__init__()
+        self.work_size = work_size
+        chans = [3, *widths]
+        self.encoder = nn.Sequential(*[_down(a, b) for a, b in pairwise(chans)])
+        self.memory = MemoryModule(memory_size, widths[-1], shrink_threshold)
+        rev = chans[::-1]
+        layers: list[nn.Module] = [_up(a, b) for a, b in pairwise(rev[:-1])]
+        layers.append(nn.ConvTranspose2d(rev[-2], 3, 3, 2, 1, output_padding=1))
+        self.decoder = nn.Sequential(*layers)
+        self.blur = GaussianBlur(sigma)
+        self.score_reduction = score_reduction
+
+    def resize(self, images: torch.Tensor) -> torch.Tensor:
+        """Resize (N, 3, H, W) to the working resolution (identity when already there)."""
+        return resize_to(images, self.work_size)
+
+    def reconstruct(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x at work size -> (reconstruction, addressing weights)."""
+        read, weights = self.memory(self.encoder(x))
+        return self.decoder(read), weights
+
+    def forward(self, images: torch.Tensor) -> InferenceBatch:
+        x = self.resize(images)
+        recon, _ = self.reconstruct(x)
+        err = ((recon - x) ** 2).mean(dim=1, keepdim=True)
+        amap = self.blur(upsample(err, images.shape[-2:]))
+        score = (
+            err.mean(dim=(1, 2, 3)) if self.score_reduction == "mean" else amap.amax(dim=(1, 2, 3))
+        )
+        return InferenceBatch(pred_score=score, anomaly_map=amap)
+
+
+class FeatureMemAEModel(nn.Module):
+    """Feature-space Mem-AE on frozen Lite0 blocks 2 + 4 (152 channels at stride 8).
+
+    Features are standardised with per-channel buffers (``feat_mean`` / ``feat_std``) before
+    reconstruction. Eval forward as :class:`MemAEModel`.
+    """
+
+    FEATURE_BLOCKS: ClassVar[tuple[int, int]] = (2, 4)
+    feat_mean: torch.Tensor
+    feat_std: torch.Tensor
+
+    def __init__(
+        self,
+        backbone: str,
+        widths: tuple[int, ...],
+        memory_size: int,
+        shrink_threshold: float,
+        sigma: float,
+        score_reduction: str,
+    ) -> None:
+        super().__init__()
+        self.backbone = Lite0Trunk(backbone, list(self.FEATURE_BLOCKS))
+        freeze(self.backbone)
+        dim = sum(self.backbone.channels)
+        self.dim = dim
+        self.register_buffer("feat_mean", torch.zeros(1, dim, 1, 1))
+        self.register_buffer("feat_std", torch.ones(1, dim, 1, 1))
+        w0 = widths[0]
+        enc: list[nn.Module] = [
+            nn.Conv2d(dim, w0, 1, bias=False),
+            nn.BatchNorm2d(w0),
+            nn.ReLU(inplace=True),
+        ]
+        enc += [_down(a, b) for a, b in pairwise(widths)]
+        self.encoder = nn.Sequential(*enc)
+        self.memory = MemoryModule(memory_size, widths[-1], shrink_threshold)
+        rev = widths[::-1]
+        dec: list[nn.Module] = [_up(a, b) for a, b in pairwise(rev)]
+        dec.append(nn.Conv2d(w0, dim, 1))
+        self.decoder = nn.Sequential(*dec)
+        self.blur = GaussianBlur(sigma)
+        self.score_reduction = score_reduction
+
+    def train(self, mode: bool = True) -> FeatureMemAEModel:
+        super().train(mode)
+        self.backbone.eval()
+        return self
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) -> (N, 152, H/8, W/8) raw (unstandardised) backbone features."""
+        f2, f4 = self.backbone(images)
+        return torch.cat([f2, upsample(f4, f2.shape[-2:])], dim=1)
+
+    def reconstruct(self, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Standardised features -> (reconstruction, addressing weights)."""
+        read, weights = self.memory(self.encoder(feats))
+        return self.decoder(read), weights
+
+    def forward(self, images: torch.Tensor) -> InferenceBatch:
+        feats = (self.features(images) - self.feat_mean) / self.feat_std
+        recon, _ = self.reconstruct(feats)
+        err = ((recon - feats) ** 2).mean(dim=1, keepdim=True)
+        amap = self.blur(upsample(err, images.shape[-2:]))
+        score = (
+            err.mean(dim=(1, 2, 3)) if self.score_reduction == "mean" else amap.amax(dim=(1, 2, 3))
+        )
+        return InferenceBatch(pred_score=score, anomaly_map=amap)
+
+
+class MemAEConfig(DetectorConfig):
+    """Pixel Mem-AE settings (paper: alpha 2e-4, lambda in [1/N, 3/N], Adam)."""
+
+    type: Literal["memae"] = "memae"
+    work_size: int = Field(128, ge=16, description="Internal resolution (divisible by 2^stages).")
+    widths: tuple[int, ...] = (32, 64, 128, 128)
+    memory_size: int = Field(500, ge=2)
+    shrink_threshold: float | None = Field(None, ge=0, description="None: 2.5 / memory_size.")
+    entropy_weight: float = Field(2e-4, ge=0)
+    epochs: int = Field(60, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    score_reduction: Literal["mean", "max"] = "mean"
+    smoothing_sigma: float = Field(4.0, ge=0)
+
+
+class MemAEFeatConfig(DetectorConfig):
+    """Feature-space Mem-AE settings."""
+
+    type: Literal["memae_feat"] = "memae_feat"
+    widths: tuple[int, ...] = (128, 64)
+    memory_size: int = Field(500, ge=2)
+    shrink_threshold: float | None = Field(None, ge=0, description="None: 2.5 / memory_size.")
+    entropy_weight: float = Field(2e-4, ge=0)
+    epochs: int = Field(60, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    score_reduction: Literal["mean", "max"] = "mean"
+    smoothing_sigma: float = Field(4.0, ge=0)
+
+
+def _train_memae(
+    model: MemAEModel | FeatureMemAEModel,
+    inputs: torch.Tensor,
+    epochs: int,
+    lr: float,
+    entropy_weight: float,
+    batch_size: int,
+    seed: int,
+    name: str,
+    progress: ProgressFn,
+) -> None:
+    """Adam on reconstruction MSE + alpha * addressing entropy over ``inputs`` (already prepared)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=lr)
+    gen = torch.Generator().manual_seed(seed)
+    n = len(inputs)
+    total = epochs * math.ceil(n / batch_size)
+    step = 0
+    for epoch in range(epochs):
+        model.train()
+        order = torch.randperm(n, generator=gen)
+        running = 0.0
+        for sl in batches(n, batch_size):
+            x = inputs[order[sl]]
+            if len(x) < 2:
+                continue
+            recon, weights = model.reconstruct(x)
+            loss = F.mse_loss(recon, x) + entropy_weight * addressing_entropy(weights)
+            set_lr(opt, cosine_lr(step, total, lr))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            running += float(loss.detach()) * len(x)
+            step += 1
+        progress(f"{name}: epoch (loss {running / n:.4f})", epoch + 1, epochs)
+    model.eval()
+
+
+class MemAEDetector(Detector):
+    """Pixel-space Mem-AE (reconstruction of the image at ``work_size``)."""
+
+    key = "memae"
+    Config = MemAEConfig
+    paper = "Gong et al., MemAE, ICCV 2019, arXiv:1904.02639"
+    export_rtol: ClassVar[float] = 1e-3
+    export_atol: ClassVar[float] = 1e-3
+
+    config: MemAEConfig
+
+    @classmethod
+    def quick_config(cls) -> MemAEConfig:
+        return MemAEConfig(
+            image_size=64,
+            work_size=64,
+            widths=(16, 32, 32),
+            memory_size=50,
+            epochs=40,
+            lr=3e-3,
+            batch_size=8,
+        )
+
+    def build_model(self) -> nn.Module:
+        cfg = self.config
+        stages = len(cfg.widths)
+        if cfg.work_size % (2**stages):
+            raise ValueError(f"memae: work_size {cfg.work_size} must be divisible by 2^{stages}")
+        thr = cfg.shrink_threshold if cfg.shrink_threshold is not None else 2.5 / cfg.memory_size
+        sigma = cfg.smoothing_sigma * cfg.image_size / 256.0
+        return MemAEModel(
+            cfg.work_size, tuple(cfg.widths), cfg.memory_size, thr, sigma, cfg.score_reduction
+        )
+
+    def fit_model(self, images: torch.Tensor, progress: ProgressFn) -> None:
+        cfg = self.config
+        model = self.torch_model
+        assert isinstance(model, MemAEModel)
+        with torch.no_grad():
+            inputs = torch.cat([model.resize(images[sl]) for sl in batches(len(images), 64)])
+        _train_memae(
+            model,
+            inputs,
+            cfg.epochs,
+            cfg.lr,
+            cfg.entropy_weight,
+            cfg.batch_size,
+            cfg.seed,
+            self.key,
+            progress,
+        )
+
+
+class MemAEFeatDetector(Detector):
+    """Feature-space Mem-AE (reconstruction of frozen Lite0 features)."""
+
+    key = "memae_feat"
+    Config = MemAEFeatConfig
+    paper = "Gong et al., MemAE, ICCV 2019, arXiv:1904.02639 (feature-space variant)"
+    export_rtol: ClassVar[float] = 1e-3
+    export_atol: ClassVar[float] = 1e-3
+
+    config: MemAEFeatConfig
+
+    @classmethod
+    def quick_config(cls) -> MemAEFeatConfig:
+        return MemAEFeatConfig(
+            image_size=64, widths=(32, 16), memory_size=50, epochs=15, batch_size=8
+        )
+
+    def build_model(self) -> nn.Module:
+        cfg = self.config
+        thr = cfg.shrink_threshold if cfg.shrink_threshold is not None else 2.5 / cfg.memory_size
+        sigma = cfg.smoothing_sigma * cfg.image_size / 256.0
+        return FeatureMemAEModel(
+            cfg.backbone, tuple(cfg.widths), cfg.memory_size, thr, sigma, cfg.score_reduction
+        )
+
+    def fit_model(self, images: torch.Tensor, progress: ProgressFn) -> None:
+        cfg = self.config
+        model = self.torch_model
+        assert isinstance(model, FeatureMemAEModel)
+        stages = len(cfg.widths) - 1
+        fsize = math.ceil(cfg.image_size / 8)
+        if fsize % (2**stages):
+            raise ValueError(
+                f"memae_feat: feature map side {fsize} must be divisible by 2^{stages}"
+            )
+        model.eval()
+        feats = batched_features(
+            model.features, images, cfg.batch_size, progress, f"{self.key}: features"
+        )[0]
+        mean = feats.mean(dim=(0, 2, 3), keepdim=True)
+        std = feats.std(dim=(0, 2, 3), keepdim=True).clamp(min=1e-6)
+        model.feat_mean.copy_(mean)
+        model.feat_std.copy_(std)
+        inputs = (feats - mean) / std
+        _train_memae(
+            model,
+            inputs,
+            cfg.epochs,
+            cfg.lr,
+            cfg.entropy_weight,
+            cfg.batch_size,
+            cfg.seed,
+            self.key,
+            progress,
+        )
+
+
+DETECTOR = MemAEDetector
