@@ -109,6 +109,7 @@ def make_templates() -> Jinja2Templates:
     env.filters["when"] = charts.fmt_when
     env.filters["ago"] = charts.fmt_ago
     env.globals["score_bar"] = charts.score_bar
+    env.filters["rst"] = charts.inline_code
     return templates
 
 
@@ -172,12 +173,49 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.ctx = ctx
+    install_openapi(app)
     app.add_middleware(SecurityHeaders)
     app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
     app.include_router(routes_api.router)
     app.include_router(routes_ui.router)
     install_error_handlers(app, ctx)
     return app
+
+
+def install_openapi(app: FastAPI) -> None:
+    """Document the two ways to authenticate (bearer token, session cookie) in the schema."""
+    from fastapi.openapi.utils import get_openapi
+
+    public = {"/api/health", "/api/auth/token"}
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = get_openapi(
+            title=app.title, version=app.version, description=app.description, routes=app.routes
+        )
+        schema.setdefault("components", {})["securitySchemes"] = {
+            "bearer": {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "Token from POST /api/auth/token.",
+            },
+            "session": {
+                "type": "apiKey",
+                "in": "cookie",
+                "name": "inspection_session",
+                "description": "Browser session from the login page; changes also need the "
+                "X-CSRF-Token header.",
+            },
+        }
+        schema["security"] = [{"bearer": []}, {"session": []}]
+        for path in public:
+            for operation in schema.get("paths", {}).get(path, {}).values():
+                operation["security"] = []
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 # -- errors --------------------------------------------------------------------------------

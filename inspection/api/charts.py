@@ -255,6 +255,13 @@ def score_bar(score: float, threshold: float, *, hi: float = 1.0, width: int = 1
     )
 
 
+def inline_code(text: str | None) -> Markup:
+    """Docstring text with ``double backticks`` shown as ``<code>`` (everything escaped)."""
+    parts = escape(text or "").split("``")
+    out = [f"<code>{part}</code>" if i % 2 else part for i, part in enumerate(parts)]
+    return Markup("".join(out))
+
+
 def fmt_when(value: dt.datetime | None) -> str:
     """A timestamp for tables: ``YYYY-MM-DD HH:MM:SS`` UTC, or an en dash."""
     if value is None:

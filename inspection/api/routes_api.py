@@ -32,6 +32,7 @@ from inspection.api.deps import (
     WriteSession,
 )
 from inspection.api.schemas import (
+    MAX_ID,
     AuditPageOut,
     CompareOut,
     CompareRowOut,
@@ -83,7 +84,6 @@ from inspection.errors import NotFoundError
 
 log = logging.getLogger(__name__)
 
-MAX_ID = 2**53
 IdPath = Annotated[int, Path(ge=1, le=MAX_ID, description="Numeric id.")]
 OptStation = Annotated[int | None, Query(ge=1, le=MAX_ID, description="Only this station.")]
 Since = Annotated[

@@ -31,6 +31,8 @@ from inspection.db.models import (
 USERNAME_PATTERN = r"^[A-Za-z0-9_.-]{3,64}$"
 DEFECT_TYPE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9 _-]{0,63}$"
 MIN_PASSWORD_LENGTH = 8
+#: Largest id accepted anywhere (beyond it SQLite cannot even compare the value).
+MAX_ID = 2**53
 
 
 class _In(BaseModel):
@@ -429,14 +431,14 @@ class CompareOut(_Out):
 class RollbackIn(_In):
     """Which version to roll back to (default: the one active before the current one)."""
 
-    to_version_id: int | None = Field(default=None, ge=1)
+    to_version_id: int | None = Field(default=None, ge=1, le=MAX_ID)
 
 
 class RetrainJobIn(_In):
     """Queue a retraining job for a station."""
 
-    station_id: int = Field(ge=1)
-    base_model_version_id: int | None = Field(default=None, ge=1)
+    station_id: int = Field(ge=1, le=MAX_ID)
+    base_model_version_id: int | None = Field(default=None, ge=1, le=MAX_ID)
     detector_type: str | None = Field(default=None, max_length=64)
 
 

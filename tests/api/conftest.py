@@ -31,7 +31,7 @@ from inspection.storage import LocalArtifactStore
 
 SECRET = "test-secret-key-" + "x" * 32
 PASSWORDS = {"operator": "operator-demo", "engineer": "engineer-demo", "admin": "admin-demo"}
-N_PER_STATION = 20
+N_PER_STATION = 40
 
 
 @dataclass(frozen=True)

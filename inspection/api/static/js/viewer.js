@@ -89,8 +89,18 @@ export class Viewer {
       rect.append(svg("title", {}, `${index + 1}: ${name}`));
       this.outlines.append(rect);
       const ty = region.y > labelSize + 2 ? region.y - 4 : region.y + region.h + labelSize;
+      const rightHalf = region.x + region.w / 2 > width / 2;
       this.outlines.append(
-        svg("text", { x: region.x, y: ty, "font-size": labelSize }, `${index + 1} ${name}`),
+        svg(
+          "text",
+          {
+            x: rightHalf ? region.x + region.w : region.x,
+            y: ty,
+            "font-size": labelSize,
+            "text-anchor": rightHalf ? "end" : "start",
+          },
+          `${index + 1} ${name}`,
+        ),
       );
     });
   }

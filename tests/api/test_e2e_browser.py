@@ -1,0 +1,278 @@
+"""End to end in a real headless Chromium: an operator reviews 100 queued items with the
+keyboard alone, and every label lands in the database.
+
+Runs uvicorn in a thread on a free localhost port against a migrated SQLite copy seeded with
+synthetic inspections (frames from :mod:`inspection.data.synthetic`, heatmaps from their masks;
+no model). Screenshots of the main pages go to ``test-artifacts/`` (gitignored). Skips when
+Debian's ``chromium`` or the Playwright package is missing (never downloads a browser).
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from inspection.api.server import RunningServer, start_in_thread
+from inspection.api.settings import ApiSettings
+from inspection.db.models import AuditLog, DefectType, Inspection, OperatorLabel, User, Verdict
+from tests.api.conftest import PASSWORDS
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+TIMEOUT_MS = 20_000
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Debian's headless Chromium driven by Playwright (skips when either is missing)."""
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} not found: install Debian's 'chromium' (make system-deps)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.skip("the playwright package is not installed (pip install -e '.[dev]')")
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def server(settings: ApiSettings) -> Iterator[RunningServer]:
+    """The review app on a free localhost port."""
+    with start_in_thread(settings) as running:
+        yield running
+
+
+@pytest.fixture
+def page(browser: Any, server: RunningServer) -> Iterator[Any]:
+    """A fresh browser tab (1440x900) that fails the test on JavaScript errors."""
+    context = browser.new_context(viewport={"width": 1440, "height": 900})
+    tab = context.new_page()
+    tab.set_default_timeout(TIMEOUT_MS)
+    errors: list[str] = []
+    tab.on("pageerror", lambda exc: errors.append(str(exc)))
+    tab.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+    yield tab
+    context.close()
+    assert not errors, f"JavaScript errors: {errors}"
+
+
+def shot(page: Any, name: str, *, full_page: bool = True) -> None:
+    """Save a screenshot under test-artifacts/."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"ui-{name}.png"), full_page=full_page)
+
+
+def login(page: Any, base: str, username: str) -> None:
+    """Log in with the keyboard: type the username, Tab, the password, Enter."""
+    page.goto(f"{base}/login")
+    page.wait_for_selector("#username:focus")
+    page.keyboard.type(username)
+    page.keyboard.press("Tab")
+    page.keyboard.type(PASSWORDS[username])
+    page.keyboard.press("Enter")
+    page.wait_for_url(f"{base}/")
+
+
+def wait_for(page: Any, expression: str, arg: object = None, timeout_s: float = 20.0) -> None:
+    """Poll a JavaScript function until it returns true (``wait_for_function`` compiles its
+    predicate inside the page, which our Content-Security-Policy rightly forbids)."""
+    deadline = time.monotonic() + timeout_s
+    while not page.evaluate(expression, arg):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {expression}")
+        time.sleep(0.02)
+
+
+def current_id(page: Any) -> int:
+    value = page.get_attribute("#review", "data-current-id")
+    assert value, "no inspection selected"
+    return int(value)
+
+
+def wait_selected(page: Any, previous: int) -> int:
+    """Wait until the selection moved away from ``previous``; return the new id."""
+    wait_for(
+        page,
+        "prev => document.getElementById('review').dataset.currentId !== String(prev)",
+        previous,
+    )
+    return current_id(page)
+
+
+def test_operator_reviews_100_items_with_the_keyboard(
+    page: Any, server: RunningServer, session: Session
+) -> None:
+    base = server.url
+    page.goto(f"{base}/login")
+    shot(page, "login")
+    login(page, base, "operator")
+    shot(page, "overview")
+    page.goto(f"{base}/review")
+    page.wait_for_selector("#queue-list li.selected")
+    wait_for(page, "() => document.getElementById('queue-count').textContent !== '…'")
+    wait_for(page, "() => document.getElementById('frame-img').complete")
+    shot(page, "review", full_page=False)
+
+    types = [
+        t["name"]
+        for t in page.evaluate(
+            "JSON.parse(document.getElementById('page-data').textContent).defect_types"
+        )
+    ]
+    keys = itertools.cycle(["o", "1", "o", "2", "o", "3", "4", "o", "5", "o"])
+    expected: dict[int, tuple[Verdict, str | None]] = {}
+    skipped: set[int] = set()
+    labels_done = 0
+    skip_at = {7, 42}
+    while labels_done < 100:
+        item = current_id(page)
+        if labels_done in skip_at:  # skip one now and then
+            skip_at.remove(labels_done)
+            page.keyboard.press("s")
+            skipped.add(item)
+            wait_selected(page, item)
+            continue
+        if labels_done == 15:  # look back and forth, then continue where we were
+            page.keyboard.press("k")
+            wait_selected(page, item)
+            page.keyboard.press("j")
+            wait_for(
+                page,
+                "id => document.getElementById('review').dataset.currentId === String(id)",
+                item,
+            )
+        if labels_done in (20, 60):  # a new defect type, named in the dialog
+            page.keyboard.press("n")
+            page.wait_for_selector("#newtype-name:focus")
+            if labels_done == 20:
+                shot(page, "review-new-type", full_page=False)
+            page.keyboard.type("Burr")
+            page.keyboard.press("Enter")
+            expected[item] = (Verdict.FAIL, "burr")
+        else:
+            key = next(keys)
+            page.keyboard.press(key)
+            expected[item] = (
+                (Verdict.PASS, None) if key == "o" else (Verdict.FAIL, types[int(key) - 1])
+            )
+        labels_done += 1
+        following = wait_selected(page, item)
+        if labels_done == 30:  # undo the last label: back to that item, label it again
+            page.keyboard.press("u")
+            wait_for(
+                page,
+                "id => document.getElementById('review').dataset.currentId === String(id)",
+                item,
+            )
+            page.keyboard.press("o")
+            expected[item] = (Verdict.PASS, None)
+            assert wait_selected(page, item) == following
+    wait_for(page, "() => document.getElementById('review').dataset.pending === '0'", timeout_s=60)
+    assert page.text_content("#reviewed-count") == "100"
+    assert page.text_content("#sync-state") == "All saved"
+    shot(page, "review-after-100", full_page=False)
+
+    session.rollback()
+    operator = session.scalar(select(User).where(User.username == "operator"))
+    assert operator is not None
+    rows = session.scalars(
+        select(OperatorLabel).where(OperatorLabel.user_id == operator.id).order_by(OperatorLabel.id)
+    ).all()
+    latest = {row.inspection_id: row for row in rows}
+    assert len(latest) == 100 == len(expected)
+    type_names = {t.id: t.name for t in session.scalars(select(DefectType))}
+    for inspection_id, (verdict, defect_type) in expected.items():
+        row = latest[inspection_id]
+        assert row.verdict == verdict, inspection_id
+        assert (type_names[row.defect_type_id] if row.defect_type_id else None) == defect_type
+    assert not skipped & latest.keys()
+    assert len(rows) == 100, "the undone label was deleted, not kept"
+    undo_count = session.scalar(
+        select(func.count()).select_from(AuditLog).where(AuditLog.action == "label.undo")
+    )
+    add_count = session.scalar(
+        select(func.count()).select_from(AuditLog).where(AuditLog.action == "label.add")
+    )
+    assert (undo_count, add_count) == (1, 101)
+
+    # The queue page now starts with what is left, and the count matches the database.
+    page.reload()
+    wait_for(page, "() => document.getElementById('queue-count').textContent !== '…'")
+    left = int(page.text_content("#queue-count").replace(",", ""))  # type: ignore[union-attr]
+    unlabelled = session.scalar(
+        select(func.count()).select_from(Inspection).where(~Inspection.labels.any())
+    )
+    assert left == unlabelled > 0
+
+
+def test_detail_page_labels_with_keys_and_shows_history(
+    page: Any, server: RunningServer, session: Session
+) -> None:
+    base = server.url
+    login(page, base, "operator")
+    item = page.evaluate(
+        "fetch('/api/review-queue?limit=1').then(r => r.json()).then(p => p.items[0].id)"
+    )
+    page.goto(f"{base}/inspections/{item}")
+    wait_for(page, "() => document.getElementById('frame-img').complete")
+    page.keyboard.press("2")
+    page.wait_for_selector("#history li:has-text('labelled')")
+    page.keyboard.press("u")
+    page.wait_for_selector("#history li.is-undo")
+    page.keyboard.press("o")
+    wait_for(page, "() => document.querySelectorAll('#history li').length === 3")
+    page.keyboard.press("h")  # heatmap off and on again
+    assert "no-overlay" in (page.get_attribute("#viewer", "class") or "")
+    page.keyboard.press("h")
+    page.keyboard.press("?")
+    page.wait_for_selector("#help-modal:not([hidden])")
+    page.keyboard.press("Escape")
+    shot(page, "detail")
+    session.rollback()
+    labels = session.scalars(select(OperatorLabel).where(OperatorLabel.inspection_id == item)).all()
+    assert [label.verdict for label in labels] == [Verdict.PASS]
+
+
+def test_screenshots_of_engineer_and_admin_pages(page: Any, server: RunningServer) -> None:
+    base = server.url
+    login(page, base, "admin")
+    page.goto(f"{base}/charts")
+    shot(page, "charts")
+    page.goto(f"{base}/models")
+    boxes = page.locator("input.compare-pick")
+    boxes.nth(0).check()
+    boxes.nth(1).check()
+    page.click("#compare-btn")
+    page.wait_for_selector("#compare")
+    shot(page, "models")
+    page.goto(f"{base}/stations/1")
+    page.fill("#image-threshold", "0.42")
+    wait_for(page, "() => document.getElementById('pv-flips').textContent !== '0'")
+    shot(page, "station-thresholds")
+    page.goto(f"{base}/admin/users")
+    shot(page, "users")
+    page.goto(f"{base}/audit")
+    shot(page, "audit")
+    page.goto(f"{base}/docs")
+    shot(page, "api-docs", full_page=False)
