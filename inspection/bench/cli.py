@@ -107,3 +107,22 @@ def openset(
         )
     rows = [{"method": m, **payload["methods"][m]} for m in chosen]
     Console().print(markdown_table(rows, bench.COLUMNS))
+
+
+@app.command("ui")
+def ui(
+    n_inspections: int = typer.Option(100_000, help="Inspections in the database."),
+    n_requests: int = typer.Option(200, help="Measured requests per target."),
+    results_dir: Path = typer.Option(Path("bench/results"), help="Where results are written."),
+) -> None:
+    """Review UI: queue and detail pages (and their API) p95 latency with 100k inspections."""
+    from rich.console import Console
+
+    from inspection.bench import ui_bench
+    from inspection.bench.report import markdown_table
+
+    config = ui_bench.UiBenchConfig(n_inspections=n_inspections, n_requests=n_requests)
+    payload = ui_bench.run(config, results_dir)
+    Console().print(markdown_table(payload["results"], ui_bench.COLUMNS))
+    if not payload["all_targets_met"]:
+        Console().print(f"[red]p95 above {ui_bench.TARGET_P95_MS:.0f} ms on some targets[/red]")
