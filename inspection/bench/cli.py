@@ -109,6 +109,52 @@ def openset(
     Console().print(markdown_table(rows, bench.COLUMNS))
 
 
+@app.command("station")
+def station(
+    detectors: str = typer.Option("", help="Comma-separated registry keys (default: all)."),
+    size: int = typer.Option(256, help="Camera and model side in pixels."),
+    frames: int = typer.Option(600, help="Frames per station run."),
+    normals: int = typer.Option(100, help="Good synthetic parts each detector trains on."),
+    batch_sizes: str = typer.Option("1,4", help="Station batch sizes to compare."),
+    precisions: str = typer.Option("fp32,fp16,int8", help="Export precisions to compare."),
+    camera_fps: float = typer.Option(60.0, help="Camera rate of the paced run."),
+    quick: bool = typer.Option(False, "--quick", help="Quick configs (tiny training)."),
+    reuse: bool = typer.Option(True, "--reuse/--retrain", help="Reuse bundles of earlier runs."),
+    workdir: Path = typer.Option(
+        Path("var/bench/station"), help="Bundles and scratch (gitignored)."
+    ),
+    results_dir: Path = typer.Option(Path("bench/results"), help="Where results are written."),
+) -> None:
+    """Station runtime end to end per detector (frames/s, latency, drops, vs anomalib)."""
+    from rich.console import Console
+
+    from inspection.bench import station_bench as bench
+    from inspection.bench.report import markdown_table
+    from inspection.detectors import registry
+
+    keys = [k.strip() for k in detectors.split(",") if k.strip()] or registry.keys()
+    for key in keys:
+        registry.get(key)  # fail fast on unknown keys
+    console = Console()
+    payload = bench.run(
+        keys,
+        size=size,
+        frames=frames,
+        normals=normals,
+        batch_sizes=[int(b) for b in batch_sizes.split(",") if b.strip()],
+        precisions=[p.strip() for p in precisions.split(",") if p.strip()],
+        camera_fps=camera_fps,
+        workdir=workdir,
+        results_dir=results_dir,
+        quick=quick,
+        reuse=reuse,
+        progress=console.print,
+    )
+    console.print(markdown_table(payload["runs"], bench.COLUMNS))
+    for key, error in payload.get("errors", {}).items():
+        console.print(f"[red]{key} failed:[/red] {error}")
+
+
 @app.command("ui")
 def ui(
     n_inspections: int = typer.Option(100_000, help="Inspections in the database."),

@@ -51,21 +51,24 @@ def _stop_on_signals() -> threading.Event:
 def _report(results: dict[str, dict[str, Any]]) -> None:
     table = Table(title="stations")
     cols = ("captured", "scored", "persisted", "dropped", "bad_frames", "anomalous")
-    for col in ("station", *cols, "reconnects", "persist_failures", "fps", "p50 ms", "p99 ms"):
-        table.add_column(col, justify="right" if col != "station" else "left")
+    heads = ("station", "capt", "scored", "stored", "drop", "bad", "fail", "fps", "p99 ms")
+    for col in heads:
+        table.add_column(col, justify="left" if col == "station" else "right")
     for sid, stats in results.items():
         c = stats["counters"]
         verdict = stats["latency_ms"].get("verdict", {})
         table.add_row(
             sid,
             *(str(c.get(k, 0)) for k in cols),
-            str(c.get("reconnects", 0)),
-            str(c.get("persist_failures", 0)),
             f"{stats['scored_per_second']:.1f}",
-            f"{verdict.get('p50', float('nan')):.1f}",
-            f"{verdict.get('p99', float('nan')):.1f}",
+            f"{verdict.get('p99', float('nan')):.0f}",
         )
     console.print(table)
+    for sid, stats in results.items():
+        c = stats["counters"]
+        extra = {k: c[k] for k in ("reconnects", "persist_failures", "persist_retries") if c.get(k)}
+        if extra:
+            console.print(f"{sid}: {extra}")
 
 
 def _fail(exc: Exception) -> typer.Exit:

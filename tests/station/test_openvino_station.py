@@ -94,3 +94,35 @@ def test_hot_path_imports_no_torch_or_anomalib(tmp_path: Path, padim_bundle: Pat
         assert count_rows(make_session_factory(engine)) == 12
     finally:
         engine.dispose()
+
+
+def test_station_bench_quick(tmp_path: Path, padim_bundle: Path) -> None:
+    import shutil
+
+    from inspection.bench import station_bench
+
+    workdir = tmp_path / "work"
+    shutil.copytree(padim_bundle, workdir / "padim" / "fp32")  # reused: no training here
+    payload = station_bench.run(
+        ["padim"],
+        size=64,
+        frames=20,
+        batch_sizes=(1, 2),
+        precisions=("fp32",),
+        camera_fps=100.0,
+        anomalib_seconds=0.5,
+        workdir=workdir,
+        results_dir=tmp_path / "results",
+        quick=True,
+    )
+    assert payload["errors"] == {}
+    assert [r["batch_size"] for r in payload["runs"]] == [1, 2]
+    for row in payload["runs"]:
+        sat = row["saturated"]
+        assert sat["frames_persisted"] == sat["frames_captured"] == 20
+        assert row["frames_per_second"] > 0 and row["anomalib_inferencer_fps"] > 0
+        assert row["frames_captured"] == row["frames_persisted"] + row["frames_dropped"]
+    assert payload["precision"][0]["image_auroc"] > 0.5
+    saved = json.loads((tmp_path / "results" / "station.json").read_text())
+    assert {"commit", "date", "machine", "runs"} <= saved.keys()
+    assert (tmp_path / "results" / "station.md").read_text().startswith("# station")

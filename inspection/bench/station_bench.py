@@ -1,0 +1,535 @@
+"""``inspection bench station``: the station runtime end to end, per detector.
+
+For each detector: train it on good parts of the synthetic line (or reuse the bundle from an
+earlier run), export FP32 (and FP16 / INT8), then
+
+* **accuracy per precision**: image AUROC of each exported IR on fresh synthetic parts, and its
+  bare inference rate (batch 1);
+* **station, as fast as it goes**: the real pipeline (capture thread -> bounded queue ->
+  preprocess -> OpenVINO -> threshold -> regions -> artifact store + SQLite, every result
+  persisted) on a camera that always has the next frame (pre-rendered parts replayed, so
+  rendering costs nothing, as with a hardware camera), for each ``batch_size`` asked; frames/s
+  is persisted results per second of wall time from start to the last result stored; latency
+  p50/p99 per stage (ms); CPU % (of one core: 200 % = both cores of a 2-core machine) and peak
+  RSS of the process;
+* **station at camera rate**: the same pipeline with the camera at ``camera_fps`` dropping frames
+  when scoring is behind, giving frames captured / scored / persisted / dropped;
+* **anomalib's OpenVINOInferencer** on the same IR (``predict`` on one uint8 frame at a time,
+  same OpenVINO settings as the station: CPU, latency hint, f32): frames/s. anomalib reads output
+  tensors by name, which our IR does not set, so it gets a copy of the IR with the two outputs
+  named ``pred_score`` and ``anomaly_map`` (the graph is unchanged).
+
+The bench may import torch and anomalib (training, the comparison); the station it measures
+does not. Numbers depend on everything else running on the machine: the load average during
+each run is recorded with it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import logging
+import os
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from inspection.bench.report import RESULTS_DIR, markdown_table, stamp, write_results
+
+logger = logging.getLogger(__name__)
+
+NAME = "station"
+COLUMNS = [
+    "detector",
+    "batch_size",
+    "frames_per_second",
+    "anomalib_inferencer_fps",
+    "speedup_vs_anomalib",
+    "infer_p50_ms",
+    "cpu_percent",
+    "rss_mib",
+    "load_avg",
+]
+PACED_COLUMNS = [
+    "detector",
+    "batch_size",
+    "camera_fps",
+    "frames_captured",
+    "frames_scored",
+    "frames_persisted",
+    "frames_dropped",
+    "p50_ms",
+    "p99_ms",
+    "persisted_p99_ms",
+]
+PRECISION_COLUMNS = ["detector", "precision", "image_auroc", "openvino_fps", "bundle_mib"]
+
+#: Modest training settings per detector so the bench trains each in minutes on 2 cores.
+MODEST: dict[str, dict[str, Any]] = {
+    "stfpm": {"epochs": 3},
+    "cutpaste": {"epochs": 5},
+    "memae": {"epochs": 5},
+    "memae_feat": {"epochs": 5},
+    "ocgan": {"epochs": 3},
+    "mkd": {"epochs": 3},
+    "ganomaly": {"epochs": 3},
+}
+TRAIN_OFFSET = 1_000_000  # training parts come from a range the camera never shows
+Progress = Callable[[str], None]
+
+
+def _log(msg: str) -> None:
+    logger.info(msg)
+
+
+# -- models ------------------------------------------------------------------------------------
+
+
+def _bundle_ok(path: Path) -> bool:
+    return (path / "model.json").is_file() and (path / "model.xml").is_file()
+
+
+def prepare_bundles(
+    key: str,
+    workdir: Path,
+    *,
+    size: int,
+    normals: int,
+    precisions: Sequence[str],
+    quick: bool,
+    reuse: bool,
+    progress: Progress = _log,
+) -> dict[str, Path]:
+    """Bundles of detector ``key`` per precision under ``workdir/key/<precision>``."""
+    from inspection import engine
+    from inspection.data.imageset import from_samples
+    from inspection.data.synthetic import SyntheticLine
+    from inspection.detectors import registry
+
+    base = workdir / key
+    wanted = {p: base / p for p in precisions}
+    if reuse and all(_bundle_ok(p) for p in wanted.values()):
+        return wanted
+    line = SyntheticLine("disc", size=size, seed=0)
+    samples = line.normals(normals, start=TRAIN_OFFSET)
+    images = np.stack([s.image for s in samples])
+    fp32 = base / "fp32"
+    if reuse and _bundle_ok(fp32):
+        trained = engine.load_trained(fp32)
+    else:
+        cls = registry.get(key)
+        if quick:
+            config = cls.quick_config().model_copy(update={"image_size": size})
+        else:
+            config = cls.Config(type=key, image_size=size, **MODEST.get(key, {}))
+        progress(f"{key}: training on {normals} synthetic parts at {size} px")
+        train_set = from_samples(
+            list(images),
+            [s.mask for s in samples],
+            [None] * len(samples),
+            [str(s.index) for s in samples],
+        )
+        trained = engine.train(cls(config), train_set)
+        engine.export_openvino(trained, fp32, precision="fp32")
+    for precision, path in wanted.items():
+        if path == fp32 or (reuse and _bundle_ok(path)):
+            continue
+        progress(f"{key}: exporting {precision}")
+        engine.export_openvino(
+            trained,
+            path,
+            precision=precision,  # type: ignore[arg-type]
+            calibration_images=images[: min(64, len(images))],
+        )
+    return wanted
+
+
+def _test_set(size: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+    from inspection.data.synthetic import SyntheticLine
+
+    line = SyntheticLine("disc", size=size, seed=11)
+    samples = line.normals(n, start=5000) + line.defects(n, start=9000)
+    images = np.stack([s.image for s in samples])
+    labels = np.array([s.is_anomalous for s in samples])
+    return images, labels
+
+
+def _rate(fn: Callable[[int], Any], n_items: int, seconds: float) -> float:
+    """Calls per second of ``fn(i)`` over about ``seconds`` (after one warm-up call)."""
+    fn(0)
+    start = time.perf_counter()
+    done = 0
+    while time.perf_counter() - start < seconds or done < 3:
+        fn(done % n_items)
+        done += 1
+    return done / (time.perf_counter() - start)
+
+
+def _predict_one(model: Any, images: np.ndarray) -> Callable[[int], Any]:
+    return lambda i: model.predict(images[i : i + 1])
+
+
+def precision_rows(
+    key: str, bundles: dict[str, Path], images: np.ndarray, labels: np.ndarray, seconds: float
+) -> list[dict[str, Any]]:
+    """Image AUROC and bare batch-1 OpenVINO frames/s of each precision's IR."""
+    from sklearn.metrics import roc_auc_score
+
+    from inspection.runtime import OpenVinoModel
+
+    rows = []
+    for precision, path in bundles.items():
+        model = OpenVinoModel(path)
+        scores = np.concatenate(
+            [model.predict(images[i : i + 8]).raw_score for i in range(0, len(images), 8)]
+        )
+        fps = _rate(_predict_one(model, images), len(images), seconds)
+        size_mib = sum(f.stat().st_size for f in path.glob("model.*")) / 2**20
+        rows.append(
+            {
+                "detector": key,
+                "precision": precision,
+                "image_auroc": float(roc_auc_score(labels, scores)),
+                "openvino_fps": fps,
+                "bundle_mib": size_mib,
+            }
+        )
+    return rows
+
+
+# -- anomalib's inferencer ---------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _chdir(path: Path) -> Iterator[None]:
+    old = Path.cwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(old)
+
+
+def named_ir_copy(bundle: Path, out: Path) -> Path:
+    """A copy of the bundle's IR whose outputs are named ``pred_score`` / ``anomaly_map``."""
+    import openvino as ov
+
+    model = ov.Core().read_model(bundle / "model.xml")
+    keep = {"pred_score", "anomaly_map"}
+    # Drop every other tensor name: compiling merges the names of fused nodes into the
+    # outputs, and anomalib picks an arbitrary one of an output's names.
+    for op in model.get_ops():
+        for port in op.outputs():
+            names = port.get_names()
+            if names - keep:
+                port.get_tensor().set_names(names & keep)
+    model.output(0).get_tensor().set_names({"pred_score"})
+    model.output(1).get_tensor().set_names({"anomaly_map"})
+    if not model.input(0).get_names():
+        model.input(0).get_tensor().set_names({"input"})
+    out.mkdir(parents=True, exist_ok=True)
+    ov.save_model(model, out / "model.xml", compress_to_fp16=False)
+    return out / "model.xml"
+
+
+def anomalib_fps(bundle: Path, frames: np.ndarray, seconds: float, workdir: Path) -> float:
+    """anomalib ``OpenVINOInferencer.predict`` frames/s on one uint8 frame at a time."""
+    from anomalib.deploy import OpenVINOInferencer
+
+    xml = named_ir_copy(bundle, workdir / "anomalib-ir")
+    config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
+    with _chdir(workdir):  # it writes an ``openvino_cache`` folder into the working directory
+        inferencer = OpenVINOInferencer(path=xml, device="CPU", config=config)
+        return _rate(lambda i: inferencer.predict(frames[i]), len(frames), seconds)
+
+
+# -- the station -------------------------------------------------------------------------------
+
+
+class _Sampler:
+    """Peak RSS (bytes) of this process, sampled every 0.2 s while running."""
+
+    def __init__(self) -> None:
+        import psutil
+
+        self.proc = psutil.Process()
+        self.peak = self.proc.memory_info().rss
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.2):
+            self.peak = max(self.peak, self.proc.memory_info().rss)
+
+    def __enter__(self) -> _Sampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def station_run(
+    bundle: Path,
+    workdir: Path,
+    *,
+    size: int,
+    frames: int,
+    batch_size: int = 1,
+    camera_fps: float | None = None,
+    cache: int = 64,
+    num_threads: int | None = None,
+) -> dict[str, Any]:
+    """Run the station pipeline once on a fresh SQLite database; its stats plus CPU and RSS.
+
+    ``camera_fps`` None: the camera always has the next frame (``overflow: wait``) and the run
+    ends after ``frames`` frames; else the camera runs at that rate and drops frames when
+    scoring is behind, for ``frames / camera_fps`` seconds.
+    """
+    import psutil
+
+    from inspection.db import migrate
+    from inspection.db.engine import make_engine, make_session_factory
+    from inspection.station.config import parse_station_config
+    from inspection.station.pipeline import Station
+
+    run_dir = workdir / "run"
+    shutil.rmtree(run_dir, ignore_errors=True)
+    run_dir.mkdir(parents=True)
+    engine = make_engine(f"sqlite:///{run_dir / 'station.db'}")
+    migrate.upgrade(engine)
+    camera: dict[str, Any] = {
+        "type": "synthetic",
+        "family": "disc",
+        "size": size,
+        "seed": 3,
+        "defect_rate": 0.1,
+        "cache": cache,
+    }
+    if camera_fps is not None:
+        camera.update(fps=camera_fps, overflow="drop")
+    config = parse_station_config(
+        {
+            "id": "bench",
+            "line": "bench",
+            "camera": camera,
+            "detector": {"source": "bundle", "path": str(bundle), "num_threads": num_threads},
+            "artifacts_dir": str(run_dir / "artifacts"),
+            "pipeline": {"batch_size": batch_size, "stats_interval_s": 0, "reload_poll_s": 1.0},
+        }
+    )
+    station = Station(config, session_factory=make_session_factory(engine))
+    proc = psutil.Process()
+    gc.collect()
+    load_before = os.getloadavg()[0]
+    with _Sampler() as rss:
+        cpu0, t0 = proc.cpu_times(), time.perf_counter()
+        if camera_fps is None:
+            stats = station.run(max_frames=frames)
+        else:
+            stats = station.run(duration_s=frames / camera_fps)
+        cpu1, t1 = proc.cpu_times(), time.perf_counter()
+    engine.dispose()
+    cpu_s = (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)
+    lat = stats["latency_ms"]
+    c = stats["counters"]
+    return {
+        "batch_size": batch_size,
+        "camera_fps": camera_fps,
+        "frames_per_second": c["persisted"] / stats["elapsed_s"],
+        "p50_ms": lat.get("verdict", {}).get("p50"),
+        "p99_ms": lat.get("verdict", {}).get("p99"),
+        "persisted_p99_ms": lat.get("end_to_end", {}).get("p99"),
+        "infer_p50_ms": lat.get("infer", {}).get("p50"),
+        "frames_captured": c["captured"],
+        "frames_scored": c["scored"],
+        "frames_persisted": c["persisted"],
+        "frames_dropped": c["dropped"],
+        "frames_anomalous": c["anomalous"],
+        "persist_failures": c["persist_failures"],
+        "cpu_percent": 100.0 * cpu_s / (t1 - t0),
+        "rss_mib": rss.peak / 2**20,
+        "elapsed_s": stats["elapsed_s"],
+        "load_avg": (load_before + os.getloadavg()[0]) / 2,
+        "stages_ms": {k: {"p50": v["p50"], "p99": v["p99"]} for k, v in lat.items()},
+    }
+
+
+# -- the whole bench ---------------------------------------------------------------------------
+
+
+def _measure(
+    key: str,
+    payload: dict[str, Any],
+    test_images: np.ndarray,
+    test_labels: np.ndarray,
+    *,
+    size: int,
+    frames: int,
+    normals: int,
+    batch_sizes: Sequence[int],
+    precisions: Sequence[str],
+    camera_fps: float,
+    anomalib_seconds: float,
+    workdir: Path,
+    quick: bool,
+    reuse: bool,
+    progress: Progress,
+) -> None:
+    """All measurements of one detector, appended to ``payload``'s tables."""
+    bundles = prepare_bundles(
+        key,
+        workdir,
+        size=size,
+        normals=normals,
+        precisions=precisions,
+        quick=quick,
+        reuse=reuse,
+        progress=progress,
+    )
+    fp32 = bundles["fp32"]
+    progress(f"{key}: accuracy and speed per precision")
+    payload["precision"].extend(
+        precision_rows(key, bundles, test_images, test_labels, 2.0 if quick else 5.0)
+    )
+    progress(f"{key}: anomalib OpenVINOInferencer on the same IR")
+    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+        theirs = anomalib_fps(fp32, test_images, anomalib_seconds, Path(tmp))
+    for batch in batch_sizes:
+        progress(f"{key}: station, batch {batch}, {frames} frames, camera always ready")
+        sat = station_run(fp32, workdir / key, size=size, frames=frames, batch_size=batch)
+        progress(f"{key}: station, batch {batch}, camera at {camera_fps:g} frames/s")
+        paced = station_run(
+            fp32, workdir / key, size=size, frames=frames, batch_size=batch, camera_fps=camera_fps
+        )
+        payload["runs"].append(
+            {
+                "detector": key,
+                "batch_size": batch,
+                # throughput: camera always ready, every result persisted
+                "frames_per_second": sat["frames_per_second"],
+                # latency and drops: camera at camera_fps
+                "p50_ms": paced["p50_ms"],
+                "p99_ms": paced["p99_ms"],
+                "persisted_p99_ms": paced["persisted_p99_ms"],
+                "frames_captured": paced["frames_captured"],
+                "frames_scored": paced["frames_scored"],
+                "frames_persisted": paced["frames_persisted"],
+                "frames_dropped": paced["frames_dropped"],
+                "camera_fps": camera_fps,
+                "infer_p50_ms": sat["infer_p50_ms"],
+                "cpu_percent": sat["cpu_percent"],
+                "rss_mib": max(sat["rss_mib"], paced["rss_mib"]),
+                "anomalib_inferencer_fps": theirs,
+                "speedup_vs_anomalib": sat["frames_per_second"] / theirs,
+                "load_avg": sat["load_avg"],
+                "saturated": sat,
+                "paced": paced,
+            }
+        )
+
+
+def run(
+    keys: Sequence[str],
+    *,
+    size: int = 256,
+    frames: int = 600,
+    normals: int = 100,
+    batch_sizes: Sequence[int] = (1, 4),
+    precisions: Sequence[str] = ("fp32", "fp16", "int8"),
+    camera_fps: float = 60.0,
+    anomalib_seconds: float = 10.0,
+    workdir: Path = Path("var/bench/station"),
+    results_dir: Path = RESULTS_DIR,
+    quick: bool = False,
+    reuse: bool = True,
+    progress: Progress = _log,
+) -> dict[str, Any]:
+    """Measure every detector in ``keys``; write ``<results_dir>/station.json`` and ``.md``."""
+    payload: dict[str, Any] = {
+        **stamp(),
+        "size": size,
+        "frames": frames,
+        "cpu_count": len(os.sched_getaffinity(0)),
+        "camera_fps": camera_fps,
+        "runs": [],
+        "precision": [],
+    }
+    precisions = list(dict.fromkeys(["fp32", *precisions]))
+    workdir.mkdir(parents=True, exist_ok=True)
+    test_images, test_labels = _test_set(size, 24 if quick else 100)
+    opts: dict[str, Any] = {
+        "size": size,
+        "frames": frames,
+        "normals": normals,
+        "batch_sizes": batch_sizes,
+        "precisions": precisions,
+        "camera_fps": camera_fps,
+        "anomalib_seconds": anomalib_seconds,
+        "workdir": workdir,
+        "quick": quick,
+        "reuse": reuse,
+        "progress": progress,
+    }
+    payload["errors"] = {}
+    for key in keys:
+        try:
+            _measure(key, payload, test_images, test_labels, **opts)
+        except Exception as exc:  # one detector failing must not lose the others' numbers
+            logger.exception("station bench failed for %s", key)
+            payload["errors"][key] = f"{type(exc).__name__}: {exc}"
+    write_results(NAME, payload, markdown(payload), results_dir)
+    return payload
+
+
+def markdown(payload: dict[str, Any]) -> str:
+    """The results page: what was measured, then the tables."""
+    parts = [
+        f"Station runtime at {payload['size']}x{payload['size']} on {payload['cpu_count']} CPU "
+        "cores, synthetic disc line (10 % defective), SQLite + local artifact store, every "
+        "result persisted (frames and heatmaps kept for anomalous parts only). "
+        "`load_avg` = the machine's 1-minute load average during the run (other jobs share "
+        "the machine). Method: `inspection/bench/station_bench.py`.",
+        "## Throughput: camera always ready",
+        "`frames_per_second` = results persisted per second, start to last result stored; "
+        "`anomalib_inferencer_fps` = anomalib `OpenVINOInferencer.predict` on the same IR "
+        "(inference only, nothing stored); `cpu_percent` of one core.",
+        markdown_table(payload["runs"], COLUMNS),
+        f"## Latency and drops: camera at {payload['camera_fps']:g} frames/s",
+        "`p50_ms`/`p99_ms` = capture -> verdict; `persisted_p99_ms` = capture -> row "
+        "committed (results are written in batches); frames the pipeline could not take are "
+        "dropped at the camera and counted.",
+        markdown_table(payload["runs"], PACED_COLUMNS),
+        "## Export precision: accuracy and bare inference speed",
+        "Image AUROC on 100 good + 100 defective synthetic parts; `openvino_fps` = batch-1 "
+        "`OpenVinoModel.predict` calls per second.",
+        markdown_table(payload["precision"], PRECISION_COLUMNS),
+    ]
+    stage_rows = [
+        {
+            "detector": r["detector"],
+            "batch_size": r["batch_size"],
+            **{
+                f"{k} p50/p99": f"{v['p50']:.1f} / {v['p99']:.1f}"
+                for k, v in r["paced"]["stages_ms"].items()
+            },
+        }
+        for r in payload["runs"]
+    ]
+    if stage_rows:
+        cols = list(dict.fromkeys(k for row in stage_rows for k in row))
+        parts += [
+            f"## Per-stage latency at {payload['camera_fps']:g} frames/s (ms)",
+            markdown_table(stage_rows, cols),
+        ]
+    errors = payload.get("errors") or {}
+    if errors:
+        parts += ["## Failed", "\n".join(f"- {k}: {v}" for k, v in errors.items())]
+    return "\n\n".join(parts)
