@@ -26,7 +26,9 @@ from sqlalchemy import (
     cast,
     exists,
     func,
+    literal,
     select,
+    tuple_,
 )
 from sqlalchemy.orm import Session, selectinload
 
@@ -44,6 +46,7 @@ from inspection.db.models import (
     RetrainJob,
     Station,
     User,
+    UTCDateTime,
     Verdict,
     utcnow,
 )
@@ -189,6 +192,26 @@ def label_rows(session: Session, *, inspection_id: int) -> list[OperatorLabel]:
             .options(selectinload(OperatorLabel.user), selectinload(OperatorLabel.defect_type))
         )
     )
+
+
+def station_neighbours(session: Session, inspection: Inspection) -> tuple[int | None, int | None]:
+    """Ids of the same station's previous and next inspection by capture time (index-backed)."""
+    key = tuple_(Inspection.captured_at, Inspection.id)
+    here = tuple_(literal(inspection.captured_at, UTCDateTime()), literal(inspection.id))
+    same = Inspection.station_id == inspection.station_id
+    previous = session.scalar(
+        select(Inspection.id)
+        .where(same, key < here)
+        .order_by(Inspection.captured_at.desc(), Inspection.id.desc())
+        .limit(1)
+    )
+    following = session.scalar(
+        select(Inspection.id)
+        .where(same, key > here)
+        .order_by(Inspection.captured_at, Inspection.id)
+        .limit(1)
+    )
+    return previous, following
 
 
 def inspection_history(session: Session, *, inspection_id: int, limit: int = 200) -> list[AuditLog]:

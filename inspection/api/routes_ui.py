@@ -17,7 +17,6 @@ from urllib.parse import quote, unquote, urlencode
 
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from inspection.api import charts, models_service, queries, users
@@ -53,7 +52,7 @@ from inspection.api.schemas import (
 )
 from inspection.db import repo
 from inspection.db.models import Inspection, ModelStatus, Role
-from inspection.errors import InspectionError
+from inspection.errors import InspectionError, NotFoundError
 
 log = logging.getLogger(__name__)
 
@@ -336,18 +335,10 @@ def detail(
 ) -> Response:
     """One inspection: image with heatmap overlay and outlines, score, labels and history."""
     data = inspection_detail(session, inspection_id)
-    prev_id = session.scalar(
-        select(Inspection.id)
-        .where(Inspection.station_id == data.station_id, Inspection.id < inspection_id)
-        .order_by(Inspection.id.desc())
-        .limit(1)
-    )
-    next_id = session.scalar(
-        select(Inspection.id)
-        .where(Inspection.station_id == data.station_id, Inspection.id > inspection_id)
-        .order_by(Inspection.id)
-        .limit(1)
-    )
+    current = session.get(Inspection, inspection_id)
+    if current is None:  # deleted between the two reads
+        raise NotFoundError(f"inspection {inspection_id} does not exist")
+    prev_id, next_id = queries.station_neighbours(session, current)
     payload = {
         "item": data.model_dump(mode="json"),
         "defect_types": _defect_types(session),

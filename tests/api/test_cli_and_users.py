@@ -103,3 +103,43 @@ def test_login_throttle_window() -> None:
     assert throttle.retry_after("ann", now=20.0) == 0.0
     throttle.succeeded("ann")
     assert throttle.retry_after("ann", now=3.0) == 0.0
+
+
+def test_serve_demo_preparation_seeds_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from sqlalchemy import func, select
+
+    from inspection.api.cli import _api_settings, _prepare_demo
+    from inspection.db.models import Inspection
+
+    settings = _api_settings(f"sqlite:///{tmp_path / 'demo.db'}", tmp_path / "artifacts")
+    _prepare_demo(settings)
+    _prepare_demo(settings)  # second run: accounts exist, inspections are not added again
+    engine = make_engine(settings.database_url)
+    with make_session_factory(engine)() as session:
+        assert session.scalar(select(func.count()).select_from(Inspection)) == 240
+        assert repo.get_user_by_username(session, "engineer") is not None
+    engine.dispose()
+
+
+def test_start_in_thread_reports_a_taken_port(tmp_path: Path) -> None:
+    import socket
+
+    from inspection.api.server import ServerStartError, start_in_thread
+    from inspection.api.settings import ApiSettings
+
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    engine = make_engine(url)
+    migrate.upgrade(engine)
+    engine.dispose()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(ServerStartError, match="cannot listen"):
+            start_in_thread(ApiSettings(database_url=url, secret_key="k" * 32), port=port)
+    with start_in_thread(ApiSettings(database_url=url, secret_key="k" * 32)) as running:
+        import httpx
+
+        assert httpx.get(f"{running.url}/api/health").json() == {"status": "ok"}

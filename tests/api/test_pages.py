@@ -147,3 +147,27 @@ def test_user_admin_forms(client: TestClient, session: Session) -> None:
         count(session, "SELECT count(*) FROM users WHERE username = 'anna' AND role = 'engineer'")
         == 1
     )
+
+
+def test_detail_page_links_the_stations_neighbours_in_capture_order(
+    client: TestClient, session: Session
+) -> None:
+    from inspection.db.models import Inspection
+
+    ui_login(client, "operator")
+    rows = (
+        session.execute(
+            select(Inspection.id).where(Inspection.station_id == 2).order_by(Inspection.captured_at)
+        )
+        .scalars()
+        .all()
+    )
+    middle = rows[len(rows) // 2]
+    page = client.get(f"/inspections/{middle}")
+    prev_link = re.search(r'href="/inspections/(\d+)" id="prev-link"', page.text)
+    next_link = re.search(r'href="/inspections/(\d+)" id="next-link"', page.text)
+    assert prev_link is not None and next_link is not None
+    assert int(prev_link.group(1)) == rows[len(rows) // 2 - 1]
+    assert int(next_link.group(1)) == rows[len(rows) // 2 + 1]
+    first = client.get(f"/inspections/{rows[0]}")
+    assert 'id="prev-link"' not in first.text
