@@ -241,7 +241,7 @@ class ClassifierConfig(_Model):
 
     path: Path
     loader: str = Field(
-        "inspection.typing.runtime:load_station_classifier", pattern=r"^[\w.]+:\w+$"
+        "inspection.station.classify:load_typing_classifier", pattern=r"^[\w.]+:\w+$"
     )
 
 

@@ -64,3 +64,11 @@ class ScriptedSource(FrameSource):
         if isinstance(step, FrameError):
             raise step
         return _stamp(Frame(step, f"scripted#{self._i}"))
+
+
+def constant_classifier(path: object) -> object:
+    """A classifier loader for config tests: every region gets the bundle folder's name."""
+    from pathlib import Path
+
+    label = Path(str(path)).name
+    return lambda crop, amap: (label, 0.8, False)

@@ -273,3 +273,22 @@ def _wait(cond, timeout_s: float = 20.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("condition not reached in time")
         time.sleep(0.01)
+
+
+def test_classifier_from_config(tmp_path: Path, db) -> None:
+    import pytest
+
+    from inspection.errors import ModelFileError
+    from inspection.station.pipeline import load_classifier
+
+    _, factory = db
+    loader = "tests.station.sources_fakes:constant_classifier"
+    cfg = make_config(tmp_path, classifier={"path": str(tmp_path / "dent"), "loader": loader})
+    station = make_station(cfg, factory, source=ScriptedSource([flat(250)]))
+    assert_accounted(station.run())
+    with factory() as s:
+        region = s.scalars(select(DefectRegion)).one()
+        assert region.defect_type is not None and region.defect_type.name == "dent"
+    missing = make_config(tmp_path, classifier={"path": str(tmp_path / "nope")})
+    with pytest.raises(ModelFileError):
+        load_classifier(missing)  # the default loader: an exported typing bundle

@@ -1,0 +1,33 @@
+"""Open-set typing for the station: adapters from typing bundles to the pipeline's callable.
+
+The pipeline's classifier is any callable ``(crop (H, W, 3) uint8 RGB, anomaly_map (H, W)
+float32) -> (label, confidence, is_unknown)``; :func:`load_typing_classifier` (the default
+``classifier.loader`` of a station config) wraps an exported
+:class:`inspection.typing.runtime.TypingRuntime` bundle. Imports no torch.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from inspection.station.pipeline import Classifier
+
+
+def load_typing_classifier(path: str | Path) -> Classifier:
+    """A station classifier running the typing bundle at ``path`` (one crop per call).
+
+    The typer looks at the crop only; the anomaly map is accepted for typers that use it.
+    For an unknown defect the label returned is the closest known type (the pipeline stores
+    no type and marks the region unknown).
+    """
+    from inspection.typing.runtime import TypingRuntime
+
+    runtime = TypingRuntime(path, batch_size=1)
+
+    def classify(crop: np.ndarray, anomaly_map: np.ndarray) -> tuple[str | None, float, bool]:
+        result = runtime.predict(crop[None])[0]
+        return result.label, float(result.confidence), bool(result.is_unknown)
+
+    return classify
