@@ -74,7 +74,7 @@ class CutPasteConfig(DetectorConfig):
 
     type: Literal["cutpaste"] = "cutpaste"
     train_from: int = Field(4, ge=0, le=_LAST_BLOCK, description="First trainable Lite0 block.")
-    epochs: int = Field(20, ge=1, description="Passes over the cached augmentation pool.")
+    epochs: int = Field(10, ge=1, description="Passes over the cached augmentation pool.")
     aug_copies: int = Field(1, ge=1, le=8, description="Augmented copies of each type per image.")
     lr: float = Field(0.03, gt=0)
     weight_decay: float = Field(3e-5, ge=0)

@@ -39,7 +39,7 @@ class GanomalyConfig(DetectorConfig):
     """GANomaly settings (anomalib defaults unless noted)."""
 
     type: Literal["ganomaly"] = "ganomaly"
-    work_size: int = Field(128, ge=16, description="Internal resolution, a power of two.")
+    work_size: int = Field(64, ge=16, description="Internal resolution, a power of two.")
     n_features: int = Field(16, ge=4, description="anomalib default 64; CPU budget.")
     latent_vec_size: int = Field(100, ge=1)
     extra_layers: int = Field(0, ge=0)

@@ -229,7 +229,7 @@ class MemAEConfig(DetectorConfig):
     memory_size: int = Field(500, ge=2)
     shrink_threshold: float | None = Field(None, ge=0, description="None: 2.5 / memory_size.")
     entropy_weight: float = Field(2e-4, ge=0)
-    epochs: int = Field(60, ge=1)
+    epochs: int = Field(50, ge=1)
     lr: float = Field(1e-3, gt=0)
     score_reduction: Literal["mean", "max"] = "mean"
     smoothing_sigma: float = Field(4.0, ge=0)
@@ -243,7 +243,7 @@ class MemAEFeatConfig(DetectorConfig):
     memory_size: int = Field(500, ge=2)
     shrink_threshold: float | None = Field(None, ge=0, description="None: 2.5 / memory_size.")
     entropy_weight: float = Field(2e-4, ge=0)
-    epochs: int = Field(60, ge=1)
+    epochs: int = Field(40, ge=1)
     lr: float = Field(1e-3, gt=0)
     score_reduction: Literal["mean", "max"] = "mean"
     smoothing_sigma: float = Field(4.0, ge=0)

@@ -64,7 +64,7 @@ class MkdConfig(DetectorConfig):
     source_blocks: tuple[int, ...] = Field((1, 2, 4), description="Lite0 blocks distilled.")
     cloner_width: int = Field(32, ge=4, description="Narrow width of the cloner's conv layers.")
     lamda: float = Field(0.5, ge=0, description="Weight of the MSE (value) term.")
-    epochs: int = Field(40, ge=1)
+    epochs: int = Field(20, ge=1)
     lr: float = Field(1e-3, gt=0)
     smoothing_sigma: float = Field(4.0, ge=0, description="Map smoothing, px at 256 (scaled).")
 
@@ -84,9 +84,15 @@ class Cloner(nn.Module):
 
     def __init__(self, out_channels: list[int], strides: list[int], width: int) -> None:
         super().__init__()
-        self.stem = nn.Sequential(*_cbr(3, width // 2), *_cbr(width // 2, width // 2))
+        half = width // 2
+        self.stem = nn.Sequential(
+            nn.Conv2d(3, half, 3, 2, 1, bias=False),
+            nn.BatchNorm2d(half),
+            nn.ReLU(inplace=True),
+            *_cbr(half, half),
+        )  # stride 2 from the first conv: full-resolution layers dominate CPU time
         stages: list[nn.Module] = []
-        cin, stride = width // 2, 1
+        cin, stride = half, 2
         for cout, target in zip(out_channels, strides, strict=True):
             layers: list[nn.Module] = []
             if stages:

@@ -23,7 +23,7 @@ Components (paper Sec. 3, official ``trainadnov``):
 * **Generator loss** (official weights): ``rec_weight`` x 0.5 MSE(De(En(x + n)), x) +
   ``latent_adv_weight`` x BCE(Dl(En(x)), real) + BCE(Dv(De(l_mined)), real). Adam, lr 2e-4,
   beta1 0.5. Networks are DCGAN-style (4x4 stride-2 convolutions) at ``work_size`` px
-  (paper: 28-32 px images; 128 here is a CPU-budget choice); the input is resized inside the
+  (paper: 28-64 px images; 64 here, a CPU-budget choice); the input is resized inside the
   graph and the map upsampled back.
 
 Score: reconstruction MSE of the clean input (paper Sec. 3.6). Map: per-pixel squared error
@@ -54,7 +54,7 @@ class OcganConfig(DetectorConfig):
     """OC-GAN settings (official code defaults unless noted)."""
 
     type: Literal["ocgan"] = "ocgan"
-    work_size: int = Field(128, ge=16, description="Internal resolution, a power of two.")
+    work_size: int = Field(64, ge=16, description="Internal resolution, a power of two.")
     base_width: int = Field(
         16, ge=4, description="Channels of the first conv (doubling per stage)."
     )
