@@ -78,8 +78,17 @@ def page(browser: Any, server: RunningServer) -> Iterator[Any]:
 
 
 def shot(page: Any, name: str, *, full_page: bool = True) -> None:
-    """Save a screenshot under test-artifacts/."""
+    """Save a screenshot under test-artifacts/ once the page's images have loaded."""
     ARTIFACTS.mkdir(exist_ok=True)
+    deadline = time.monotonic() + 10
+    visible_loaded = (
+        "() => Array.from(document.images).every("
+        "i => i.complete || i.getBoundingClientRect().top > window.innerHeight)"
+    )
+    while not page.evaluate(visible_loaded):
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
     page.screenshot(path=str(ARTIFACTS / f"ui-{name}.png"), full_page=full_page)
 
 
