@@ -87,7 +87,9 @@ def test_mt_exp_protocol_counts(mt_root: Path) -> None:
     assert len(train) == 634
     assert int((test.labels == 0).sum()) == 318
     assert int((test.labels == 1).sum()) == 392
-    assert test.masks[test.labels == 1].any(axis=(1, 2)).mean() > 0.8  # tiny blowholes vanish at 64 px
+    assert (
+        test.masks[test.labels == 1].any(axis=(1, 2)).mean() > 0.8
+    )  # tiny blowholes vanish at 64 px
 
 
 @pytest.mark.realdata
