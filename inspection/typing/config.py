@@ -163,7 +163,11 @@ class TyperConfig(_Strict):
 
     features: FeatureConfig = Field(default_factory=FeatureConfig)
     head: HeadConfig = Field(default_factory=HeadConfig)
-    method: MethodConfig = Field(default_factory=MspConfig)
+    method: MethodConfig = Field(
+        default_factory=MetricConfig,
+        description="Default metric: best unknown AUROC on mt-open (bench/results/mt-open.md) "
+        "and it can add a class without retraining.",
+    )
     quantile: float = Field(0.95, gt=0.0, lt=1.0)
     calibration_folds: int = Field(5, ge=2, le=20)
     seed: int = 0

@@ -9,7 +9,13 @@ import pytest
 
 from inspection.errors import ConfigError, InvalidStateError, NotFittedError
 from inspection.typing.classifier import OpenSetTyper, fit_typers
-from inspection.typing.config import METHODS, MahalanobisConfig, TyperConfig, method_config
+from inspection.typing.config import (
+    METHODS,
+    MahalanobisConfig,
+    MspConfig,
+    TyperConfig,
+    method_config,
+)
 from inspection.typing.scoring import TypingResult
 
 from .conftest import Crops
@@ -37,7 +43,8 @@ def test_bad_inputs_raise_specific_errors(tiny_config: TyperConfig, extractor, f
         OpenSetTyper(tiny_config, extractor).fit_features(views, ["a", "a", "a", "b"])
     with pytest.raises(NotFittedError):
         OpenSetTyper(tiny_config, extractor).predict_features(views[:, 0])
-    typer = OpenSetTyper(tiny_config, extractor).fit_features(views, ["a", "a", "b", "b"])
+    msp = tiny_config.model_copy(update={"method": MspConfig()})
+    typer = OpenSetTyper(msp, extractor).fit_features(views, ["a", "a", "b", "b"])
     with pytest.raises(InvalidStateError):  # msp has no class means to add to
         typer.add_class_features("c", views)
 
