@@ -96,12 +96,15 @@ def test_hot_path_imports_no_torch_or_anomalib(tmp_path: Path, padim_bundle: Pat
         engine.dispose()
 
 
-def test_station_bench_quick(tmp_path: Path, padim_bundle: Path) -> None:
+def test_station_bench_quick(
+    tmp_path: Path, padim_bundle: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import shutil
 
     from inspection.bench import station_bench
 
-    workdir = tmp_path / "work"
+    monkeypatch.chdir(tmp_path)
+    workdir = Path("work")  # relative, as on the command line
     shutil.copytree(padim_bundle, workdir / "padim" / "fp32")  # reused: no training here
     payload = station_bench.run(
         ["padim"],
