@@ -41,6 +41,7 @@ from inspection.api.errors import (
     PermissionDeniedError,
 )
 from inspection.api.images import ImageService
+from inspection.api.metrics import install_metrics
 from inspection.api.settings import ApiSettings
 from inspection.api.users import InvalidCredentialsError
 from inspection.db.engine import check_schema_at_head, make_engine, make_session_factory
@@ -174,6 +175,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     )
     app.state.ctx = ctx
     install_openapi(app)
+    install_metrics(app, ctx)
     app.add_middleware(SecurityHeaders)
     app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
     app.include_router(routes_api.router)
@@ -186,7 +188,7 @@ def install_openapi(app: FastAPI) -> None:
     """Document the two ways to authenticate (bearer token, session cookie) in the schema."""
     from fastapi.openapi.utils import get_openapi
 
-    public = {"/api/health", "/api/auth/token"}
+    public = {"/api/health", "/api/ready", "/api/auth/token"}
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is not None:

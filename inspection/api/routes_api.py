@@ -17,7 +17,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Path, Query, Response
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy import select, text
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from inspection.api import models_service, queries, users
@@ -71,6 +71,7 @@ from inspection.api.schemas import (
     user_out,
 )
 from inspection.db import repo
+from inspection.db.engine import check_schema_at_head
 from inspection.db.models import (
     Artifact,
     ArtifactKind,
@@ -138,17 +139,39 @@ def _db_user(session: Session, user: CurrentUser) -> User:
 
 
 class HealthOut(BaseModel):
-    """Liveness: the app runs and its database answers."""
+    """Liveness: the app process serves requests."""
 
     model_config = ConfigDict(extra="forbid")
     status: str
 
 
+class ReadyOut(BaseModel):
+    """Readiness: the database answers and its schema is at this code's newest migration."""
+
+    model_config = ConfigDict(extra="forbid")
+    status: str
+    schema_revision: str
+
+
 @router.get("/health", tags=["health"], response_model=HealthOut)
-def health(session: ReadSession) -> HealthOut:
-    """The one anonymous endpoint: ``ok`` when the database answers (503 otherwise)."""
-    session.execute(text("SELECT 1"))
+def health() -> HealthOut:
+    """Liveness (anonymous): ``ok`` while the process serves requests.
+
+    Touches no database, so an orchestrator does not restart healthy servers during a database
+    outage; whether requests can be served is ``/api/ready``.
+    """
     return HealthOut(status="ok")
+
+
+@router.get("/ready", tags=["health"], response_model=ReadyOut)
+def ready(ctx: Ctx) -> ReadyOut:
+    """Readiness (anonymous): ``ready`` when the database answers and its schema is at head.
+
+    503 (with the reason) while the database is unreachable or its schema is behind or ahead
+    of this code; load balancers stop sending requests until it answers 200 again.
+    """
+    revision = check_schema_at_head(ctx.engine)
+    return ReadyOut(status="ready", schema_revision=revision)
 
 
 @router.post(

@@ -53,6 +53,7 @@ from inspection.errors import (
     ModelFileError,
 )
 from inspection.runtime import Prediction, preprocess, read_metadata
+from inspection.station import metrics
 from inspection.station.config import DetectorSettings, StationConfig
 from inspection.station.outputs import ResultOutputs
 from inspection.station.persist import (
@@ -67,6 +68,7 @@ from inspection.station.persist import (
     register_station,
 )
 from inspection.station.sources import END, Frame, FrameSource, make_source
+from inspection.station.spool import sink_from_environment
 from inspection.storage import ArtifactStore, LocalArtifactStore
 from inspection.worker import (
     Backoff,
@@ -550,8 +552,13 @@ class Station:
         self.classifier = classifier
         if classifier is None and config.classifier is not None:
             self.classifier = load_classifier(config)
-        self.sink = sink if sink is not None else DatabaseSink(session_factory)
         self.counters = Counters(COUNTERS)
+        # INSPECTION_SPOOL_DIR set: spool results locally while the database is unreachable.
+        self.sink = (
+            sink
+            if sink is not None
+            else sink_from_environment(config.id, DatabaseSink(session_factory), self.counters)
+        )
         self.latency = LatencyRecorder()
         self.run_id = uuid.uuid4().hex[:12]
         pipe = config.pipeline
@@ -715,6 +722,10 @@ class Station:
         )
         self._watcher = ModelWatcher(f"{name}-watch", self)
         self.outputs.start()
+        start_sink = getattr(self.sink, "start", None)
+        if callable(start_sink):
+            start_sink()  # a spooling sink opens its spool and starts replaying it
+        metrics.register(self)
         self.started_at = time.perf_counter()
         for worker in (self._persist, self._scoring, self._watcher, self._capture):
             worker.start()
@@ -770,6 +781,10 @@ class Station:
                 len(lost),
                 lost[0].idempotency_key,
             )
+        stop_sink = getattr(self.sink, "stop", None)
+        if callable(stop_sink):
+            stop_sink(max(1.0, deadline - time.monotonic()))  # replay what the spool holds
+        metrics.unregister(self)
         if self._watcher is not None:
             self._watcher.stop()
             self._watcher.join(5.0)

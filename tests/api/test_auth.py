@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from inspection.db.models import AuditLog, ModelStatus, ModelVersion
 from tests.api.conftest import PASSWORDS, count, ui_login
 
-PUBLIC_API = {"/api/health", "/api/auth/token"}
+PUBLIC_API = {"/api/health", "/api/ready", "/api/auth/token"}
 
 
 def _api_routes(app: FastAPI) -> list[tuple[str, str]]:
