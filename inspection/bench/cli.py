@@ -172,3 +172,40 @@ def ui(
     Console().print(markdown_table(payload["results"], ui_bench.COLUMNS))
     if not payload["all_targets_met"]:
         Console().print(f"[red]p95 above {ui_bench.TARGET_P95_MS:.0f} ms on some targets[/red]")
+
+
+@app.command("load")
+def load(
+    stations: int = typer.Option(8, help="Simulated stations (one process each)."),
+    fps: float = typer.Option(10.0, help="Frames per second per station."),
+    duration: float = typer.Option(600.0, help="Seconds per run."),
+    outage: float = typer.Option(60.0, help="Seconds PostgreSQL stays down in the fault run."),
+    faults: bool = typer.Option(True, "--faults/--no-faults", help="Also run the fault run."),
+    normal: bool = typer.Option(True, "--normal/--no-normal", help="Run the fault-free run."),
+    workdir: Path | None = typer.Option(
+        None, help="Spools, artifacts, logs (default: a temporary folder, removed after)."
+    ),
+    results_dir: Path = typer.Option(Path("bench/results"), help="Where results are written."),
+) -> None:
+    """Many stations, one PostgreSQL: produced vs stored, p99 write latency, faults survived."""
+    from rich.console import Console
+
+    from inspection.bench import load_bench
+    from inspection.bench.report import markdown_table
+
+    console = Console()
+    config = load_bench.LoadConfig(
+        stations=stations,
+        fps=fps,
+        duration_s=duration,
+        outage_s=outage,
+        faults=faults,
+        normal=normal,
+    )
+    payload = load_bench.run(
+        config, results_dir=results_dir, workdir=workdir, progress=console.print
+    )
+    console.print(markdown_table(payload["runs"], load_bench.COLUMNS))
+    if not payload["ok"]:
+        console.print("[red]results lost or duplicated: see the runs above[/red]")
+        raise typer.Exit(code=1)
