@@ -656,7 +656,7 @@ def run_once(
         result.max_write_ms = round(float(arr.max()), 2)
     result.p99_end_to_end_ms = round(max(e2e, default=0.0), 1)
     progress(
-        f"[{name}] produced {result.produced}, stored {result.stored}, duplicates "
+        f"{name}: produced {result.produced}, stored {result.stored}, duplicates "
         f"{result.duplicates}, missing {result.missing}, p99 write {result.p99_write_ms} ms"
     )
     return result
