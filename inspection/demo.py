@@ -1,13 +1,18 @@
-"""``inspection demo``: the README's first command, on the embedded synthetic line.
+"""``inspection demo``: the README's first command, the whole loop on the embedded default.
 
-Trains a detector on good parts from the synthetic line camera, exports it to OpenVINO,
-then scores a fresh stream of parts with the station runtime and shows which it flags,
-writing heatmap overlays to ``var/demo/``.
+By default it runs the example line (``stations/example-line``: two stations on synthetic line
+cameras, first models trained on good parts and exported to OpenVINO) writing every result to
+SQLite, and serves the review UI on localhost with demo logins, until Ctrl+C (or ``--duration``).
+
+``--no-serve`` is the quick self-check instead: train a detector on the synthetic line, export
+it, score a stream of new parts with the station runtime and print which it flags, writing
+heatmap overlays to ``var/demo/``.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from pathlib import Path
 
 import typer
@@ -16,11 +21,65 @@ logger = logging.getLogger(__name__)
 
 
 def demo_command(
-    detector: str = typer.Option("padim", help="Registry key of the detector to train."),
-    family: str = typer.Option("disc", help="Synthetic part family: disc, tile or pcb."),
-    parts: int = typer.Option(40, help="Parts to inspect after training."),
-    workdir: Path = typer.Option(Path("var/demo"), help="Where the model and overlays go."),
+    serve: bool = typer.Option(True, "--serve/--no-serve", help="Run the line + review UI."),
+    duration: float | None = typer.Option(None, help="Stop after this many seconds."),
+    host: str = typer.Option("127.0.0.1", help="Review UI address (localhost only by default)."),
+    port: int = typer.Option(8000, help="Review UI port."),
+    line: Path = typer.Option(Path("stations/example-line"), help="Station configs to run."),
+    detector: str = typer.Option("padim", help="--no-serve: registry key of the detector."),
+    family: str = typer.Option("disc", help="--no-serve: synthetic part family."),
+    parts: int = typer.Option(40, help="--no-serve: parts to inspect after training."),
+    workdir: Path = typer.Option(Path("var/demo"), help="--no-serve: model and overlays."),
 ) -> None:
+    """Run the example line writing to SQLite with the review UI on localhost."""
+    if not serve:
+        quick_demo(detector, family, parts, workdir)
+        return
+    run_line_with_ui(line, host=host, port=port, duration=duration)
+
+
+def run_line_with_ui(line: Path, *, host: str, port: int, duration: float | None) -> None:
+    """Migrate the database, seed demo logins, serve the UI and run every station of ``line``."""
+    from rich.console import Console
+
+    from inspection.api.server import start_in_thread
+    from inspection.api.settings import ApiSettings
+    from inspection.api.users import demo_accounts_text, seed_demo_users
+    from inspection.db.engine import make_engine, make_session_factory
+    from inspection.db.settings import get_settings
+    from inspection.station.config import load_line
+    from inspection.station.runner import run_stations
+
+    console = Console()
+    url = get_settings().database_url
+    configs = load_line(line)
+    artifact_root = Path(configs[0].artifacts_dir) if configs else Path("var/artifacts")
+    settings = ApiSettings(database_url=url, artifact_root=artifact_root, auto_migrate=True)
+    stop = threading.Event()
+    with start_in_thread(settings, host=host, port=port) as server:
+        engine = make_engine(url)
+        with make_session_factory(engine)() as session:
+            accounts = seed_demo_users(session)
+            session.commit()
+        engine.dispose()
+        console.print(demo_accounts_text(accounts))
+        console.print(
+            f"review UI: [bold]{server.url}[/]  (stations: {', '.join(c.id for c in configs)}; "
+            "first start trains their models, a minute or two; Ctrl+C stops)"
+        )
+        try:
+            results = run_stations(
+                configs, db_url=url, init_db=True, duration_s=duration, stop=stop
+            )
+        except KeyboardInterrupt:
+            stop.set()
+            results = {}
+    for station_id, stats in results.items():
+        counters = stats.get("counters", stats)
+        console.print(f"{station_id}: {counters}")
+
+
+def quick_demo(detector: str, family: str, parts: int, workdir: Path) -> None:
     """Train on the synthetic line, export to OpenVINO and flag defective parts."""
     import cv2
     import numpy as np
