@@ -1,0 +1,563 @@
+"""One retraining job for one station: labels in, maybe a new active model out.
+
+:func:`retrain` runs these stages, recording each in the job's log and progress field and
+checking for cancellation between them:
+
+1. **assemble** — the station's labelled inspections (consensus of operators' current labels,
+   :mod:`.dataset`), split into train and a *holdout* with a seeded, stratified split (seed and
+   ids recorded in the job: ``config.holdout`` and ``training_set_item.split``), plus the root
+   model's own validation normals (never fitted by any model), half to the refiner, half to the
+   holdout;
+2. **detector** — the candidate's one-class detector: the root model plus the confirmed normals
+   (:mod:`.detector_update`) or a refit;
+3. **refiner** / **typer** — supervised refinement and open-set typer from the labelled defects
+   (:mod:`.candidate`, :mod:`.refiner`), when there are enough;
+4. **export** — the candidate bundle (OpenVINO) under ``models_dir/<station>/job-<id>``;
+5. **evaluate** / **gate** — candidate and active bundle scored by the station runtime on the
+   same holdout; promoted only if not worse (:mod:`.gate`); the reason goes to the job record;
+6. **promote** — the candidate is registered as a model version (always) and made active (if
+   the gate passed); stations in database mode hot-reload it by polling.
+
+Torch, anomalib and OpenVINO are imported inside, so importing this module is cheap.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from inspection.data.imageset import ImageSet
+from inspection.db import repo
+from inspection.db.engine import run_in_transaction
+from inspection.db.models import Inspection, JobStatus, OperatorLabel
+from inspection.detectors.base import ProgressFn, no_progress
+from inspection.errors import ConfigError, InspectionError, ModelFileError
+from inspection.loop.config import RetrainSettings
+from inspection.loop.dataset import DEFECT, NORMAL, labelled_inspections, load_images, split_holdout
+from inspection.loop.jobs import JobReporter, RetrainBusyError, RetrainCancelled, start_job
+from inspection.station.config import StationConfig
+from inspection.storage import ArtifactStore
+
+logger = logging.getLogger(__name__)
+
+STAGES = ("assemble", "detector", "refiner", "typer", "export", "evaluate", "gate", "promote")
+
+#: The root model's training normals at a model input size, in its training order.
+NormalSource = Callable[[int], ImageSet]
+
+
+@dataclass
+class RetrainResult:
+    """What a retrain did.
+
+    Attributes:
+        station: station name.
+        job_id: the job's id (None when no job was started, e.g. ``busy``).
+        status: ``succeeded``, ``failed``, ``cancelled`` or ``busy``.
+        promoted: whether the candidate became the active model.
+        candidate_version_id: the registered candidate (None if training did not get there).
+        active_version_id: the station's active version afterwards.
+        reason: one sentence: why promoted / not promoted / failed.
+        metrics: the job's final metrics.
+    """
+
+    station: str
+    job_id: int | None
+    status: str
+    promoted: bool = False
+    candidate_version_id: int | None = None
+    active_version_id: int | None = None
+    reason: str = ""
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+def label_watermark(session: Session, station_id: int) -> int:
+    """The newest label id of the station's inspections (0: none); changes with every label."""
+    newest = session.scalar(
+        select(func.max(OperatorLabel.id))
+        .join(Inspection, Inspection.id == OperatorLabel.inspection_id)
+        .where(Inspection.station_id == station_id)
+    )
+    return int(newest or 0)
+
+
+# -- base normals --------------------------------------------------------------------------------
+
+
+def folder_normals(folder: str | Path, roi: tuple[int, int, int, int] | None) -> NormalSource:
+    """Normal images of a folder (sorted by name), preprocessed like the station does."""
+    from inspection.data.imageset import from_samples, read_image
+    from inspection.runtime import preprocess
+
+    root = Path(folder)
+
+    def load(size: int) -> ImageSet:
+        paths = sorted(
+            p
+            for p in root.iterdir()
+            if p.suffix.lower() in {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
+        )
+        if not paths:
+            raise ConfigError(f"normals_dir {root} holds no images")
+        images = [preprocess(read_image(p), size, roi) for p in paths]
+        masks = [np.zeros(im.shape[:2], bool) for im in images]
+        return from_samples(images, masks, [None] * len(images), [str(p) for p in paths])
+
+    return load
+
+
+def bootstrap_normals(config: StationConfig) -> NormalSource:
+    """The synthetic good parts a bootstrapped station's first model was trained on."""
+    from inspection.data.imageset import from_samples
+    from inspection.data.synthetic import SyntheticLine
+    from inspection.runtime import preprocess
+    from inspection.station.bootstrap import TRAIN_INDEX_OFFSET
+
+    cam = config.camera
+    spec = config.detector.bootstrap
+    if cam.type != "synthetic" or spec is None:
+        raise ConfigError(f"station {config.id} has no synthetic bootstrap")
+    roi = config.roi.as_tuple() if config.roi is not None else None
+
+    def load(size: int) -> ImageSet:
+        line = SyntheticLine(family=cam.family, size=cam.size, seed=cam.seed)
+        samples = line.normals(spec.normals, start=TRAIN_INDEX_OFFSET)
+        images = [preprocess(s.image, size, roi) for s in samples]
+        masks = [np.zeros(im.shape[:2], bool) for im in images]
+        return from_samples(images, masks, [None] * len(images), [str(s.index) for s in samples])
+
+    return load
+
+
+def default_normal_source(
+    config: StationConfig | None, settings: RetrainSettings
+) -> NormalSource | None:
+    """``settings.normals_dir``, else the station's synthetic bootstrap, else None."""
+    roi = config.roi.as_tuple() if config is not None and config.roi is not None else None
+    if settings.normals_dir is not None:
+        return folder_normals(settings.normals_dir, roi)
+    if (
+        config is not None
+        and config.detector.bootstrap is not None
+        and config.camera.type == "synthetic"
+    ):
+        return bootstrap_normals(config)
+    return None
+
+
+# -- the job ------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Context:
+    station: str
+    station_id: int
+    active_id: int | None
+    active_bundle: Path
+    root: Path
+    meta: dict[str, Any]
+
+
+def _resolve(session_factory: sessionmaker[Session], name: str) -> _Context:
+    from inspection.loop.candidate import root_bundle
+    from inspection.runtime import read_metadata
+
+    with session_factory() as session:
+        station = repo.get_station_by_name(session, name)
+        active = repo.get_active_model(session, station.id)
+        if active is None:
+            raise ModelFileError(
+                f"station {name} has no active model to retrain from; train a first one "
+                "(detector.bootstrap, or register and activate a bundle)"
+            )
+        bundle = Path(active.artifact_path)
+        root = root_bundle(bundle)
+        return _Context(name, station.id, active.id, bundle, root, read_metadata(root))
+
+
+def _holdout_seed(settings: RetrainSettings, job_id: int) -> int:
+    return settings.holdout.seed if settings.holdout.seed is not None else 1000 + job_id
+
+
+def retrain(
+    station: StationConfig | str,
+    *,
+    session_factory: sessionmaker[Session],
+    store: ArtifactStore,
+    settings: RetrainSettings | None = None,
+    base_normals: NormalSource | ImageSet | None = None,
+    job_id: int | None = None,
+    requested_by: int | None = None,
+    actor: str = "retrain",
+    progress: ProgressFn = no_progress,
+    cancel: Callable[[], bool] = lambda: False,
+    pooled: Any | None = None,
+    job_extra: dict[str, Any] | None = None,
+) -> RetrainResult:
+    """Retrain ``station`` from its operator labels; promote the candidate if the gate passes.
+
+    Args:
+        station: the station's config (gives its region of interest and bootstrap normals) or
+            its name.
+        session_factory: database sessions.
+        store: the artifact store holding the station's frames.
+        settings: job settings (default :class:`RetrainSettings`); stored with the job.
+        base_normals: the root model's training normals (a function of the input size, or an
+            :class:`ImageSet` at that size); default: ``settings.normals_dir`` or the station's
+            synthetic bootstrap. Without them the holdout and refiner use confirmed normals only.
+        job_id: run this queued job (from the UI/API) instead of creating one.
+        requested_by: user id recorded on a created job.
+        actor: audit-log actor of the promotion.
+        progress: ``(stage, done, total)`` callback (the CLI shows a bar).
+        cancel: polled between stages besides the job's ``cancel_requested`` flag.
+        pooled: a shared :class:`~inspection.loop.candidate.PooledFeatures` (benchmarks).
+        job_extra: extra fields for the job's ``config`` (the scheduler records its trigger).
+
+    Returns:
+        A :class:`RetrainResult`; failures are recorded in the job and returned, not raised
+        (except when no job could be started: unknown station, no active model).
+
+    Raises:
+        NotFoundError / ModelFileError: unknown station or no active model to start from.
+    """
+    settings = settings or RetrainSettings()
+    config = station if isinstance(station, StationConfig) else None
+    name = station.id if isinstance(station, StationConfig) else station
+    ctx = _resolve(session_factory, name)
+    job_config: dict[str, Any] = {
+        "settings": settings.model_dump(mode="json"),
+        "station": name,
+        "root_bundle": str(ctx.root),
+        "active_bundle": str(ctx.active_bundle),
+        **(job_extra or {}),
+    }
+
+    def begin(session: Session) -> tuple[int, int]:
+        watermark = label_watermark(session, ctx.station_id)
+        job = start_job(
+            session,
+            station_id=ctx.station_id,
+            config={**job_config, "label_watermark": watermark},
+            base_model_version_id=ctx.active_id,
+            detector_type=str(ctx.meta.get("detector")),
+            requested_by=requested_by,
+            job_id=job_id,
+            max_runtime_h=settings.max_runtime_h,
+        )
+        return job.id, watermark
+
+    try:
+        jid, _ = run_in_transaction(session_factory, begin, what=f"start retrain of {name}")
+    except RetrainBusyError as exc:
+        logger.warning("%s", exc)
+        return RetrainResult(name, None, "busy", reason=str(exc))
+    reporter = JobReporter(session_factory, jid, STAGES)
+
+    def step(stage: str, done: int = 0, total: int = 0, message: str | None = None) -> None:
+        if cancel():
+            raise RetrainCancelled(f"retrain job {jid} was cancelled (scheduler stopping)")
+        reporter.check_cancel()
+        reporter.stage(stage, done, total, message)
+        progress(stage, done, total)
+
+    out_dir = settings.models_dir / name / f"job-{jid}"
+    try:
+        return _run(
+            ctx,
+            config,
+            settings,
+            jid,
+            reporter,
+            step,
+            store,
+            session_factory,
+            base_normals,
+            out_dir,
+            actor,
+            progress,
+            pooled,
+        )
+    except RetrainCancelled as exc:
+        reporter.finish(JobStatus.CANCELLED, message=str(exc))
+        _remove(out_dir)
+        return RetrainResult(name, jid, "cancelled", reason=str(exc))
+    except Exception as exc:
+        logger.exception("retrain job %s failed", jid)
+        detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+        reporter.finish(JobStatus.FAILED, error=detail, message=f"failed: {detail}")
+        _remove(out_dir)
+        return RetrainResult(name, jid, "failed", reason=detail)
+
+
+def _remove(path: Path) -> None:
+    import shutil
+
+    for p in (path, path.with_name(path.name + ".tmp")):
+        if p.exists():
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def _as_normals(source: NormalSource | ImageSet | None, size: int) -> ImageSet | None:
+    if source is None:
+        return None
+    if isinstance(source, ImageSet):
+        if len(source) and source.images.shape[1] != size:
+            raise ConfigError(
+                f"base normals are {source.images.shape[1]} px, the model needs {size} px"
+            )
+        return source
+    return source(size)
+
+
+def _run(
+    ctx: _Context,
+    config: StationConfig | None,
+    settings: RetrainSettings,
+    jid: int,
+    reporter: JobReporter,
+    step: Callable[..., None],
+    store: ArtifactStore,
+    session_factory: sessionmaker[Session],
+    base_normals: NormalSource | ImageSet | None,
+    out_dir: Path,
+    actor: str,
+    progress: ProgressFn,
+    pooled: Any | None,
+) -> RetrainResult:
+    from inspection.engine import load_trained, split_validation
+    from inspection.loop.candidate import TrainingData, build_candidate, export_candidate
+    from inspection.loop.gate import decide
+
+    name = ctx.station
+    size = int(ctx.meta["input"]["size"])
+    roi = config.roi.as_tuple() if config is not None and config.roi is not None else None
+    seed = _holdout_seed(settings, jid)
+    if config is not None and config.detector.source == "bundle":
+        reporter.log(
+            "note: this station runs its bundle path (detector.source: bundle); a promotion "
+            "changes the database only — copy the bundle there to deploy it"
+        )
+
+    # 1. assemble ---------------------------------------------------------------------------
+    step("assemble", message=f"assembling labelled data of station {name}")
+    with session_factory() as session:
+        assembly = labelled_inspections(session, ctx.station_id)
+    counts = assembly.counts()
+    if len(assembly.items) < max(1, settings.min_new_labels):
+        reason = (
+            f"nothing to learn: {len(assembly.items)} usable labelled inspections "
+            f"(need {max(1, settings.min_new_labels)})"
+        )
+        reporter.finish(
+            JobStatus.SUCCEEDED, metrics={"counts": counts, "skipped": reason}, message=reason
+        )
+        return RetrainResult(
+            name,
+            jid,
+            "succeeded",
+            reason=reason,
+            metrics={"counts": counts},
+            active_version_id=ctx.active_id,
+        )
+    train_items, hold_items = split_holdout(assembly.items, settings.holdout.fraction, seed)
+    train_px = load_images(train_items, store, size, roi)
+    hold_px = load_images(hold_items, store, size, roi)
+    normals = _as_normals(base_normals or default_normal_source(config, settings), size)
+    root_seed = int((ctx.meta.get("config") or {}).get("seed", 0))
+    ref_fit: ImageSet | None = None
+    ref_refiner = np.zeros((0, size, size, 3), np.uint8)
+    ref_hold = np.zeros((0, size, size, 3), np.uint8)
+    ref_hold_ids: list[str] = []
+    if normals is not None and len(normals) >= 4:
+        ref_fit, ref_val = split_validation(normals, 0.15, root_seed)
+        if int(ctx.meta.get("n_val", len(ref_val))) != len(ref_val):
+            reporter.log(
+                f"warning: base normals give {len(ref_val)} validation images, the root model "
+                f"recorded {ctx.meta.get('n_val')}; are they the images it was trained on?"
+            )
+        order = np.random.default_rng(seed).permutation(len(ref_val))
+        n_hold = max(1, round(settings.holdout.base_normal_fraction * len(ref_val)))
+        hold_idx, ref_idx = np.sort(order[:n_hold]), np.sort(order[n_hold:])
+        ref_hold = ref_val.images[hold_idx]
+        ref_hold_ids = [ref_val.ids[i] for i in hold_idx]
+        ref_refiner = ref_val.images[ref_idx]
+    else:
+        reporter.log("no base normals available: holdout and refiner use confirmed normals only")
+
+    def of_kind(px: Any, kind: str) -> np.ndarray:
+        idx = [i for i, it in enumerate(px.items) if it.kind == kind]
+        return px.images[idx] if idx else np.zeros((0, size, size, 3), np.uint8)
+
+    confirmed = of_kind(train_px, NORMAL)
+    defect_idx = [i for i, it in enumerate(train_px.items) if it.kind == DEFECT]
+    if len(ref_refiner) == 0:  # fall back: calibrate on confirmed normals
+        ref_refiner = confirmed
+    data = TrainingData(
+        confirmed_normals=confirmed,
+        defects=of_kind(train_px, DEFECT),
+        defect_types=[train_px.items[i].defect_type for i in defect_idx],
+        defect_crops=[train_px.crops[i] for i in defect_idx],
+        ref_normals=ref_refiner,
+        base=ref_fit,
+    )
+    hold_images = np.concatenate([hold_px.images, ref_hold])
+    hold_labels = np.concatenate(
+        [
+            np.array([it.kind == DEFECT for it in hold_px.items], dtype=int),
+            np.zeros(len(ref_hold), dtype=int),
+        ]
+    )
+
+    def record_split(session: Session) -> None:
+        repo.add_training_items(
+            session, retrain_job_id=jid, inspection_ids=[i.inspection_id for i in train_px.items]
+        )
+        repo.add_training_items(
+            session,
+            retrain_job_id=jid,
+            inspection_ids=[i.inspection_id for i in hold_px.items],
+            split="holdout",
+        )
+
+    run_in_transaction(session_factory, record_split, what=f"retrain job {jid}: training set")
+    counts.update(
+        train_normals=len(confirmed),
+        train_defects=len(defect_idx),
+        holdout_labelled=len(hold_px.items),
+        holdout_base_normals=len(ref_hold),
+        refiner_base_normals=len(ref_refiner),
+        unreadable=len(train_px.failed) + len(hold_px.failed),
+    )
+    reporter.metrics(
+        {
+            "counts": counts,
+            "types": assembly.type_counts(),
+            "holdout": {"seed": seed, "base_normal_ids": ref_hold_ids},
+        }
+    )
+    reporter.log(f"data: {counts}")
+
+    # 2-4. candidate -------------------------------------------------------------------------
+    root = load_trained(ctx.root)
+    candidate = build_candidate(root, data, settings, pooled=pooled, progress=progress, stage=step)
+    reporter.log(f"candidate: {candidate.info}")
+    step("export", message=f"exporting candidate to {out_dir}")
+    bundle = export_candidate(
+        candidate,
+        out_dir,
+        precision=settings.precision,
+        extra={
+            "root_bundle": str(ctx.root.resolve()),
+            "job_id": jid,
+            "station": name,
+            "parent_bundle": str(ctx.active_bundle),
+        },
+    )
+
+    # 5. evaluate + gate ----------------------------------------------------------------------
+    step(
+        "evaluate",
+        message=f"scoring candidate and active model on {len(hold_images)} holdout images",
+    )
+    from inspection.loop.gate import model_metrics
+
+    target = settings.gate.target_recall
+    cand_scores, cand_thr = score_bundle(bundle, hold_images)
+    cand_metrics = model_metrics(cand_scores, hold_labels, cand_thr, target)
+    act_metrics: dict[str, float | None] | None = None
+    try:
+        act_scores, act_thr = score_bundle(ctx.active_bundle, hold_images)
+        act_metrics = model_metrics(act_scores, hold_labels, act_thr, target)
+    except (ModelFileError, InspectionError) as exc:
+        reporter.log(f"active model could not be scored ({exc}); gate compares against nothing")
+    step("gate")
+    decision = decide(settings.gate, cand_metrics, act_metrics)
+    reporter.log(("promote: " if decision.promote else "not promoted: ") + decision.reason)
+
+    # 6. register + promote -------------------------------------------------------------------
+    step("promote")
+    from inspection.runtime import read_metadata
+
+    meta = read_metadata(bundle)
+    version_metrics = {
+        "holdout": cand_metrics,
+        "active_holdout": act_metrics,
+        "gate": decision.to_dict(),
+        "calibration": meta.get("calibration", {}),
+    }
+
+    def register(session: Session) -> int:
+        version = repo.register_model_version(
+            session,
+            station_id=ctx.station_id,
+            name=f"{meta['detector']}-loop-job{jid}"[:100],
+            detector_type=str(meta["detector"]),
+            artifact_path=str(bundle.resolve()),
+            config={
+                "bundle_created": meta.get("created"),
+                "job_id": jid,
+                "root_bundle": str(ctx.root),
+                "refined": candidate.refiner is not None,
+                "typer_classes": candidate.typer.classes if candidate.typer is not None else [],
+            },
+            metrics=version_metrics,
+            parent_id=ctx.active_id,
+            training_job_id=jid,
+            registered_by=actor,
+        )
+        return version.id
+
+    version_id = run_in_transaction(session_factory, register, what=f"retrain job {jid}: register")
+    active_after = ctx.active_id
+    if decision.promote:
+        reporter.check_cancel()
+        from inspection.loop.promotion import promote
+
+        change = promote(session_factory, model_version_id=version_id, actor=actor)
+        active_after = change.active_version_id
+    final = {
+        "candidate_version_id": version_id,
+        "promoted": decision.promote,
+        "gate": decision.to_dict(),
+        "candidate": cand_metrics,
+        "active": act_metrics,
+        "candidate_info": candidate.info,
+        "bundle": str(bundle),
+    }
+    summary = (
+        f"candidate version {version_id} "
+        + ("promoted" if decision.promote else "kept as candidate")
+        + f": {decision.reason}"
+    )
+    reporter.finish(JobStatus.SUCCEEDED, metrics=final, message=summary)
+    return RetrainResult(
+        name,
+        jid,
+        "succeeded",
+        promoted=decision.promote,
+        candidate_version_id=version_id,
+        active_version_id=active_after,
+        reason=decision.reason,
+        metrics=final,
+    )
+
+
+def score_bundle(bundle: str | Path, images: np.ndarray) -> tuple[np.ndarray, float]:
+    """Raw scores of ``images`` under a bundle as the station runs it, and its threshold."""
+    from inspection.runtime import OpenVinoModel
+
+    model = OpenVinoModel(bundle)
+    if len(images) == 0:
+        return np.zeros(0, np.float32), model.image_threshold
+    raw = np.concatenate(
+        [model.predict(images[i : i + 8]).raw_score for i in range(0, len(images), 8)]
+    )
+    return raw, model.image_threshold
