@@ -22,3 +22,9 @@ def db_factory(
     factory = make_session_factory(engine)
     yield lambda: factory
     engine.dispose()
+
+
+# The review app on a seeded database, shared with the API tests (reused, not duplicated).
+from tests.api.conftest import app, auth, session, settings, template  # noqa: E402
+
+__all__ = ["app", "auth", "db_factory", "session", "settings", "template"]
