@@ -50,6 +50,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from inspection.detectors._common import (
+    ExposureConfig,
+    ExposureNorm,
     GaussianBlur,
     Lite0Trunk,
     batched_features,
@@ -57,10 +59,11 @@ from inspection.detectors._common import (
     fit_gaussian,
     freeze,
     mahalanobis,
+    normalise_exposure,
     set_lr,
     upsample,
 )
-from inspection.detectors.base import Detector, DetectorConfig, ProgressFn, batches
+from inspection.detectors.base import Detector, ProgressFn, batches
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +72,7 @@ NORMAL, CUTPASTE, SCAR = 0, 1, 2
 _LAST_BLOCK = 4  # Lite0 block 4: 112 channels at stride 16
 
 
-class CutPasteConfig(DetectorConfig):
+class CutPasteConfig(ExposureConfig):
     """CutPaste settings (paper defaults unless noted; epochs sized for a 2-core CPU)."""
 
     type: Literal["cutpaste"] = "cutpaste"
@@ -171,8 +174,16 @@ class CutPasteModel(nn.Module):
     patch_mean: torch.Tensor
     patch_precision: torch.Tensor
 
-    def __init__(self, backbone: str, head_width: int, patch_cells: int, sigma: float) -> None:
+    def __init__(
+        self,
+        backbone: str,
+        head_width: int,
+        patch_cells: int,
+        sigma: float,
+        exposure: ExposureNorm | None = None,
+    ) -> None:
         super().__init__()
+        self.exposure = exposure or ExposureNorm(False, (0.0,) * 3, (1.0,) * 3)
         self.encoder = Lite0Trunk(backbone, [_LAST_BLOCK])
         dim = self.encoder.channels[-1]
         self.dim = dim
@@ -203,6 +214,7 @@ class CutPasteModel(nn.Module):
         return F.avg_pool2d(padded, kernel_size=k, stride=1)
 
     def forward(self, images: torch.Tensor) -> InferenceBatch:
+        images = self.exposure(images)
         fmap = self.encoder(images)[-1]
         emb = F.normalize(self.image_embedding(fmap), dim=1)
         score = mahalanobis(emb, self.image_mean, self.image_precision)
@@ -241,9 +253,9 @@ class CutPasteDetector(Detector):
     def build_model(self) -> nn.Module:
         cfg = self.config
         cells = max(1, round(self._patch_px() / 16))
-        return CutPasteModel(
-            cfg.backbone, cfg.head_width, cells, cfg.smoothing_sigma * self._scale()
-        )
+        exposure = ExposureNorm(cfg.exposure_norm, cfg.mean, cfg.std)
+        sigma = cfg.smoothing_sigma * self._scale()
+        return CutPasteModel(cfg.backbone, cfg.head_width, cells, sigma, exposure)
 
     def _augment(
         self, images: torch.Tensor, rng: np.random.Generator
@@ -274,6 +286,7 @@ class CutPasteDetector(Detector):
         cfg = self.config
         model = self.torch_model
         assert isinstance(model, CutPasteModel)
+        images = normalise_exposure(model.exposure, images)
         start = cfg.train_from
         trunk = model.encoder
         for i, block in enumerate(trunk.blocks):

@@ -42,15 +42,22 @@ from pydantic import Field
 from torch import nn
 from torch.nn import functional as F
 
-from inspection.detectors._common import GaussianBlur, resize_to, upsample
-from inspection.detectors.base import Detector, DetectorConfig, ProgressFn, batches
+from inspection.detectors._common import (
+    ExposureConfig,
+    ExposureNorm,
+    GaussianBlur,
+    normalise_exposure,
+    resize_to,
+    upsample,
+)
+from inspection.detectors.base import Detector, ProgressFn, batches
 
 logger = logging.getLogger(__name__)
 
 _LATENT_SIDE = 4
 
 
-class OcganConfig(DetectorConfig):
+class OcganConfig(ExposureConfig):
     """OC-GAN settings (official code defaults unless noted)."""
 
     type: Literal["ocgan"] = "ocgan"
@@ -152,8 +159,16 @@ class LatentCritic(nn.Module):
 class OcganModel(nn.Module):
     """Autoencoder (exported) + the three training-only critics (saved, not in the eval path)."""
 
-    def __init__(self, work_size: int, width: int, latent_channels: int, sigma: float) -> None:
+    def __init__(
+        self,
+        work_size: int,
+        width: int,
+        latent_channels: int,
+        sigma: float,
+        exposure: ExposureNorm | None = None,
+    ) -> None:
         super().__init__()
+        self.exposure = exposure or ExposureNorm(False, (0.0,) * 3, (1.0,) * 3)
         stages = _check_size(work_size)
         self.work_size = work_size
         self.encoder = Encoder(stages, width, latent_channels)
@@ -173,7 +188,7 @@ class OcganModel(nn.Module):
                 nn.init.zeros_(m.bias)
 
     def forward(self, images: torch.Tensor) -> InferenceBatch:
-        x = resize_to(images, self.work_size)
+        x = resize_to(self.exposure(images), self.work_size)
         recon = self.decoder(self.encoder(x))
         err = ((recon - x) ** 2).mean(dim=1, keepdim=True)
         amap = self.blur(upsample(err, images.shape[-2:]))
@@ -204,7 +219,8 @@ class OcganDetector(Detector):
     def build_model(self) -> nn.Module:
         cfg = self.config
         sigma = cfg.smoothing_sigma * cfg.image_size / 256.0
-        return OcganModel(cfg.work_size, cfg.base_width, cfg.latent_channels, sigma)
+        exposure = ExposureNorm(cfg.exposure_norm, cfg.mean, cfg.std)
+        return OcganModel(cfg.work_size, cfg.base_width, cfg.latent_channels, sigma, exposure)
 
     def _mine(
         self, model: OcganModel, shape: tuple[int, ...], gen: torch.Generator
@@ -231,6 +247,7 @@ class OcganDetector(Detector):
         cfg = self.config
         model = self.torch_model
         assert isinstance(model, OcganModel)
+        images = normalise_exposure(model.exposure, images)
         with torch.no_grad():
             data = torch.cat(
                 [resize_to(images[sl], cfg.work_size) for sl in batches(len(images), 64)]
