@@ -177,6 +177,16 @@ def _child(queue: Any, args: tuple[Any, ...]) -> None:
         queue.put(("error", f"{type(exc).__name__}: {exc}"))
 
 
+def _previous_rows(json_path: Path, protocol: str) -> dict[str, Any]:
+    if not json_path.is_file():
+        return {}
+    previous = json.loads(json_path.read_text())
+    if previous.get("protocol") != protocol:
+        return {}
+    rows: dict[str, Any] = previous.get("detectors", {})
+    return rows
+
+
 def run(
     keys: list[str],
     protocol: str,
@@ -188,13 +198,9 @@ def run(
     """Benchmark ``keys`` and merge their rows into ``<results_dir>/<name>.json`` (+ .md)."""
     name = name or protocol
     json_path = results_dir / f"{name}.json"
-    payload: dict[str, Any] = {"protocol": protocol, "detectors": {}}
-    if json_path.is_file():
-        previous = json.loads(json_path.read_text())
-        if previous.get("protocol") == protocol:
-            payload["detectors"] = previous.get("detectors", {})
     figures_dir = results_dir / name
     ctx = mp.get_context("spawn")
+    rows_by_key: dict[str, Any] = {}
     for key in keys:
         logger.info("benchmarking %s on %s", key, protocol)
         queue = ctx.Queue()
@@ -205,9 +211,12 @@ def run(
         if status != "ok":
             raise RuntimeError(f"benchmark of {key} failed: {value}")
         row = {**stamp(), **value}
-        payload["detectors"][key] = row
+        rows_by_key[key] = row
         logger.info("%s: %s", key, {c: row.get(c) for c in COLUMNS[1:]})
-    payload = {"protocol": protocol, **stamp(), "detectors": payload["detectors"]}
+    # Re-read just before writing: other runs may have added rows meanwhile.
+    merged = _previous_rows(json_path, protocol)
+    merged.update(rows_by_key)
+    payload: dict[str, Any] = {"protocol": protocol, **stamp(), "detectors": merged}
     rows = [{"detector": k, **v} for k, v in payload["detectors"].items()]
     table = markdown_table(rows, [*COLUMNS, "commit"])
     type_rows = []
