@@ -18,7 +18,8 @@ Anomaly Detection", CVPR 2021 (arXiv:2011.11108); official code rohban-lab/Knowl
   (0.01 for the other data sets). Adam, lr 1e-3, as in the official code; the epoch count is set
   by the CPU budget (official: 601 on MVTec). Source features are computed once and cached.
 * **Score**: the same per-sample loss, summed over the distilled layers (official
-  ``detection_test``).
+  ``detection_test``; ``score_mode="loss"``, the default). ``score_mode="map_max"`` scores by
+  the maximum of the anomaly map instead (the convention of PaDiM / STFPM; not in the paper).
 * **Map** (fast path, in the exported graph): per-position discrepancy of every layer,
   ``(1 - cos over channels) + lambda * mean squared difference over channels``, bilinearly
   upsampled to the input size, summed over layers and Gaussian-smoothed (sigma 4 px at 256 px,
@@ -67,6 +68,7 @@ class MkdConfig(ExposureConfig):
     source_blocks: tuple[int, ...] = Field((1, 2, 4), description="Lite0 blocks distilled.")
     cloner_width: int = Field(32, ge=4, description="Narrow width of the cloner's conv layers.")
     lamda: float = Field(0.5, ge=0, description="Weight of the MSE (value) term.")
+    score_mode: Literal["loss", "map_max"] = "loss"
     epochs: int = Field(20, ge=1)
     lr: float = Field(1e-3, gt=0)
     smoothing_sigma: float = Field(4.0, ge=0, description="Map smoothing, px at 256 (scaled).")
@@ -165,6 +167,7 @@ class MkdModel(nn.Module):
         lamda: float,
         sigma: float,
         exposure: ExposureNorm | None = None,
+        score_mode: str = "loss",
     ) -> None:
         super().__init__()
         self.exposure = exposure or ExposureNorm(False, (0.0,) * 3, (1.0,) * 3)
@@ -173,6 +176,7 @@ class MkdModel(nn.Module):
         strides = [_BLOCK_STRIDE[b] for b in blocks]
         self.cloner = Cloner(self.source.channels, strides, width)
         self.lamda = lamda
+        self.score_mode = score_mode
         self.blur = GaussianBlur(sigma)
 
     def train(self, mode: bool = True) -> MkdModel:
@@ -197,8 +201,11 @@ class MkdModel(nn.Module):
         images = self.exposure(images)
         source = self.source(images)
         cloner = self.cloner(images)
-        score = mkd_loss(cloner, source, self.lamda)
         amap = self.blur(self.discrepancy_map(cloner, source, images.shape[-2:]))
+        if self.score_mode == "loss":
+            score = mkd_loss(cloner, source, self.lamda)
+        else:
+            score = amap.amax(dim=(1, 2, 3))
         return InferenceBatch(pred_score=score, anomaly_map=amap)
 
 
@@ -227,7 +234,9 @@ class MkdDetector(Detector):
         sigma = cfg.smoothing_sigma * cfg.image_size / 256.0
         exposure = ExposureNorm(cfg.exposure_norm, cfg.mean, cfg.std)
         blocks = tuple(cfg.source_blocks)
-        return MkdModel(cfg.backbone, blocks, cfg.cloner_width, cfg.lamda, sigma, exposure)
+        return MkdModel(
+            cfg.backbone, blocks, cfg.cloner_width, cfg.lamda, sigma, exposure, cfg.score_mode
+        )
 
     def fit_model(self, images: torch.Tensor, progress: ProgressFn) -> None:
         cfg = self.config

@@ -27,3 +27,9 @@ def test_tiny_fit_and_saliency() -> None:
     assert sal.shape == (2, 1, 64, 64) and sal.dtype == np.float32 and np.isfinite(sal).all()
     smooth = det.gradient_saliency(images, smooth_samples=2)  # type: ignore[attr-defined]
     assert smooth.shape == sal.shape
+
+
+def test_map_max_score_mode_scores_by_the_map() -> None:
+    _, out, labels = fit_and_predict("mkd", score_mode="map_max")
+    check_output(out, labels)
+    np.testing.assert_allclose(out.score, out.anomaly_map.max(axis=(1, 2, 3)), rtol=1e-6)
