@@ -8,7 +8,8 @@ earlier run), export FP32 (and FP16 / INT8), then
 * **station, as fast as it goes**: the real pipeline (capture thread -> bounded queue ->
   preprocess -> OpenVINO -> threshold -> regions -> artifact store + SQLite, every result
   persisted) on a camera that always has the next frame (pre-rendered parts replayed, so
-  rendering costs nothing, as with a hardware camera), for each ``batch_size`` asked; frames/s
+  rendering costs nothing, as with a hardware camera), for each :class:`Variant` asked (batch
+  size, OpenVINO threads, parallel scoring workers); frames/s
   is persisted results per second of wall time from start to the last result stored; latency
   p50/p99 per stage (ms); CPU % (of one core: 200 % = both cores of a 2-core machine) and peak
   RSS of the process;
@@ -35,6 +36,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,18 +49,21 @@ logger = logging.getLogger(__name__)
 NAME = "station"
 COLUMNS = [
     "detector",
-    "batch_size",
+    "variant",
     "frames_per_second",
     "anomalib_inferencer_fps",
+    "anomalib_default_fps",
     "speedup_vs_anomalib",
     "infer_p50_ms",
     "cpu_percent",
+    "cpu_ms_per_frame",
+    "cpu_bound_fps",
     "rss_mib",
     "load_avg",
 ]
 PACED_COLUMNS = [
     "detector",
-    "batch_size",
+    "variant",
     "camera_fps",
     "frames_captured",
     "frames_scored",
@@ -82,6 +87,35 @@ MODEST: dict[str, dict[str, Any]] = {
 }
 TRAIN_OFFSET = 1_000_000  # training parts come from a range the camera never shows
 Progress = Callable[[str], None]
+#: OpenVINO settings of the station's default model loader, for the like-for-like comparison.
+SAME_AS_STATION = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
+
+
+@dataclass(frozen=True)
+class Variant:
+    """Station settings to compare: frames per inference call, OpenVINO threads per compiled
+    model (None: OpenVINO's choice, all cores), parallel scoring workers."""
+
+    batch_size: int = 1
+    num_threads: int | None = None
+    infer_workers: int = 1
+
+    @property
+    def label(self) -> str:
+        threads = self.num_threads if self.num_threads is not None else "auto"
+        return f"b{self.batch_size} t{threads} w{self.infer_workers}"
+
+    @classmethod
+    def parse(cls, text: str) -> Variant:
+        """``"batch:threads:workers"``, e.g. ``"1:auto:1"`` or ``"1:1:2"``."""
+        try:
+            batch, threads, workers = text.split(":")
+            return cls(int(batch), None if threads == "auto" else int(threads), int(workers))
+        except ValueError:
+            raise ValueError(f"variant {text!r}: expected batch:threads:workers") from None
+
+
+DEFAULT_VARIANTS = (Variant(1, None, 1), Variant(4, None, 1), Variant(1, 1, 1), Variant(1, 1, 2))
 
 
 def _log(msg: str) -> None:
@@ -238,12 +272,21 @@ def named_ir_copy(bundle: Path, out: Path) -> Path:
     return out / "model.xml"
 
 
-def anomalib_fps(bundle: Path, frames: np.ndarray, seconds: float, workdir: Path) -> float:
-    """anomalib ``OpenVINOInferencer.predict`` frames/s on one uint8 frame at a time."""
+def anomalib_fps(
+    bundle: Path,
+    frames: np.ndarray,
+    seconds: float,
+    workdir: Path,
+    config: dict[str, Any] | None = None,
+) -> float:
+    """anomalib ``OpenVINOInferencer.predict`` frames/s on one uint8 frame at a time.
+
+    ``config`` goes to OpenVINO (None: its defaults, which on CPUs with bf16 units run an FP32
+    IR in bf16).
+    """
     from anomalib.deploy import OpenVINOInferencer
 
     xml = named_ir_copy(bundle, workdir.resolve() / "anomalib-ir")
-    config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
     with _chdir(workdir):  # it writes an ``openvino_cache`` folder into the working directory
         inferencer = OpenVINOInferencer(path=xml, device="CPU", config=config)
         return _rate(lambda i: inferencer.predict(frames[i]), len(frames), seconds)
@@ -286,6 +329,7 @@ def station_run(
     camera_fps: float | None = None,
     cache: int = 64,
     num_threads: int | None = None,
+    infer_workers: int = 1,
 ) -> dict[str, Any]:
     """Run the station pipeline once on a fresh SQLite database; its stats plus CPU and RSS.
 
@@ -322,7 +366,12 @@ def station_run(
             "camera": camera,
             "detector": {"source": "bundle", "path": str(bundle), "num_threads": num_threads},
             "artifacts_dir": str(run_dir / "artifacts"),
-            "pipeline": {"batch_size": batch_size, "stats_interval_s": 0, "reload_poll_s": 1.0},
+            "pipeline": {
+                "batch_size": batch_size,
+                "infer_workers": infer_workers,
+                "stats_interval_s": 0,
+                "reload_poll_s": 1.0,
+            },
         }
     )
     station = Station(config, session_factory=make_session_factory(engine))
@@ -342,6 +391,8 @@ def station_run(
     c = stats["counters"]
     return {
         "batch_size": batch_size,
+        "num_threads": num_threads,
+        "infer_workers": infer_workers,
         "camera_fps": camera_fps,
         "frames_per_second": c["persisted"] / stats["elapsed_s"],
         "p50_ms": lat.get("verdict", {}).get("p50"),
@@ -355,6 +406,9 @@ def station_run(
         "frames_anomalous": c["anomalous"],
         "persist_failures": c["persist_failures"],
         "cpu_percent": 100.0 * cpu_s / (t1 - t0),
+        # CPU time the process spent per stored result: what the station costs, whatever else
+        # runs on the machine; cores / this = the rate the cores could sustain if idle.
+        "cpu_ms_per_frame": 1000.0 * cpu_s / max(1, c["persisted"]),
         "rss_mib": rss.peak / 2**20,
         "elapsed_s": stats["elapsed_s"],
         "load_avg": (load_before + os.getloadavg()[0]) / 2,
@@ -374,7 +428,7 @@ def _measure(
     size: int,
     frames: int,
     normals: int,
-    batch_sizes: Sequence[int],
+    variants: Sequence[Variant],
     precisions: Sequence[str],
     camera_fps: float,
     anomalib_seconds: float,
@@ -401,23 +455,31 @@ def _measure(
     )
     progress(f"{key}: anomalib OpenVINOInferencer on the same IR")
     theirs: float | None = None
+    theirs_default: float | None = None
     try:
         with tempfile.TemporaryDirectory(dir=workdir) as tmp:
-            theirs = anomalib_fps(fp32, test_images, anomalib_seconds, Path(tmp))
+            theirs = anomalib_fps(fp32, test_images, anomalib_seconds, Path(tmp), SAME_AS_STATION)
+            theirs_default = anomalib_fps(fp32, test_images, anomalib_seconds, Path(tmp), None)
     except Exception as exc:  # the comparison failing must not lose the station numbers
         logger.exception("anomalib inferencer failed for %s", key)
         payload["errors"][f"{key} (anomalib inferencer)"] = f"{type(exc).__name__}: {exc}"
-    for batch in batch_sizes:
-        progress(f"{key}: station, batch {batch}, {frames} frames, camera always ready")
-        sat = station_run(fp32, workdir / key, size=size, frames=frames, batch_size=batch)
-        progress(f"{key}: station, batch {batch}, camera at {camera_fps:g} frames/s")
+    for variant in variants:
+        knobs: dict[str, Any] = {
+            "batch_size": variant.batch_size,
+            "num_threads": variant.num_threads,
+            "infer_workers": variant.infer_workers,
+        }
+        progress(f"{key}: station {variant.label}, {frames} frames, camera always ready")
+        sat = station_run(fp32, workdir / key, size=size, frames=frames, **knobs)
+        progress(f"{key}: station {variant.label}, camera at {camera_fps:g} frames/s")
         paced = station_run(
-            fp32, workdir / key, size=size, frames=frames, batch_size=batch, camera_fps=camera_fps
+            fp32, workdir / key, size=size, frames=frames, camera_fps=camera_fps, **knobs
         )
         payload["runs"].append(
             {
                 "detector": key,
-                "batch_size": batch,
+                "variant": variant.label,
+                **knobs,
                 # throughput: camera always ready, every result persisted
                 "frames_per_second": sat["frames_per_second"],
                 # latency and drops: camera at camera_fps
@@ -431,8 +493,11 @@ def _measure(
                 "camera_fps": camera_fps,
                 "infer_p50_ms": sat["infer_p50_ms"],
                 "cpu_percent": sat["cpu_percent"],
+                "cpu_ms_per_frame": sat["cpu_ms_per_frame"],
+                "cpu_bound_fps": 1000.0 * payload["cpu_count"] / sat["cpu_ms_per_frame"],
                 "rss_mib": max(sat["rss_mib"], paced["rss_mib"]),
                 "anomalib_inferencer_fps": theirs,
+                "anomalib_default_fps": theirs_default,
                 "speedup_vs_anomalib": sat["frames_per_second"] / theirs if theirs else None,
                 "load_avg": sat["load_avg"],
                 "saturated": sat,
@@ -447,7 +512,7 @@ def run(
     size: int = 256,
     frames: int = 600,
     normals: int = 100,
-    batch_sizes: Sequence[int] = (1, 4),
+    variants: Sequence[Variant] = DEFAULT_VARIANTS,
     precisions: Sequence[str] = ("fp32", "fp16", "int8"),
     camera_fps: float = 60.0,
     anomalib_seconds: float = 10.0,
@@ -474,7 +539,7 @@ def run(
         "size": size,
         "frames": frames,
         "normals": normals,
-        "batch_sizes": batch_sizes,
+        "variants": variants,
         "precisions": precisions,
         "camera_fps": camera_fps,
         "anomalib_seconds": anomalib_seconds,
@@ -503,9 +568,16 @@ def markdown(payload: dict[str, Any]) -> str:
         "`load_avg` = the machine's 1-minute load average during the run (other jobs share "
         "the machine). Method: `inspection/bench/station_bench.py`.",
         "## Throughput: camera always ready",
-        "`frames_per_second` = results persisted per second, start to last result stored; "
-        "`anomalib_inferencer_fps` = anomalib `OpenVINOInferencer.predict` on the same IR "
-        "(inference only, nothing stored); `cpu_percent` of one core.",
+        "`variant` = b<frames per inference call> t<OpenVINO threads per model, auto = all "
+        "cores> w<parallel scoring workers>. `frames_per_second` = results persisted per "
+        "second, start to last result stored; `anomalib_inferencer_fps` = anomalib "
+        "`OpenVINOInferencer.predict` on the same IR with the station's default OpenVINO "
+        "settings (latency hint, f32; inference only, nothing stored), `speedup_vs_anomalib` "
+        "relative to it; `anomalib_default_fps` = the same with OpenVINO's defaults (bf16 "
+        "inference on CPUs with bf16 units: faster on memory-bound graphs, shifted scores); `cpu_percent` of one core; `cpu_ms_per_frame` = "
+        "CPU time of the station process per stored result and `cpu_bound_fps` = cores / that, "
+        "the rate these cores could sustain without the other jobs sharing them (an upper "
+        "bound, not a measurement).",
         markdown_table(payload["runs"], COLUMNS),
         f"## Latency and drops: camera at {payload['camera_fps']:g} frames/s",
         "`p50_ms`/`p99_ms` = capture -> verdict; `persisted_p99_ms` = capture -> row "
@@ -520,7 +592,7 @@ def markdown(payload: dict[str, Any]) -> str:
     stage_rows = [
         {
             "detector": r["detector"],
-            "batch_size": r["batch_size"],
+            "variant": r["variant"],
             **{
                 f"{k} p50/p99": f"{v['p50']:.1f} / {v['p99']:.1f}"
                 for k, v in r["paced"]["stages_ms"].items()

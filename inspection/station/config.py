@@ -306,7 +306,9 @@ class PipelineConfig(_Model):
     """Pipeline tuning.
 
     ``queue_size``: frames waiting for scoring; ``batch_size``: frames scored per inference call
-    (frames already waiting, never waits to fill a batch); ``persist_queue_size``/
+    (frames already waiting, never waits to fill a batch); ``infer_workers``: scoring threads,
+    each with its own compiled model and inference request (frames may then be stored out of
+    capture order; ``captured_at`` keeps the order); ``persist_queue_size``/
     ``persist_batch``: results waiting for the database / written per transaction;
     ``persist_retry_s``: how long a result is retried while the database is unavailable before
     it counts as a persist failure; ``reload_poll_s``: how often the model and thresholds are
@@ -316,6 +318,7 @@ class PipelineConfig(_Model):
 
     queue_size: int = Field(8, ge=1)
     batch_size: int = Field(1, ge=1, le=64)
+    infer_workers: int = Field(1, ge=1, le=8)
     persist_queue_size: int = Field(256, ge=1)
     persist_batch: int = Field(32, ge=1)
     persist_retry_s: float = Field(60.0, ge=0)

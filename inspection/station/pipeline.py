@@ -175,13 +175,20 @@ class LatencyRecorder:
 class ActiveModel:
     """The model in use, swapped as a whole (a reference assignment) between batches.
 
-    ``signature`` identifies the loaded bundle (``model.json`` mtime and size) in bundle mode.
+    ``models`` holds one compiled instance per scoring worker (each has its own inference
+    request); ``signature`` identifies the loaded bundle (``model.json`` mtime and size) in
+    bundle mode.
     """
 
-    model: ScoringModel
+    models: tuple[ScoringModel, ...]
     version_id: int | None
     bundle: Path
     signature: tuple[int, int] | None = None
+
+    @property
+    def model(self) -> ScoringModel:
+        """The first instance (all are the same model)."""
+        return self.models[0]
 
 
 @dataclass(frozen=True)
@@ -337,9 +344,10 @@ class CaptureWorker(Worker):
 class ScoringWorker(Worker):
     """Preprocess, infer, threshold, segment and type frames; hands results to persist."""
 
-    def __init__(self, name: str, station: Station) -> None:
+    def __init__(self, name: str, station: Station, index: int = 0) -> None:
         super().__init__(name)
         self.station = station
+        self.index = index
         self.busy = 0  # frames taken from the queue, not yet scored or counted bad
         self.holding = 0  # scored results waiting for room in the persist queue
         self.drain_then_stop = False
@@ -362,7 +370,7 @@ class ScoringWorker(Worker):
         st = self.station
         active = st.active  # one model per batch: swaps happen between batches
         thresholds = st.thresholds
-        model = active.model
+        model = active.models[self.index % len(active.models)]
         roi = st.config.roi.as_tuple() if st.config.roi is not None else None
         t0 = time.perf_counter()
         frames: list[Frame] = []
@@ -572,7 +580,7 @@ class Station:
         self._db_thresholds: tuple[float | None, float | None] = (None, None)
         self.outputs = ResultOutputs(config, self.counters)
         self._capture: CaptureWorker | None = None
-        self._scoring: ScoringWorker | None = None
+        self._scorers: list[ScoringWorker] = []
         self._persist: PersistWorker | None = None
         self._watcher: ModelWatcher | None = None
         self.started_at = 0.0
@@ -594,13 +602,15 @@ class Station:
     def _load(
         self, bundle: Path, version_id: int | None, sig: tuple[int, int] | None
     ) -> ActiveModel:
-        model = self.model_loader(bundle, self.config.detector)
-        if self.config.resize is not None and self.config.resize != model.size:
+        n = self.config.pipeline.infer_workers
+        models = tuple(self.model_loader(bundle, self.config.detector) for _ in range(n))
+        size = models[0].size
+        if self.config.resize is not None and self.config.resize != size:
             raise ConfigError(
                 f"station {self.config.id}: resize {self.config.resize} does not match the "
-                f"model's input size {model.size} ({bundle})"
+                f"model's input size {size} ({bundle})"
             )
-        return ActiveModel(model, version_id, bundle, sig)
+        return ActiveModel(models, version_id, bundle, sig)
 
     def _initial_model(self) -> ActiveModel:
         det = self.config.detector
@@ -711,7 +721,10 @@ class Station:
             on_result=self.outputs.emit,
             stage_ms=self.latency.add,
         )
-        self._scoring = ScoringWorker(f"{name}-score", self)
+        self._scorers = [
+            ScoringWorker(f"{name}-score{i}" if i else f"{name}-score", self, i)
+            for i in range(cfg.pipeline.infer_workers)
+        ]
         self._capture = CaptureWorker(
             f"{name}-capture",
             self.source,
@@ -727,7 +740,7 @@ class Station:
             start_sink()  # a spooling sink opens its spool and starts replaying it
         metrics.register(self)
         self.started_at = time.perf_counter()
-        for worker in (self._persist, self._scoring, self._watcher, self._capture):
+        for worker in (self._persist, *self._scorers, self._watcher, self._capture):
             worker.start()
         logger.info(
             "station %s started: camera %s, model version %s, %s",
@@ -736,6 +749,11 @@ class Station:
             self.active.version_id,
             self.thresholds,
         )
+
+    @property
+    def _scoring(self) -> ScoringWorker | None:
+        """The first scoring worker (kept for callers written before there could be several)."""
+        return self._scorers[0] if self._scorers else None
 
     @property
     def capture_finished(self) -> bool:
@@ -752,16 +770,18 @@ class Station:
         cfg = self.config
         timeout = timeout_s if timeout_s is not None else cfg.pipeline.persist_retry_s + 30.0
         deadline = time.monotonic() + timeout
-        capture, scoring, persist = self._capture, self._scoring, self._persist
-        if capture is None or scoring is None or persist is None:
+        capture, scorers, persist = self._capture, self._scorers, self._persist
+        if capture is None or not scorers or persist is None:
             return self.stats()
         capture.stop()
         capture.join(max(0.0, deadline - time.monotonic()))
-        scoring.drain_then_stop = True
-        if not scoring.join(max(0.0, deadline - time.monotonic())):
-            scoring.stop()
-            self.persist_abort.set()
-            scoring.join(5.0)
+        for scoring in scorers:
+            scoring.drain_then_stop = True
+        for scoring in scorers:
+            if not scoring.join(max(0.0, deadline - time.monotonic())):
+                scoring.stop()
+                self.persist_abort.set()
+                scoring.join(5.0)
         left = drain(self.frames, self.frames.maxsize + 1)
         if left:
             self.counters.inc("dropped", len(left))
@@ -809,8 +829,8 @@ class Station:
     def stats(self) -> dict[str, Any]:
         """Counters, in-flight frames, latencies (ms), throughput and the model in use."""
         c = self.counters.snapshot()
-        scoring_busy = self._scoring.busy if self._scoring is not None else 0
-        holding = self._scoring.holding if self._scoring is not None else 0
+        scoring_busy = sum(w.busy for w in self._scorers)
+        holding = sum(w.holding for w in self._scorers)
         persist_busy = (self._persist.busy if self._persist is not None else 0) + holding
         end = self.stopped_at or time.perf_counter()
         elapsed = max(1e-9, end - self.started_at) if self.started_at else 0.0

@@ -110,7 +110,7 @@ def test_station_bench_quick(
         ["padim"],
         size=64,
         frames=20,
-        batch_sizes=(1, 2),
+        variants=(station_bench.Variant(1, None, 1), station_bench.Variant.parse("2:1:2")),
         precisions=("fp32",),
         camera_fps=100.0,
         anomalib_seconds=0.5,
@@ -119,11 +119,12 @@ def test_station_bench_quick(
         quick=True,
     )
     assert payload["errors"] == {}
-    assert [r["batch_size"] for r in payload["runs"]] == [1, 2]
+    assert [r["variant"] for r in payload["runs"]] == ["b1 tauto w1", "b2 t1 w2"]
     for row in payload["runs"]:
         sat = row["saturated"]
         assert sat["frames_persisted"] == sat["frames_captured"] == 20
         assert row["frames_per_second"] > 0 and row["anomalib_inferencer_fps"] > 0
+        assert row["cpu_ms_per_frame"] > 0 and row["cpu_bound_fps"] > 0
         assert row["frames_captured"] == row["frames_persisted"] + row["frames_dropped"]
     assert payload["precision"][0]["image_auroc"] > 0.5
     saved = json.loads((tmp_path / "results" / "station.json").read_text())

@@ -292,3 +292,16 @@ def test_classifier_from_config(tmp_path: Path, db) -> None:
     missing = make_config(tmp_path, classifier={"path": str(tmp_path / "nope")})
     with pytest.raises(ModelFileError):
         load_classifier(missing)  # the default loader: an exported typing bundle
+
+
+def test_parallel_scoring_workers(tmp_path: Path, db) -> None:
+    _, factory = db
+    loader = FakeLoader(delay_s=0.01)
+    cfg = make_config(tmp_path, camera={"count": 40}, pipeline={"infer_workers": 2})
+    station = make_station(cfg, factory, model_loader=loader)
+    stats = station.run()
+    assert_accounted(stats)
+    assert stats["counters"]["persisted"] == 40 == count_rows(factory)
+    assert len(loader.loaded) == 2  # one compiled model per worker
+    models = station.active.models
+    assert len(models) == 2 and all(m.calls > 0 for m in models)  # type: ignore[attr-defined]
