@@ -31,7 +31,7 @@ def test_example_line_loads_with_defaults() -> None:
     assert a.retrain.schedule == "0 2 * * *"  # from stations/defaults.yaml
     assert a.retention.days == 90 and a.retention.frames == "anomalous"
     assert a.detector.source == "database" and b.detector.source == "bundle"
-    assert b.roi is not None and b.resize == 224
+    assert b.roi is not None and b.resize == 128
 
 
 def _write(path: Path, text: str) -> Path:
