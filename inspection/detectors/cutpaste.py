@@ -233,9 +233,10 @@ class CutPasteDetector(Detector):
     key = "cutpaste"
     Config = CutPasteConfig
     paper = "Li et al., CutPaste, CVPR 2021, arXiv:2104.04015"
-    #: Mahalanobis distances amplify float error a little more than plain feature maps.
+    #: torch vs OpenVINO fp32 (CPU): measured max deviation 2.3e-6 (score), 1.3e-6 (map) at quick_config,
+    #: score relative / map relative to its range; the tolerances keep a >30x margin.
     export_rtol: ClassVar[float] = 1e-3
-    export_atol: ClassVar[float] = 1e-3
+    export_atol: ClassVar[float] = 1e-4
 
     config: CutPasteConfig
 

@@ -99,8 +99,10 @@ class GanomalyDetector(Detector):
     key = "ganomaly"
     Config = GanomalyConfig
     paper = "Akcay et al., GANomaly, ACCV 2018, arXiv:1805.06725 (anomalib GanomalyModel)"
+    #: torch vs OpenVINO fp32 (CPU): measured max deviation 3.0e-6 (score), 5.0e-7 (map) at quick_config,
+    #: score relative / map relative to its range; the tolerances keep a >30x margin.
     export_rtol: ClassVar[float] = 1e-3
-    export_atol: ClassVar[float] = 1e-3
+    export_atol: ClassVar[float] = 1e-4
 
     config: GanomalyConfig
 

@@ -300,8 +300,10 @@ class MemAEDetector(Detector):
     key = "memae"
     Config = MemAEConfig
     paper = "Gong et al., MemAE, ICCV 2019, arXiv:1904.02639"
+    #: torch vs OpenVINO fp32 (CPU): measured max deviation 2.1e-7 (score), 2.2e-7 (map) at quick_config,
+    #: score relative / map relative to its range; the tolerances keep a >30x margin.
     export_rtol: ClassVar[float] = 1e-3
-    export_atol: ClassVar[float] = 1e-3
+    export_atol: ClassVar[float] = 1e-4
 
     config: MemAEConfig
 
@@ -360,8 +362,10 @@ class MemAEFeatDetector(Detector):
     key = "memae_feat"
     Config = MemAEFeatConfig
     paper = "Gong et al., MemAE, ICCV 2019, arXiv:1904.02639 (feature-space variant)"
+    #: torch vs OpenVINO fp32 (CPU): measured max deviation 4.7e-7 (score), 9.9e-7 (map) at quick_config,
+    #: score relative / map relative to its range; the tolerances keep a >30x margin.
     export_rtol: ClassVar[float] = 1e-3
-    export_atol: ClassVar[float] = 1e-3
+    export_atol: ClassVar[float] = 1e-4
 
     config: MemAEFeatConfig
 

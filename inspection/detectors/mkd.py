@@ -215,8 +215,10 @@ class MkdDetector(Detector):
     key = "mkd"
     Config = MkdConfig
     paper = "Salehi et al., Multiresolution Knowledge Distillation, CVPR 2021, arXiv:2011.11108"
+    #: torch vs OpenVINO fp32 (CPU): measured max deviation 3.9e-7 (score), 6.5e-7 (map) at quick_config,
+    #: score relative / map relative to its range; the tolerances keep a >30x margin.
     export_rtol: ClassVar[float] = 1e-3
-    export_atol: ClassVar[float] = 1e-3
+    export_atol: ClassVar[float] = 1e-4
 
     config: MkdConfig
 

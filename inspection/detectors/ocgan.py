@@ -205,8 +205,10 @@ class OcganDetector(Detector):
     key = "ocgan"
     Config = OcganConfig
     paper = "Perera et al., OCGAN, CVPR 2019, arXiv:1903.08550"
+    #: torch vs OpenVINO fp32 (CPU): measured max deviation 4.0e-7 (score), 3.2e-7 (map) at quick_config,
+    #: score relative / map relative to its range; the tolerances keep a >30x margin.
     export_rtol: ClassVar[float] = 1e-3
-    export_atol: ClassVar[float] = 1e-3
+    export_atol: ClassVar[float] = 1e-4
 
     config: OcganConfig
 
