@@ -14,6 +14,7 @@ from inspection.api.cli import serve_command, users_app
 from inspection.bench.cli import app as bench_app
 from inspection.db.cli import app as db_app
 from inspection.demo import demo_command
+from inspection.loop.cli import app as loop_app
 from inspection.station.cli import app as station_app
 
 app = typer.Typer(
@@ -27,6 +28,7 @@ app.add_typer(bench_app, name="bench")
 app.add_typer(db_app, name="db")
 app.add_typer(station_app, name="station")
 app.add_typer(users_app, name="users")
+app.add_typer(loop_app)  # top-level groups: retrain, scheduler
 app.command("demo")(demo_command)
 app.command("serve")(serve_command)
 

@@ -94,7 +94,11 @@ class TrainingData:
         confirmed_normals: (K, S, S, 3) operator-confirmed normals of the job's training split.
         defects: (M, S, S, 3) labelled defects of the training split.
         defect_types: M type names (None: defect without a type).
-        defect_crops: M crops of the strongest region (typer inputs).
+        defect_crops: M crops of the strongest region as stored (typer inputs when
+            ``defect_frames`` is empty).
+        defect_frames: M full frames; when given, the typer trains on crops re-cut around the
+            candidate's own anomaly map, i.e. what the station will crop after promotion.
+        roi: the station's region of interest in frame pixels.
         ref_normals: (R, S, S, 3) root-validation normals never fitted by any model (refiner
             negatives and threshold calibration).
         base: the root's fit normals (needed by ``refit`` only).
@@ -106,6 +110,8 @@ class TrainingData:
     defect_crops: list[np.ndarray]
     ref_normals: np.ndarray
     base: ImageSet | None = None
+    defect_frames: list[np.ndarray] = field(default_factory=list)
+    roi: tuple[int, int, int, int] | None = None
 
 
 @dataclass
@@ -117,6 +123,12 @@ class Candidate:
     typer: Any | None  # inspection.typing.classifier.OpenSetTyper
     pooled: PooledFeatures | None
     info: dict[str, Any] = field(default_factory=dict)
+    patch_refiner: Any | None = None  # inspection.loop.patch_refiner.PatchRefinerParams
+
+    @property
+    def refined(self) -> bool:
+        """Whether the exported score is a refined (supervised) one."""
+        return self.refiner is not None or self.patch_refiner is not None
 
 
 def _outputs(detector: Detector, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -172,6 +184,169 @@ def build_detector(
     return detector, len(images), "refit"
 
 
+def refiner_mode(detector: Detector, settings: RetrainSettings) -> str:
+    """``patch`` or ``image`` (see :class:`~inspection.loop.config.RefinerConfig`)."""
+    mode = settings.refiner.mode
+    if mode == "auto":
+        return "patch" if detector.key == "padim" else "image"
+    if mode == "patch" and detector.key != "padim":
+        from inspection.errors import ConfigError
+
+        raise ConfigError(f"refiner mode 'patch' needs a padim detector, not {detector.key}")
+    return mode
+
+
+def _folds(labels: np.ndarray, k: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    from sklearn.model_selection import StratifiedKFold
+
+    n = int(min(k, np.bincount(labels.astype(int), minlength=2).min()))
+    if n < 2:
+        return []
+    return list(
+        StratifiedKFold(n, shuffle=True, random_state=seed).split(np.zeros(len(labels)), labels)
+    )
+
+
+def _calibration(
+    normal_scores: np.ndarray,
+    all_scores: np.ndarray,
+    threshold: float,
+    normal_maps: np.ndarray,
+    settings: RetrainSettings,
+) -> Calibration:
+    """Calibration of a refined model from out-of-fold scores and in-sample normal maps."""
+    pixel = calibrate(normal_scores, normal_maps, settings.quantile)
+    return Calibration(
+        image_threshold=threshold,
+        pixel_threshold=pixel.pixel_threshold,
+        score_min=float(min(normal_scores.min(), threshold)),
+        score_max=float(max(np.quantile(all_scores, 0.99), threshold + 1e-6)),
+        map_min=pixel.map_min,
+        map_max=pixel.map_max,
+        quantile=settings.quantile,
+    )
+
+
+def _patch_refiner(
+    root_detector: Detector,
+    data: TrainingData,
+    settings: RetrainSettings,
+    progress: ProgressFn,
+) -> Callable[[Detector], tuple[Any, Calibration, dict[str, Any], np.ndarray]]:
+    """Collect what the patch refiner needs from the root detector (before it is updated),
+    and return the function that finishes the job on the candidate detector."""
+    from inspection.loop.patch_refiner import padim_maps
+
+    confirmed = padim_maps(root_detector, data.confirmed_normals, progress)
+
+    def finish(detector: Detector) -> tuple[Any, Calibration, dict[str, Any], np.ndarray]:
+        from inspection.loop.patch_refiner import (
+            PatchMaps,
+            fit_patch_refiner,
+            one_class_scores,
+            refined_maps,
+        )
+
+        cfg = settings.refiner
+        size = detector.config.image_size
+        seed = settings.holdout.seed or 0
+        defects = padim_maps(detector, data.defects, progress)
+        refs = padim_maps(detector, data.ref_normals, progress)
+        normals = PatchMaps.concat([refs, confirmed]) if len(confirmed) else refs
+
+        def fit(d: PatchMaps, n: PatchMaps) -> Any:
+            return fit_patch_refiner(
+                d,
+                n,
+                top_k=cfg.top_k,
+                c=cfg.c,
+                max_normal_patches=cfg.max_normal_patches,
+                seed=seed,
+            )
+
+        labels = np.r_[np.ones(len(defects)), np.zeros(len(normals))]
+        oof = np.zeros(len(labels))
+        for j, (tr, va) in enumerate(_folds(labels, cfg.cv_folds, seed)):
+            d_tr = tr[tr < len(defects)]
+            n_tr = tr[tr >= len(defects)] - len(defects)
+            fold = fit(defects.take(d_tr), normals.take(n_tr))
+            both = PatchMaps.concat([defects, normals])
+            oof[va] = refined_maps(detector, fold, both.take(va), size)[0]
+            progress("patch refiner: cross-fitting", j + 1, cfg.cv_folds)
+        params = fit(defects, normals)
+        if cfg.guard_quantile is not None:
+            one = one_class_scores(detector, refs, size)
+            params.guard = float(np.quantile(one, cfg.guard_quantile))
+            spread = float(np.std(oof[labels == 0])) or 1.0
+            params.guard_scale = float(np.std(one) or 1.0) / spread
+        threshold, tinfo = _threshold(oof[labels == 0], oof[labels == 1], settings)
+        params.threshold = threshold
+        _, ref_maps = refined_maps(detector, params, refs, size)
+        calibration = _calibration(oof[labels == 0], oof, threshold, ref_maps, settings)
+        info = {"refiner": params.summary(), "threshold": tinfo}
+        return params, calibration, info, refined_maps(detector, params, defects, size)[1]
+
+    return finish
+
+
+def _image_refiner(
+    root_detector: Detector,
+    data: TrainingData,
+    settings: RetrainSettings,
+    pooled: PooledFeatures | None,
+    progress: ProgressFn,
+) -> Callable[[Detector], tuple[Any, Calibration, dict[str, Any], np.ndarray]]:
+    """Like :func:`_patch_refiner` for the image-level refiner (any detector)."""
+    confirmed_out = _outputs(root_detector, data.confirmed_normals)  # before the update
+
+    def finish(detector: Detector) -> tuple[Any, Calibration, dict[str, Any], np.ndarray]:
+        features = pooled or PooledFeatures(detector.config.image_size)
+        ref_scores, ref_maps = _outputs(detector, data.ref_normals)
+        defect_scores, defect_maps = _outputs(detector, data.defects)
+        outs = [(defect_scores, defect_maps), confirmed_out, (ref_scores, ref_maps)]
+        images = [data.defects, data.confirmed_normals, data.ref_normals]
+        parts = []
+        for (scores, maps), im in zip(outs, images, strict=True):
+            feats = features(im, progress) if len(im) else np.zeros((0, 2560), np.float32)
+            parts.append(RefinerInputs.from_outputs(scores, maps, feats))
+        dim = max(p.pooled.shape[1] for p in parts)
+        parts = [
+            p
+            if len(p)
+            else RefinerInputs.from_outputs(p.score, np.zeros((0, 1)), np.zeros((0, dim)))
+            for p in parts
+        ]
+        train = RefinerInputs.concat(parts)
+        labels = np.r_[np.ones(len(parts[0])), np.zeros(len(parts[1]) + len(parts[2]))]
+        cfg = settings.refiner
+        params, oof = fit_refiner(
+            train,
+            labels,
+            parts[2],
+            components=cfg.components,
+            c_grid=cfg.c_grid,
+            cv_folds=cfg.cv_folds,
+            guard_quantile=cfg.guard_quantile,
+            seed=settings.holdout.seed or 0,
+        )
+        threshold, tinfo = _threshold(oof[labels == 0], oof[labels == 1], settings)
+        params.threshold = threshold
+        one_class = calibrate(ref_scores, ref_maps, settings.quantile)
+        calibration = Calibration(
+            image_threshold=threshold,
+            pixel_threshold=one_class.pixel_threshold,
+            score_min=float(min(oof[labels == 0].min(), threshold)),
+            score_max=float(max(np.quantile(oof, 0.99), threshold + 1e-6)),
+            map_min=one_class.map_min,
+            map_max=one_class.map_max,
+            quantile=settings.quantile,
+        )
+        info = {"refiner": {"kind": "image", **params.summary()}, "threshold": tinfo}
+        return (params, features), calibration, info, defect_maps
+
+    return finish
+
+
 def build_candidate(
     root: TrainedModel,
     data: TrainingData,
@@ -186,81 +361,48 @@ def build_candidate(
     ``stage(name)`` is called as each phase starts (``detector``, ``refiner``, ``typer``); the
     retrain job records it and may raise there to cancel.
 
-    ``root`` is changed in place (its detector becomes the candidate's when updating). Scores
-    of the confirmed normals come from the root detector *before* they are merged into it, so
-    the refiner sees what a model that never fitted them says about them.
+    ``root`` is changed in place (its detector becomes the candidate's when updating). What the
+    refiner learns about the confirmed normals comes from the root detector *before* they are
+    merged into it, so it sees what a model that never fitted them says about them.
     """
     info: dict[str, Any] = {}
-    n_defects = len(data.defects)
+    if len(data.ref_normals) == 0:
+        from inspection.errors import DatasetError
+
+        raise DatasetError("no held-out normal images to calibrate the candidate on")
+    cfg = settings.refiner
     use_refiner = (
-        settings.refiner.enabled
-        and n_defects >= settings.refiner.min_defects
-        and len(data.ref_normals) + len(data.confirmed_normals) >= settings.refiner.min_normals
+        cfg.enabled
+        and len(data.defects) >= cfg.min_defects
+        and len(data.ref_normals) + len(data.confirmed_normals) >= cfg.min_normals
         and len(data.ref_normals) >= 2
     )
     stage("detector")
-    confirmed_out = (
-        _outputs(root.detector, data.confirmed_normals) if use_refiner else None
-    )  # before the update
+    finish: Callable[[Detector], tuple[Any, Calibration, dict[str, Any], np.ndarray]] | None = None
+    mode = refiner_mode(root.detector, settings) if use_refiner else None
+    if mode == "patch":
+        finish = _patch_refiner(root.detector, data, settings, progress)
+    elif mode == "image":
+        finish = _image_refiner(root.detector, data, settings, pooled, progress)
     detector, n_train, strategy = build_detector(root, data, settings, progress)
     info.update(
         detector_strategy=strategy, n_train=n_train, confirmed_normals=len(data.confirmed_normals)
     )
     stage("refiner")
-    ref_scores, ref_maps = _outputs(detector, data.ref_normals)
-    if len(ref_scores) == 0:
-        from inspection.errors import DatasetError
-
-        raise DatasetError("no held-out normal images to calibrate the candidate on")
-    one_class = calibrate(ref_scores, ref_maps, settings.quantile)
-    defect_scores, defect_maps = _outputs(detector, data.defects)
     refiner: RefinerParams | None = None
-    calibration = one_class
-    if use_refiner:
-        assert confirmed_out is not None
-        pooled = pooled or PooledFeatures(detector.config.image_size)
-        images = [data.defects, data.confirmed_normals, data.ref_normals]
-        feats = [pooled(im, progress) if len(im) else None for im in images]
-        dim = next(f.shape[1] for f in feats if f is not None)
-        empty = np.zeros((0, dim), np.float32)
-        parts = [
-            RefinerInputs.from_outputs(
-                defect_scores, defect_maps, feats[0] if feats[0] is not None else empty
-            ),
-            RefinerInputs.from_outputs(*confirmed_out, feats[1] if feats[1] is not None else empty),
-            RefinerInputs.from_outputs(
-                ref_scores, ref_maps, feats[2] if feats[2] is not None else empty
-            ),
-        ]
-        train = RefinerInputs.concat(parts)
-        labels = np.concatenate(
-            [np.ones(n_defects), np.zeros(len(data.confirmed_normals) + len(data.ref_normals))]
-        )
-        cfg = settings.refiner
-        refiner, oof = fit_refiner(
-            train,
-            labels,
-            parts[2],
-            components=cfg.components,
-            c_grid=cfg.c_grid,
-            cv_folds=cfg.cv_folds,
-            guard_quantile=cfg.guard_quantile,
-            seed=settings.holdout.seed or 0,
-        )
-        threshold, tinfo = _threshold(oof[labels == 0], oof[labels == 1], settings)
-        refiner.threshold = threshold
-        normal_oof = oof[labels == 0]
-        calibration = Calibration(
-            image_threshold=threshold,
-            pixel_threshold=one_class.pixel_threshold,
-            score_min=float(min(normal_oof.min(), threshold)),
-            score_max=float(max(np.quantile(oof, 0.99), threshold + 1e-6)),
-            map_min=one_class.map_min,
-            map_max=one_class.map_max,
-            quantile=settings.quantile,
-        )
-        info.update(refiner=refiner.summary(), threshold=tinfo)
+    patch: Any | None = None
+    features: PooledFeatures | None = None
+    if finish is not None:
+        fitted, calibration, rinfo, defect_maps = finish(detector)
+        info.update(rinfo)
+        if mode == "patch":
+            patch = fitted
+        else:
+            refiner, features = fitted
     else:
+        ref_scores, ref_maps = _outputs(detector, data.ref_normals)
+        defect_scores, defect_maps = _outputs(detector, data.defects)
+        one_class = calibrate(ref_scores, ref_maps, settings.quantile)
         threshold, tinfo = _threshold(ref_scores, defect_scores, settings)
         calibration = Calibration(
             image_threshold=threshold,
@@ -272,13 +414,24 @@ def build_candidate(
             quantile=settings.quantile,
         )
         info.update(refiner=None, threshold=tinfo)
-    stage("typer")
-    typer = train_typer(data, settings, progress)
-    info["typer"] = (
-        {"classes": typer.classes, "threshold": typer.threshold} if typer is not None else None
-    )
     trained = TrainedModel(detector, calibration, 0.0, n_train, len(data.ref_normals))
-    return Candidate(trained, refiner, typer, pooled if use_refiner else None, info)
+    candidate = Candidate(trained, refiner, None, features, info, patch)
+    stage("typer")
+    crops = data.defect_crops
+    if data.defect_frames:
+        from inspection.loop.dataset import station_crop
+
+        crops = [
+            station_crop(frame, amap, calibration.pixel_threshold, data.roi)
+            for frame, amap in zip(data.defect_frames, defect_maps, strict=True)
+        ]
+    candidate.typer = train_typer(data, settings, progress, crops=crops)
+    info["typer"] = (
+        {"classes": candidate.typer.classes, "threshold": candidate.typer.threshold}
+        if candidate.typer is not None
+        else None
+    )
+    return candidate
 
 
 def typer_classes(types: list[str | None], settings: RetrainSettings) -> list[str]:
@@ -310,9 +463,13 @@ def typer_config(settings: RetrainSettings, n_per_class_min: int) -> Any:
 
 
 def train_typer(
-    data: TrainingData, settings: RetrainSettings, progress: ProgressFn = no_progress
+    data: TrainingData,
+    settings: RetrainSettings,
+    progress: ProgressFn = no_progress,
+    crops: list[np.ndarray] | None = None,
 ) -> Any | None:
-    """An open-set typer on the labelled crops, or None when the labels are too few."""
+    """An open-set typer on the labelled crops (``crops``, default ``data.defect_crops``), or
+    None when the labels are too few."""
     if not settings.typer.enabled:
         return None
     classes = typer_classes(data.defect_types, settings)
@@ -329,11 +486,12 @@ def train_typer(
 
     keep = [i for i, t in enumerate(data.defect_types) if t in classes]
     size = settings.typer.image_size
-    crops = np.stack([resize_images(data.defect_crops[i][None], size)[0] for i in keep])
+    source = crops if crops is not None else data.defect_crops
+    inputs = np.stack([resize_images(source[i][None], size)[0] for i in keep])
     labels = [str(data.defect_types[i]) for i in keep]
     n_min = min(labels.count(c) for c in classes)
     typer = OpenSetTyper(typer_config(settings, n_min))
-    typer.fit(crops, labels, progress=progress)
+    typer.fit(inputs, labels, progress=progress)
     return typer
 
 
@@ -371,20 +529,28 @@ def export_candidate(
     if tmp.exists():
         shutil.rmtree(tmp)
     trained = candidate.trained
-    if candidate.refiner is not None:
+    graph: Any = None
+    if candidate.patch_refiner is not None:
+        from inspection.loop.patch_refiner import PatchRefinedPadim
+
+        graph = PatchRefinedPadim(trained.detector, candidate.patch_refiner).eval()
+    elif candidate.refiner is not None:
         assert candidate.pooled is not None
         graph = RefinedModel(
             trained.detector.deployable(), candidate.pooled.module, candidate.refiner
         ).eval()
+    if graph is not None:
         proxy = cast(Detector, _RefinedExport(trained.detector, graph))
         trained = TrainedModel(
             proxy, trained.calibration, trained.fit_seconds, trained.n_train, trained.n_val
         )
     meta = {"loop": {**candidate.info, **(extra or {})}}
-    meta["loop"]["refined"] = candidate.refiner is not None
+    meta["loop"]["refined"] = candidate.refined
     export_openvino(trained, tmp, precision=precision, extra_metadata=meta)  # type: ignore[arg-type]
     if candidate.refiner is not None:
         candidate.refiner.save(tmp / LOOP_DIR)
+    if candidate.patch_refiner is not None:
+        candidate.patch_refiner.save(tmp / LOOP_DIR)
     if candidate.typer is not None:
         candidate.typer.export(tmp / "typing")
     if out.exists():

@@ -76,24 +76,34 @@ class GateConfig(_Strict):
 class RefinerConfig(_Strict):
     """Supervised refinement of the one-class score from labelled defects.
 
-    A logistic regression on the one-class score (log raw score and two anomaly-map statistics)
-    and ``components`` principal components of pooled ImageNet backbone features of the whole
-    input image; it runs inside the exported graph, so the station needs nothing new. It is
-    trained only with at least ``min_defects`` labelled defects and ``min_normals`` held-out
-    normals; otherwise the candidate keeps the plain one-class score. The L2 strength is chosen
-    by stratified cross-validation on the training labels among ``c_grid``. The one-class
-    *guard* keeps every image whose one-class score is above the ``guard_quantile`` of
-    held-out normal scores anomalous, so defect types nobody labelled are still caught
-    (None: no guard).
+    ``mode``: ``patch`` (PaDiM only; :mod:`inspection.loop.patch_refiner`) — a logistic
+    regression per feature-map position on PaDiM's embedding and Mahalanobis distance, trained
+    on the ``top_k`` most anomalous positions of labelled defects vs every position of normal
+    images, with inverse L2 strength ``c``; ``image`` (any detector;
+    :mod:`inspection.loop.refiner`) — a logistic regression per image on the one-class score,
+    two map statistics and ``components`` principal components of pooled backbone features,
+    its strength chosen by cross-validation among ``c_grid``; ``auto``: ``patch`` for PaDiM,
+    else ``image``. Either runs inside the exported graph, so stations need nothing new.
+
+    A refiner is trained only with at least ``min_defects`` labelled defects and
+    ``min_normals`` normal images; otherwise the candidate keeps the plain one-class score.
+    Thresholds come from ``cv_folds``-fold out-of-fold scores. ``guard_quantile``: images whose
+    one-class score is above that quantile of held-out normal scores stay anomalous whatever
+    the regression says (None: off, the default — in production normals drift above held-out
+    ones, see ``bench/results/loop.md``).
     """
 
     enabled: bool = True
+    mode: Literal["auto", "patch", "image"] = "auto"
     min_defects: int = Field(10, ge=2)
     min_normals: int = Field(10, ge=2)
+    top_k: int = Field(8, ge=1, le=4096)
+    c: float = Field(1.0, gt=0.0)
+    max_normal_patches: int = Field(400_000, ge=1000)
     components: int = Field(16, ge=0, le=256)
     c_grid: tuple[float, ...] = (0.01, 0.03, 0.1, 0.3, 1.0)
-    cv_folds: int = Field(5, ge=2, le=20)
-    guard_quantile: float | None = Field(0.999, gt=0.5, le=1.0)
+    cv_folds: int = Field(3, ge=2, le=20)
+    guard_quantile: float | None = Field(None, gt=0.5, le=1.0)
 
 
 class TyperSettings(_Strict):
@@ -111,7 +121,7 @@ class TyperSettings(_Strict):
     views: int = Field(8, ge=1, le=8)
     random_views: int = Field(2, ge=0, le=16)
     epochs: int = Field(30, ge=1, le=1000)
-    method: Literal["msp", "max_logit", "energy", "mahalanobis", "metric"] = "mahalanobis"
+    method: Literal["msp", "max_logit", "energy", "mahalanobis", "metric"] = "msp"
     quantile: float = Field(0.95, gt=0.0, lt=1.0)
 
 

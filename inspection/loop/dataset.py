@@ -236,13 +236,15 @@ class LoadedImages:
     Attributes:
         items: the inspections whose pixels could be read.
         images: (N, S, S, 3) uint8 model inputs (ROI + resize, as the station preprocesses).
-        crops: N crops (H, W, 3) uint8 of the strongest region, for the typer.
+        crops: N crops (H, W, 3) uint8 of the strongest region as the station stored them.
+        frames: N full frames (H, W, 3) uint8 (to re-cut crops with a new model's map).
         failed: ids whose frame could not be read or decoded.
     """
 
     items: list[LabelledInspection]
     images: np.ndarray
     crops: list[np.ndarray]
+    frames: list[np.ndarray] = field(default_factory=list)
     failed: list[int] = field(default_factory=list)
 
 
@@ -256,6 +258,7 @@ def load_images(
     kept: list[LabelledInspection] = []
     images: list[np.ndarray] = []
     crops: list[np.ndarray] = []
+    frames: list[np.ndarray] = []
     failed: list[int] = []
     for item in items:
         try:
@@ -273,8 +276,43 @@ def load_images(
         kept.append(item)
         images.append(image)
         crops.append(crop)
+        frames.append(frame)
     stacked = np.stack(images) if images else np.zeros((0, size, size, 3), np.uint8)
-    return LoadedImages(kept, stacked, crops, failed)
+    return LoadedImages(kept, stacked, crops, frames, failed)
+
+
+def station_crop(
+    frame: np.ndarray,
+    anomaly_map: np.ndarray,
+    pixel_threshold: float,
+    roi: tuple[int, int, int, int] | None = None,
+    min_area: int = 4,
+) -> np.ndarray:
+    """The crop a station running a model with this map would hand its typing step.
+
+    ``anomaly_map`` is (S, S) at model input size; the strongest region (as
+    :func:`inspection.station.pipeline.find_regions` picks it) is mapped to frame pixels and
+    cut with the station's margin. Used to train the typer on the crops the *new* model makes.
+    """
+    from inspection.station.pipeline import find_regions
+
+    size = anomaly_map.shape[-1]
+    amap = np.asarray(anomaly_map, dtype=np.float32).reshape(size, size)
+    boxes = find_regions(amap, pixel_threshold, max_regions=1, min_area=min_area)
+    if not boxes:
+        return frame
+    fh, fw = frame.shape[:2]
+    x0, y0, rw, rh = roi if roi is not None else (0, 0, fw, fh)
+    rw, rh = min(rw, fw - x0), min(rh, fh - y0)
+    sx, sy = rw / size, rh / size
+    box = boxes[0]
+    region = (
+        x0 + int(box.x * sx),
+        y0 + int(box.y * sy),
+        max(1, round(box.w * sx)),
+        max(1, round(box.h * sy)),
+    )
+    return crop_around(frame, region)
 
 
 def split_holdout(

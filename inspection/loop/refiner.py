@@ -44,6 +44,8 @@ SCALAR_FEATURES = ("score", "map_mean", "map_top")
 
 def map_stats(maps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(mean, mean of the top 1 % pixels) of anomaly maps (N, [1,] H, W) -> two (N,) arrays."""
+    if len(maps) == 0:
+        return np.zeros(0, np.float32), np.zeros(0, np.float32)
     flat = np.asarray(maps, dtype=np.float32).reshape(len(maps), -1)
     k = max(1, round(flat.shape[1] * TOP_FRACTION))
     top = np.partition(flat, flat.shape[1] - k, axis=1)[:, -k:]

@@ -405,6 +405,8 @@ def _run(
         defects=of_kind(train_px, DEFECT),
         defect_types=[train_px.items[i].defect_type for i in defect_idx],
         defect_crops=[train_px.crops[i] for i in defect_idx],
+        defect_frames=[train_px.frames[i] for i in defect_idx],
+        roi=roi,
         ref_normals=ref_refiner,
         base=ref_fit,
     )
@@ -505,7 +507,7 @@ def _run(
                 "bundle_created": meta.get("created"),
                 "job_id": jid,
                 "root_bundle": str(ctx.root),
-                "refined": candidate.refiner is not None,
+                "refined": candidate.refined,
                 "typer_classes": candidate.typer.classes if candidate.typer is not None else [],
             },
             metrics=version_metrics,
