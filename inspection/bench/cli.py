@@ -212,3 +212,50 @@ def load(
     if not payload["ok"]:
         console.print("[red]results lost or duplicated: see the runs above[/red]")
         raise typer.Exit(code=1)
+
+
+@app.command("loop")
+def loop(
+    protocol: str = typer.Option("mt-exp", help="Protocol (mt-exp)."),
+    data: Path = typer.Option(
+        Path("../shared/data/magnetic_tile"), help="Data root of the protocol."
+    ),
+    labels: str = typer.Option("25,50,100", help="Operator labels per cycle (comma-separated)."),
+    seed: int = typer.Option(0, help="Seed of the stream/evaluation split."),
+    novel: bool = typer.Option(
+        True, "--novel/--no-novel", help="Leave-one-type-out unknown-type analysis."
+    ),
+    workdir: Path = typer.Option(
+        Path("var/bench/loop"), help="Base model, score cache, cycle databases (gitignored)."
+    ),
+    results_dir: Path = typer.Option(Path("bench/results"), help="Where results are written."),
+) -> None:
+    """Closed loop: label the first N flagged stream items, retrain, compare before/after."""
+    from rich.console import Console
+    from rich.progress import Progress, TaskID
+
+    from inspection.bench import loop_bench
+    from inspection.bench.report import markdown_table
+
+    if protocol != loop_bench.PROTOCOL:
+        raise typer.BadParameter(f"unknown protocol {protocol!r}; expected {loop_bench.PROTOCOL}")
+    counts = tuple(int(n) for n in labels.split(",") if n.strip())
+    console = Console()
+    with Progress(console=console, transient=True) as bar:
+        tasks: dict[str, TaskID] = {}
+
+        def progress(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=total or None)
+            bar.update(tasks[stage], completed=done, total=total or None)
+
+        payload = loop_bench.run(
+            data,
+            labels=counts,
+            seed=seed,
+            workdir=workdir,
+            results_dir=results_dir,
+            novel=novel,
+            progress=progress,
+        )
+    console.print(markdown_table(payload["cycles"], loop_bench.COLUMNS))

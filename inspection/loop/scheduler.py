@@ -2,8 +2,9 @@
 
 Each station config's ``retrain.schedule`` is a cron expression (``"0 2 * * *"``: nightly at
 02:00 in the scheduler's time zone, local by default). A station is *due* when a scheduled
-time has passed since its last retrain job (any job in the database, so restarts and several
-schedulers agree; a station that never retrained counts from the scheduler's start). One
+time has passed since its last retrain job (the slot a scheduled job was for, else when a job
+was created; read from the database, so restarts and several schedulers agree; a station that
+never retrained counts from the scheduler's start). One
 :meth:`Scheduler.tick` runs every due station's retrain, then any job queued from the review
 UI / API, one after the other; the database makes sure only one job per station runs even with
 several schedulers.
