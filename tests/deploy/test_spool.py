@@ -269,8 +269,10 @@ def test_a_station_replays_what_an_earlier_run_left(
     monkeypatch.setenv("INSPECTION_SPOOL_DIR", str(tmp_path / "spool"))
     station = make_station(make_config(tmp_path), factory, source=ScriptedSource([flat(10)] * 3))
     stats = station.run()
-    # new results queue behind the backlog (order kept), so all five are replayed
-    assert stats["counters"]["replayed"] == 5 and stats["counters"]["spooled"] == 3
+    # the backlog goes first; new results queue behind it while it lasts (order kept) and go
+    # straight to the database once it is empty, so how many are spooled depends on timing
+    c = stats["counters"]
+    assert c["replayed"] == 2 + c["spooled"] and c["spooled"] <= 3
     keys = _rows(factory)
     assert keys[:2] == ["left-1", "left-2"] and len(keys) == 5
 
