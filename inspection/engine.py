@@ -44,6 +44,8 @@ class TrainedModel:
     fit_seconds: float
     n_train: int
     n_val: int
+    #: How ``score_mode="auto"`` was resolved (:func:`inspection.validation.select_score_mode`).
+    score_selection: dict[str, Any] | None = None
 
 
 def split_validation(
@@ -71,6 +73,11 @@ def train(
     start = time.perf_counter()
     detector.fit(fit_set.images, progress)
     fit_seconds = time.perf_counter() - start
+    selection = None
+    if detector.score_mode_pending:
+        from inspection.validation import select_score_mode
+
+        selection = select_score_mode(detector, val_set.images, detector.config.seed, progress)
     val = detector.predict(val_set.images)
     cal = calibrate(val.score, val.anomaly_map, quantile)
     logger.info(
@@ -82,7 +89,7 @@ def train(
         quantile,
         len(val_set),
     )
-    return TrainedModel(detector, cal, fit_seconds, len(fit_set), len(val_set))
+    return TrainedModel(detector, cal, fit_seconds, len(fit_set), len(val_set), selection)
 
 
 def _metadata(
@@ -107,6 +114,7 @@ def _metadata(
         "fit_seconds": model.fit_seconds,
         "n_train": model.n_train,
         "n_val": model.n_val,
+        "score_selection": model.score_selection,
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         **(extra or {}),
     }
@@ -163,4 +171,5 @@ def load_trained(directory: str | Path) -> TrainedModel:
         float(meta.get("fit_seconds", 0.0)),
         int(meta.get("n_train", 0)),
         int(meta.get("n_val", 0)),
+        meta.get("score_selection"),
     )

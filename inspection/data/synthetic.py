@@ -205,6 +205,30 @@ def _draw_defect(rng: np.random.Generator, c: _Canvas, kind: str) -> np.ndarray:
     return mask
 
 
+#: Defect kinds :func:`paint_defect` can draw onto any image ("missing" needs part features).
+PAINTABLE_TYPES: tuple[str, ...] = ("scratch", "crack", "hole", "stain")
+
+
+def paint_defect(
+    image: np.ndarray, kind: str, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Draw one synthetic defect of ``kind`` onto a copy of a real (H, W, 3) uint8 image.
+
+    The defect is placed anywhere but the outer sixth of the image. Returns the painted image
+    (H, W, 3) uint8 and the defect's (H, W) uint8 mask. Used to validate detectors on a
+    user's own normal images when no real defects are available (:mod:`inspection.validation`).
+    """
+    if kind not in PAINTABLE_TYPES:
+        raise ValueError(f"cannot paint {kind!r} onto an image; expected one of {PAINTABLE_TYPES}")
+    if image.ndim != 3 or image.shape[2] != 3 or image.shape[0] != image.shape[1]:
+        raise ValueError(f"expected a square (H, W, 3) image, got shape {image.shape}")
+    canvas = _Canvas(image.shape[0])
+    canvas.rgb = image.astype(np.float32)
+    canvas.part[:] = 1
+    mask = _draw_defect(rng, canvas, kind)
+    return np.clip(canvas.rgb, 0, 255).astype(np.uint8), mask
+
+
 class SyntheticLine:
     """A deterministic stream of parts from one family, some defective.
 

@@ -139,6 +139,10 @@ class Detector(ABC):
     #: Torch-vs-OpenVINO parity tolerance, relative to the map's value range (FP32 export).
     export_rtol: ClassVar[float] = 1e-3
     export_atol: ClassVar[float] = 1e-4
+    #: Image-score reductions the detector offers, the paper's first. With two or more, a
+    #: ``score_mode`` config field may say ``"auto"``: :func:`inspection.engine.train` then picks
+    #: one on synthetic defects painted onto the validation normals (:mod:`inspection.validation`).
+    score_modes: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
     def quick_config(cls) -> DetectorConfig:
@@ -206,6 +210,20 @@ class Detector(ABC):
         if not self.fitted:
             raise NotFittedError(f"{self.key}: nothing to export before fit() or load()")
         return DeployableModel(self.torch_model, self.config.mean, self.config.std).eval()
+
+    def set_score_mode(self, mode: str) -> None:
+        """Switch the image-score reduction of the model (no refit); recorded in the config."""
+        if mode not in self.score_modes:
+            raise ValueError(
+                f"{self.key}: unknown score mode {mode!r}; expected one of {self.score_modes}"
+            )
+        self.torch_model.score_mode = mode  # type: ignore[assignment]
+        self.config = self.config.model_copy(update={"score_mode": mode})
+
+    @property
+    def score_mode_pending(self) -> bool:
+        """True while ``config.score_mode`` is ``"auto"`` (the engine has not chosen yet)."""
+        return getattr(self.config, "score_mode", None) == "auto"
 
     # -- persistence ------------------------------------------------------------------------
     def extra_state(self) -> dict[str, Any]:

@@ -30,6 +30,10 @@ What is implemented, and how it departs from the paper:
   Mahalanobis distance of every dense patch embedding to one Gaussian fitted on all normal
   patch embeddings, bilinearly upsampled and Gaussian-smoothed (sigma 4 px at 256 px, the
   paper's receptive-field smoothing).
+* **Score mode**: ``"image"`` is the paper's image-level density score above; ``"map_max"``
+  is the maximum of the patch-level map (the paper evaluates the patch model on localisation
+  only). The default, ``"auto"``, lets the engine pick one on synthetic defects painted onto the
+  held-out normal images (:mod:`inspection.validation`); the choice is saved with the model.
 
 The eval forward (encoder -> embeddings -> Mahalanobis against stored buffers -> map) is plain
 tensor algebra and exports to OpenVINO.
@@ -85,6 +89,10 @@ class CutPasteConfig(ExposureConfig):
     patch_size: int = Field(64, ge=8, description="Patch side in px at image_size 256 (scaled).")
     patch_loss_weight: float = Field(1.0, ge=0)
     smoothing_sigma: float = Field(4.0, ge=0, description="Map smoothing, px at 256 (scaled).")
+    score_mode: Literal["image", "map_max", "auto"] = Field(
+        "auto",
+        description="Image score: image-level GDE, patch-map maximum, or chosen at training.",
+    )
 
 
 # -- train-time augmentation ------------------------------------------------------------------
@@ -166,7 +174,8 @@ class CutPasteModel(nn.Module):
     """Lite0 encoder + pretext heads + Gaussian densities for image and patch embeddings.
 
     Eval forward: (N, 3, H, W) normalised -> InferenceBatch(pred_score (N,) image Mahalanobis
-    distance, anomaly_map (N, 1, H, W) smoothed patch Mahalanobis distance).
+    distance, or the map's maximum with ``score_mode="map_max"``; anomaly_map (N, 1, H, W)
+    smoothed patch Mahalanobis distance).
     """
 
     image_mean: torch.Tensor
@@ -181,9 +190,11 @@ class CutPasteModel(nn.Module):
         patch_cells: int,
         sigma: float,
         exposure: ExposureNorm | None = None,
+        score_mode: str = "image",
     ) -> None:
         super().__init__()
         self.exposure = exposure or ExposureNorm(False, (0.0,) * 3, (1.0,) * 3)
+        self.score_mode = score_mode
         self.encoder = Lite0Trunk(backbone, [_LAST_BLOCK])
         dim = self.encoder.channels[-1]
         self.dim = dim
@@ -221,6 +232,8 @@ class CutPasteModel(nn.Module):
         patches = F.normalize(self.patch_embeddings(fmap), dim=1).permute(0, 2, 3, 1)
         pmap = mahalanobis(patches, self.patch_mean, self.patch_precision).unsqueeze(1)
         amap = self.blur(upsample(pmap, images.shape[-2:]))
+        if self.score_mode == "map_max":
+            score = amap.amax(dim=(1, 2, 3))
         return InferenceBatch(pred_score=score, anomaly_map=amap)
 
 
@@ -239,6 +252,7 @@ class CutPasteDetector(Detector):
     export_atol: ClassVar[float] = 1e-4
 
     config: CutPasteConfig
+    score_modes: ClassVar[tuple[str, ...]] = ("image", "map_max")
 
     @classmethod
     def quick_config(cls) -> CutPasteConfig:
@@ -256,7 +270,8 @@ class CutPasteDetector(Detector):
         cells = max(1, round(self._patch_px() / 16))
         exposure = ExposureNorm(cfg.exposure_norm, cfg.mean, cfg.std)
         sigma = cfg.smoothing_sigma * self._scale()
-        return CutPasteModel(cfg.backbone, cfg.head_width, cells, sigma, exposure)
+        mode = "image" if cfg.score_mode == "auto" else cfg.score_mode  # until the engine picks
+        return CutPasteModel(cfg.backbone, cfg.head_width, cells, sigma, exposure, mode)
 
     def _augment(
         self, images: torch.Tensor, rng: np.random.Generator

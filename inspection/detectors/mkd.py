@@ -18,8 +18,10 @@ Anomaly Detection", CVPR 2021 (arXiv:2011.11108); official code rohban-lab/Knowl
   (0.01 for the other data sets). Adam, lr 1e-3, as in the official code; the epoch count is set
   by the CPU budget (official: 601 on MVTec). Source features are computed once and cached.
 * **Score**: the same per-sample loss, summed over the distilled layers (official
-  ``detection_test``; ``score_mode="loss"``, the default). ``score_mode="map_max"`` scores by
-  the maximum of the anomaly map instead (the convention of PaDiM / STFPM; not in the paper).
+  ``detection_test``; ``score_mode="loss"``). ``score_mode="map_max"`` scores by the maximum of
+  the anomaly map instead (the convention of PaDiM / STFPM; not in the paper). The default,
+  ``"auto"``, lets the engine pick one of the two on synthetic defects painted onto the
+  held-out normal images (:mod:`inspection.validation`); the choice is saved with the model.
 * **Map** (fast path, in the exported graph): per-position discrepancy of every layer,
   ``(1 - cos over channels) + lambda * mean squared difference over channels``, bilinearly
   upsampled to the input size, summed over layers and Gaussian-smoothed (sigma 4 px at 256 px,
@@ -68,7 +70,9 @@ class MkdConfig(ExposureConfig):
     source_blocks: tuple[int, ...] = Field((1, 2, 4), description="Lite0 blocks distilled.")
     cloner_width: int = Field(32, ge=4, description="Narrow width of the cloner's conv layers.")
     lamda: float = Field(0.5, ge=0, description="Weight of the MSE (value) term.")
-    score_mode: Literal["loss", "map_max"] = "loss"
+    score_mode: Literal["loss", "map_max", "auto"] = Field(
+        "auto", description="Image score: the paper's loss, map maximum, or chosen at training."
+    )
     epochs: int = Field(20, ge=1)
     lr: float = Field(1e-3, gt=0)
     smoothing_sigma: float = Field(4.0, ge=0, description="Map smoothing, px at 256 (scaled).")
@@ -221,6 +225,7 @@ class MkdDetector(Detector):
     export_atol: ClassVar[float] = 1e-4
 
     config: MkdConfig
+    score_modes: ClassVar[tuple[str, ...]] = ("loss", "map_max")
 
     @classmethod
     def quick_config(cls) -> MkdConfig:
@@ -236,9 +241,8 @@ class MkdDetector(Detector):
         sigma = cfg.smoothing_sigma * cfg.image_size / 256.0
         exposure = ExposureNorm(cfg.exposure_norm, cfg.mean, cfg.std)
         blocks = tuple(cfg.source_blocks)
-        return MkdModel(
-            cfg.backbone, blocks, cfg.cloner_width, cfg.lamda, sigma, exposure, cfg.score_mode
-        )
+        mode = "loss" if cfg.score_mode == "auto" else cfg.score_mode  # until the engine picks
+        return MkdModel(cfg.backbone, blocks, cfg.cloner_width, cfg.lamda, sigma, exposure, mode)
 
     def fit_model(self, images: torch.Tensor, progress: ProgressFn) -> None:
         cfg = self.config
