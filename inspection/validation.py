@@ -11,6 +11,7 @@ Nothing here sees a real defect or a test label.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import numpy as np
@@ -45,11 +46,12 @@ def select_score_mode(
     ``normals`` (N, H, W, 3) uint8 are held-out normal images (never the fit set: a model scores
     its own training images too well). Each of ``detector.score_modes`` is scored by image AUROC
     of clean versus painted copies; ties keep the earlier mode (the paper's comes first).
-    Returns ``{"validation", "n_images", "auroc": {mode: value}, "chosen"}``.
+    Returns ``{"validation", "n_images", "auroc": {mode: value}, "chosen", "seconds"}``.
     """
     modes = detector.score_modes
     if len(modes) < 2:
         raise ValueError(f"{detector.key}: no score modes to choose from")
+    start = time.perf_counter()
     painted, _ = synthetic_defects(normals, seed)
     images = np.concatenate([normals, painted])
     target = torch.cat([torch.zeros(len(normals)), torch.ones(len(painted))]).long()
@@ -68,4 +70,10 @@ def select_score_mode(
         chosen,
         ", ".join(f"{m} {v:.3f}" for m, v in auroc.items()),
     )
-    return {"validation": VALIDATION, "n_images": len(images), "auroc": auroc, "chosen": chosen}
+    return {
+        "validation": VALIDATION,
+        "n_images": len(images),
+        "auroc": auroc,
+        "chosen": chosen,
+        "seconds": round(time.perf_counter() - start, 2),
+    }

@@ -163,7 +163,8 @@ def bench_one(
         "n_val": trained.n_val,
         "n_test": len(test_set),
         "paper": cls.paper,
-        "config": config.model_dump(mode="json"),
+        "config": detector.config.model_dump(mode="json"),
+        "score_selection": trained.score_selection,
         "per_type": metrics["per_type"],
     }
     return row
@@ -235,6 +236,18 @@ def run(
         notes += (
             '\n\nData: magnetic-tile surface defects, Huang, Qiu, Yuan, "Surface defect saliency of '
             'magnetic tile", The Visual Computer 36 (2020), doi 10.1007/s00371-018-1588-5.'
+        )
+    chosen = [
+        f"- `{key}`: score mode `{sel['chosen']}` ("
+        + ", ".join(f"{m} {v:.3f}" for m, v in sel["auroc"].items())
+        + f" image AUROC on {sel['n_images']} validation images: {sel['validation']})"
+        for key, row in payload["detectors"].items()
+        if (sel := row.get("score_selection"))
+    ]
+    if chosen:
+        notes += (
+            "\n\nScore modes chosen at training (`score_mode: auto`), label-free:\n"
+            + "\n".join(chosen)
         )
     write_results(
         name, payload, f"{table}\n\n{notes}\n\n## Per defect type\n\n{per_type}\n", results_dir
