@@ -120,6 +120,30 @@ def _metadata(
     }
 
 
+#: Operation types left in float by int8 export: the scoring heads (distances, normalisation,
+#: reductions, map upsampling). Convolutions and residual additions of the networks are quantised;
+#: so is everything a detector computes with these types inside its network (rarely needed).
+_FLOAT_HEAD_OPS = (
+    "MatMul",
+    "Multiply",
+    "Divide",
+    "Subtract",
+    "Power",
+    "Sqrt",
+    "Exp",
+    "Softmax",
+    "Maximum",
+    "Minimum",
+    "ReduceMean",
+    "ReduceL2",
+    "ReduceSum",
+    "ReduceMax",
+    "Interpolate",
+    "Pad",
+    "Concat",
+)
+
+
 def export_openvino(
     model: TrainedModel,
     directory: str | Path,
@@ -130,7 +154,11 @@ def export_openvino(
     """Save the torch detector and its OpenVINO IR + ``model.json`` into ``directory``.
 
     ``int8`` quantises with nncf post-training quantisation on ``calibration_images`` (normal
-    images (N, S, S, 3) uint8, e.g. the validation set).
+    images (N, S, S, 3) uint8, e.g. the validation set). The scoring heads stay in float
+    (``_FLOAT_HEAD_OPS`` and the map smoothing): Mahalanobis distances of PaDiM and CutPaste
+    span orders of magnitude that 8 bits cannot hold, and collapsed to one score. Quantisation
+    shifts scores, so the thresholds of an int8 bundle are re-set from its own scores on the same
+    normal images (same quantile as the float calibration).
     """
     import openvino as ov
 
@@ -152,12 +180,37 @@ def export_openvino(
             images_to_tensor(calibration_images[i : i + 1]).numpy()
             for i in range(len(calibration_images))
         ]
-        ov_model = nncf.quantize(ov_model, nncf.Dataset(data), subset_size=min(300, len(data)))
+        ov_model = nncf.quantize(
+            ov_model,
+            nncf.Dataset(data),
+            subset_size=min(300, len(data)),
+            ignored_scope=nncf.IgnoredScope(
+                types=list(_FLOAT_HEAD_OPS), patterns=[".*blur.*"], validate=False
+            ),
+        )
     ov.save_model(ov_model, out / "model.xml", compress_to_fp16=precision == "fp16")
     meta = _metadata(model, precision, extra_metadata)
     (out / "model.json").write_text(json.dumps(meta, indent=2))
+    if precision == "int8":
+        assert calibration_images is not None
+        meta["calibration"] = _recalibrate(out, calibration_images, model.calibration.quantile)
+        meta["calibration_source"] = "int8 graph on the quantisation images (normal)"
+        (out / "model.json").write_text(json.dumps(meta, indent=2))
     logger.info("exported %s (%s) to %s", det.key, precision, out)
     return out
+
+
+def _recalibrate(bundle: Path, images: np.ndarray, quantile: float) -> dict[str, float]:
+    """Thresholds of the exported graph in ``bundle`` from its scores on normal ``images``."""
+    from inspection.runtime import OpenVinoModel
+
+    ov_model = OpenVinoModel(bundle)
+    scores, maps = [], []
+    for i in range(0, len(images), 8):
+        pred = ov_model.predict(images[i : i + 8])
+        scores.append(pred.raw_score)
+        maps.append(pred.anomaly_map[:, None])
+    return calibrate(np.concatenate(scores), np.concatenate(maps), quantile).to_dict()
 
 
 def load_trained(directory: str | Path) -> TrainedModel:
