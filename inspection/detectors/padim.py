@@ -5,6 +5,10 @@ Localization", ICPR Workshops 2021 (arXiv:2011.08785). The network is anomalib's
 ``PadimModel`` on the offline EfficientNet-Lite0 backbone; fitting collects embeddings of the
 normal images and fits one Gaussian per feature-map position; the anomaly map is the
 Mahalanobis distance, upsampled and Gaussian-smoothed (sigma 4 px); the score is its maximum.
+
+anomalib smooths with a full 33 x 33 2-D convolution; the same Gaussian is applied here as two
+1-D passes (:class:`SeparableBlur`, identical kernel and reflect padding, equal up to float
+rounding), about 16x fewer multiplications on the station's hot path.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from typing import Any, Literal
 import torch
 from pydantic import Field
 from torch import nn
+from torch.nn import functional as F
 
 from inspection.backbone import LITE0_LAYERS, install_offline_weights
 from inspection.detectors.base import Detector, DetectorConfig, ProgressFn, batches
@@ -25,6 +30,33 @@ class PadimConfig(DetectorConfig):
     type: Literal["padim"] = "padim"
     layers: tuple[str, ...] = LITE0_LAYERS
     n_features: int = Field(120, ge=1)
+
+
+class SeparableBlur(nn.Module):
+    """anomalib's ``GaussianBlur2d`` (one channel, "same" reflect padding) as two 1-D passes.
+
+    Keeps the 2-D ``kernel`` buffer (so saved weights keep their keys) and factorises it: a
+    normalised Gaussian is the outer product of its row and column sums. Maps (N, 1, H, W).
+    """
+
+    kernel: torch.Tensor
+    rows: torch.Tensor
+    cols: torch.Tensor
+
+    def __init__(self, blur: nn.Module) -> None:
+        super().__init__()
+        kernel = blur.kernel.detach().clone()
+        if kernel.shape[0] != 1 or kernel.shape[-1] % 2 == 0 or kernel.shape[-2] % 2 == 0:
+            raise ValueError(f"expected one odd-sized 2-D kernel, got {tuple(kernel.shape)}")
+        self.register_buffer("kernel", kernel)
+        k2 = kernel[0, 0]
+        self.register_buffer("cols", k2.sum(dim=1).view(1, 1, -1, 1), persistent=False)
+        self.register_buffer("rows", k2.sum(dim=0).view(1, 1, 1, -1), persistent=False)
+
+    def forward(self, amap: torch.Tensor) -> torch.Tensor:
+        ph, pw = self.cols.shape[-2] // 2, self.rows.shape[-1] // 2
+        amap = F.conv2d(F.pad(amap, (pw, pw, 0, 0), mode="reflect"), self.rows)
+        return F.conv2d(F.pad(amap, (0, 0, ph, ph), mode="reflect"), self.cols)
 
 
 class PadimDetector(Detector):
@@ -40,12 +72,15 @@ class PadimDetector(Detector):
         from anomalib.models.image.padim.torch_model import PadimModel
 
         install_offline_weights(self.config.backbone)
-        return PadimModel(
+        model = PadimModel(
             backbone=self.config.backbone,
             layers=list(self.config.layers),
             pre_trained=True,
             n_features=self.config.n_features,
         )
+        generator: Any = model.anomaly_map_generator
+        generator.blur = SeparableBlur(generator.blur)
+        return model
 
     def fit_model(self, images: torch.Tensor, progress: ProgressFn) -> None:
         model: Any = self.torch_model  # anomalib PadimModel (memory bank + closed-form fit)
