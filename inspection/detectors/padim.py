@@ -45,7 +45,7 @@ class SeparableBlur(nn.Module):
 
     def __init__(self, blur: nn.Module) -> None:
         super().__init__()
-        kernel = blur.kernel.detach().clone()
+        kernel = torch.as_tensor(blur.kernel).detach().clone()
         if kernel.shape[0] != 1 or kernel.shape[-1] % 2 == 0 or kernel.shape[-2] % 2 == 0:
             raise ValueError(f"expected one odd-sized 2-D kernel, got {tuple(kernel.shape)}")
         self.register_buffer("kernel", kernel)
