@@ -15,12 +15,15 @@ RESULTS_DIR = Path("bench/results")
 
 
 def git_commit(short: bool = False) -> str:
-    """Commit the numbers were measured on (``-dirty`` when the tree has local changes)."""
+    """Commit the numbers were measured on (``-dirty`` when the tree has local changes).
+
+    Changes under ``bench/results`` (the results being written) do not count as dirty.
+    """
     try:
         args = ["git", "rev-parse", "--short" if short else "--verify", "HEAD"]
         sha = subprocess.run(args, capture_output=True, text=True, check=True).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!bench/results"],
             capture_output=True,
             text=True,
             check=True,
