@@ -16,6 +16,7 @@ from inspection.db.cli import app as db_app
 from inspection.demo import demo_command
 from inspection.loop.cli import app as loop_app
 from inspection.station.cli import app as station_app
+from inspection.train import train_command
 
 app = typer.Typer(
     name="inspection",
@@ -30,6 +31,7 @@ app.add_typer(station_app, name="station")
 app.add_typer(users_app, name="users")
 app.add_typer(loop_app)  # top-level groups: retrain, scheduler
 app.command("demo")(demo_command)
+app.command("train")(train_command)
 app.command("serve")(serve_command)
 
 

@@ -120,32 +120,14 @@ def bench_one(
         ov_model = OpenVinoModel(tmp)
         ov_ms = _time_per_image(ov_model.predict, test_set.images, repeats * 3)
     if figures_dir is not None:
-        labels = test_set.labels
-        masks = test_set.masks
-        maps = out.anomaly_map[:, 0]
-        pro = evaluation.pro_curve(maps, masks) if masks.any() else None
-        figures.detector_report(
-            figures_dir / f"{key}_curves.png",
+        figures.evaluation_figures(
+            figures_dir,
+            key,
             f"{key} on {protocol}: image AUROC {metrics['image_auroc']:.3f}",
-            evaluation.roc_curve(out.score, labels),
-            pro,
             out.score,
-            labels,
-            cal.image_threshold,
-        )
-        types = np.array(test_set.defect_types)
-        picks = [int(np.flatnonzero(types == t)[0]) for t in sorted(set(types))][:8]
-        figures.overlay_grid(
-            figures_dir / f"{key}_overlays.png",
-            test_set.images[picks],
-            maps[picks],
-            masks[picks],
-            [
-                f"{types[i]}: score {out.score[i]:.3g} (thr {cal.image_threshold:.3g})"
-                for i in picks
-            ],
-            vmin=cal.map_min,
-            vmax=float(np.quantile(maps, 0.999)),
+            out.anomaly_map,
+            test_set,
+            cal,
         )
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     row: dict[str, Any] = {

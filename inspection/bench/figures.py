@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
+
+if TYPE_CHECKING:
+    from inspection.data.imageset import ImageSet
+    from inspection.evaluation import Calibration
 
 
 def _pyplot():  # type: ignore[no-untyped-def]
@@ -94,3 +99,47 @@ def overlay_grid(
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def evaluation_figures(
+    folder: Path,
+    name: str,
+    title: str,
+    scores: np.ndarray,
+    maps: np.ndarray,
+    test: ImageSet,
+    calibration: Calibration,
+) -> list[Path]:
+    """``<name>_curves.png`` (ROC, PRO, histogram) and ``<name>_overlays.png`` (one per type).
+
+    ``scores`` (N,) raw image scores, ``maps`` (N, 1, H, W) raw maps of ``test``'s images.
+    """
+    from inspection import evaluation
+
+    maps = maps[:, 0]
+    masks = test.masks
+    pro = evaluation.pro_curve(maps, masks) if masks.any() else None
+    curves = detector_report(
+        folder / f"{name}_curves.png",
+        title,
+        evaluation.roc_curve(scores, test.labels),
+        pro,
+        scores,
+        test.labels,
+        calibration.image_threshold,
+    )
+    types = np.array(test.defect_types)
+    picks = [int(np.flatnonzero(types == t)[0]) for t in sorted(set(types))][:8]
+    overlays = overlay_grid(
+        folder / f"{name}_overlays.png",
+        test.images[picks],
+        maps[picks],
+        masks[picks],
+        [
+            f"{types[i]}: score {scores[i]:.3g} (thr {calibration.image_threshold:.3g})"
+            for i in picks
+        ],
+        vmin=calibration.map_min,
+        vmax=float(np.quantile(maps, 0.999)),
+    )
+    return [curves, overlays]

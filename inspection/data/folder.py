@@ -22,6 +22,22 @@ def _images_in(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
 
 
+def load_normal_folder(folder: str | Path, size: int = 256) -> ImageSet:
+    """Every image under ``folder`` (subfolders too) as normal images at ``size`` x ``size``.
+
+    Unreadable files are skipped and logged; raises :class:`DatasetError` when none is left.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DatasetError(f"{folder} is not a folder of images")
+    paths = sorted(
+        p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+    )
+    if not paths:
+        raise DatasetError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under {folder}")
+    return _load(paths, [GOOD] * len(paths), [None] * len(paths), size)
+
+
 def load_mvtec_folder(root: str | Path, size: int = 256) -> tuple[ImageSet, ImageSet]:
     """(train normal set, test set) of an MVTec-layout folder; corrupt files are skipped and logged."""
     root = Path(root)

@@ -1,0 +1,155 @@
+"""``inspection train``: a detector from a plant's own normal images, as a station bundle.
+
+The engineer's first step on a new line: photograph good parts, point this command at the
+folder, get a self-contained bundle (OpenVINO IR + ``model.json`` with preprocessing,
+normalisation and thresholds from held-out normal images) for ``detector.path`` of a station
+config. With an MVTec-layout folder (``train/good``, ``test/<type>``, ``ground_truth``) it also
+evaluates on the test images and draws ROC/PRO curves, score histogram and heatmap overlays.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any, cast, get_args
+
+import typer
+
+logger = logging.getLogger(__name__)
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    import yaml
+
+    from inspection.errors import ConfigError
+
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"cannot read detector config {path}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of detector settings")
+    return data
+
+
+def train_command(
+    images: Path = typer.Argument(
+        ...,
+        help="Folder of normal images (subfolders too), or an MVTec-layout root (train/good, test/).",
+    ),
+    detector: str = typer.Option("padim", "--detector", "-d", help="Registry key."),
+    out: Path = typer.Option(
+        ..., "--out", "-o", help="Bundle folder to write (must be new or empty)."
+    ),
+    config: Path | None = typer.Option(
+        None, "--config", help="YAML of detector settings (unknown keys are errors)."
+    ),
+    size: int | None = typer.Option(None, help="Model input side in px (default: the detector's)."),
+    precision: str = typer.Option("fp32", help="fp32, fp16 or int8 (int8: thresholds re-set)."),
+    val_fraction: float = typer.Option(0.15, help="Normal images held out for the thresholds."),
+    quantile: float = typer.Option(
+        0.99, help="Image threshold = this quantile of held-out scores."
+    ),
+    quick: bool = typer.Option(False, "--quick", help="Tiny settings for a smoke test (64 px)."),
+    evaluate: bool = typer.Option(True, help="Evaluate on test/ of an MVTec-layout root."),
+) -> None:
+    """Train a detector on normal images and export a station bundle."""
+    from pydantic import ValidationError
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from inspection import engine
+    from inspection.data.folder import load_mvtec_folder, load_normal_folder
+    from inspection.detectors import registry
+    from inspection.errors import ConfigError, InspectionError, UnknownDetectorError
+
+    console = Console(stderr=True)
+    if precision not in get_args(engine.Precision):
+        raise typer.BadParameter(f"precision {precision!r}: use fp32, fp16 or int8")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise typer.BadParameter(f"{out} exists and is not empty; choose a new folder")
+    try:
+        cls = registry.get(detector)
+    except UnknownDetectorError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    settings = (cls.quick_config() if quick else cls.Config(type=detector)).model_dump()
+    try:
+        if config is not None:
+            settings.update(_read_config(config))
+        if size is not None:
+            settings["image_size"] = size
+        try:
+            cfg = cls.Config.model_validate(settings)
+        except ValidationError as exc:
+            raise ConfigError(f"detector settings for {detector}: {exc}") from None
+        mvtec = (images / "train" / "good").is_dir()
+        test = None
+        if mvtec:
+            normals, test = load_mvtec_folder(images, cfg.image_size)
+        else:
+            normals = load_normal_folder(images, cfg.image_size)
+        console.print(f"{len(normals)} normal images from {images} at {cfg.image_size} px")
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+        ) as bar:
+            tasks: dict[str, Any] = {}
+
+            def progress(stage: str, done: int, total: int) -> None:
+                key = stage.split(" (", maxsplit=1)[0]
+                if key not in tasks:
+                    tasks[key] = bar.add_task(stage, total=max(total, 1))
+                bar.update(tasks[key], completed=done, total=max(total, 1), description=stage)
+
+            trained = engine.train(cls(cfg), normals, val_fraction, quantile, progress)
+            _, val = engine.split_validation(normals, val_fraction, cfg.seed)
+            bundle = engine.export_openvino(
+                trained,
+                out,
+                cast(engine.Precision, precision),
+                val.images if precision == "int8" else None,
+            )
+            report = None
+            if mvtec and evaluate and test is not None:
+                report = _evaluate(trained, test, bundle, progress)
+    except (InspectionError, ValueError) as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+    cal = json.loads((bundle / "model.json").read_text())["calibration"]
+    console.print(
+        f"[green]{detector}[/] fitted on {trained.n_train} images in {trained.fit_seconds:.0f} s; "
+        f"image threshold {cal['image_threshold']:.4g} (quantile {quantile} of "
+        f"{trained.n_val} held-out normals)"
+    )
+    if trained.score_selection:
+        sel = trained.score_selection
+        console.print(f"score mode {sel['chosen']} (synthetic-defect AUROC {sel['auroc']})")
+    if report:
+        console.print(f"evaluation on test/: {report}")
+    console.print(f"bundle: {bundle}\nstation config:\n  detector:\n    path: {bundle}")
+
+
+def _evaluate(trained: Any, test: Any, bundle: Path, progress: Any) -> dict[str, Any]:
+    """Metrics on the test set (written to ``<bundle>/evaluation.json``) and figures beside it."""
+    from inspection import evaluation
+    from inspection.bench import figures
+
+    det = trained.detector
+    out = det.predict(test.images, progress)
+    metrics = evaluation.evaluate(out.score, out.anomaly_map, test, trained.calibration)
+    summary = {k: metrics[k] for k in ("image_auroc", "pixel_auroc", "aupro", "image_f1")}
+    (bundle / "evaluation.json").write_text(json.dumps(metrics, indent=2, default=float))
+    figures.evaluation_figures(
+        bundle / "report",
+        det.key,
+        f"{det.key}: image AUROC {metrics['image_auroc']:.3f}",
+        out.score,
+        out.anomaly_map,
+        test,
+        trained.calibration,
+    )
+    return {k: round(v, 3) if isinstance(v, float) else v for k, v in summary.items()}
