@@ -21,9 +21,8 @@ station runs it unchanged; its anomaly map is the refined map (pixel threshold r
 
 from __future__ import annotations
 
-import json
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
@@ -32,7 +31,7 @@ import torch
 from torch import nn
 
 from inspection.detectors.base import Detector, ProgressFn, batches, no_progress
-from inspection.errors import ModelFileError
+from inspection.loop.refiner import load_params, save_params
 
 logger = logging.getLogger(__name__)
 
@@ -201,25 +200,11 @@ class PatchRefinerParams:
 
     def save(self, directory: str | Path) -> Path:
         """Write ``patch_refiner.npz`` + ``patch_refiner.json`` into ``directory``."""
-        out = Path(directory)
-        out.mkdir(parents=True, exist_ok=True)
-        fields = asdict(self)
-        arrays = {k: v for k, v in fields.items() if isinstance(v, np.ndarray)}
-        scalars = {k: v for k, v in fields.items() if not isinstance(v, np.ndarray)}
-        np.savez(out / "patch_refiner.npz", **cast(dict[str, Any], arrays))
-        (out / "patch_refiner.json").write_text(json.dumps(scalars, indent=2) + "\n")
-        return out
+        return save_params(self, directory, "patch_refiner")
 
     @classmethod
     def load(cls, directory: str | Path) -> PatchRefinerParams:
-        path = Path(directory)
-        try:
-            scalars = json.loads((path / "patch_refiner.json").read_text())
-            with np.load(path / "patch_refiner.npz") as data:
-                arrays = {k: data[k] for k in data.files}
-        except (OSError, json.JSONDecodeError, ValueError) as exc:
-            raise ModelFileError(f"cannot read patch refiner in {path}: {exc}") from exc
-        return cls(**arrays, **scalars)
+        return cls(**load_params(directory, "patch_refiner"))
 
     def summary(self) -> dict[str, Any]:
         """JSON-friendly description for job records and ``model.json``."""

@@ -93,6 +93,30 @@ class RefinerInputs:
         )
 
 
+def save_params(params: Any, directory: str | Path, stem: str) -> Path:
+    """Write a dataclass of arrays and scalars as ``<stem>.npz`` + ``<stem>.json``."""
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    fields = asdict(params)
+    arrays = {k: v for k, v in fields.items() if isinstance(v, np.ndarray)}
+    scalars = {k: v for k, v in fields.items() if not isinstance(v, np.ndarray)}
+    np.savez(out / f"{stem}.npz", **cast(dict[str, Any], arrays))
+    (out / f"{stem}.json").write_text(json.dumps(scalars, indent=2) + "\n")
+    return out
+
+
+def load_params(directory: str | Path, stem: str) -> dict[str, Any]:
+    """The fields :func:`save_params` wrote; :class:`ModelFileError` when unreadable."""
+    path = Path(directory)
+    try:
+        scalars = json.loads((path / f"{stem}.json").read_text())
+        with np.load(path / f"{stem}.npz") as data:
+            arrays = {k: data[k] for k in data.files}
+    except (OSError, json.JSONDecodeError, ValueError) as exc:
+        raise ModelFileError(f"cannot read {stem.replace('_', ' ')} in {path}: {exc}") from exc
+    return {**arrays, **scalars}
+
+
 @dataclass
 class RefinerParams:
     """A fitted refiner: standardisation, projection, regression weights, guard, threshold.
@@ -141,24 +165,11 @@ class RefinerParams:
 
     def save(self, directory: str | Path) -> Path:
         """Write ``refiner.npz`` + ``refiner.json`` into ``directory``."""
-        out = Path(directory)
-        out.mkdir(parents=True, exist_ok=True)
-        arrays = {k: v for k, v in asdict(self).items() if isinstance(v, np.ndarray)}
-        scalars = {k: v for k, v in asdict(self).items() if not isinstance(v, np.ndarray)}
-        np.savez(out / "refiner.npz", **cast(dict[str, Any], arrays))
-        (out / "refiner.json").write_text(json.dumps(scalars, indent=2) + "\n")
-        return out
+        return save_params(self, directory, "refiner")
 
     @classmethod
     def load(cls, directory: str | Path) -> RefinerParams:
-        path = Path(directory)
-        try:
-            scalars = json.loads((path / "refiner.json").read_text())
-            with np.load(path / "refiner.npz") as data:
-                arrays = {k: data[k] for k in data.files}
-        except (OSError, json.JSONDecodeError, ValueError) as exc:
-            raise ModelFileError(f"cannot read refiner in {path}: {exc}") from exc
-        return cls(**arrays, **scalars)
+        return cls(**load_params(directory, "refiner"))
 
     def summary(self) -> dict[str, Any]:
         """Small, JSON-friendly description for job records and ``model.json``."""
