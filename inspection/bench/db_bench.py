@@ -3,11 +3,13 @@
 Everything goes through :mod:`inspection.db.repo` (the code stations and the API run), on a
 database built by the Alembic migrations:
 
-* **insert**: ``record_inspections`` (the batched path spool replay uses) with regions (30 % of frames are defects with 1-3 regions,
+* **insert**: ``insert_inspections`` (the bulk path stations and spool replay use) with regions
+  (30 % of frames are defects with 1-3 regions,
   3 % of those of unknown type) and two artifact rows (frame, heatmap) per inspection,
   ``batch_size`` inspections per transaction; reported as inspections/s.
-* **single-commit insert**: the station's real pattern, one transaction per inspection
-  (durable commit each time), on a smaller sample.
+* **single-commit insert**: ``record_inspection``, one ORM transaction per inspection
+  (durable commit each time: a station whose results arrive one at a time), on a smaller
+  sample.
 * **labels**: ``add_label`` on 10 % of the inspections.
 * **queries**: ``review_queue`` (first page of a station, a filtered page, the next keyset
   page) and ``list_inspections``, each repeated; p50/p95 latency in ms including ORM loading of
@@ -187,11 +189,11 @@ def bench_engine(engine: Engine, config: BenchConfig) -> dict[str, Any]:
             )
         ]
         with factory.begin() as session:
-            ids += [i.id for i in repo.record_inspections(session, items)]
+            ids += repo.insert_inspections(session, items)
     insert_s = time.perf_counter() - start
     log.info("%s: %d inspections in %.1f s", engine.dialect.name, len(ids), insert_s)
 
-    # One transaction per inspection (what a station does).
+    # One transaction per inspection (a lone result).
     start = time.perf_counter()
     for offset in range(config.n_single_commit):
         index = config.n_inspections + offset

@@ -94,28 +94,44 @@ SAME_AS_STATION = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f
 @dataclass(frozen=True)
 class Variant:
     """Station settings to compare: frames per inference call, OpenVINO threads per compiled
-    model (None: OpenVINO's choice, all cores), parallel scoring workers."""
+    model (None: OpenVINO's choice, all cores), parallel scoring workers, OpenVINO performance
+    hint (``latency``: each inference on every core; ``throughput``: parallel streams, one
+    compiled model shared by the workers)."""
 
     batch_size: int = 1
     num_threads: int | None = None
     infer_workers: int = 1
+    hint: str = "latency"
 
     @property
     def label(self) -> str:
         threads = self.num_threads if self.num_threads is not None else "auto"
-        return f"b{self.batch_size} t{threads} w{self.infer_workers}"
+        tail = " tput" if self.hint == "throughput" else ""
+        return f"b{self.batch_size} t{threads} w{self.infer_workers}{tail}"
 
     @classmethod
     def parse(cls, text: str) -> Variant:
-        """``"batch:threads:workers"``, e.g. ``"1:auto:1"`` or ``"1:1:2"``."""
+        """``"batch:threads:workers[:hint]"``, e.g. ``"1:auto:1"``, ``"1:auto:2:throughput"``."""
         try:
-            batch, threads, workers = text.split(":")
-            return cls(int(batch), None if threads == "auto" else int(threads), int(workers))
+            batch, threads, workers, *rest = text.split(":")
+            hint = rest[0] if rest else "latency"
+            if len(rest) > 1 or hint not in ("latency", "throughput"):
+                raise ValueError
+            return cls(int(batch), None if threads == "auto" else int(threads), int(workers), hint)
         except ValueError:
-            raise ValueError(f"variant {text!r}: expected batch:threads:workers") from None
+            raise ValueError(
+                f"variant {text!r}: expected batch:threads:workers[:latency|throughput]"
+            ) from None
 
 
-DEFAULT_VARIANTS = (Variant(1, None, 1), Variant(4, None, 1), Variant(1, 1, 1), Variant(1, 1, 2))
+DEFAULT_VARIANTS = (
+    Variant(1, None, 1),
+    Variant(4, None, 1),
+    Variant(1, 1, 1),
+    Variant(1, 1, 2),
+    Variant(1, None, 2, "throughput"),
+    Variant(4, None, 2, "throughput"),
+)
 
 
 def _log(msg: str) -> None:
@@ -330,6 +346,7 @@ def station_run(
     cache: int = 64,
     num_threads: int | None = None,
     infer_workers: int = 1,
+    hint: str = "latency",
 ) -> dict[str, Any]:
     """Run the station pipeline once on a fresh SQLite database; its stats plus CPU and RSS.
 
@@ -364,7 +381,12 @@ def station_run(
             "id": "bench",
             "line": "bench",
             "camera": camera,
-            "detector": {"source": "bundle", "path": str(bundle), "num_threads": num_threads},
+            "detector": {
+                "source": "bundle",
+                "path": str(bundle),
+                "num_threads": num_threads,
+                "performance_hint": hint,
+            },
             "artifacts_dir": str(run_dir / "artifacts"),
             "pipeline": {
                 "batch_size": batch_size,
@@ -393,6 +415,7 @@ def station_run(
         "batch_size": batch_size,
         "num_threads": num_threads,
         "infer_workers": infer_workers,
+        "hint": hint,
         "camera_fps": camera_fps,
         "frames_per_second": c["persisted"] / stats["elapsed_s"],
         "p50_ms": lat.get("verdict", {}).get("p50"),
@@ -468,6 +491,7 @@ def _measure(
             "batch_size": variant.batch_size,
             "num_threads": variant.num_threads,
             "infer_workers": variant.infer_workers,
+            "hint": variant.hint,
         }
         progress(f"{key}: station {variant.label}, {frames} frames, camera always ready")
         sat = station_run(fp32, workdir / key, size=size, frames=frames, **knobs)
@@ -569,12 +593,15 @@ def markdown(payload: dict[str, Any]) -> str:
         "the machine). Method: `inspection/bench/station_bench.py`.",
         "## Throughput: camera always ready",
         "`variant` = b<frames per inference call> t<OpenVINO threads per model, auto = all "
-        "cores> w<parallel scoring workers>. `frames_per_second` = results persisted per "
+        "cores> w<parallel scoring workers>, `tput` = OpenVINO throughput hint (parallel "
+        "streams, one compiled model shared by the workers; otherwise the latency hint). "
+        "`frames_per_second` = results persisted per "
         "second, start to last result stored; `anomalib_inferencer_fps` = anomalib "
         "`OpenVINOInferencer.predict` on the same IR with the station's default OpenVINO "
         "settings (latency hint, f32; inference only, nothing stored), `speedup_vs_anomalib` "
         "relative to it; `anomalib_default_fps` = the same with OpenVINO's defaults (bf16 "
-        "inference on CPUs with bf16 units: faster on memory-bound graphs, shifted scores); `cpu_percent` of one core; `cpu_ms_per_frame` = "
+        "inference on CPUs with bf16 units: faster on memory-bound graphs, shifted scores); "
+        "`cpu_percent` of one core; `cpu_ms_per_frame` = "
         "CPU time of the station process per stored result and `cpu_bound_fps` = cores / that, "
         "the rate these cores could sustain without the other jobs sharing them (an upper "
         "bound, not a measurement).",

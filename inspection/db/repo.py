@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, Select, exists, func, select, tuple_
+from sqlalchemy import ColumnElement, Select, exists, func, insert, select, tuple_
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
@@ -683,6 +683,142 @@ def record_inspections(session: Session, items: Sequence[InspectionData]) -> lis
                 return [found]
             return [record_inspections(session, [item])[0] for item in items]
     return [result[(item.station_id, item.idempotency_key)] for item in items]
+
+
+def insert_inspections(session: Session, items: Sequence[InspectionData]) -> list[int]:
+    """Store many inspections with bulk INSERTs; the inspection id per item, in order.
+
+    The station's hot path: the same rows as :func:`record_inspections` (idempotent per
+    ``(station_id, idempotency_key)``, regions, artifacts tied to their regions), written with
+    one multi-row INSERT ... RETURNING per table instead of ORM objects. Optimistic: new keys
+    (the station's normal case) cost no lookup; only when the unique key refuses the batch are
+    the stored keys looked up and the rest inserted, and if a concurrent writer got in between,
+    the items are retried one at a time. Keys already stored (or repeated within ``items``)
+    return the stored id.
+    """
+    for item in items:
+        item.validate()
+    ids: dict[tuple[int, str], int] = {}
+    unique: dict[tuple[int, str], InspectionData] = {}
+    for item in items:  # a key repeated within the batch is inserted once
+        unique.setdefault((item.station_id, item.idempotency_key), item)
+    try:
+        with session.begin_nested():
+            ids.update(_bulk_insert(session, list(unique.values())))
+    except IntegrityError:
+        ids = _existing_ids(session, items)
+        new = [item for key, item in unique.items() if key not in ids]
+        try:
+            if new:
+                with session.begin_nested():
+                    ids.update(_bulk_insert(session, new))
+        except IntegrityError:
+            if len(items) == 1:
+                raise
+            return [insert_inspections(session, [item])[0] for item in items]
+    return [ids[(item.station_id, item.idempotency_key)] for item in items]
+
+
+def _bulk_insert(session: Session, items: Sequence[InspectionData]) -> dict[tuple[int, str], int]:
+    """INSERT ``items`` (distinct new keys) with their regions and artifacts; their ids."""
+    type_ids = _defect_type_ids(session, (r.defect_type for i in items for r in i.regions))
+    now = utcnow()
+    rows = session.execute(
+        insert(Inspection.__table__).returning(  # type: ignore[arg-type]
+            Inspection.__table__.c.id, sort_by_parameter_order=True
+        ),
+        [
+            {
+                "station_id": d.station_id,
+                "camera_id": d.camera_id,
+                "captured_at": d.captured_at,
+                "frame_ref": d.frame_ref,
+                "idempotency_key": d.idempotency_key,
+                "model_version_id": d.model_version_id,
+                "raw_score": float(d.raw_score),
+                "norm_score": float(d.norm_score),
+                "verdict": Verdict(d.verdict),
+                "latency_ms": float(d.latency_ms),
+                "has_unknown": any(r.is_unknown for r in d.regions),
+                "created_at": now,
+            }
+            for d in items
+        ],
+    )
+    inspection_ids = [int(row[0]) for row in rows]
+    owners: list[tuple[int, int]] = []  # (item position, region index) per region row
+    region_rows: list[dict[str, Any]] = []
+    for pos, (d, ident) in enumerate(zip(items, inspection_ids, strict=True)):
+        for index, r in enumerate(d.regions):
+            owners.append((pos, index))
+            region_rows.append(
+                {
+                    "inspection_id": ident,
+                    "x": r.x,
+                    "y": r.y,
+                    "w": r.w,
+                    "h": r.h,
+                    "area_px": float(r.area_px),
+                    "score": r.score,
+                    "defect_type_id": type_ids[_type_key(r.defect_type)]
+                    if r.defect_type is not None and r.defect_type.strip()
+                    else None,
+                    "confidence": r.confidence,
+                    "is_unknown": r.is_unknown,
+                }
+            )
+    region_ids: dict[tuple[int, int], int] = {}
+    if region_rows:
+        table = DefectRegion.__table__
+        got = session.execute(
+            insert(table).returning(table.c.id, sort_by_parameter_order=True),  # type: ignore[arg-type]
+            region_rows,
+        )
+        region_ids = {owner: int(row[0]) for owner, row in zip(owners, got, strict=True)}
+    artifact_rows = [
+        {
+            "inspection_id": ident,
+            "region_id": region_ids[(pos, a.region_index)] if a.region_index is not None else None,
+            "kind": ArtifactKind(a.kind),
+            "store_key": a.store_key,
+            "sha256": a.sha256,
+            "size_bytes": a.size_bytes,
+            "media_type": a.media_type,
+            "width_px": a.width_px,
+            "height_px": a.height_px,
+            "heatmap_max": a.heatmap_max,
+            "heatmap_mean": a.heatmap_mean,
+            "created_at": now,
+        }
+        for pos, (d, ident) in enumerate(zip(items, inspection_ids, strict=True))
+        for a in d.artifacts
+    ]
+    if artifact_rows:
+        session.execute(insert(Artifact.__table__), artifact_rows)  # type: ignore[arg-type]
+    return {
+        (d.station_id, d.idempotency_key): ident
+        for d, ident in zip(items, inspection_ids, strict=True)
+    }
+
+
+def _existing_ids(session: Session, items: Sequence[InspectionData]) -> dict[tuple[int, str], int]:
+    """Ids of the items' keys already stored."""
+    by_station: dict[int, set[str]] = {}
+    for item in items:
+        by_station.setdefault(item.station_id, set()).add(item.idempotency_key)
+    found: dict[tuple[int, str], int] = {}
+    for station_id, keys in by_station.items():
+        ordered = sorted(keys)
+        for start in range(0, len(ordered), _IN_CHUNK):
+            rows = session.execute(
+                select(Inspection.idempotency_key, Inspection.id).where(
+                    Inspection.station_id == station_id,
+                    Inspection.idempotency_key.in_(ordered[start : start + _IN_CHUNK]),
+                )
+            ).tuples()
+            for key, ident in rows:
+                found[(station_id, key)] = ident
+    return found
 
 
 def _existing_by_key(

@@ -215,7 +215,10 @@ class DetectorSettings(_Model):
     changes); ``source: database``: the station's active model version in the database
     (hot-reloaded when another version is activated). ``device``/``num_threads``/
     ``inference_precision`` go to OpenVINO (``bf16`` halves memory traffic on CPUs with bf16
-    units, at the cost of slightly shifted scores). ``path`` is also where ``bootstrap`` writes.
+    units, at the cost of slightly shifted scores). ``performance_hint``: ``latency`` (each
+    inference uses every core: the shortest verdict) or ``throughput`` (the cores are split into
+    parallel streams, one per scoring worker, set ``pipeline.infer_workers`` to 2 or more: more
+    frames per second for small models). ``path`` is also where ``bootstrap`` writes.
     """
 
     source: Literal["bundle", "database"] = "bundle"
@@ -223,6 +226,7 @@ class DetectorSettings(_Model):
     device: str = "CPU"
     num_threads: int | None = Field(None, ge=1)
     inference_precision: Literal["f32", "bf16"] = "f32"
+    performance_hint: Literal["latency", "throughput"] = "latency"
     bootstrap: BootstrapConfig | None = None
 
     @model_validator(mode="after")
@@ -310,6 +314,8 @@ class PipelineConfig(_Model):
     each with its own compiled model and inference request (frames may then be stored out of
     capture order; ``captured_at`` keeps the order); ``persist_queue_size``/
     ``persist_batch``: results waiting for the database / written per transaction;
+    ``persist_linger_ms``: how long the persist stage waits for more results to fill a batch
+    (fewer, larger transactions: less CPU per result; delays only the row, never the verdict);
     ``persist_retry_s``: how long a result is retried while the database is unavailable before
     it counts as a persist failure; ``reload_poll_s``: how often the model and thresholds are
     checked for changes; ``max_regions``/``min_region_area_px``: defect regions kept per
@@ -321,6 +327,7 @@ class PipelineConfig(_Model):
     infer_workers: int = Field(1, ge=1, le=8)
     persist_queue_size: int = Field(256, ge=1)
     persist_batch: int = Field(32, ge=1)
+    persist_linger_ms: float = Field(20.0, ge=0, le=1000)
     persist_retry_s: float = Field(60.0, ge=0)
     reload_poll_s: float = Field(5.0, gt=0)
     max_regions: int = Field(8, ge=1)

@@ -184,7 +184,7 @@ class ResultSink(Protocol):
 
 
 class DatabaseSink:
-    """Writes result rows with :func:`repo.record_inspections` in one transaction per batch."""
+    """Writes result rows with :func:`repo.insert_inspections` in one transaction per batch."""
 
     def __init__(self, session_factory: sessionmaker[Session]) -> None:
         self.session_factory = session_factory
@@ -192,7 +192,7 @@ class DatabaseSink:
     def write(self, items: Sequence[repo.InspectionData]) -> None:
         run_in_transaction(
             self.session_factory,
-            lambda s: repo.record_inspections(s, list(items)),
+            lambda s: repo.insert_inspections(s, list(items)),
             attempts=1,
             what="station result write",
         )
@@ -293,7 +293,8 @@ class PersistWorker(Worker):
     """Drains the result queue: artifacts, then result rows in batches, retried when transient.
 
     Counters: ``persisted``, ``persist_failures``, ``persist_retries``, ``artifact_failures``.
-    ``stage_ms`` (a callable taking stage name and milliseconds) records per-frame latencies
+    ``linger_s``: how long to wait for more results to fill a batch (larger transactions cost
+    less CPU per result). ``stage_ms`` (a callable taking stage name and milliseconds) records per-frame latencies
     (``artifacts``, ``db_write`` per frame of the batch, ``end_to_end`` capture -> persisted).
     ``on_result`` is called for each persisted result (logging, webhook).
     """
@@ -309,6 +310,7 @@ class PersistWorker(Worker):
         artifacts: ArtifactWriter,
         counters: Counters,
         batch_size: int = 32,
+        linger_s: float = 0.0,
         retry_s: float = 60.0,
         on_failure: FailureHook = _log_failure,
         on_result: Callable[[ScoredFrame, repo.InspectionData], None] | None = None,
@@ -323,6 +325,7 @@ class PersistWorker(Worker):
         self.artifacts = artifacts
         self.counters = counters
         self.batch_size = batch_size
+        self.linger_s = linger_s
         self.retry_s = retry_s
         self.on_failure = on_failure
         self.on_result = on_result
@@ -339,6 +342,14 @@ class PersistWorker(Worker):
             return not (self.drain_then_stop and self.results.empty())
         batch: list[ScoredFrame] = [first, *drain(self.results, self.batch_size - 1)]
         self.busy = len(batch)
+        deadline = time.monotonic() + self.linger_s
+        while len(batch) < self.batch_size and not self.stop_event.is_set():
+            left = deadline - time.monotonic()
+            more = get_or_none(self.results, left) if left > 0 else None
+            if more is None:
+                break
+            batch.append(more)
+            self.busy = len(batch)
         try:
             self._persist(batch)
         finally:

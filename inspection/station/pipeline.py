@@ -128,6 +128,7 @@ def load_openvino(bundle: Path, settings: DetectorSettings) -> ScoringModel:
         device=settings.device,
         num_threads=settings.num_threads,
         inference_precision=settings.inference_precision,
+        performance_hint=settings.performance_hint,
     )
 
 
@@ -175,8 +176,8 @@ class LatencyRecorder:
 class ActiveModel:
     """The model in use, swapped as a whole (a reference assignment) between batches.
 
-    ``models`` holds one compiled instance per scoring worker (each has its own inference
-    request); ``signature`` identifies the loaded bundle (``model.json`` mtime and size) in
+    ``models`` holds one instance per scoring worker (each has its own inference request;
+    they share one compiled model where the loader's model offers ``sibling()``); ``signature`` identifies the loaded bundle (``model.json`` mtime and size) in
     bundle mode.
     """
 
@@ -603,7 +604,15 @@ class Station:
         self, bundle: Path, version_id: int | None, sig: tuple[int, int] | None
     ) -> ActiveModel:
         n = self.config.pipeline.infer_workers
-        models = tuple(self.model_loader(bundle, self.config.detector) for _ in range(n))
+        first = self.model_loader(bundle, self.config.detector)
+        # One compiled model with a request per worker where the model offers it (its streams
+        # are shared out); otherwise one model per worker.
+        sibling = getattr(first, "sibling", None)
+        rest = [
+            sibling() if sibling is not None else self.model_loader(bundle, self.config.detector)
+            for _ in range(n - 1)
+        ]
+        models = (first, *rest)
         size = models[0].size
         if self.config.resize is not None and self.config.resize != size:
             raise ConfigError(
@@ -717,6 +726,7 @@ class Station:
             artifacts=ArtifactWriter(self.store, cfg.retention),
             counters=self.counters,
             batch_size=cfg.pipeline.persist_batch,
+            linger_s=cfg.pipeline.persist_linger_ms / 1000,
             retry_s=cfg.pipeline.persist_retry_s,
             on_result=self.outputs.emit,
             stage_ms=self.latency.add,

@@ -10,7 +10,7 @@ acknowledged is lost. Every record carries its length and SHA-256; a record that
 (a disk that lied about fsync) is moved to ``corrupt/`` and counted, never replayed half.
 
 Replay (:class:`SpoolReplayer`, a :class:`~inspection.worker.Worker`) writes the oldest records
-to the database in one transaction through :func:`inspection.db.repo.record_inspections`, which
+to the database in one transaction through :func:`inspection.db.repo.insert_inspections`, which
 is idempotent on ``(station, idempotency_key)``, and only then deletes their files. A crash
 between the commit and the delete replays those rows again, which stores nothing twice. A record
 the database refuses for good (not a transient error) is moved to ``rejected/`` and logged with

@@ -468,6 +468,101 @@ def test_concurrent_insert_of_same_key_returns_stored_row(
     assert session.scalar(select(func.count()).select_from(Inspection)) == 2
 
 
+def _rich_item(world: World, key: str, *, station_id: int | None = None) -> repo.InspectionData:
+    """An inspection with two regions (one unknown) and artifacts, one tied to region 1."""
+    return repo.InspectionData(
+        station_id=station_id or world.station_id,
+        captured_at=T0,
+        frame_ref=f"frames/{key}.png",
+        model_version_id=world.model_id,
+        raw_score=3.5,
+        norm_score=0.8,
+        verdict="fail",
+        latency_ms=4.0,
+        idempotency_key=key,
+        camera_id=None,
+        regions=[
+            RegionData(x=1, y=2, w=3, h=4, area_px=9, score=0.9, defect_type="Scratch"),
+            RegionData(x=5, y=6, w=7, h=8, area_px=20, score=0.7, is_unknown=True),
+        ],
+        artifacts=[
+            ArtifactData(kind=ArtifactKind.FRAME, store_key=f"{key}-f", sha256="a", size_bytes=1),
+            ArtifactData(
+                kind=ArtifactKind.CROP,
+                store_key=f"{key}-c",
+                sha256="b",
+                size_bytes=2,
+                region_index=1,
+            ),
+        ],
+    )
+
+
+def _shape(inspection: Inspection) -> tuple[object, ...]:
+    """Everything stored about an inspection except ids and creation times."""
+    regions = [
+        (r.x, r.y, r.w, r.h, r.area_px, r.score, r.defect_type_id, r.is_unknown)
+        for r in inspection.regions
+    ]
+    index = {r.id: i for i, r in enumerate(inspection.regions)}
+    artifacts = [
+        (a.kind, a.sha256, a.size_bytes, None if a.region_id is None else index[a.region_id])
+        for a in inspection.artifacts
+    ]
+    return (
+        inspection.station_id,
+        inspection.frame_ref,
+        inspection.model_version_id,
+        inspection.raw_score,
+        inspection.norm_score,
+        inspection.verdict,
+        inspection.latency_ms,
+        inspection.has_unknown,
+        inspection.captured_at.replace(tzinfo=None),
+        regions,
+        artifacts,
+    )
+
+
+def test_bulk_insert_stores_what_the_orm_path_stores(session: Session, world: World) -> None:
+    """The station's bulk path and the ORM path give the same rows, ids in order, idempotent."""
+    orm = repo.record_inspections(session, [_rich_item(world, "orm")])[0]
+    ids = repo.insert_inspections(
+        session,
+        [_rich_item(world, "bulk-1"), _rich_item(world, "orm"), _rich_item(world, "bulk-1")],
+    )
+    session.commit()
+    session.expunge_all()
+    assert ids[1] == orm.id and ids[0] == ids[2] and ids[0] != orm.id
+    bulk = repo.get_inspection(session, ids[0])
+    again = repo.get_inspection(session, orm.id)
+    assert _shape(bulk)[2:] == _shape(again)[2:]
+    assert bulk.artifacts[1].region_id == bulk.regions[1].id
+    assert session.scalar(select(func.count()).select_from(Inspection)) == 2
+    # A repeat of the whole batch stores nothing new.
+    assert repo.insert_inspections(session, [_rich_item(world, "bulk-1")]) == [ids[0]]
+
+
+def test_bulk_insert_survives_a_concurrent_writer(
+    session: Session, world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A key stored by another writer between the check and the insert: its id, no dup."""
+    first = repo.insert_inspections(session, [_rich_item(world, "race")])[0]
+    session.commit()
+    real = repo._existing_ids
+    calls = {"n": 0}
+
+    def blind_once(s: Session, items: object) -> dict[tuple[int, str], int]:
+        calls["n"] += 1
+        return {} if calls["n"] == 1 else real(s, items)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(repo, "_existing_ids", blind_once)
+    ids = repo.insert_inspections(session, [_rich_item(world, "new"), _rich_item(world, "race")])
+    session.commit()
+    assert ids[1] == first
+    assert session.scalar(select(func.count()).select_from(Inspection)) == 2
+
+
 def test_review_queue_is_served_by_an_index(session: Session, world: World) -> None:
     """The review queue must not sort the table: the planner walks the review index."""
     if session.get_bind().dialect.name != "sqlite":

@@ -31,18 +31,28 @@ def padim_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return engine.export_openvino(trained, tmp_path_factory.mktemp("padim") / "bundle")
 
 
-def test_station_runs_openvino_bundle(tmp_path: Path, db, padim_bundle: Path) -> None:
+@pytest.mark.parametrize(
+    ("hint", "workers", "batch"), [("latency", 1, 4), ("throughput", 2, 1)], ids=["latency", "tput"]
+)
+def test_station_runs_openvino_bundle(
+    tmp_path: Path, db, padim_bundle: Path, hint: str, workers: int, batch: int
+) -> None:
+    """Every frame scored and stored, with one inference at a time or parallel streams."""
     from inspection.station.pipeline import load_openvino
 
     _, factory = db
     cfg = make_config(
         tmp_path,
         camera={"size": 64, "count": 24, "defect_rate": 0.5, "seed": 7},
-        detector={"path": str(padim_bundle), "num_threads": 1},
-        pipeline={"batch_size": 4},
+        detector={"path": str(padim_bundle), "num_threads": 1, "performance_hint": hint},
+        pipeline={"batch_size": batch, "infer_workers": workers},
     )
     station = _make_station(cfg, factory, model_loader=load_openvino)
     stats = station.run()
+    if workers > 1:  # the workers shared one compiled model, each with its own request
+        models = station.active.models
+        assert models[0].compiled is models[1].compiled  # type: ignore[attr-defined]
+        assert models[0].request is not models[1].request  # type: ignore[attr-defined]
     assert_accounted(stats)
     c = stats["counters"]
     assert c["persisted"] == 24 == count_rows(factory)

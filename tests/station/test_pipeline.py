@@ -6,6 +6,7 @@ import json
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from sqlalchemy import select
@@ -305,3 +306,33 @@ def test_parallel_scoring_workers(tmp_path: Path, db) -> None:
     assert len(loader.loaded) == 2  # one compiled model per worker
     models = station.active.models
     assert len(models) == 2 and all(m.calls > 0 for m in models)  # type: ignore[attr-defined]
+
+
+def test_persist_linger_writes_fewer_larger_transactions(tmp_path: Path, db) -> None:
+    """Results trickling in one by one are gathered for ``persist_linger_ms`` per transaction."""
+    from inspection.station.persist import DatabaseSink
+
+    _, factory = db
+    sizes: dict[float, list[int]] = {}
+
+    class Recording(DatabaseSink):
+        def __init__(self, factory: Any, linger: float) -> None:
+            super().__init__(factory)
+            self.linger = linger
+
+        def write(self, items: Any) -> None:
+            sizes.setdefault(self.linger, []).append(len(items))
+            super().write(items)
+
+    for linger in (0.0, 500.0):
+        cfg = make_config(
+            tmp_path / str(linger),
+            camera={"fps": 100.0, "count": 20},
+            pipeline={"persist_linger_ms": linger, "persist_batch": 8},
+        )
+        stats = make_station(cfg, factory, sink=Recording(factory, linger)).run()
+        assert_accounted(stats)
+        assert stats["counters"]["persisted"] == 20
+    assert sum(sizes[500.0]) == sum(sizes[0.0]) == 20
+    assert max(sizes[500.0]) == 8  # batches fill up to persist_batch, no further
+    assert len(sizes[500.0]) <= 4 < len(sizes[0.0])
