@@ -67,6 +67,17 @@ _MODEL_TRANSITIONS: dict[ModelStatus, frozenset[ModelStatus]] = {
 }
 MAX_LOG_CHARS = 200_000
 _IN_CHUNK = 500  # keys per IN (...) list
+#: ArtifactData fields that are artifact columns as they are.
+_ARTIFACT_COLUMNS = (
+    "store_key",
+    "sha256",
+    "size_bytes",
+    "media_type",
+    "width_px",
+    "height_px",
+    "heatmap_max",
+    "heatmap_mean",
+)
 
 
 # -- input containers --------------------------------------------------------------------------
@@ -777,17 +788,10 @@ def _bulk_insert(session: Session, items: Sequence[InspectionData]) -> dict[tupl
         region_ids = {owner: int(row[0]) for owner, row in zip(owners, got, strict=True)}
     artifact_rows = [
         {
+            **{f: getattr(a, f) for f in _ARTIFACT_COLUMNS},
+            "kind": ArtifactKind(a.kind),
             "inspection_id": ident,
             "region_id": region_ids[(pos, a.region_index)] if a.region_index is not None else None,
-            "kind": ArtifactKind(a.kind),
-            "store_key": a.store_key,
-            "sha256": a.sha256,
-            "size_bytes": a.size_bytes,
-            "media_type": a.media_type,
-            "width_px": a.width_px,
-            "height_px": a.height_px,
-            "heatmap_max": a.heatmap_max,
-            "heatmap_mean": a.heatmap_mean,
             "created_at": now,
         }
         for pos, (d, ident) in enumerate(zip(items, inspection_ids, strict=True))
@@ -801,42 +805,41 @@ def _bulk_insert(session: Session, items: Sequence[InspectionData]) -> dict[tupl
     }
 
 
-def _existing_ids(session: Session, items: Sequence[InspectionData]) -> dict[tuple[int, str], int]:
-    """Ids of the items' keys already stored."""
+def _key_chunks(items: Sequence[InspectionData]) -> Iterable[tuple[int, list[str]]]:
+    """The items' idempotency keys per station, in chunks fit for an ``IN (...)`` list."""
     by_station: dict[int, set[str]] = {}
     for item in items:
         by_station.setdefault(item.station_id, set()).add(item.idempotency_key)
-    found: dict[tuple[int, str], int] = {}
     for station_id, keys in by_station.items():
         ordered = sorted(keys)
         for start in range(0, len(ordered), _IN_CHUNK):
-            rows = session.execute(
-                select(Inspection.idempotency_key, Inspection.id).where(
-                    Inspection.station_id == station_id,
-                    Inspection.idempotency_key.in_(ordered[start : start + _IN_CHUNK]),
-                )
-            ).tuples()
-            for key, ident in rows:
-                found[(station_id, key)] = ident
+            yield station_id, ordered[start : start + _IN_CHUNK]
+
+
+def _existing_ids(session: Session, items: Sequence[InspectionData]) -> dict[tuple[int, str], int]:
+    """Ids of the items' keys already stored."""
+    found: dict[tuple[int, str], int] = {}
+    for station_id, chunk in _key_chunks(items):
+        rows = session.execute(
+            select(Inspection.idempotency_key, Inspection.id).where(
+                Inspection.station_id == station_id, Inspection.idempotency_key.in_(chunk)
+            )
+        ).tuples()
+        for key, ident in rows:
+            found[(station_id, key)] = ident
     return found
 
 
 def _existing_by_key(
     session: Session, items: Sequence[InspectionData]
 ) -> dict[tuple[int, str], Inspection]:
-    by_station: dict[int, set[str]] = {}
-    for item in items:
-        by_station.setdefault(item.station_id, set()).add(item.idempotency_key)
     found: dict[tuple[int, str], Inspection] = {}
-    for station_id, keys in by_station.items():
-        ordered = sorted(keys)
-        for start in range(0, len(ordered), _IN_CHUNK):
-            stmt = select(Inspection).where(
-                Inspection.station_id == station_id,
-                Inspection.idempotency_key.in_(ordered[start : start + _IN_CHUNK]),
-            )
-            for inspection in session.scalars(stmt):
-                found[(station_id, inspection.idempotency_key)] = inspection
+    for station_id, chunk in _key_chunks(items):
+        stmt = select(Inspection).where(
+            Inspection.station_id == station_id, Inspection.idempotency_key.in_(chunk)
+        )
+        for inspection in session.scalars(stmt):
+            found[(station_id, inspection.idempotency_key)] = inspection
     return found
 
 
