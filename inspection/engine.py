@@ -46,6 +46,8 @@ class TrainedModel:
     n_val: int
     #: How ``score_mode="auto"`` was resolved (:func:`inspection.validation.select_score_mode`).
     score_selection: dict[str, Any] | None = None
+    #: Which training epoch was kept (:class:`inspection.validation.EpochSelector`).
+    epoch_selection: dict[str, Any] | None = None
 
 
 def split_validation(
@@ -70,8 +72,15 @@ def train(
 ) -> TrainedModel:
     """Fit ``detector`` on normal images and set thresholds on a held-out normal split."""
     fit_set, val_set = split_validation(normals, val_fraction, detector.config.seed)
+    if getattr(detector.config, "epoch_selection", "last") == "synthetic":
+        from inspection.validation import make_validator
+
+        detector.validator = make_validator(detector, val_set.images, detector.config.seed)
     start = time.perf_counter()
-    detector.fit(fit_set.images, progress)
+    try:
+        detector.fit(fit_set.images, progress)
+    finally:
+        detector.validator = None
     fit_seconds = time.perf_counter() - start
     selection = None
     if detector.score_mode_pending:
@@ -89,7 +98,15 @@ def train(
         quantile,
         len(val_set),
     )
-    return TrainedModel(detector, cal, fit_seconds, len(fit_set), len(val_set), selection)
+    return TrainedModel(
+        detector,
+        cal,
+        fit_seconds,
+        len(fit_set),
+        len(val_set),
+        selection,
+        detector.epoch_selection,
+    )
 
 
 def _metadata(
@@ -115,6 +132,7 @@ def _metadata(
         "n_train": model.n_train,
         "n_val": model.n_val,
         "score_selection": model.score_selection,
+        "epoch_selection": model.epoch_selection,
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         **(extra or {}),
     }
@@ -225,4 +243,5 @@ def load_trained(directory: str | Path) -> TrainedModel:
         int(meta.get("n_train", 0)),
         int(meta.get("n_val", 0)),
         meta.get("score_selection"),
+        meta.get("epoch_selection"),
     )

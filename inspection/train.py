@@ -128,6 +128,12 @@ def train_command(
     if trained.score_selection:
         sel = trained.score_selection
         console.print(f"score mode {sel['chosen']} (synthetic-defect AUROC {sel['auroc']})")
+    if trained.epoch_selection:
+        ep = trained.epoch_selection
+        console.print(
+            f"kept epoch {ep['chosen_epoch']} of {ep['epochs_run']} run (best on synthetic "
+            "defects painted onto held-out normals)"
+        )
     if report:
         console.print(f"evaluation on test/: {report}")
     console.print(f"bundle: {bundle}\nstation config:\n  detector:\n    path: {bundle}")

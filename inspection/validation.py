@@ -1,25 +1,29 @@
 """Label-free validation: synthetic defects painted onto held-out normal images.
 
 A new line has normal images only, so choices a detector leaves open (which image-score
-reduction to use) cannot be made on real defects without tuning on the test set. This module
-paints the synthetic line's defect kinds (scratch, crack, hole, stain;
+reduction to use, when to stop training) cannot be made on real defects without tuning on the
+test set. This module paints the synthetic line's defect kinds (scratch, crack, hole, stain;
 :func:`inspection.data.synthetic.paint_defect`) onto the *validation normals* the engine holds
-out anyway, and picks the choice that separates painted from clean copies best (image AUROC).
-Nothing here sees a real defect or a test label.
+out anyway, and picks the choice that separates painted from clean copies best: image AUROC
+for the score mode (:func:`select_score_mode`); the mean of image and pixel AUROC for the
+training epoch (:class:`EpochSelector`). Nothing here sees a real defect or a test label.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from inspection.data.synthetic import PAINTABLE_TYPES, paint_defect
 from inspection.detectors.base import Detector, ProgressFn, no_progress
-from inspection.evaluation import _auroc
+from inspection.evaluation import _auroc, pixel_auroc
 
 logger = logging.getLogger(__name__)
 
@@ -77,3 +81,98 @@ def select_score_mode(
         "chosen": chosen,
         "seconds": round(time.perf_counter() - start, 2),
     }
+
+
+def make_validator(
+    detector: Detector, normals: np.ndarray, seed: int = 0, pixel_stride: int = 4
+) -> Callable[[], dict[str, float]]:
+    """A function scoring ``detector`` as it stands on ``normals`` and painted copies of them.
+
+    ``normals`` (N, H, W, 3) uint8 are held-out normal images. The function returns
+    ``{"image_auroc", "pixel_auroc", "score"}`` (``score`` = their mean; pixel AUROC on every
+    ``pixel_stride``-th pixel in each direction, clean images' pixels all negative). It runs the
+    model in eval mode and leaves it there.
+    """
+    painted, masks = synthetic_defects(normals, seed)
+    images = np.concatenate([normals, painted])
+    target = torch.cat([torch.zeros(len(normals)), torch.ones(len(painted))]).long()
+    s = pixel_stride
+    pixel_target = np.concatenate([np.zeros_like(masks), masks])[:, ::s, ::s] > 0
+
+    def validate() -> dict[str, float]:
+        out = detector.predict_unchecked(images)
+        image = _auroc(torch.from_numpy(out.score), target)
+        pixel = pixel_auroc(out.anomaly_map[:, 0, ::s, ::s], pixel_target)
+        image_v = float("nan") if image is None else image
+        pixel_v = float("nan") if pixel is None else pixel
+        return {"image_auroc": image_v, "pixel_auroc": pixel_v, "score": (image_v + pixel_v) / 2}
+
+    return validate
+
+
+class EpochSelector:
+    """Keeps the weights of the training epoch that best separates painted defects.
+
+    A training loop calls :meth:`after_epoch` after each epoch and stops when it returns True,
+    then :meth:`finish`, which loads the best weights into ``module`` and records the history
+    in ``detector.epoch_selection``. Validation runs every ``every`` epochs and after the last
+    (``detector.validator``; without one, nothing happens and the last epoch stays). With
+    ``patience`` > 0, training stops after that many validations without improvement. Ties
+    keep the earlier epoch.
+    """
+
+    def __init__(
+        self, detector: Detector, module: nn.Module, epochs: int, every: int, patience: int = 0
+    ) -> None:
+        self.detector = detector
+        self.module = module
+        self.epochs = epochs
+        self.every = max(1, every)
+        self.patience = patience
+        self.history: list[dict[str, float]] = []
+        self.best_score = float("-inf")
+        self.best_epoch = 0
+        self._best_state: dict[str, torch.Tensor] | None = None
+        self._since_best = 0
+        self._val_seconds = 0.0
+
+    def after_epoch(self, epoch: int) -> bool:
+        """Validate after ``epoch`` (1-based) when due; True when training should stop."""
+        validate = self.detector.validator
+        if validate is None or (epoch % self.every and epoch != self.epochs):
+            return False
+        was_training = self.module.training
+        start = time.perf_counter()
+        metrics = validate()
+        self._val_seconds += time.perf_counter() - start
+        self.module.train(was_training)
+        self.history.append({"epoch": epoch, **metrics})
+        score = metrics["score"]
+        if score > self.best_score:
+            self.best_score, self.best_epoch, self._since_best = score, epoch, 0
+            self._best_state = copy.deepcopy(self.module.state_dict())
+        else:
+            self._since_best += 1
+        logger.info(
+            "%s: epoch %d on synthetic defects: image AUROC %.3f, pixel AUROC %.3f (best epoch %d)",
+            self.detector.key,
+            epoch,
+            metrics["image_auroc"],
+            metrics["pixel_auroc"],
+            self.best_epoch,
+        )
+        return bool(self.patience) and self._since_best >= self.patience
+
+    def finish(self) -> None:
+        """Load the best epoch's weights (if validation ran) and record the selection."""
+        if self._best_state is None:
+            return
+        self.module.load_state_dict(self._best_state)
+        self.detector.epoch_selection = {
+            "validation": VALIDATION,
+            "criterion": "mean of image and pixel AUROC",
+            "chosen_epoch": self.best_epoch,
+            "epochs_run": int(self.history[-1]["epoch"]),
+            "history": self.history,
+            "validation_seconds": round(self._val_seconds, 2),
+        }

@@ -75,3 +75,44 @@ def test_engine_resolves_auto_and_the_choice_travels(key: str, tmp_path: Path) -
     again = engine.load_trained(bundle)
     assert again.detector.torch_model.score_mode == chosen
     assert again.score_selection == sel
+
+
+def test_epoch_selector_keeps_the_best_epoch_and_stops_on_patience() -> None:
+    """Validation scores 0.5, 0.9, 0.7, 0.6: epoch 2's weights are kept, training stops at 4."""
+    import torch
+
+    cls = registry.get("stfpm")
+    det = cls(
+        cls.quick_config().model_copy(update={"epochs": 12, "validate_every": 1, "patience": 2})
+    )
+    scores = iter([0.5, 0.9, 0.7, 0.6, 0.95])
+    snapshots: list[dict[str, torch.Tensor]] = []
+
+    def validator() -> dict[str, float]:
+        snapshots.append({k: v.clone() for k, v in det.torch_model.state_dict().items()})
+        s = next(scores)
+        return {"image_auroc": s, "pixel_auroc": s, "score": s}
+
+    det.validator = validator
+    det.fit(synthetic_set(64, 8, 0).images)
+    sel = det.epoch_selection
+    assert sel is not None
+    assert sel["chosen_epoch"] == 2 and sel["epochs_run"] == 4
+    assert [h["epoch"] for h in sel["history"]] == [1, 2, 3, 4]
+    kept = det.torch_model.state_dict()
+    assert all(torch.equal(kept[k], v) for k, v in snapshots[1].items())
+    assert not all(torch.equal(kept[k], v) for k, v in snapshots[3].items())
+
+
+def test_engine_selects_stfpm_epoch_on_painted_defects() -> None:
+    cls = registry.get("stfpm")
+    cfg = cls.quick_config().model_copy(update={"epochs": 2, "validate_every": 1})
+    trained = engine.train(cls(cfg), synthetic_set(64, 16, 0))
+    sel = trained.epoch_selection
+    assert sel is not None and sel["chosen_epoch"] in (1, 2) and len(sel["history"]) == 2
+    assert all(
+        0.0 <= h["image_auroc"] <= 1.0 and 0.0 <= h["pixel_auroc"] <= 1.0 for h in sel["history"]
+    )
+    assert trained.detector.validator is None  # not kept after training
+    off = cls(cfg.model_copy(update={"epoch_selection": "last"}))
+    assert engine.train(off, synthetic_set(64, 16, 0)).epoch_selection is None

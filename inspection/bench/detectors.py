@@ -147,6 +147,7 @@ def bench_one(
         "paper": cls.paper,
         "config": detector.config.model_dump(mode="json"),
         "score_selection": trained.score_selection,
+        "epoch_selection": trained.epoch_selection,
         "per_type": metrics["per_type"],
     }
     return row
@@ -230,6 +231,21 @@ def run(
         notes += (
             "\n\nScore modes chosen at training (`score_mode: auto`), label-free:\n"
             + "\n".join(chosen)
+        )
+    epochs = [
+        f"- `{key}`: epoch {sel['chosen_epoch']} kept of {sel['epochs_run']} run ("
+        + ", ".join(
+            f"{int(h['epoch'])}: {h['image_auroc']:.3f} / {h['pixel_auroc']:.3f}"
+            for h in sel["history"]
+        )
+        + f" image / pixel AUROC per validated epoch; {sel['validation']})"
+        for key, row in payload["detectors"].items()
+        if (sel := row.get("epoch_selection"))
+    ]
+    if epochs:
+        notes += (
+            "\n\nTraining epochs chosen label-free (`epoch_selection: synthetic`):\n"
+            + "\n".join(epochs)
         )
     write_results(
         name, payload, f"{table}\n\n{notes}\n\n## Per defect type\n\n{per_type}\n", results_dir

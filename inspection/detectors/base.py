@@ -149,6 +149,13 @@ class Detector(ABC):
         """Tiny, fast settings for contract tests and ``--quick`` benchmarks (64 px)."""
         return cls.Config(type=cls.key, image_size=64)
 
+    #: Set by :func:`inspection.engine.train` before fitting when a validation set exists:
+    #: scores the model as it stands on synthetic defects painted onto held-out normals
+    #: (:func:`inspection.validation.make_validator`), for detectors that pick their epoch.
+    validator: Callable[[], dict[str, float]] | None = None
+    #: What epoch selection did during the last fit (None: it did not run).
+    epoch_selection: dict[str, Any] | None = None
+
     def __init__(self, config: DetectorConfig | None = None) -> None:
         cfg = config if config is not None else self.Config(type=self.key)
         if not isinstance(cfg, self.Config):
@@ -189,11 +196,20 @@ class Detector(ABC):
         self.torch_model.eval()
         self.fitted = True
 
-    @torch.no_grad()
     def predict(self, images: np.ndarray, progress: ProgressFn = no_progress) -> DetectorOutput:
         """Raw scores (N,) and anomaly maps (N, 1, H, W) for (N, H, W, 3) uint8 images."""
         if not self.fitted:
             raise NotFittedError(f"{self.key}: call fit() or load() before predict()")
+        return self.predict_unchecked(images, progress)
+
+    @torch.no_grad()
+    def predict_unchecked(
+        self, images: np.ndarray, progress: ProgressFn = no_progress
+    ) -> DetectorOutput:
+        """:meth:`predict` without the fitted check: for validation between training epochs.
+
+        Leaves the model in eval mode; a training loop puts it back with ``train()``.
+        """
         self.torch_model.eval()
         scores: list[np.ndarray] = []
         maps: list[np.ndarray] = []
