@@ -116,7 +116,7 @@ def station(
     frames: int = typer.Option(600, help="Frames per station run."),
     normals: int = typer.Option(100, help="Good synthetic parts each detector trains on."),
     variants: str = typer.Option(
-        "1:auto:1,4:auto:1,1:1:1,1:1:2,1:auto:2:throughput,4:auto:2:throughput",
+        "1:auto:1,4:auto:1,1:1:1,1:1:2,1:auto:2:throughput,1:auto:3:throughput,4:auto:2:throughput",
         help="Station settings to compare, batch:threads:workers[:latency|throughput] "
         "(threads 'auto': all cores; throughput: parallel OpenVINO streams).",
     ),

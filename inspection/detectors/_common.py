@@ -12,12 +12,11 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from pydantic import Field
 from torch import nn
 from torch.nn import functional as F
 
 from inspection.backbone import install_offline_weights
-from inspection.detectors.base import DetectorConfig, ProgressFn, batches
+from inspection.detectors.base import ProgressFn, batches
 
 
 def gaussian_kernel1d(sigma: float) -> torch.Tensor:
@@ -57,62 +56,6 @@ class GaussianBlur(nn.Module):
             pad = limit
         amap = F.conv2d(F.pad(amap, (pad, pad, 0, 0), mode="reflect"), k.view(1, 1, 1, -1))
         return F.conv2d(F.pad(amap, (0, 0, pad, pad), mode="reflect"), k.view(1, 1, -1, 1))
-
-
-class ExposureConfig(DetectorConfig):
-    """Detector settings with the optional exposure normalisation of :class:`ExposureNorm`."""
-
-    exposure_norm: bool = Field(
-        False,
-        description="Rescale each image's mean intensity to the training mean (gain invariance).",
-    )
-
-
-class ExposureNorm(nn.Module):
-    """Optional per-image gain normalisation, the first op of the exported graph.
-
-    Exposure / illumination drift on a line is close to a global multiplicative gain on the
-    raw intensity. When enabled, every image's raw [0, 1] intensity is multiplied by
-    ``reference / mean(image)`` (``reference``: mean intensity of the training images, set by
-    :meth:`fit_reference`), then re-normalised. Input and output: normalised (N, 3, H, W).
-    Disabled, it is the identity (the papers' behaviour).
-    """
-
-    reference: torch.Tensor
-    in_mean: torch.Tensor
-    in_std: torch.Tensor
-
-    def __init__(self, enabled: bool, mean: Sequence[float], std: Sequence[float]) -> None:
-        super().__init__()
-        self.enabled = enabled
-        self.register_buffer(
-            "in_mean", torch.tensor(list(mean)).view(1, -1, 1, 1), persistent=False
-        )
-        self.register_buffer("in_std", torch.tensor(list(std)).view(1, -1, 1, 1), persistent=False)
-        self.register_buffer("reference", torch.tensor(0.5))
-
-    @torch.no_grad()
-    def fit_reference(self, images: torch.Tensor) -> None:
-        """Set the reference to the mean raw intensity of normalised training ``images``."""
-        self.reference.copy_((images * self.in_std + self.in_mean).mean())
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.enabled:
-            return x
-        raw = x * self.in_std + self.in_mean
-        level = raw.mean(dim=(1, 2, 3), keepdim=True).clamp(min=1e-3)
-        return (raw * (self.reference / level) - self.in_mean) / self.in_std
-
-
-def normalise_exposure(
-    module: ExposureNorm, images: torch.Tensor, batch_size: int = 64
-) -> torch.Tensor:
-    """Fit the reference on ``images`` and return them exposure-normalised (identity if disabled)."""
-    if not module.enabled:
-        return images
-    module.fit_reference(images)
-    with torch.no_grad():
-        return torch.cat([module(images[sl]) for sl in batches(len(images), batch_size)])
 
 
 def upsample(amap: torch.Tensor, size: Sequence[int]) -> torch.Tensor:

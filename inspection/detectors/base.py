@@ -16,7 +16,7 @@ import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, ClassVar, Literal, NamedTuple
 
 import numpy as np
 import torch
@@ -60,20 +60,57 @@ class DetectorConfig(BaseModel):
     backbone: str = "tf_efficientnet_lite0"
     mean: tuple[float, float, float] = LITE0_MEAN
     std: tuple[float, float, float] = LITE0_STD
+    photometric: Literal["auto", "none", "standardize"] = Field(
+        "auto",
+        description="Per-image brightness/contrast standardisation before the backbone "
+        "normalisation: 'standardize' (each image to mean 0.5, std 0.2: removes exposure and "
+        "gain drift), 'none', or 'auto' (decided at fit from the normal images alone: "
+        "standardise when their mean brightness varies by more than EXPOSURE_CV_LIMIT).",
+    )
+
+
+#: ``photometric: auto`` standardises when the per-image mean brightness of the normal training
+#: images varies by more than this coefficient of variation (std / mean): exposure drift the
+#: model would otherwise have to learn as "normal", and fail on when it drifts further.
+EXPOSURE_CV_LIMIT = 0.1
+#: Target of per-image standardisation (inputs in [0, 1]).
+STANDARD_MEAN, STANDARD_STD = 0.5, 0.2
+
+
+def exposure_cv(images: np.ndarray) -> float:
+    """Coefficient of variation of per-image mean brightness of (N, H, W, 3) uint8 images."""
+    means = images.reshape(len(images), -1).mean(axis=1, dtype=np.float64)
+    return float(means.std() / max(means.mean(), 1e-9))
 
 
 class Normalize(nn.Module):
-    """(x - mean) / std on (N, 3, H, W) inputs in [0, 1]; travels inside the exported graph."""
+    """Input normalisation on (N, 3, H, W) in [0, 1]; travels inside the exported graph.
+
+    With ``standardize``, each image is first brought to mean 0.5 and standard deviation 0.2
+    over all its pixels and channels (exposure and gain drop out); then ``(x - mean) / std``.
+    """
 
     mean: torch.Tensor
     std: torch.Tensor
 
-    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+    def __init__(
+        self, mean: tuple[float, ...], std: tuple[float, ...], standardize: bool = False
+    ) -> None:
         super().__init__()
         self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1))
         self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1))
+        self.standardize = standardize
+
+    @classmethod
+    def for_config(cls, config: DetectorConfig) -> Normalize:
+        """The normalisation ``config`` asks for (``auto`` not yet resolved by a fit: none)."""
+        return cls(config.mean, config.std, config.photometric == "standardize")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.standardize:
+            m = x.mean(dim=(1, 2, 3), keepdim=True)
+            sd = torch.sqrt(((x - m) ** 2).mean(dim=(1, 2, 3), keepdim=True) + 1e-6)
+            x = (x - m) / sd * STANDARD_STD + STANDARD_MEAN
         return (x - self.mean) / self.std
 
 
@@ -83,11 +120,9 @@ class DeployableModel(nn.Module):
     Input normalisation lives in the graph, so the exported file is self-contained.
     """
 
-    def __init__(
-        self, torch_model: nn.Module, mean: tuple[float, ...], std: tuple[float, ...]
-    ) -> None:
+    def __init__(self, torch_model: nn.Module, normalize: Normalize) -> None:
         super().__init__()
-        self.normalize = Normalize(mean, std)
+        self.normalize = normalize
         self.model = torch_model
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -165,7 +200,7 @@ class Detector(ABC):
         self.config = cfg
         torch.manual_seed(cfg.seed)
         self.torch_model: nn.Module = self.build_model()
-        self.normalize = Normalize(cfg.mean, cfg.std)
+        self.normalize = Normalize.for_config(cfg)
         self.fitted = False
 
     # -- subclass hooks ---------------------------------------------------------------------
@@ -192,6 +227,8 @@ class Detector(ABC):
             raise ValueError(f"{self.key}: cannot fit on zero images")
         torch.manual_seed(self.config.seed)
         np.random.seed(self.config.seed)
+        if self.config.photometric == "auto":
+            self._resolve_photometric(images)
         self.fit_model(self._prepare(images), progress)
         self.torch_model.eval()
         self.fitted = True
@@ -201,6 +238,21 @@ class Detector(ABC):
         if not self.fitted:
             raise NotFittedError(f"{self.key}: call fit() or load() before predict()")
         return self.predict_unchecked(images, progress)
+
+    def _resolve_photometric(self, images: np.ndarray) -> None:
+        """Decide ``photometric: auto`` from the normal training images' brightness spread."""
+        cv = exposure_cv(images)
+        chosen = "standardize" if cv > EXPOSURE_CV_LIMIT else "none"
+        self.config = self.config.model_copy(update={"photometric": chosen})
+        self.normalize = Normalize.for_config(self.config)
+        logger.info(
+            "%s: photometric %s (brightness varies by %.1f %% across %d normal images; limit %.0f %%)",
+            self.key,
+            chosen,
+            100 * cv,
+            len(images),
+            100 * EXPOSURE_CV_LIMIT,
+        )
 
     @torch.no_grad()
     def predict_unchecked(
@@ -225,7 +277,7 @@ class Detector(ABC):
         """The graph the station runs (normalisation included), in eval mode."""
         if not self.fitted:
             raise NotFittedError(f"{self.key}: nothing to export before fit() or load()")
-        return DeployableModel(self.torch_model, self.config.mean, self.config.std).eval()
+        return DeployableModel(self.torch_model, Normalize.for_config(self.config)).eval()
 
     def set_score_mode(self, mode: str) -> None:
         """Switch the image-score reduction of the model (no refit); recorded in the config."""

@@ -54,8 +54,6 @@ from torch import nn
 from torch.nn import functional as F
 
 from inspection.detectors._common import (
-    ExposureConfig,
-    ExposureNorm,
     GaussianBlur,
     Lite0Trunk,
     batched_features,
@@ -63,11 +61,10 @@ from inspection.detectors._common import (
     fit_gaussian,
     freeze,
     mahalanobis,
-    normalise_exposure,
     set_lr,
     upsample,
 )
-from inspection.detectors.base import Detector, ProgressFn, batches
+from inspection.detectors.base import Detector, DetectorConfig, ProgressFn, batches
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +73,7 @@ NORMAL, CUTPASTE, SCAR = 0, 1, 2
 _LAST_BLOCK = 4  # Lite0 block 4: 112 channels at stride 16
 
 
-class CutPasteConfig(ExposureConfig):
+class CutPasteConfig(DetectorConfig):
     """CutPaste settings (paper defaults unless noted; epochs sized for a 2-core CPU)."""
 
     type: Literal["cutpaste"] = "cutpaste"
@@ -189,11 +186,9 @@ class CutPasteModel(nn.Module):
         head_width: int,
         patch_cells: int,
         sigma: float,
-        exposure: ExposureNorm | None = None,
         score_mode: str = "image",
     ) -> None:
         super().__init__()
-        self.exposure = exposure or ExposureNorm(False, (0.0,) * 3, (1.0,) * 3)
         self.score_mode = score_mode
         self.encoder = Lite0Trunk(backbone, [_LAST_BLOCK])
         dim = self.encoder.channels[-1]
@@ -225,7 +220,6 @@ class CutPasteModel(nn.Module):
         return F.avg_pool2d(padded, kernel_size=k, stride=1)
 
     def forward(self, images: torch.Tensor) -> InferenceBatch:
-        images = self.exposure(images)
         fmap = self.encoder(images)[-1]
         emb = F.normalize(self.image_embedding(fmap), dim=1)
         score = mahalanobis(emb, self.image_mean, self.image_precision)
@@ -268,10 +262,9 @@ class CutPasteDetector(Detector):
     def build_model(self) -> nn.Module:
         cfg = self.config
         cells = max(1, round(self._patch_px() / 16))
-        exposure = ExposureNorm(cfg.exposure_norm, cfg.mean, cfg.std)
         sigma = cfg.smoothing_sigma * self._scale()
         mode = "image" if cfg.score_mode == "auto" else cfg.score_mode  # until the engine picks
-        return CutPasteModel(cfg.backbone, cfg.head_width, cells, sigma, exposure, mode)
+        return CutPasteModel(cfg.backbone, cfg.head_width, cells, sigma, mode)
 
     def _augment(
         self, images: torch.Tensor, rng: np.random.Generator
@@ -302,7 +295,6 @@ class CutPasteDetector(Detector):
         cfg = self.config
         model = self.torch_model
         assert isinstance(model, CutPasteModel)
-        images = normalise_exposure(model.exposure, images)
         start = cfg.train_from
         trunk = model.encoder
         for i, block in enumerate(trunk.blocks):

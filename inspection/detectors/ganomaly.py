@@ -30,19 +30,16 @@ from pydantic import Field
 from torch import nn
 
 from inspection.detectors._common import (
-    ExposureConfig,
-    ExposureNorm,
     GaussianBlur,
-    normalise_exposure,
     resize_to,
     upsample,
 )
-from inspection.detectors.base import Detector, ProgressFn, batches
+from inspection.detectors.base import Detector, DetectorConfig, ProgressFn, batches
 
 logger = logging.getLogger(__name__)
 
 
-class GanomalyConfig(ExposureConfig):
+class GanomalyConfig(DetectorConfig):
     """GANomaly settings (anomalib defaults unless noted)."""
 
     type: Literal["ganomaly"] = "ganomaly"
@@ -82,10 +79,9 @@ class GanomalyWrapper(nn.Module):
             add_final_conv_layer=True,
         )
         self.blur = GaussianBlur(sigma)
-        self.exposure = ExposureNorm(cfg.exposure_norm, cfg.mean, cfg.std)
 
     def forward(self, images: torch.Tensor) -> InferenceBatch:
-        x = resize_to(self.exposure(images), self.work_size)
+        x = resize_to(images, self.work_size)
         fake, latent_i, latent_o = self.model.generator(x)
         score = torch.mean(torch.pow(latent_i - latent_o, 2), dim=(1, 2, 3))
         err = torch.abs(x - fake).mean(dim=1, keepdim=True)
@@ -121,7 +117,6 @@ class GanomalyDetector(Detector):
         wrapper = self.torch_model
         assert isinstance(wrapper, GanomalyWrapper)
         model = wrapper.model
-        images = normalise_exposure(wrapper.exposure, images)
         with torch.no_grad():
             data = torch.cat(
                 [resize_to(images[sl], cfg.work_size) for sl in batches(len(images), 64)]

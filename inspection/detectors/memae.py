@@ -41,19 +41,16 @@ from torch import nn
 from torch.nn import functional as F
 
 from inspection.detectors._common import (
-    ExposureConfig,
-    ExposureNorm,
     GaussianBlur,
     Lite0Trunk,
     batched_features,
     cosine_lr,
     freeze,
-    normalise_exposure,
     resize_to,
     set_lr,
     upsample,
 )
-from inspection.detectors.base import Detector, ProgressFn, batches
+from inspection.detectors.base import Detector, DetectorConfig, ProgressFn, batches
 
 logger = logging.getLogger(__name__)
 
@@ -121,10 +118,8 @@ class MemAEModel(nn.Module):
         shrink_threshold: float,
         sigma: float,
         score_reduction: str,
-        exposure: ExposureNorm | None = None,
     ) -> None:
         super().__init__()
-        self.exposure = exposure or ExposureNorm(False, (0.0,) * 3, (1.0,) * 3)
         self.work_size = work_size
         chans = [3, *widths]
         self.encoder = nn.Sequential(*[_down(a, b) for a, b in pairwise(chans)])
@@ -146,7 +141,7 @@ class MemAEModel(nn.Module):
         return self.decoder(read), weights
 
     def forward(self, images: torch.Tensor) -> InferenceBatch:
-        x = self.resize(self.exposure(images))
+        x = self.resize(images)
         recon, _ = self.reconstruct(x)
         err = ((recon - x) ** 2).mean(dim=1, keepdim=True)
         amap = self.blur(upsample(err, images.shape[-2:]))
@@ -175,10 +170,8 @@ class FeatureMemAEModel(nn.Module):
         shrink_threshold: float,
         sigma: float,
         score_reduction: str,
-        exposure: ExposureNorm | None = None,
     ) -> None:
         super().__init__()
-        self.exposure = exposure or ExposureNorm(False, (0.0,) * 3, (1.0,) * 3)
         self.backbone = Lite0Trunk(backbone, list(self.FEATURE_BLOCKS))
         freeze(self.backbone)
         dim = sum(self.backbone.channels)
@@ -217,7 +210,7 @@ class FeatureMemAEModel(nn.Module):
         return self.decoder(read), weights
 
     def forward(self, images: torch.Tensor) -> InferenceBatch:
-        feats = (self.features(self.exposure(images)) - self.feat_mean) / self.feat_std
+        feats = (self.features(images) - self.feat_mean) / self.feat_std
         recon, _ = self.reconstruct(feats)
         err = ((recon - feats) ** 2).mean(dim=1, keepdim=True)
         amap = self.blur(upsample(err, images.shape[-2:]))
@@ -227,7 +220,7 @@ class FeatureMemAEModel(nn.Module):
         return InferenceBatch(pred_score=score, anomaly_map=amap)
 
 
-class MemAEConfig(ExposureConfig):
+class MemAEConfig(DetectorConfig):
     """Pixel Mem-AE settings (paper: alpha 2e-4, lambda in [1/N, 3/N], Adam)."""
 
     type: Literal["memae"] = "memae"
@@ -242,7 +235,7 @@ class MemAEConfig(ExposureConfig):
     smoothing_sigma: float = Field(4.0, ge=0)
 
 
-class MemAEFeatConfig(ExposureConfig):
+class MemAEFeatConfig(DetectorConfig):
     """Feature-space Mem-AE settings."""
 
     type: Literal["memae_feat"] = "memae_feat"
@@ -333,14 +326,12 @@ class MemAEDetector(Detector):
             thr,
             sigma,
             cfg.score_reduction,
-            ExposureNorm(cfg.exposure_norm, cfg.mean, cfg.std),
         )
 
     def fit_model(self, images: torch.Tensor, progress: ProgressFn) -> None:
         cfg = self.config
         model = self.torch_model
         assert isinstance(model, MemAEModel)
-        images = normalise_exposure(model.exposure, images)
         with torch.no_grad():
             inputs = torch.cat([model.resize(images[sl]) for sl in batches(len(images), 64)])
         _train_memae(
@@ -386,14 +377,12 @@ class MemAEFeatDetector(Detector):
             thr,
             sigma,
             cfg.score_reduction,
-            ExposureNorm(cfg.exposure_norm, cfg.mean, cfg.std),
         )
 
     def fit_model(self, images: torch.Tensor, progress: ProgressFn) -> None:
         cfg = self.config
         model = self.torch_model
         assert isinstance(model, FeatureMemAEModel)
-        images = normalise_exposure(model.exposure, images)
         stages = len(cfg.widths) - 1
         fsize = math.ceil(cfg.image_size / 8)
         if fsize % (2**stages):

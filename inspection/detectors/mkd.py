@@ -43,18 +43,15 @@ from pydantic import Field
 from torch import nn
 
 from inspection.detectors._common import (
-    ExposureConfig,
-    ExposureNorm,
     GaussianBlur,
     Lite0Trunk,
     batched_features,
     cosine_lr,
     freeze,
-    normalise_exposure,
     set_lr,
     upsample,
 )
-from inspection.detectors.base import Detector, ProgressFn, batches
+from inspection.detectors.base import Detector, DetectorConfig, ProgressFn, batches
 from inspection.errors import NotFittedError
 
 logger = logging.getLogger(__name__)
@@ -63,7 +60,7 @@ logger = logging.getLogger(__name__)
 _BLOCK_STRIDE = {0: 2, 1: 4, 2: 8, 3: 16, 4: 16, 5: 32, 6: 32}
 
 
-class MkdConfig(ExposureConfig):
+class MkdConfig(DetectorConfig):
     """MKD settings (official code defaults for MVTec unless noted)."""
 
     type: Literal["mkd"] = "mkd"
@@ -170,11 +167,9 @@ class MkdModel(nn.Module):
         width: int,
         lamda: float,
         sigma: float,
-        exposure: ExposureNorm | None = None,
         score_mode: str = "loss",
     ) -> None:
         super().__init__()
-        self.exposure = exposure or ExposureNorm(False, (0.0,) * 3, (1.0,) * 3)
         self.source = Lite0Trunk(backbone, list(blocks))
         freeze(self.source)
         strides = [_BLOCK_STRIDE[b] for b in blocks]
@@ -202,7 +197,6 @@ class MkdModel(nn.Module):
         return amap
 
     def forward(self, images: torch.Tensor) -> InferenceBatch:
-        images = self.exposure(images)
         source = self.source(images)
         cloner = self.cloner(images)
         amap = self.blur(self.discrepancy_map(cloner, source, images.shape[-2:]))
@@ -239,16 +233,14 @@ class MkdDetector(Detector):
                 f"mkd: source_blocks must be increasing Lite0 block indices 0..6, got {cfg.source_blocks}"
             )
         sigma = cfg.smoothing_sigma * cfg.image_size / 256.0
-        exposure = ExposureNorm(cfg.exposure_norm, cfg.mean, cfg.std)
         blocks = tuple(cfg.source_blocks)
         mode = "loss" if cfg.score_mode == "auto" else cfg.score_mode  # until the engine picks
-        return MkdModel(cfg.backbone, blocks, cfg.cloner_width, cfg.lamda, sigma, exposure, mode)
+        return MkdModel(cfg.backbone, blocks, cfg.cloner_width, cfg.lamda, sigma, mode)
 
     def fit_model(self, images: torch.Tensor, progress: ProgressFn) -> None:
         cfg = self.config
         model = self.torch_model
         assert isinstance(model, MkdModel)
-        images = normalise_exposure(model.exposure, images)
         model.eval()
         targets = batched_features(
             model.source, images, cfg.batch_size, progress, "mkd: source features"
@@ -296,7 +288,7 @@ class MkdDetector(Detector):
         maps: list[np.ndarray] = []
         for sl in batches(len(images), self.config.batch_size):
             with torch.no_grad():
-                x = model.exposure(self._prepare(images[sl]))
+                x = self._prepare(images[sl])
             acc = torch.zeros_like(x)
             runs = max(1, smooth_samples)
             sigma = noise * float(x.max() - x.min())

@@ -43,21 +43,18 @@ from torch import nn
 from torch.nn import functional as F
 
 from inspection.detectors._common import (
-    ExposureConfig,
-    ExposureNorm,
     GaussianBlur,
-    normalise_exposure,
     resize_to,
     upsample,
 )
-from inspection.detectors.base import Detector, ProgressFn, batches
+from inspection.detectors.base import Detector, DetectorConfig, ProgressFn, batches
 
 logger = logging.getLogger(__name__)
 
 _LATENT_SIDE = 4
 
 
-class OcganConfig(ExposureConfig):
+class OcganConfig(DetectorConfig):
     """OC-GAN settings (official code defaults unless noted)."""
 
     type: Literal["ocgan"] = "ocgan"
@@ -165,10 +162,8 @@ class OcganModel(nn.Module):
         width: int,
         latent_channels: int,
         sigma: float,
-        exposure: ExposureNorm | None = None,
     ) -> None:
         super().__init__()
-        self.exposure = exposure or ExposureNorm(False, (0.0,) * 3, (1.0,) * 3)
         stages = _check_size(work_size)
         self.work_size = work_size
         self.encoder = Encoder(stages, width, latent_channels)
@@ -188,7 +183,7 @@ class OcganModel(nn.Module):
                 nn.init.zeros_(m.bias)
 
     def forward(self, images: torch.Tensor) -> InferenceBatch:
-        x = resize_to(self.exposure(images), self.work_size)
+        x = resize_to(images, self.work_size)
         recon = self.decoder(self.encoder(x))
         err = ((recon - x) ** 2).mean(dim=1, keepdim=True)
         amap = self.blur(upsample(err, images.shape[-2:]))
@@ -221,8 +216,7 @@ class OcganDetector(Detector):
     def build_model(self) -> nn.Module:
         cfg = self.config
         sigma = cfg.smoothing_sigma * cfg.image_size / 256.0
-        exposure = ExposureNorm(cfg.exposure_norm, cfg.mean, cfg.std)
-        return OcganModel(cfg.work_size, cfg.base_width, cfg.latent_channels, sigma, exposure)
+        return OcganModel(cfg.work_size, cfg.base_width, cfg.latent_channels, sigma)
 
     def _mine(
         self, model: OcganModel, shape: tuple[int, ...], gen: torch.Generator
@@ -249,7 +243,6 @@ class OcganDetector(Detector):
         cfg = self.config
         model = self.torch_model
         assert isinstance(model, OcganModel)
-        images = normalise_exposure(model.exposure, images)
         with torch.no_grad():
             data = torch.cat(
                 [resize_to(images[sl], cfg.work_size) for sl in batches(len(images), 64)]

@@ -84,7 +84,7 @@ class _EmbeddingGraph(nn.Module):
         super().__init__()
         from inspection.detectors.base import Normalize
 
-        self.normalize = Normalize(detector.config.mean, detector.config.std)
+        self.normalize = Normalize.for_config(detector.config)
         self.padim: Any = detector.torch_model
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
@@ -295,7 +295,7 @@ class PatchRefinedPadim(nn.Module):
         from inspection.detectors.base import Normalize
 
         cfg = detector.config
-        self.normalize = Normalize(cfg.mean, cfg.std)
+        self.normalize = Normalize.for_config(cfg)
         self.padim: Any = detector.torch_model
         w_std = params.coef / params.feat_std
         bias = params.intercept - float((params.feat_mean * w_std).sum())

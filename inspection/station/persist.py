@@ -332,6 +332,8 @@ class PersistWorker(Worker):
         self.stage_ms = stage_ms or (lambda _stage, _ms: None)
         self.backoff = retry_backoff or Backoff(0.2, 5.0)
         self.busy = 0  # results taken from the queue but not yet persisted or failed
+        #: ``time.perf_counter()`` when the latest batch was stored (None: none yet)
+        self.last_persisted_at: float | None = None
         #: set by the pipeline when it wants the queue emptied and the worker to end
         self.drain_then_stop = False
         self._warn = RateLimitedLog(logger)
@@ -398,6 +400,8 @@ class PersistWorker(Worker):
                 except Exception:
                     logger.exception("result output failed for %s", row.idempotency_key)
         self.counters.inc("persisted", sum(stored))
+        if any(stored):
+            self.last_persisted_at = t1
 
     def _write(self, rows: list[repo.InspectionData]) -> list[bool]:
         """Write ``rows`` (one transaction); per row, whether it is stored.

@@ -851,6 +851,12 @@ class Station:
             "in_flight": self.frames.qsize() + scoring_busy,
             "persist_in_flight": self.results.qsize() + persist_busy,
             "elapsed_s": elapsed,
+            # start -> latest result stored (shutdown excluded): the span throughput is over
+            "persisting_s": (
+                self._persist.last_persisted_at - self.started_at
+                if self._persist is not None and self._persist.last_persisted_at is not None
+                else 0.0
+            ),
             "scored_per_second": c["scored"] / elapsed if elapsed else 0.0,
             "persisted_per_second": c["persisted"] / elapsed if elapsed else 0.0,
             "latency_ms": self.latency.summary(),
