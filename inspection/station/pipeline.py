@@ -176,9 +176,9 @@ class LatencyRecorder:
 class ActiveModel:
     """The model in use, swapped as a whole (a reference assignment) between batches.
 
-    ``models`` holds one instance per scoring worker (each has its own inference request;
-    they share one compiled model where the loader's model offers ``sibling()``); ``signature`` identifies the loaded bundle (``model.json`` mtime and size) in
-    bundle mode.
+    ``models`` holds one instance per scoring worker, each with its own inference request
+    (with the throughput hint they share one compiled model's streams); ``signature``
+    identifies the loaded bundle (``model.json`` mtime and size) in bundle mode.
     """
 
     models: tuple[ScoringModel, ...]
@@ -604,12 +604,13 @@ class Station:
         self, bundle: Path, version_id: int | None, sig: tuple[int, int] | None
     ) -> ActiveModel:
         n = self.config.pipeline.infer_workers
-        first = self.model_loader(bundle, self.config.detector)
-        # One compiled model with a request per worker where the model offers it (its streams
-        # are shared out); otherwise one model per worker.
-        sibling = getattr(first, "sibling", None)
+        det = self.config.detector
+        first = self.model_loader(bundle, det)
+        # Throughput hint: one compiled model whose parallel streams the workers share, a
+        # request each (where the model offers it); otherwise one compiled model per worker.
+        sibling = getattr(first, "sibling", None) if det.performance_hint == "throughput" else None
         rest = [
-            sibling() if sibling is not None else self.model_loader(bundle, self.config.detector)
+            sibling() if sibling is not None else self.model_loader(bundle, det)
             for _ in range(n - 1)
         ]
         models = (first, *rest)
