@@ -489,6 +489,8 @@ def run_cycle(
         "candidate_fpr_at_95_recall": fpr_at_recall(cand.raw, y, 0.95),
         "promoted": result.promoted,
         "gate": job_record["metrics"].get("gate"),
+        "holdout_candidate": job_record["metrics"].get("candidate"),
+        "holdout_active": job_record["metrics"].get("active"),
         "threshold_after": {
             "recall": float(
                 np.mean(after_raw[y == 1] > (cand.threshold if result.promoted else base.threshold))
@@ -661,6 +663,9 @@ def _markdown(payload: dict[str, Any]) -> str:
         "* `typing_accuracy_after`: the station typing step (the bundle's typer, on crops cut "
         "around the new model's map) on flagged evaluation defects of types it knows.",
         "* Settings are `RetrainSettings()` defaults (patch refiner C=1, top_k=8; chosen on the "
-        "stream half only).",
+        "stream half only). Gate: `fpr_at_threshold` on the job's frozen holdout (false alarms "
+        "at each model's deployed threshold, tolerance 0) with the candidate required to flag "
+        ">= 95 % of the holdout's labelled defects; each cycle's holdout numbers for both "
+        "models are in the JSON (`holdout_candidate`, `holdout_active`).",
     ]
     return "\n".join(lines)

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 #: Gate metrics and whether larger values are better.
 GATE_METRICS: dict[str, bool] = {
+    "fpr_at_threshold": False,
     "fpr_at_recall": False,
     "auroc": True,
     "recall_at_threshold": True,
@@ -55,18 +56,34 @@ class HoldoutConfig(_Strict):
 class GateConfig(_Strict):
     """Promotion gate: the candidate is promoted only if it is not worse than the active model.
 
-    ``metric`` on the holdout: ``fpr_at_recall`` (false-positive rate at ``target_recall`` of the
-    labelled defects; lower is better), ``auroc``, ``recall_at_threshold`` or ``f1_at_threshold``
-    (at each model's own deployed threshold). ``tolerance`` is how much worse, in the metric's
-    units, the candidate may be and still be promoted. Without enough holdout items
-    (``min_defects`` / ``min_normals``) nothing is promoted automatically. With no active
-    model the candidate is promoted when ``promote_without_active``.
+    ``metric`` on the holdout: ``fpr_at_threshold`` (the default: false-positive rate of the
+    holdout normals at each model's own deployed threshold; lower is better), ``fpr_at_recall``
+    (false-positive rate at the threshold that catches ``target_recall`` of the labelled
+    defects), ``auroc``, ``recall_at_threshold`` or ``f1_at_threshold``. ``tolerance`` is how
+    much worse, in the metric's units, the candidate may be and still be promoted.
+
+    Whatever the metric, the candidate must also catch at least ``min_recall`` of the holdout's
+    labelled defects at its deployed threshold (an absolute floor, not a comparison). Why the
+    default compares false positives at the deployed thresholds and only floors recall: the
+    labelled defects are mostly parts the *active* model flagged (operators label what the
+    station sends them), so on them the active model's recall is 1 and its ranking near
+    perfect by construction; a relative recall or rank comparison there would keep any active
+    model forever. Without enough holdout items (``min_defects`` / ``min_normals``) nothing is
+    promoted automatically. With no active model the candidate is promoted when
+    ``promote_without_active``.
     """
 
-    metric: Literal["fpr_at_recall", "auroc", "recall_at_threshold", "f1_at_threshold"] = (
-        "fpr_at_recall"
-    )
+    metric: Literal[
+        "fpr_at_threshold", "fpr_at_recall", "auroc", "recall_at_threshold", "f1_at_threshold"
+    ] = "fpr_at_threshold"
     target_recall: float = Field(0.95, gt=0.0, le=1.0)
+    min_recall: float = Field(
+        0.95,
+        ge=0.0,
+        le=1.0,
+        description="Fraction of the holdout's labelled defects the candidate must flag at its "
+        "deployed threshold (0: no floor).",
+    )
     tolerance: float = Field(0.0, ge=0.0)
     min_defects: int = Field(3, ge=1)
     min_normals: int = Field(5, ge=1)

@@ -163,6 +163,17 @@ def decide(
             act,
             config.tolerance,
         )
+    recall = candidate.get("recall_at_threshold")
+    if config.min_recall > 0 and recall is not None and recall < config.min_recall - 1e-12:
+        return GateDecision(
+            False,
+            f"candidate misses labelled defects on the holdout: it flags {recall:.4f} of them at "
+            f"its deployed threshold (gate needs {config.min_recall:g})",
+            metric,
+            cand,
+            act,
+            config.tolerance,
+        )
     worse_by = (act - cand) if higher_better else (cand - act)
     direction = "higher" if higher_better else "lower"
     if worse_by > config.tolerance + 1e-12:

@@ -63,8 +63,38 @@ def test_decide() -> None:
     assert not decide(higher, _metrics(0.3), _metrics(0.2)).promote  # auroc 0.7 < 0.8
 
 
+def _at_threshold(fpr: float, recall: float) -> dict[str, float | None]:
+    return {
+        "fpr_at_threshold": fpr,
+        "recall_at_threshold": recall,
+        "n_defects": 20,
+        "n_normals": 40,
+    }
+
+
+def test_default_gate_compares_false_positives_and_floors_recall() -> None:
+    """The default: fewer false alarms at the deployed threshold, recall only as a floor.
+
+    The active model flagged every labelled defect (recall 1) by construction; a candidate that
+    catches 96 % of them with as few false alarms is promoted, one that catches 85 % is not.
+    """
+    gate = GateConfig()
+    assert gate.metric == "fpr_at_threshold"
+    active = _at_threshold(0.04, 1.0)
+    assert decide(gate, _at_threshold(0.04, 0.96), active).promote
+    assert decide(gate, _at_threshold(0.0, 0.95), active).promote
+    more_alarms = decide(gate, _at_threshold(0.08, 1.0), active)
+    assert not more_alarms.promote
+    assert "worse" in more_alarms.reason
+    misses = decide(gate, _at_threshold(0.0, 0.85), active)
+    assert not misses.promote
+    assert "misses labelled defects" in misses.reason
+    assert decide(GateConfig(min_recall=0.0), _at_threshold(0.0, 0.5), active).promote
+
+
 def test_model_metrics_keys() -> None:
     m = model_metrics(np.array([1.0, 0.0]), np.array([1, 0]), 0.5, 0.95)
     assert m["fpr_at_recall"] == 0.0
+    assert m["fpr_at_threshold"] == 0.0
     assert m["auroc"] == 1.0
     assert m["f1_at_threshold"] == 1.0
