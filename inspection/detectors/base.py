@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from inspection.backbone import LITE0_MEAN, LITE0_STD
+from inspection.detectors.augment import AugmentKind, ImageAugment, augment_batch, build_augment
 from inspection.errors import ModelFileError, NotFittedError
 
 logger = logging.getLogger(__name__)
@@ -66,6 +67,21 @@ class DetectorConfig(BaseModel):
         "normalisation: 'standardize' (each image to mean 0.5, std 0.2: removes exposure and "
         "gain drift), 'none', or 'auto' (decided at fit from the normal images alone: "
         "standardise when their mean brightness varies by more than EXPOSURE_CV_LIMIT).",
+    )
+
+
+class TrainedDetectorConfig(DetectorConfig):
+    """Settings of the detectors trained by gradient descent over normal images.
+
+    ``augment`` (:mod:`inspection.detectors.augment`): ``nuisance`` shows the network small,
+    layout-preserving placement, lighting and sensor variation while it trains; ``none`` trains
+    on the images as they are.
+    """
+
+    augment: AugmentKind = Field(
+        "nuisance",
+        description="Training-time augmentation of the normal images: 'nuisance' (small shift, "
+        "rotation, gamma, noise, blur; see inspection.detectors.augment) or 'none'.",
     )
 
 
@@ -202,6 +218,8 @@ class Detector(ABC):
         self.torch_model: nn.Module = self.build_model()
         self.normalize = Normalize.for_config(cfg)
         self.fitted = False
+        self._train_raw: np.ndarray | None = None
+        self._train_augment: ImageAugment | None = None
 
     # -- subclass hooks ---------------------------------------------------------------------
     @abstractmethod
@@ -229,9 +247,34 @@ class Detector(ABC):
         np.random.seed(self.config.seed)
         if self.config.photometric == "auto":
             self._resolve_photometric(images)
-        self.fit_model(self._prepare(images), progress)
+        self._train_raw = images
+        self._train_augment = build_augment(
+            getattr(self.config, "augment", "none"), self.config.seed
+        )
+        try:
+            self.fit_model(self._prepare(images), progress)
+        finally:
+            self._train_raw, self._train_augment = None, None
         self.torch_model.eval()
         self.fitted = True
+
+    def training_batch(self, images: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        """The normalised training batch ``images[index]`` (B, 3, H, W), augmented if configured.
+
+        For use inside :meth:`fit_model`: ``images`` is the normalised tensor it was given,
+        ``index`` (B,) positions in it. With ``augment: nuisance`` the batch is re-made from
+        the raw images, augmented afresh (so every epoch sees other variations), then
+        normalised like any input; otherwise it is the plain slice.
+        """
+        if self._train_augment is None or self._train_raw is None:
+            return images[index]
+        raw = self._train_raw[index.cpu().numpy()]
+        return self._prepare(augment_batch(self._train_augment, raw))
+
+    @property
+    def augmenting(self) -> bool:
+        """True inside :meth:`fit` when training batches are augmented."""
+        return self._train_augment is not None
 
     def predict(self, images: np.ndarray, progress: ProgressFn = no_progress) -> DetectorOutput:
         """Raw scores (N,) and anomaly maps (N, 1, H, W) for (N, H, W, 3) uint8 images."""

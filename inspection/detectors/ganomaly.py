@@ -34,12 +34,12 @@ from inspection.detectors._common import (
     resize_to,
     upsample,
 )
-from inspection.detectors.base import Detector, DetectorConfig, ProgressFn, batches
+from inspection.detectors.base import Detector, ProgressFn, TrainedDetectorConfig, batches
 
 logger = logging.getLogger(__name__)
 
 
-class GanomalyConfig(DetectorConfig):
+class GanomalyConfig(TrainedDetectorConfig):
     """GANomaly settings (anomalib defaults unless noted)."""
 
     type: Literal["ganomaly"] = "ganomaly"
@@ -133,7 +133,11 @@ class GanomalyDetector(Detector):
             order = torch.randperm(n, generator=gen)
             g_sum = d_sum = 0.0
             for sl in batches(n, cfg.batch_size):
-                batch = data[order[sl]]
+                batch = (
+                    resize_to(self.training_batch(images, order[sl]), cfg.work_size)
+                    if self.augmenting
+                    else data[order[sl]]
+                )
                 if len(batch) < 2:
                     continue
                 # the steps of anomalib's Ganomaly.training_step, in order

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from itertools import pairwise
 from typing import ClassVar, Literal
 
@@ -50,7 +51,7 @@ from inspection.detectors._common import (
     set_lr,
     upsample,
 )
-from inspection.detectors.base import Detector, DetectorConfig, ProgressFn, batches
+from inspection.detectors.base import Detector, ProgressFn, TrainedDetectorConfig, batches
 
 logger = logging.getLogger(__name__)
 
@@ -220,7 +221,7 @@ class FeatureMemAEModel(nn.Module):
         return InferenceBatch(pred_score=score, anomaly_map=amap)
 
 
-class MemAEConfig(DetectorConfig):
+class MemAEConfig(TrainedDetectorConfig):
     """Pixel Mem-AE settings (paper: alpha 2e-4, lambda in [1/N, 3/N], Adam)."""
 
     type: Literal["memae"] = "memae"
@@ -235,7 +236,7 @@ class MemAEConfig(DetectorConfig):
     smoothing_sigma: float = Field(4.0, ge=0)
 
 
-class MemAEFeatConfig(DetectorConfig):
+class MemAEFeatConfig(TrainedDetectorConfig):
     """Feature-space Mem-AE settings."""
 
     type: Literal["memae_feat"] = "memae_feat"
@@ -259,8 +260,13 @@ def _train_memae(
     seed: int,
     name: str,
     progress: ProgressFn,
+    view: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> None:
-    """Adam on reconstruction MSE + alpha * addressing entropy over ``inputs`` (already prepared)."""
+    """Adam on reconstruction MSE + alpha * addressing entropy over ``inputs`` (already prepared).
+
+    ``view`` (index (B,) -> prepared batch), when given, makes each batch instead of slicing
+    ``inputs`` (augmented training views).
+    """
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=lr)
     gen = torch.Generator().manual_seed(seed)
@@ -272,7 +278,7 @@ def _train_memae(
         order = torch.randperm(n, generator=gen)
         running = 0.0
         for sl in batches(n, batch_size):
-            x = inputs[order[sl]]
+            x = inputs[order[sl]] if view is None else view(order[sl])
             if len(x) < 2:
                 continue
             recon, weights = model.reconstruct(x)
@@ -334,6 +340,11 @@ class MemAEDetector(Detector):
         assert isinstance(model, MemAEModel)
         with torch.no_grad():
             inputs = torch.cat([model.resize(images[sl]) for sl in batches(len(images), 64)])
+
+        @torch.no_grad()
+        def view(index: torch.Tensor) -> torch.Tensor:
+            return model.resize(self.training_batch(images, index))
+
         _train_memae(
             model,
             inputs,
@@ -344,6 +355,7 @@ class MemAEDetector(Detector):
             cfg.seed,
             self.key,
             progress,
+            view if self.augmenting else None,
         )
 
 
@@ -398,6 +410,11 @@ class MemAEFeatDetector(Detector):
         model.feat_mean.copy_(mean)
         model.feat_std.copy_(std)
         inputs = (feats - mean) / std
+
+        @torch.no_grad()
+        def view(index: torch.Tensor) -> torch.Tensor:
+            return (model.features(self.training_batch(images, index)) - mean) / std
+
         _train_memae(
             model,
             inputs,
@@ -408,6 +425,7 @@ class MemAEFeatDetector(Detector):
             cfg.seed,
             self.key,
             progress,
+            view if self.augmenting else None,
         )
 
 

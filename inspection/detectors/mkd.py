@@ -51,7 +51,7 @@ from inspection.detectors._common import (
     set_lr,
     upsample,
 )
-from inspection.detectors.base import Detector, DetectorConfig, ProgressFn, batches
+from inspection.detectors.base import Detector, ProgressFn, TrainedDetectorConfig, batches
 from inspection.errors import NotFittedError
 
 logger = logging.getLogger(__name__)
@@ -60,7 +60,7 @@ logger = logging.getLogger(__name__)
 _BLOCK_STRIDE = {0: 2, 1: 4, 2: 8, 3: 16, 4: 16, 5: 32, 6: 32}
 
 
-class MkdConfig(DetectorConfig):
+class MkdConfig(TrainedDetectorConfig):
     """MKD settings (official code defaults for MVTec unless noted)."""
 
     type: Literal["mkd"] = "mkd"
@@ -259,9 +259,13 @@ class MkdDetector(Detector):
                 idx = order[sl]
                 if len(idx) < 2:
                     continue
-                loss = mkd_loss(
-                    model.cloner(images[idx]), [t[idx] for t in targets], cfg.lamda
-                ).mean()
+                if self.augmenting:  # targets of the augmented views, from the frozen source
+                    x = self.training_batch(images, idx)
+                    with torch.no_grad():
+                        target = list(model.source(x))
+                else:
+                    x, target = images[idx], [t[idx] for t in targets]
+                loss = mkd_loss(model.cloner(x), target, cfg.lamda).mean()
                 set_lr(opt, cosine_lr(step, total, cfg.lr))
                 opt.zero_grad()
                 loss.backward()

@@ -47,14 +47,14 @@ from inspection.detectors._common import (
     resize_to,
     upsample,
 )
-from inspection.detectors.base import Detector, DetectorConfig, ProgressFn, batches
+from inspection.detectors.base import Detector, ProgressFn, TrainedDetectorConfig, batches
 
 logger = logging.getLogger(__name__)
 
 _LATENT_SIDE = 4
 
 
-class OcganConfig(DetectorConfig):
+class OcganConfig(TrainedDetectorConfig):
     """OC-GAN settings (official code defaults unless noted)."""
 
     type: Literal["ocgan"] = "ocgan"
@@ -265,7 +265,11 @@ class OcganDetector(Detector):
             order = torch.randperm(n, generator=gen)
             sums = {"rec": 0.0, "d": 0.0, "c": 0.0}
             for sl in batches(n, cfg.batch_size):
-                x = data[order[sl]]
+                x = (
+                    resize_to(self.training_batch(images, order[sl]), cfg.work_size)
+                    if self.augmenting
+                    else data[order[sl]]
+                )
                 b = len(x)
                 if b < 2:
                     continue

@@ -23,11 +23,11 @@ from torch import nn
 from torch.nn import functional as F
 
 from inspection.backbone import LITE0_LAYERS, install_offline_weights
-from inspection.detectors.base import Detector, DetectorConfig, ProgressFn, batches
+from inspection.detectors.base import Detector, ProgressFn, TrainedDetectorConfig, batches
 from inspection.validation import EpochSelector
 
 
-class StfpmConfig(DetectorConfig):
+class StfpmConfig(TrainedDetectorConfig):
     """STFPM settings (optimiser as in the paper / anomalib: SGD lr 0.4, momentum 0.9).
 
     ``epochs`` defaults to 30, what the 20-minute fit budget on 2 CPU cores allows with a
@@ -170,7 +170,7 @@ class StfpmDetector(Detector):
             order = torch.randperm(len(images), generator=gen)
             total = 0.0
             for sl in batches(len(images), self.config.batch_size):
-                batch = images[order[sl]]
+                batch = self.training_batch(images, order[sl])
                 teacher, students = model.features(batch)
                 loss = sum((stfpm_loss(teacher, s) for s in students), torch.zeros(()))
                 opt.zero_grad()
