@@ -267,29 +267,30 @@ class CutPasteDetector(Detector):
         return CutPasteModel(cfg.backbone, cfg.head_width, cells, sigma, mode)
 
     def _augment(
-        self, images: torch.Tensor, rng: np.random.Generator
+        self, raw: np.ndarray, rng: np.random.Generator
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Augment normalised images (B, 3, H, W): (B*3, 3, H, W) normalised + (B*3, 2) centres.
+        """Augment raw images (B, H, W, 3) uint8: (B*3, 3, H, W) normalised + (B*3, 2) centres.
 
         Each image gives three consecutive rows: image-scale CutPaste, Scar, and patch-scale
-        CutPaste. Centres (y, x) of the pasted region are in pixels.
+        CutPaste. Centres (y, x) of the pasted region are in pixels. Pastes are made on the
+        camera image and then normalised like any input (photometric standardisation
+        included), so a pasted image differs from a normal one only by the paste: pasting in
+        the normalised domain and mapping back would clip standardised pixels outside [0, 1]
+        in augmented images alone, a shortcut the classifier can learn instead of the paste.
         """
         cfg = self.config
-        mean = torch.tensor(cfg.mean).view(1, 3, 1, 1)
-        std = torch.tensor(cfg.std).view(1, 3, 1, 1)
-        raw = (images * std + mean).clamp(0, 1).permute(0, 2, 3, 1).numpy()
         size = cfg.image_size
         patch_area = float(self._patch_px() ** 2)
         out: list[np.ndarray] = []
         centres: list[tuple[int, int]] = []
-        for img in raw:
+        for img in raw.astype(np.float32) / 255.0:
             a, ca = cutpaste(img, rng, float(size * size))
             b, cb = cutpaste_scar(img, rng, self._scale())
             c, cc = cutpaste(img, rng, patch_area)
             out += [a, b, c]
             centres += [ca, cb, cc]
         arr = torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).float()
-        return (arr - mean) / std, torch.tensor(centres, dtype=torch.long)
+        return self.normalize(arr), torch.tensor(centres, dtype=torch.long)
 
     def fit_model(self, images: torch.Tensor, progress: ProgressFn) -> None:
         cfg = self.config
@@ -315,10 +316,13 @@ class CutPasteDetector(Detector):
         aug_parts: list[torch.Tensor] = []
         centre_parts: list[torch.Tensor] = []
         n = len(images)
+        raw = self._train_raw
+        if raw is None:
+            raise RuntimeError("cutpaste: fit_model runs inside fit(), which holds the raw images")
         with torch.no_grad():
             for k in range(cfg.aug_copies):
                 for sl in batches(n, cfg.batch_size):
-                    aug, centres = self._augment(images[sl], rng)
+                    aug, centres = self._augment(raw[sl], rng)
                     aug_parts.append(prefix(aug))
                     centre_parts.append(centres)
                     progress("cutpaste: cache augmented", k * n + sl.stop, cfg.aug_copies * n)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
+import torch
 
 from inspection.detectors import registry
 from inspection.detectors.cutpaste import cutpaste, cutpaste_scar
@@ -32,3 +34,21 @@ def test_tiny_fit_ranks_defects_and_round_trips(tmp_path: Path) -> None:
     np.testing.assert_allclose(
         again.predict(test_images).score, det.predict(test_images).score, rtol=1e-5
     )
+
+
+def test_pastes_are_normalised_like_inputs_under_standardisation() -> None:
+    """Augmented images go through the same normalisation as normal ones (no clipping shortcut).
+
+    A dark part with a few bright glints: standardised, the glints lie above 1.0; pasting in
+    the normalised domain and mapping back clipped them in augmented images only.
+    """
+    cls = registry.get("cutpaste")
+    det = cls(cls.Config(type="cutpaste", image_size=64, photometric="standardize"))
+    raw = np.full((2, 64, 64, 3), 40, np.uint8)
+    raw[:, 10:12, 10:40] = 250
+    normal = det.normalize(torch.from_numpy(raw).permute(0, 3, 1, 2).float() / 255.0)
+    aug, centres = det._augment(raw, np.random.default_rng(0))
+    assert aug.shape == (6, 3, 64, 64) and centres.shape == (6, 2)
+    assert float(normal.max()) > 1.5  # (standardised glint - 0.5) / 0.5, well above the clip
+    # rows keep the glints unclipped wherever the paste did not land on them
+    assert float(aug.amax(dim=(1, 2, 3)).max()) == pytest.approx(float(normal.max()), rel=0.2)
