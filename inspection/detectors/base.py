@@ -272,6 +272,15 @@ class Detector(ABC):
         return self._prepare(augment_batch(self._train_augment, raw))
 
     @property
+    def training_images(self) -> np.ndarray | None:
+        """Inside :meth:`fit`: the raw (N, H, W, 3) uint8 images being fitted; else None.
+
+        For training steps that must start from the camera image (e.g. CutPaste's pastes),
+        not from the normalised tensor.
+        """
+        return self._train_raw
+
+    @property
     def augmenting(self) -> bool:
         """True inside :meth:`fit` when training batches are augmented."""
         return self._train_augment is not None

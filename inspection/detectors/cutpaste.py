@@ -316,7 +316,7 @@ class CutPasteDetector(Detector):
         aug_parts: list[torch.Tensor] = []
         centre_parts: list[torch.Tensor] = []
         n = len(images)
-        raw = self._train_raw
+        raw = self.training_images
         if raw is None:
             raise RuntimeError("cutpaste: fit_model runs inside fit(), which holds the raw images")
         with torch.no_grad():
