@@ -75,14 +75,16 @@ def report(path: str) -> None:
     with open("bench/results/explore/stfpm-epochs.json", "w") as fh:
         json.dump(payload, fh, indent=1)
     lines = [
-        "# STFPM on mt-exp over 100 epochs (exploration)",
+        "# STFPM on mt-exp, long training on a GPU (exploration)",
         "",
         f"commit `{meta['commit']}` · {meta['date']} · run on {runs[0].get('device')} · "
         "script `bench/explore/stfpm_epochs.py`",
         "",
         "Test image / pixel AUROC after each listed epoch. Test labels are read every epoch by "
         "design, so the best row is an upper bound for any epoch choice; nothing in the "
-        "detector is chosen from this. Plain STFPM: Lite0 teacher, Lite0 student from scratch, "
+        "detector is chosen from this. STFPM: Lite0 teacher, Lite0 student(s) from scratch "
+        "(students 3: the Uninformed-Students ensemble, mean regression error plus predictive "
+        "variance, as the detector's `n_students`), "
         "per-image photometric standardisation, score = maximum of the smoothed product map; no "
         "training augmentation, no epoch selection; fit split = the engine's 539 images.",
         "",
@@ -90,7 +92,8 @@ def report(path: str) -> None:
     for r in runs:
         best = max(r["history"], key=lambda h: h["image_auroc"])
         lines += [
-            f"## {r['name']}: lr {r['lr']}, weight decay {r['weight_decay']}, batch {r['batch']}",
+            f"## {r['name']}: lr {r['lr']}, weight decay {r['weight_decay']}, batch {r['batch']}, "
+            f"students {r.get('students', 1)}",
             "",
             f"best epoch by test image AUROC: {best['epoch']} ({best['image_auroc']:.3f} / "
             f"{best['pixel_auroc']:.3f}); last epoch: {r['history'][-1]['image_auroc']:.3f} / "
@@ -170,27 +173,35 @@ def run(pack_dir: str, out_dir: str, specs: list[dict]) -> None:
         return float((r[y].double().sum() - npos * (npos + 1) / 2) / (npos * nneg))
 
     @torch.no_grad()
-    def evaluate(teacher, student):
-        student.eval()
+    def evaluate(teacher, students):
+        for st in students:
+            st.eval()
         maps = []
         for i in range(0, len(Xte), 64):
             x = Xte[i : i + 64]
             a = torch.ones(len(x), 1, 256, 256, device=dev)
-            for t, s in zip(teacher(x), student(x), strict=True):
-                e = 0.5 * ((F.normalize(t, dim=1) - F.normalize(s, dim=1)) ** 2).sum(
-                    1, keepdim=True
-                )
+            outs = [st(x) for st in students]
+            for k, t in enumerate(teacher(x)):
+                t = F.normalize(t, dim=1)
+                preds = torch.stack([F.normalize(o[k], dim=1) for o in outs])
+                mean = preds.mean(0)
+                e = 0.5 * ((t - mean) ** 2).sum(1, keepdim=True)
+                if len(students) > 1:  # Uninformed Students: add the predictive variance
+                    e = e + 0.5 * preds.var(0, unbiased=False).sum(1, keepdim=True)
                 a = a * F.interpolate(e, size=(256, 256), mode="bilinear", align_corners=False)
             maps.append(smooth(a))
         m = torch.cat(maps)
         score = m.amax(dim=(1, 2, 3))
-        student.train()
+        for st in students:
+            st.train()
         return auroc(score, torch.from_numpy(labels)), auroc(m, torch.from_numpy(masks))
 
-    def train_eval(name, epochs, lr, wd, batch, every=5):
+    def train_eval(name, epochs, lr, wd, batch, every=5, students=1):
         torch.manual_seed(0)
-        teacher, student = make(True).eval(), make(False).train()
-        opt = torch.optim.SGD(student.parameters(), lr=lr, momentum=0.9, weight_decay=wd)
+        teacher = make(True).eval()
+        nets = [make(False).train() for _ in range(students)]
+        params = [p for st in nets for p in st.parameters()]
+        opt = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=wd)
         g = torch.Generator(device="cpu").manual_seed(0)
         hist = []
         t0 = time.time()
@@ -202,17 +213,18 @@ def run(pack_dir: str, out_dir: str, specs: list[dict]) -> None:
                 with torch.no_grad():
                     ts = teacher(x)
                 loss = 0.0
-                for t, s in zip(ts, student(x), strict=True):
-                    h, w = t.shape[-2:]
-                    loss = loss + 0.5 / (h * w) * (
-                        (F.normalize(t, dim=1) - F.normalize(s, dim=1)) ** 2
-                    ).sum() / len(x)
+                for st in nets:
+                    for t, s in zip(ts, st(x), strict=True):
+                        h, w = t.shape[-2:]
+                        loss = loss + 0.5 / (h * w) * (
+                            (F.normalize(t, dim=1) - F.normalize(s, dim=1)) ** 2
+                        ).sum() / len(x)
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
                 tot += float(loss.detach()) * len(x)
             if ep in (1, 2, 3) or ep % every == 0:
-                ia, pa = evaluate(teacher, student)
+                ia, pa = evaluate(teacher, nets)
                 hist.append(
                     {"epoch": ep, "loss": tot / len(Xtr), "image_auroc": ia, "pixel_auroc": pa}
                 )
@@ -223,6 +235,7 @@ def run(pack_dir: str, out_dir: str, specs: list[dict]) -> None:
             "lr": lr,
             "weight_decay": wd,
             "batch": batch,
+            "students": students,
             "history": hist,
         }
 
