@@ -76,6 +76,18 @@ def resize_to(images: torch.Tensor, size: int) -> torch.Tensor:
     return F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False)
 
 
+def tanh_range_input(images: torch.Tensor, size: int) -> torch.Tensor:
+    """Normalised images resized to ``size`` and clamped to [-1, 1]: (N, C, size, size).
+
+    The input and reconstruction target of the autoencoders whose decoder ends in ``tanh``
+    (OC-GAN, GANomaly): their papers assume inputs in [-1, 1], which the mean = std = 0.5
+    normalisation gives for camera pixels but per-image photometric standardisation does not
+    (about 1 % of a standardised magnetic-tile pixel lies outside). Unclamped, those pixels
+    cannot be reconstructed at all and their error adds to every score regardless of defects.
+    """
+    return resize_to(images, size).clamp(-1.0, 1.0)
+
+
 # -- Gaussian density (Mahalanobis) -----------------------------------------------------------
 
 

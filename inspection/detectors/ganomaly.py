@@ -31,7 +31,7 @@ from torch import nn
 
 from inspection.detectors._common import (
     GaussianBlur,
-    resize_to,
+    tanh_range_input,
     upsample,
 )
 from inspection.detectors.base import Detector, ProgressFn, TrainedDetectorConfig, batches
@@ -81,7 +81,7 @@ class GanomalyWrapper(nn.Module):
         self.blur = GaussianBlur(sigma)
 
     def forward(self, images: torch.Tensor) -> InferenceBatch:
-        x = resize_to(images, self.work_size)
+        x = tanh_range_input(images, self.work_size)
         fake, latent_i, latent_o = self.model.generator(x)
         score = torch.mean(torch.pow(latent_i - latent_o, 2), dim=(1, 2, 3))
         err = torch.abs(x - fake).mean(dim=1, keepdim=True)
@@ -119,7 +119,7 @@ class GanomalyDetector(Detector):
         model = wrapper.model
         with torch.no_grad():
             data = torch.cat(
-                [resize_to(images[sl], cfg.work_size) for sl in batches(len(images), 64)]
+                [tanh_range_input(images[sl], cfg.work_size) for sl in batches(len(images), 64)]
             )
         gen_loss = GeneratorLoss(cfg.wadv, cfg.wcon, cfg.wenc)
         disc_loss = DiscriminatorLoss()
@@ -134,7 +134,7 @@ class GanomalyDetector(Detector):
             g_sum = d_sum = 0.0
             for sl in batches(n, cfg.batch_size):
                 batch = (
-                    resize_to(self.training_batch(images, order[sl]), cfg.work_size)
+                    tanh_range_input(self.training_batch(images, order[sl]), cfg.work_size)
                     if self.augmenting
                     else data[order[sl]]
                 )

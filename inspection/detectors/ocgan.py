@@ -8,7 +8,8 @@ Components (paper Sec. 3, official ``trainadnov``):
 * **Denoising autoencoder** ``En`` / ``De``: the encoder sees the image plus Gaussian noise
   (official: variance 0.02) and ends in ``tanh``, so the latent (``latent_channels`` x 4 x 4)
   is bounded to (-1, 1); the decoder ends in ``tanh`` (inputs are normalised to [-1, 1] by the
-  default mean = std = 0.5).
+  default mean = std = 0.5, and clamped there at the working resolution, since photometric
+  standardisation can leave a few pixels outside: :func:`~inspection.detectors._common.tanh_range_input`).
 * **Latent discriminator** ``Dl`` (MLP): separates encoded latents from samples of U(-1, 1),
   forcing the latent distribution of normal images to fill the whole box.
 * **Visual discriminator** ``Dv``: separates real images from images decoded from random
@@ -44,7 +45,7 @@ from torch.nn import functional as F
 
 from inspection.detectors._common import (
     GaussianBlur,
-    resize_to,
+    tanh_range_input,
     upsample,
 )
 from inspection.detectors.base import Detector, ProgressFn, TrainedDetectorConfig, batches
@@ -183,7 +184,7 @@ class OcganModel(nn.Module):
                 nn.init.zeros_(m.bias)
 
     def forward(self, images: torch.Tensor) -> InferenceBatch:
-        x = resize_to(images, self.work_size)
+        x = tanh_range_input(images, self.work_size)
         recon = self.decoder(self.encoder(x))
         err = ((recon - x) ** 2).mean(dim=1, keepdim=True)
         amap = self.blur(upsample(err, images.shape[-2:]))
@@ -245,7 +246,7 @@ class OcganDetector(Detector):
         assert isinstance(model, OcganModel)
         with torch.no_grad():
             data = torch.cat(
-                [resize_to(images[sl], cfg.work_size) for sl in batches(len(images), 64)]
+                [tanh_range_input(images[sl], cfg.work_size) for sl in batches(len(images), 64)]
             )
         betas = (0.5, 0.999)
         opt_g = torch.optim.Adam(
@@ -266,7 +267,7 @@ class OcganDetector(Detector):
             sums = {"rec": 0.0, "d": 0.0, "c": 0.0}
             for sl in batches(n, cfg.batch_size):
                 x = (
-                    resize_to(self.training_batch(images, order[sl]), cfg.work_size)
+                    tanh_range_input(self.training_batch(images, order[sl]), cfg.work_size)
                     if self.augmenting
                     else data[order[sl]]
                 )
