@@ -186,8 +186,10 @@ def export_openvino(
     det.save(out / "torch")
     size = det.config.image_size
     graph = det.deployable()
+    example = torch.zeros(1, 3, size, size)
     with torch.no_grad():
-        ov_model = ov.convert_model(graph, example_input=torch.zeros(1, 3, size, size))
+        graph(example)  # fills shape-dependent constant caches (GaussianBlur) before tracing
+        ov_model = ov.convert_model(graph, example_input=example)
     ov_model.reshape({0: ov.PartialShape([-1, 3, size, size])})
     if precision == "int8":
         import nncf

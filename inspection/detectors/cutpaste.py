@@ -62,7 +62,6 @@ from inspection.detectors._common import (
     freeze,
     mahalanobis,
     set_lr,
-    upsample,
 )
 from inspection.detectors.base import Detector, DetectorConfig, ProgressFn, batches
 
@@ -225,7 +224,7 @@ class CutPasteModel(nn.Module):
         score = mahalanobis(emb, self.image_mean, self.image_precision)
         patches = F.normalize(self.patch_embeddings(fmap), dim=1).permute(0, 2, 3, 1)
         pmap = mahalanobis(patches, self.patch_mean, self.patch_precision).unsqueeze(1)
-        amap = self.blur(upsample(pmap, images.shape[-2:]))
+        amap = self.blur(pmap, images.shape[-2:])
         if self.score_mode == "map_max":
             score = amap.amax(dim=(1, 2, 3))
         return InferenceBatch(pred_score=score, anomaly_map=amap)

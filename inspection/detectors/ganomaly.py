@@ -32,7 +32,6 @@ from torch import nn
 from inspection.detectors._common import (
     GaussianBlur,
     tanh_range_input,
-    upsample,
 )
 from inspection.detectors.base import Detector, ProgressFn, TrainedDetectorConfig, batches
 
@@ -85,7 +84,7 @@ class GanomalyWrapper(nn.Module):
         fake, latent_i, latent_o = self.model.generator(x)
         score = torch.mean(torch.pow(latent_i - latent_o, 2), dim=(1, 2, 3))
         err = torch.abs(x - fake).mean(dim=1, keepdim=True)
-        amap = self.blur(upsample(err, images.shape[-2:]))
+        amap = self.blur(err, images.shape[-2:])
         return InferenceBatch(pred_score=score, anomaly_map=amap)
 
 

@@ -145,7 +145,7 @@ class MemAEModel(nn.Module):
         x = self.resize(images)
         recon, _ = self.reconstruct(x)
         err = ((recon - x) ** 2).mean(dim=1, keepdim=True)
-        amap = self.blur(upsample(err, images.shape[-2:]))
+        amap = self.blur(err, images.shape[-2:])
         score = (
             err.mean(dim=(1, 2, 3)) if self.score_reduction == "mean" else amap.amax(dim=(1, 2, 3))
         )
@@ -214,7 +214,7 @@ class FeatureMemAEModel(nn.Module):
         feats = (self.features(images) - self.feat_mean) / self.feat_std
         recon, _ = self.reconstruct(feats)
         err = ((recon - feats) ** 2).mean(dim=1, keepdim=True)
-        amap = self.blur(upsample(err, images.shape[-2:]))
+        amap = self.blur(err, images.shape[-2:])
         score = (
             err.mean(dim=(1, 2, 3)) if self.score_reduction == "mean" else amap.amax(dim=(1, 2, 3))
         )

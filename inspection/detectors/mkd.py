@@ -49,7 +49,6 @@ from inspection.detectors._common import (
     cosine_lr,
     freeze,
     set_lr,
-    upsample,
 )
 from inspection.detectors.base import Detector, ProgressFn, TrainedDetectorConfig, batches
 from inspection.errors import NotFittedError
@@ -183,23 +182,24 @@ class MkdModel(nn.Module):
         self.source.eval()
         return self
 
-    def discrepancy_map(
-        self, cloner: list[torch.Tensor], source: list[torch.Tensor], size: torch.Size
-    ) -> torch.Tensor:
-        """Per-position (1 - cos) + lamda * MSE over channels, upsampled and summed: (N,1,H,W)."""
-        amap = torch.zeros(
-            cloner[0].shape[0], 1, int(size[0]), int(size[1]), device=cloner[0].device
-        )
+    def layer_maps(
+        self, cloner: list[torch.Tensor], source: list[torch.Tensor]
+    ) -> list[torch.Tensor]:
+        """Per layer, per position (1 - cos) + lamda * MSE over channels: (N, 1, h_l, w_l)."""
+        maps = []
         for c, s in zip(cloner, source, strict=True):
             cos = cosine(c, s, dim=1).unsqueeze(1)
             mse = ((c - s) ** 2).mean(dim=1, keepdim=True)
-            amap = amap + upsample((1.0 - cos) + self.lamda * mse, size)
-        return amap
+            maps.append((1.0 - cos) + self.lamda * mse)
+        return maps
 
     def forward(self, images: torch.Tensor) -> InferenceBatch:
         source = self.source(images)
         cloner = self.cloner(images)
-        amap = self.blur(self.discrepancy_map(cloner, source, images.shape[-2:]))
+        # blur(sum of upsampled layer maps) == sum of blur(upsampled layer map): all linear
+        size = images.shape[-2:]
+        maps = [self.blur(m, size) for m in self.layer_maps(cloner, source)]
+        amap = torch.stack(maps).sum(dim=0)
         if self.score_mode == "loss":
             score = mkd_loss(cloner, source, self.lamda)
         else:

@@ -46,7 +46,6 @@ from torch.nn import functional as F
 from inspection.detectors._common import (
     GaussianBlur,
     tanh_range_input,
-    upsample,
 )
 from inspection.detectors.base import Detector, ProgressFn, TrainedDetectorConfig, batches
 
@@ -187,7 +186,7 @@ class OcganModel(nn.Module):
         x = tanh_range_input(images, self.work_size)
         recon = self.decoder(self.encoder(x))
         err = ((recon - x) ** 2).mean(dim=1, keepdim=True)
-        amap = self.blur(upsample(err, images.shape[-2:]))
+        amap = self.blur(err, images.shape[-2:])
         return InferenceBatch(pred_score=err.mean(dim=(1, 2, 3)), anomaly_map=amap)
 
 

@@ -8,11 +8,14 @@ Mahalanobis distance, upsampled and Gaussian-smoothed (sigma 4 px); the score is
 
 anomalib smooths with a full 33 x 33 2-D convolution; the same Gaussian is applied here as two
 1-D passes (:class:`SeparableBlur`, identical kernel and reflect padding, equal up to float
-rounding), about 16x fewer multiplications on the station's hot path.
+rounding), about 16x fewer multiplications on the station's hot path; and the upsampling and
+smoothing are fused into two constant matrix products (:meth:`SeparableBlur.upsample_smooth`).
 """
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import torch
@@ -21,6 +24,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from inspection.backbone import LITE0_LAYERS, install_offline_weights
+from inspection.detectors._common import resize_smooth_matrix
 from inspection.detectors.base import Detector, DetectorConfig, ProgressFn, batches
 
 
@@ -52,11 +56,52 @@ class SeparableBlur(nn.Module):
         k2 = kernel[0, 0]
         self.register_buffer("cols", k2.sum(dim=1).view(1, 1, -1, 1), persistent=False)
         self.register_buffer("rows", k2.sum(dim=0).view(1, 1, 1, -1), persistent=False)
+        self._matrices: dict[tuple[int, int, int, int], tuple[torch.Tensor, torch.Tensor]] = {}
 
-    def forward(self, amap: torch.Tensor) -> torch.Tensor:
+    def forward(self, amap: torch.Tensor, size: Sequence[int] | None = None) -> torch.Tensor:
+        """Smooth (N, 1, H, W) maps; with ``size``, smooth their bilinear resize to it."""
+        if size is not None:
+            return self.upsample_smooth(amap, size)
         ph, pw = self.cols.shape[-2] // 2, self.rows.shape[-1] // 2
         amap = F.conv2d(F.pad(amap, (pw, pw, 0, 0), mode="reflect"), self.rows)
         return F.conv2d(F.pad(amap, (0, 0, ph, ph), mode="reflect"), self.cols)
+
+    def upsample_smooth(self, amap: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+        """``forward`` of (N, 1, h, w) maps bilinearly resized to ``size``, as two matrix
+        products (see :meth:`inspection.detectors._common.GaussianBlur.upsample_smooth`)."""
+        h, w, out_h, out_w = int(amap.shape[-2]), int(amap.shape[-1]), int(size[0]), int(size[1])
+        key = (h, w, out_h, out_w)
+        if key not in self._matrices:
+            ph, pw = self.cols.shape[-2] // 2, self.rows.shape[-1] // 2
+            self._matrices[key] = (
+                resize_smooth_matrix(h, out_h, self.cols.flatten(), ph),
+                resize_smooth_matrix(w, out_w, self.rows.flatten(), pw),
+            )
+        rows, cols = self._matrices[key]
+        return torch.matmul(torch.matmul(rows.to(amap.device), amap), cols.to(amap.device).T)
+
+
+@functools.cache
+def _fused_generator_class() -> type[nn.Module]:
+    """anomalib's PaDiM ``AnomalyMapGenerator`` with upsampling and smoothing fused into
+    :meth:`SeparableBlur.upsample_smooth` (built lazily: importing anomalib is heavy)."""
+    from anomalib.models.image.padim.anomaly_map import AnomalyMapGenerator
+
+    class FusedAnomalyMapGenerator(AnomalyMapGenerator):
+        def compute_anomaly_map(
+            self,
+            embedding: torch.Tensor,
+            mean: torch.Tensor,
+            inv_covariance: torch.Tensor,
+            image_size: tuple[int, int] | torch.Size | None = None,
+        ) -> torch.Tensor:
+            stats = [mean.to(embedding.device), inv_covariance.to(embedding.device)]
+            score_map = self.compute_distance(embedding=embedding, stats=stats)
+            if image_size:
+                return self.blur(score_map, image_size)
+            return self.blur(score_map)
+
+    return FusedAnomalyMapGenerator
 
 
 class PadimDetector(Detector):
@@ -78,8 +123,9 @@ class PadimDetector(Detector):
             pre_trained=True,
             n_features=self.config.n_features,
         )
-        generator: Any = model.anomaly_map_generator
+        generator: Any = _fused_generator_class()()  # anomalib's, same sigma (4) as PadimModel's
         generator.blur = SeparableBlur(generator.blur)
+        model.anomaly_map_generator = generator
         return model
 
     def fit_model(self, images: torch.Tensor, progress: ProgressFn) -> None:

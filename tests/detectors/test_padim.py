@@ -19,3 +19,15 @@ def test_separable_blur_matches_anomalib(size: int) -> None:
 def test_separable_blur_keeps_the_weight_key() -> None:
     blur = GaussianBlur2d(kernel_size=(33, 33), sigma=(4, 4), channels=1)
     assert list(SeparableBlur(blur).state_dict()) == list(blur.state_dict()) == ["kernel"]
+
+
+@pytest.mark.parametrize(("side", "size"), [(64, 256), (16, 256), (20, 48)])
+def test_fused_upsample_smooth_matches_anomalib(side: int, size: int) -> None:
+    """anomalib's map: bilinear upsampling, then its 2-D blur; ours: two matrix products."""
+    from torch.nn import functional as F
+
+    blur = GaussianBlur2d(kernel_size=(33, 33), sigma=(4, 4), channels=1)
+    amap = torch.rand(2, 1, side, side) * 10
+    reference = blur(F.interpolate(amap, size=(size, size), mode="bilinear", align_corners=False))
+    fused = SeparableBlur(blur).upsample_smooth(amap, (size, size))
+    torch.testing.assert_close(fused, reference, rtol=1e-5, atol=1e-5)
