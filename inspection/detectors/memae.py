@@ -21,8 +21,10 @@ addressing weights (Eq. 10). Shrinkage threshold lambda defaults to 2.5 / N (pap
   standardised per channel with statistics of the normal training images) instead of pixels.
   Not in the paper; added to compare pixel and feature reconstruction under one recipe.
 
-Score (paper Sec. 4: the reconstruction error of the sample): ``score_reduction="mean"``
-gives the mean squared error over all positions; ``"max"`` the maximum of the smoothed map.
+Score (paper Sec. 4: the reconstruction error of the sample): ``score_mode="mean"`` gives the
+mean squared error over all positions; ``"map_max"`` the maximum of the smoothed map, which
+keeps a small defect from being averaged away; ``"auto"`` (default) lets the engine choose on
+synthetic defects painted onto held-out normal images (:mod:`inspection.validation`).
 Map: per-position squared error (mean over channels), bilinearly upsampled to the input size and
 Gaussian-smoothed (``smoothing_sigma`` px at 256 px, scaled with the image size).
 """
@@ -118,7 +120,7 @@ class MemAEModel(nn.Module):
         memory_size: int,
         shrink_threshold: float,
         sigma: float,
-        score_reduction: str,
+        score_mode: str,
     ) -> None:
         super().__init__()
         self.work_size = work_size
@@ -130,7 +132,7 @@ class MemAEModel(nn.Module):
         layers.append(nn.ConvTranspose2d(rev[-2], 3, 3, 2, 1, output_padding=1))
         self.decoder = nn.Sequential(*layers)
         self.blur = GaussianBlur(sigma)
-        self.score_reduction = score_reduction
+        self.score_mode = score_mode
 
     def resize(self, images: torch.Tensor) -> torch.Tensor:
         """Resize (N, 3, H, W) to the working resolution (identity when already there)."""
@@ -146,9 +148,7 @@ class MemAEModel(nn.Module):
         recon, _ = self.reconstruct(x)
         err = ((recon - x) ** 2).mean(dim=1, keepdim=True)
         amap = self.blur(err, images.shape[-2:])
-        score = (
-            err.mean(dim=(1, 2, 3)) if self.score_reduction == "mean" else amap.amax(dim=(1, 2, 3))
-        )
+        score = err.mean(dim=(1, 2, 3)) if self.score_mode == "mean" else amap.amax(dim=(1, 2, 3))
         return InferenceBatch(pred_score=score, anomaly_map=amap)
 
 
@@ -170,7 +170,7 @@ class FeatureMemAEModel(nn.Module):
         memory_size: int,
         shrink_threshold: float,
         sigma: float,
-        score_reduction: str,
+        score_mode: str,
     ) -> None:
         super().__init__()
         self.backbone = Lite0Trunk(backbone, list(self.FEATURE_BLOCKS))
@@ -193,7 +193,7 @@ class FeatureMemAEModel(nn.Module):
         dec.append(nn.Conv2d(w0, dim, 1))
         self.decoder = nn.Sequential(*dec)
         self.blur = GaussianBlur(sigma)
-        self.score_reduction = score_reduction
+        self.score_mode = score_mode
 
     def train(self, mode: bool = True) -> FeatureMemAEModel:
         super().train(mode)
@@ -215,9 +215,7 @@ class FeatureMemAEModel(nn.Module):
         recon, _ = self.reconstruct(feats)
         err = ((recon - feats) ** 2).mean(dim=1, keepdim=True)
         amap = self.blur(err, images.shape[-2:])
-        score = (
-            err.mean(dim=(1, 2, 3)) if self.score_reduction == "mean" else amap.amax(dim=(1, 2, 3))
-        )
+        score = err.mean(dim=(1, 2, 3)) if self.score_mode == "mean" else amap.amax(dim=(1, 2, 3))
         return InferenceBatch(pred_score=score, anomaly_map=amap)
 
 
@@ -232,7 +230,11 @@ class MemAEConfig(TrainedDetectorConfig):
     entropy_weight: float = Field(2e-4, ge=0)
     epochs: int = Field(50, ge=1)
     lr: float = Field(1e-3, gt=0)
-    score_reduction: Literal["mean", "max"] = "mean"
+    score_mode: Literal["mean", "map_max", "auto"] = Field(
+        "auto",
+        description="Image score: the paper's mean reconstruction error, the maximum of the "
+        "smoothed map, or chosen at training on synthetic defects (label-free).",
+    )
     smoothing_sigma: float = Field(4.0, ge=0)
 
 
@@ -246,7 +248,11 @@ class MemAEFeatConfig(TrainedDetectorConfig):
     entropy_weight: float = Field(2e-4, ge=0)
     epochs: int = Field(40, ge=1)
     lr: float = Field(1e-3, gt=0)
-    score_reduction: Literal["mean", "max"] = "mean"
+    score_mode: Literal["mean", "map_max", "auto"] = Field(
+        "auto",
+        description="Image score: the paper's mean reconstruction error, the maximum of the "
+        "smoothed map, or chosen at training on synthetic defects (label-free).",
+    )
     smoothing_sigma: float = Field(4.0, ge=0)
 
 
@@ -303,6 +309,7 @@ class MemAEDetector(Detector):
     #: score relative / map relative to its range; the tolerances keep a >30x margin.
     export_rtol: ClassVar[float] = 1e-3
     export_atol: ClassVar[float] = 1e-4
+    score_modes: ClassVar[tuple[str, ...]] = ("mean", "map_max")
 
     config: MemAEConfig
 
@@ -331,7 +338,7 @@ class MemAEDetector(Detector):
             cfg.memory_size,
             thr,
             sigma,
-            cfg.score_reduction,
+            "mean" if cfg.score_mode == "auto" else cfg.score_mode,  # until the engine picks
         )
 
     def fit_model(self, images: torch.Tensor, progress: ProgressFn) -> None:
@@ -369,6 +376,7 @@ class MemAEFeatDetector(Detector):
     #: score relative / map relative to its range; the tolerances keep a >30x margin.
     export_rtol: ClassVar[float] = 1e-3
     export_atol: ClassVar[float] = 1e-4
+    score_modes: ClassVar[tuple[str, ...]] = ("mean", "map_max")
 
     config: MemAEFeatConfig
 
@@ -388,7 +396,7 @@ class MemAEFeatDetector(Detector):
             cfg.memory_size,
             thr,
             sigma,
-            cfg.score_reduction,
+            "mean" if cfg.score_mode == "auto" else cfg.score_mode,  # until the engine picks
         )
 
     def fit_model(self, images: torch.Tensor, progress: ProgressFn) -> None:
