@@ -90,6 +90,18 @@ def test_mt_exp_protocol_counts(mt_root: Path) -> None:
     assert (
         test.masks[test.labels == 1].any(axis=(1, 2)).mean() > 0.8
     )  # tiny blowholes vanish at 64 px
+    from inspection.data.magnetic_tile import same_group_subset
+
+    idx = same_group_subset(test)  # both classes from the test normals' groups only
+    assert int((test.labels[idx] == 0).sum()) == 318
+    assert int((test.labels[idx] == 1).sum()) == 132
+
+
+def test_group_of_reads_the_acquisition_group() -> None:
+    from inspection.data.magnetic_tile import group_of
+
+    assert group_of("/d/MT_Crack/Imgs/exp5_num_123.jpg") == 5
+    assert group_of("synthetic-3") is None
 
 
 @pytest.mark.realdata

@@ -16,6 +16,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from inspection.data.imageset import GOOD, ImageSet, from_samples, read_image, read_mask
 from inspection.errors import DatasetError
 
@@ -52,6 +54,23 @@ def scan(root: str | Path) -> list[TileImage]:
                 continue
             items.append(TileImage(cls, int(match.group(1)), path, path.with_suffix(".png")))
     return items
+
+
+def group_of(image_id: str) -> int | None:
+    """Acquisition group ``E`` of an ``exp<E>_num_<N>.jpg`` path (None for other names)."""
+    match = _NAME.search(image_id)
+    return int(match.group(1)) if match else None
+
+
+def same_group_subset(test: ImageSet) -> np.ndarray:
+    """Indices of the ``mt-exp`` test images shot in the test normals' groups (exp5, exp6).
+
+    The protocol's test normals come from those two groups only and its defective images from
+    every group, shot at different exposures, so an image score can separate the two halves by
+    the group alone (``bench/explore/mt_exp_confound.py``: mean grey level 0.78 AUROC). On this
+    subset both classes share the groups.
+    """
+    return np.array([i for i, x in enumerate(test.ids) if group_of(x) in TEST_GROUPS], np.int64)
 
 
 def _load(items: list[TileImage], size: int) -> ImageSet:

@@ -134,6 +134,7 @@ def test_station_bench_quick(
         sat = row["saturated"]
         assert sat["frames_persisted"] == sat["frames_captured"] == 20
         assert row["frames_per_second"] > 0 and row["anomalib_inferencer_fps"] > 0
+        assert row["openvino_ceiling_fps"] > 0 and row["ceiling_vs_anomalib"] > 0
         assert row["cpu_ms_per_frame"] > 0 and row["cpu_bound_fps"] > 0
         assert row["frames_captured"] == row["frames_persisted"] + row["frames_dropped"]
     assert payload["precision"][0]["image_auroc"] > 0.5
