@@ -313,10 +313,10 @@ def anomalib_fps(
 
 
 def openvino_ceiling_fps(bundle: Path, frames: np.ndarray, seconds: float) -> float:
-    """Bare inference frames/s with every core busy: the station's model loader with the
-    throughput hint and one thread per parallel stream, each calling ``infer_raw`` on one
-    frame at a time, nothing else (no camera, queue, thresholds or database). No pipeline on
-    this IR and machine can persist more frames per second than this."""
+    """Bare batch-1 inference frames/s with every core busy: the station's model loader with
+    the throughput hint and one thread per parallel stream, each calling ``infer_raw`` on one
+    frame at a time, nothing else (no camera, queue, thresholds or database): the rate a
+    batch-1 pipeline would reach at zero overhead (batching can exceed it)."""
     from inspection.runtime import OpenVinoModel
 
     model = OpenVinoModel(bundle, performance_hint="throughput")
@@ -648,10 +648,10 @@ def markdown(payload: dict[str, Any]) -> str:
         "relative to it; `anomalib_default_fps` = the same with OpenVINO's defaults (bf16 "
         "inference on CPUs with bf16 units: faster on memory-bound graphs, shifted scores), "
         "`speedup_vs_anomalib_default` relative to that (how anomalib is used out of the box); "
-        "`openvino_ceiling_fps` = bare inference on the same IR with every core busy "
-        "(throughput hint, one thread per stream, no camera, queue or database): no pipeline "
-        "can store more frames per second on this machine, and `ceiling_vs_anomalib` is the "
-        "largest speedup over anomalib any runtime could show here; "
+        "`openvino_ceiling_fps` = bare batch-1 inference on the same IR with every core busy "
+        "(throughput hint, one thread per stream, no camera, queue or database): what a "
+        "batch-1 pipeline could store per second at zero overhead (batched variants can pass "
+        "it), and `ceiling_vs_anomalib` its ratio to anomalib's inferencer; "
         "`cpu_percent` of one core; `cpu_ms_per_frame` = "
         "CPU time of the station process per stored result and `cpu_bound_fps` = cores / that, "
         "the rate these cores could sustain without the other jobs sharing them (an upper "
