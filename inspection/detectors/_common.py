@@ -65,11 +65,11 @@ class GaussianBlur(nn.Module):
     shape, so tiny test images (64 px) still pad legally.
 
     ``forward(amap, size)`` (:meth:`upsample_smooth`) is ``forward(upsample(amap, size))``
-    computed as two matrix products: both steps are linear and act on rows and columns separately, so per axis they
-    collapse into one constant (out, in) matrix. On a 64 -> 256 px map that is about 4x fewer
-    multiplications than upsampling and then convolving with a 33-tap kernel at full size, and
-    it runs as OpenVINO MatMul, which is far better optimised than single-channel Interpolate
-    and Convolution. Call it through ``forward`` so that exported nodes keep the module's name
+    computed as two matrix products: both steps are linear and act on rows and columns
+    separately, so per axis they collapse into one constant (out, in) matrix. On a 64 -> 256 px
+    map that is about 4x fewer multiplications than upsampling and then convolving with a 33-tap
+    kernel at full size, and it runs as OpenVINO MatMul, which is far better optimised than
+    single-channel Interpolate and Convolution. Call it through ``forward`` so that exported nodes keep the module's name
     (int8 export keeps ``*blur*`` nodes in float). The matrices are cached per shape on the first
     call; exporters run one forward pass before tracing so the traced graph holds them as
     constants.
