@@ -17,15 +17,14 @@ writes ``bench/results/explore/mt-exp-confound.{json,md}``.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 from collections import Counter
+from pathlib import Path
 
 import cv2
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from inspection.bench.report import stamp
+from inspection.bench.report import stamp, write_results
 from inspection.data.magnetic_tile import NORMAL_CLASS, TEST_GROUPS, scan
 
 
@@ -76,14 +75,9 @@ def main() -> None:
         },
         "mean_grey_per_group": {str(g): v for g, v in per_group_mean.items()},
     }
-    os.makedirs("bench/results/explore", exist_ok=True)
-    with open("bench/results/explore/mt-exp-confound.json", "w") as fh:
-        json.dump(payload, fh, indent=1)
     lines = [
-        "# mt-exp: image AUROC of defect-blind statistics (exploration)",
-        "",
-        f"commit `{meta['commit']}` · {meta['date']} · {meta['machine']} · "
-        "script `bench/explore/mt_exp_confound.py`",
+        "mt-exp: image AUROC of defect-blind statistics (exploration; script "
+        "`bench/explore/mt_exp_confound.py`).",
         "",
         "Test normals come from groups exp5/exp6 only, defective test images from every group. "
         "Each row scores the raw test images by one statistic that knows nothing of defects; "
@@ -116,9 +110,9 @@ def main() -> None:
         + " |",
         "",
     ]
-    with open("bench/results/explore/mt-exp-confound.md", "w") as fh:
-        fh.write("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    markdown = "\n".join(lines)
+    write_results("mt-exp-confound", payload, markdown, Path("bench/results/explore"))
+    print(markdown)
 
 
 if __name__ == "__main__":
