@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 from pathlib import Path
 
@@ -126,6 +127,15 @@ def test_heatmap_round_trip_is_lossless(rng: np.random.Generator) -> None:
     stats = heatmap_stats(heatmap)
     assert stats.max == pytest.approx(float(heatmap.max()))
     assert stats.mean == pytest.approx(float(heatmap.mean()), rel=1e-5)
+
+
+def test_heatmap_written_compressed_by_older_versions_still_decodes(
+    rng: np.random.Generator,
+) -> None:
+    heatmap = rng.random((16, 16), dtype=np.float32)
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, heatmap=heatmap)
+    np.testing.assert_array_equal(decode_heatmap(buffer.getvalue()), heatmap)
 
 
 def test_heatmap_float64_is_stored_as_float32() -> None:
