@@ -734,9 +734,14 @@ def _bulk_insert(session: Session, items: Sequence[InspectionData]) -> dict[tupl
     """INSERT ``items`` (distinct new keys) with their regions and artifacts; their ids."""
     type_ids = _defect_type_ids(session, (r.defect_type for i in items for r in i.regions))
     now = utcnow()
+    table = Inspection.__table__
+    # RETURNING the unique key with the id, matched up here: asking SQLAlchemy to return rows
+    # in parameter order instead makes it send one INSERT per row on SQLite (no sentinel).
     rows = session.execute(
-        insert(Inspection.__table__).returning(  # type: ignore[arg-type]
-            Inspection.__table__.c.id, sort_by_parameter_order=True
+        insert(table).returning(  # type: ignore[arg-type]
+            table.c.id,
+            table.c.station_id,
+            table.c.idempotency_key,
         ),
         [
             {
@@ -756,7 +761,8 @@ def _bulk_insert(session: Session, items: Sequence[InspectionData]) -> dict[tupl
             for d in items
         ],
     )
-    inspection_ids = [int(row[0]) for row in rows]
+    by_key = {(int(station), str(key)): int(ident) for ident, station, key in rows}
+    inspection_ids = [by_key[(d.station_id, d.idempotency_key)] for d in items]
     owners: list[tuple[int, int]] = []  # (item position, region index) per region row
     region_rows: list[dict[str, Any]] = []
     for pos, (d, ident) in enumerate(zip(items, inspection_ids, strict=True)):
@@ -780,9 +786,9 @@ def _bulk_insert(session: Session, items: Sequence[InspectionData]) -> dict[tupl
             )
     region_ids: dict[tuple[int, int], int] = {}
     if region_rows:
-        table = DefectRegion.__table__
+        regions = DefectRegion.__table__
         got = session.execute(
-            insert(table).returning(table.c.id, sort_by_parameter_order=True),  # type: ignore[arg-type]
+            insert(regions).returning(regions.c.id, sort_by_parameter_order=True),  # type: ignore[arg-type]
             region_rows,
         )
         region_ids = {owner: int(row[0]) for owner, row in zip(owners, got, strict=True)}
