@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch.nn import functional as F
 
-from inspection.detectors._common import GaussianBlur, upsample
+from inspection.detectors._common import GaussianBlur, resize_to, upsample
 
 
 @pytest.mark.parametrize("sigma", [0.0, 1.0, 4.0])
@@ -47,3 +48,10 @@ def test_upsample_smooth_exports_to_openvino() -> None:
         xb = torch.rand(batch, 1, 64, 64)
         got = torch.from_numpy(compiled(xb.numpy())[0])
         torch.testing.assert_close(got, head(xb), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(("side", "size"), [(256, 64), (64, 16), (96, 32)])
+def test_resize_to_box_filter_equals_avg_pool(side: int, size: int) -> None:
+    images = torch.rand(2, 3, side, side, generator=torch.Generator().manual_seed(0))
+    expected = F.avg_pool2d(images, kernel_size=side // size)
+    torch.testing.assert_close(resize_to(images, size), expected, rtol=1e-5, atol=1e-6)
