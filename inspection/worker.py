@@ -71,6 +71,11 @@ def put_until_stopped(
     q: queue.Queue[T], item: T, stop: threading.Event, poll_s: float = POLL_S
 ) -> bool:
     """Put ``item``, waiting while ``q`` is full (backpressure); False if ``stop`` is set first."""
+    try:
+        q.put_nowait(item)  # the usual case, without the timed wait's bookkeeping
+        return True
+    except queue.Full:
+        pass
     while True:
         try:
             q.put(item, timeout=poll_s)
@@ -84,6 +89,14 @@ def get_or_none(q: queue.Queue[T], timeout_s: float = POLL_S) -> T | None:
     """The next item of ``q``, or None after ``timeout_s`` seconds without one."""
     try:
         return q.get(timeout=timeout_s)
+    except queue.Empty:
+        return None
+
+
+def get_or_none_now(q: queue.Queue[T]) -> T | None:
+    """The next item of ``q`` if one is waiting, else None (never blocks)."""
+    try:
+        return q.get_nowait()
     except queue.Empty:
         return None
 

@@ -116,9 +116,11 @@ def station(
     frames: int = typer.Option(600, help="Frames per station run."),
     normals: int = typer.Option(100, help="Good synthetic parts each detector trains on."),
     variants: str = typer.Option(
-        "1:auto:1,4:auto:1,1:1:1,1:1:2,1:auto:2:throughput,1:auto:3:throughput,4:auto:2:throughput",
-        help="Station settings to compare, batch:threads:workers[:latency|throughput] "
-        "(threads 'auto': all cores; throughput: parallel OpenVINO streams).",
+        "1:auto:1,4:auto:1,1:1:1,1:1:2,1:auto:2:throughput,1:auto:2:throughput:1,"
+        "1:auto:3:throughput,4:auto:2:throughput",
+        help="Station settings to compare, batch:threads:workers[:latency|throughput[:requests]] "
+        "(threads 'auto': all cores; throughput: parallel OpenVINO streams; requests in flight "
+        "per worker, default 2).",
     ),
     precisions: str = typer.Option("fp32,fp16,int8", help="Export precisions to compare."),
     camera_fps: float = typer.Option(60.0, help="Camera rate of the paced run."),

@@ -274,7 +274,7 @@ def station_main(spec_path: str) -> None:
         session_factory=make_session_factory(engine),
         store=LocalArtifactStore(config.artifacts_dir),
         source=camera,
-        model_loader=lambda bundle, settings: FakeScorer(),
+        model_loader=lambda bundle, settings, batch: FakeScorer(),
     )
     timed = TimedSink(station.sink, camera)
     station.sink = timed

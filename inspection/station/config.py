@@ -218,7 +218,10 @@ class DetectorSettings(_Model):
     units, at the cost of slightly shifted scores). ``performance_hint``: ``latency`` (each
     inference uses every core: the shortest verdict) or ``throughput`` (the cores are split into
     parallel streams, one per scoring worker, set ``pipeline.infer_workers`` to 2 or more: more
-    frames per second for small models). ``path`` is also where ``bootstrap`` writes.
+    frames per second for small models). ``cpu_pinning``: pin OpenVINO's inference threads to
+    cores (None: OpenVINO's choice, except that several scoring workers with the latency hint,
+    each compiling its own model, are never pinned: each would pin to the same first cores).
+    ``path`` is also where ``bootstrap`` writes.
     """
 
     source: Literal["bundle", "database"] = "bundle"
@@ -227,6 +230,7 @@ class DetectorSettings(_Model):
     num_threads: int | None = Field(None, ge=1)
     inference_precision: Literal["f32", "bf16"] = "f32"
     performance_hint: Literal["latency", "throughput"] = "latency"
+    cpu_pinning: bool | None = None
     bootstrap: BootstrapConfig | None = None
 
     @model_validator(mode="after")
@@ -312,7 +316,10 @@ class PipelineConfig(_Model):
     ``queue_size``: frames waiting for scoring; ``batch_size``: frames scored per inference call
     (frames already waiting, never waits to fill a batch); ``infer_workers``: scoring threads,
     each with its own compiled model and inference request (frames may then be stored out of
-    capture order; ``captured_at`` keeps the order); ``persist_queue_size``/
+    capture order; ``captured_at`` keeps the order); ``requests_per_worker``: inference
+    requests each scoring thread keeps in flight (2: the next batch goes to OpenVINO before the
+    previous one is thresholded and handed on, so inference never waits for Python; 1:
+    strictly one at a time); ``persist_queue_size``/
     ``persist_batch``: results waiting for the database / written per transaction;
     ``persist_linger_ms``: how long the persist stage waits for more results to fill a batch
     (fewer, larger transactions: less CPU per result; delays only the row, never the verdict);
@@ -325,6 +332,7 @@ class PipelineConfig(_Model):
     queue_size: int = Field(8, ge=1)
     batch_size: int = Field(1, ge=1, le=64)
     infer_workers: int = Field(1, ge=1, le=8)
+    requests_per_worker: int = Field(2, ge=1, le=4)
     persist_queue_size: int = Field(256, ge=1)
     persist_batch: int = Field(32, ge=1)
     persist_linger_ms: float = Field(20.0, ge=0, le=1000)

@@ -37,7 +37,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import cv2
 import numpy as np
@@ -77,6 +77,7 @@ from inspection.worker import (
     Worker,
     drain,
     get_or_none,
+    get_or_none_now,
     put_or_drop,
     put_until_stopped,
 )
@@ -104,8 +105,21 @@ COUNTERS = (
 Classifier = Callable[[np.ndarray, np.ndarray], tuple[str | None, float, bool]]
 
 
+class Pending(Protocol):
+    """An inference in progress (:class:`inspection.runtime.PendingPrediction` fits)."""
+
+    def wait(self) -> Prediction:
+        """Block until done; the batch's :class:`Prediction`."""
+        ...
+
+
 class ScoringModel(Protocol):
-    """What the pipeline needs of a model (:class:`inspection.runtime.OpenVinoModel` fits)."""
+    """What the pipeline needs of a model (:class:`inspection.runtime.OpenVinoModel` fits).
+
+    A model may also offer ``submit(images) -> Pending`` (start inference, return at once);
+    the scoring workers then keep ``requests_per_worker`` batches in flight, one model
+    instance (inference request) each. Models without it are called synchronously.
+    """
 
     size: int
     image_threshold: float
@@ -116,11 +130,15 @@ class ScoringModel(Protocol):
         ...
 
 
-ModelLoader = Callable[[Path, DetectorSettings], ScoringModel]
+#: ``(bundle folder, detector settings, frames per call: 1 exactly, or None: any) -> model``
+ModelLoader = Callable[[Path, DetectorSettings, int | None], ScoringModel]
 
 
-def load_openvino(bundle: Path, settings: DetectorSettings) -> ScoringModel:
-    """The default model loader: an :class:`OpenVinoModel` with the station's device settings."""
+def load_openvino(
+    bundle: Path, settings: DetectorSettings, batch_size: int | None = None
+) -> ScoringModel:
+    """The default model loader: an :class:`OpenVinoModel` with the station's device settings,
+    compiled for one frame per call when ``batch_size`` is 1 (static shapes run faster)."""
     from inspection.runtime import OpenVinoModel
 
     return OpenVinoModel(
@@ -129,6 +147,8 @@ def load_openvino(bundle: Path, settings: DetectorSettings) -> ScoringModel:
         num_threads=settings.num_threads,
         inference_precision=settings.inference_precision,
         performance_hint=settings.performance_hint,
+        cpu_pinning=settings.cpu_pinning,
+        batch_size=batch_size,
     )
 
 
@@ -185,6 +205,11 @@ class ActiveModel:
     version_id: int | None
     bundle: Path
     signature: tuple[int, int] | None = None
+    depth: int = 1  # instances (requests) per worker: models[w * depth : (w + 1) * depth]
+
+    def instance(self, worker: int, slot: int) -> ScoringModel:
+        """The model instance scoring worker ``worker`` uses for in-flight slot ``slot``."""
+        return self.models[(worker * self.depth + slot % self.depth) % len(self.models)]
 
     @property
     def model(self) -> ScoringModel:
@@ -275,6 +300,8 @@ class CaptureWorker(Worker):
         self._seq = 0
         self._warn_drop = RateLimitedLog(logger)
         self._warn_bad = RateLimitedLog(logger)
+        #: ``time.perf_counter()`` of the first frame read (None: none yet)
+        self.first_frame_at: float | None = None
 
     def _connect(self) -> bool:
         try:
@@ -324,6 +351,8 @@ class CaptureWorker(Worker):
         if result is None:
             return True
         assert isinstance(result, Frame)
+        if self.first_frame_at is None:
+            self.first_frame_at = time.perf_counter()
         result.seq = self._seq
         self._seq += 1
         self.counters.inc("captured")
@@ -342,8 +371,34 @@ class CaptureWorker(Worker):
 # -- scoring -----------------------------------------------------------------------------------
 
 
+class _InFlight(NamedTuple):
+    """A batch submitted to the model, waiting for its result."""
+
+    frames: list[Frame]
+    pending: Pending
+    active: ActiveModel
+    slot: int
+    t_start: float  # preprocessing began (perf_counter seconds)
+    t_submit: float  # inference started
+
+
+class _Done:
+    """A prediction computed synchronously (models without ``submit``)."""
+
+    def __init__(self, prediction: Prediction) -> None:
+        self.prediction = prediction
+
+    def wait(self) -> Prediction:
+        return self.prediction
+
+
 class ScoringWorker(Worker):
-    """Preprocess, infer, threshold, segment and type frames; hands results to persist."""
+    """Preprocess, infer, threshold, segment and type frames; hands results to persist.
+
+    Keeps up to ``requests_per_worker`` batches in flight: it submits the next batch before
+    finishing the previous one (threshold, regions, hand-off), so OpenVINO's cores do not idle
+    while this thread runs Python.
+    """
 
     def __init__(self, name: str, station: Station, index: int = 0) -> None:
         super().__init__(name)
@@ -353,25 +408,38 @@ class ScoringWorker(Worker):
         self.holding = 0  # scored results waiting for room in the persist queue
         self.drain_then_stop = False
         self._warn_bad = RateLimitedLog(logger)
+        self._depth = station.config.pipeline.requests_per_worker
+        self._inflight: deque[_InFlight] = deque()
+        self._free_slots = list(range(self._depth))
 
     def step(self) -> bool:
         st = self.station
-        first = get_or_none(st.frames)
-        if first is None:
+        # Block for a frame only when nothing is in flight; otherwise finish what is running.
+        first = get_or_none(st.frames) if not self._inflight else get_or_none_now(st.frames)
+        if first is not None:
+            batch = [first, *drain(st.frames, st.config.pipeline.batch_size - 1)]
+            self.busy += len(batch)
+            try:
+                self._submit(batch)
+            except BaseException:
+                self.busy -= len(batch)
+                raise
+        depth = min(self._depth, st.active.depth)  # models without ``submit``: one at a time
+        if self._inflight and (first is None or len(self._inflight) >= depth):
+            self._finish(self._inflight.popleft())
+        if first is None and not self._inflight:
             return not (self.drain_then_stop and st.frames.empty())
-        batch = [first, *drain(st.frames, st.config.pipeline.batch_size - 1)]
-        self.busy = len(batch)
-        try:
-            self._score(batch)
-        finally:
-            self.busy = 0
         return True
 
-    def _score(self, batch: list[Frame]) -> None:
+    def teardown(self) -> None:
+        while self._inflight:  # stopped with batches running: score them, lose nothing
+            self._finish(self._inflight.popleft())
+
+    def _submit(self, batch: list[Frame]) -> None:
         st = self.station
         active = st.active  # one model per batch: swaps happen between batches
-        thresholds = st.thresholds
-        model = active.models[self.index % len(active.models)]
+        slot = self._free_slots.pop()
+        model = active.instance(self.index, slot)
         roi = st.config.roi.as_tuple() if st.config.roi is not None else None
         t0 = time.perf_counter()
         frames: list[Frame] = []
@@ -386,14 +454,35 @@ class ScoringWorker(Worker):
                 self.busy -= 1
                 self._warn_bad.warning("%s: bad frame %s skipped: %s", self.name, frame.ref, exc)
         if not frames:
+            self._free_slots.append(slot)
             return
+        stacked = images[0][None] if len(images) == 1 else np.stack(images)
         t1 = time.perf_counter()
-        pred = model.predict(np.stack(images))
+        submit = getattr(model, "submit", None)
+        try:
+            pending: Pending = (
+                submit(stacked) if submit is not None else _Done(model.predict(stacked))
+            )
+        except BaseException:
+            self._free_slots.append(slot)
+            raise
+        self._inflight.append(_InFlight(frames, pending, active, slot, t0, t1))
+
+    def _finish(self, job: _InFlight) -> None:
+        st = self.station
+        frames, active = job.frames, job.active
+        model = active.instance(self.index, job.slot)
+        try:
+            pred = job.pending.wait()
+        finally:
+            self._free_slots.append(job.slot)
         t2 = time.perf_counter()
+        thresholds = st.thresholds
+        roi = st.config.roi.as_tuple() if st.config.roi is not None else None
         n = len(frames)
         for _ in range(n):
-            st.latency.add("preprocess", (t1 - t0) * 1000 / n)
-            st.latency.add("infer", (t2 - t1) * 1000 / n)
+            st.latency.add("preprocess", (job.t_submit - job.t_start) * 1000 / n)
+            st.latency.add("infer", (t2 - job.t_submit) * 1000 / n)
         pixel_thr = thresholds.pixel if thresholds.pixel is not None else model.pixel_threshold
         results = []
         for i, frame in enumerate(frames):
@@ -423,9 +512,9 @@ class ScoringWorker(Worker):
                     t_scored=t4,
                 )
             )
-        self.holding = len(results)
+        self.holding += len(results)
         st.counters.inc("scored", len(results))
-        self.busy = 0
+        self.busy -= n
         for result in results:
             if not put_until_stopped(st.results, result, st.persist_abort):
                 st.counters.inc("persist_failures")
@@ -603,24 +692,40 @@ class Station:
     def _load(
         self, bundle: Path, version_id: int | None, sig: tuple[int, int] | None
     ) -> ActiveModel:
-        n = self.config.pipeline.infer_workers
+        pipe = self.config.pipeline
         det = self.config.detector
-        first = self.model_loader(bundle, det)
+        if det.cpu_pinning is None and pipe.infer_workers > 1 and det.performance_hint == "latency":
+            det = det.model_copy(update={"cpu_pinning": False})  # one compiled model per worker
+        # Batches are the frames already waiting, 1..batch_size: only batch 1 is a fixed shape.
+        static = 1 if pipe.batch_size == 1 else None
+        first = self.model_loader(bundle, det, static)
         # Throughput hint: one compiled model whose parallel streams the workers share, a
         # request each (where the model offers it); otherwise one compiled model per worker.
-        sibling = getattr(first, "sibling", None) if det.performance_hint == "throughput" else None
-        rest = [
-            sibling() if sibling is not None else self.model_loader(bundle, det)
-            for _ in range(n - 1)
-        ]
-        models = (first, *rest)
+        # A worker's further requests in flight are siblings of its own compiled model.
+        sibling = getattr(first, "sibling", None)
+        depth = pipe.requests_per_worker if hasattr(first, "submit") else 1
+        models_list: list[ScoringModel] = []
+        for w in range(pipe.infer_workers):
+            if w == 0:
+                own = first
+            elif sibling is not None and det.performance_hint == "throughput":
+                own = sibling()
+            else:
+                own = self.model_loader(bundle, det, static)
+            twin = getattr(own, "sibling", None)
+            models_list.append(own)
+            for _ in range(depth - 1):
+                models_list.append(
+                    twin() if twin is not None else self.model_loader(bundle, det, static)
+                )
+        models = tuple(models_list)
         size = models[0].size
         if self.config.resize is not None and self.config.resize != size:
             raise ConfigError(
                 f"station {self.config.id}: resize {self.config.resize} does not match the "
                 f"model's input size {size} ({bundle})"
             )
-        return ActiveModel(models, version_id, bundle, sig)
+        return ActiveModel(models, version_id, bundle, sig, depth)
 
     def _initial_model(self) -> ActiveModel:
         det = self.config.detector
@@ -844,6 +949,11 @@ class Station:
         holding = sum(w.holding for w in self._scorers)
         persist_busy = (self._persist.busy if self._persist is not None else 0) + holding
         end = self.stopped_at or time.perf_counter()
+        first_frame = (
+            self._capture.first_frame_at
+            if self._capture is not None and self._capture.first_frame_at is not None
+            else self.started_at
+        )
         elapsed = max(1e-9, end - self.started_at) if self.started_at else 0.0
         active = getattr(self, "active", None)
         return {
@@ -852,9 +962,10 @@ class Station:
             "in_flight": self.frames.qsize() + scoring_busy,
             "persist_in_flight": self.results.qsize() + persist_busy,
             "elapsed_s": elapsed,
-            # start -> latest result stored (shutdown excluded): the span throughput is over
+            # first frame read -> latest result stored: the span throughput is over (opening
+            # the camera and shutting down excluded; filling and draining the queues included)
             "persisting_s": (
-                self._persist.last_persisted_at - self.started_at
+                self._persist.last_persisted_at - first_frame
                 if self._persist is not None and self._persist.last_persisted_at is not None
                 else 0.0
             ),

@@ -51,6 +51,45 @@ class FakeModel:
         return Prediction(raw, score, amap, raw > self.image_threshold)
 
 
+class AsyncFakeModel(FakeModel):
+    """:class:`FakeModel` with ``submit``/``wait`` and a record of how many run at once."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.submitted = 0
+
+    def submit(self, images: np.ndarray) -> _FakePending:
+        if self.in_flight:
+            raise AssertionError("one request per model instance: submitted while busy")
+        self.in_flight += 1
+        self.submitted += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        return _FakePending(self, np.array(images))
+
+
+class _FakePending:
+    def __init__(self, model: AsyncFakeModel, images: np.ndarray) -> None:
+        self.model, self.images = model, images
+
+    def wait(self) -> Prediction:
+        self.model.in_flight -= 1
+        return self.model.predict(self.images)
+
+
+class AsyncFakeLoader:
+    """Loads one :class:`AsyncFakeModel`; further requests are its siblings (new instances)."""
+
+    def __init__(self) -> None:
+        self.instances: list[AsyncFakeModel] = []
+
+    def __call__(self, bundle: Path, settings: Any, batch_size: int | None) -> AsyncFakeModel:
+        model = AsyncFakeModel(tag=str(bundle))
+        self.instances.append(model)
+        return model
+
+
 def write_fake_bundle(folder: Path, created: str = "2024-01-01T00:00:00+00:00") -> Path:
     """A bundle folder with only ``model.json`` (enough for the fake loader)."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -74,7 +113,7 @@ class FakeLoader:
         self.loaded: list[Path] = []
         self.lock = threading.Lock()
 
-    def __call__(self, bundle: Path, settings: Any) -> FakeModel:
+    def __call__(self, bundle: Path, settings: Any, batch_size: int | None) -> FakeModel:
         with self.lock:
             self.loaded.append(Path(bundle))
         return FakeModel(tag=str(bundle), **self.kwargs)

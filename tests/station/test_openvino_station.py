@@ -11,9 +11,11 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 from sqlalchemy import select
 
+from inspection.data.synthetic import SyntheticLine
 from inspection.db.models import Artifact, Inspection
 from inspection.runtime import read_metadata
 from tests.conftest import REPO_ROOT, synthetic_set
@@ -32,7 +34,9 @@ def padim_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.parametrize(
-    ("hint", "workers", "batch"), [("latency", 1, 4), ("throughput", 2, 1)], ids=["latency", "tput"]
+    ("hint", "workers", "batch"),
+    [("latency", 1, 4), ("throughput", 2, 1), ("latency", 2, 1)],
+    ids=["latency", "tput", "latency-2-workers"],
 )
 def test_station_runs_openvino_bundle(
     tmp_path: Path, db, padim_bundle: Path, hint: str, workers: int, batch: int
@@ -49,10 +53,17 @@ def test_station_runs_openvino_bundle(
     )
     station = _make_station(cfg, factory, model_loader=load_openvino)
     stats = station.run()
-    if workers > 1:  # the workers shared one compiled model, each with its own request
-        models = station.active.models
-        assert models[0].compiled is models[1].compiled  # type: ignore[attr-defined]
-        assert models[0].request is not models[1].request  # type: ignore[attr-defined]
+    models = station.active.models
+    depth = cfg.pipeline.requests_per_worker
+    assert len(models) == workers * depth  # a request per batch in flight
+    assert len({id(m.request) for m in models}) == len(models)  # type: ignore[attr-defined]
+    if hint == "throughput":  # the workers shared one compiled model, each with its requests
+        assert len({id(m.compiled) for m in models}) == 1  # type: ignore[attr-defined]
+    else:  # a compiled model per worker, its requests siblings of it, threads not pinned
+        assert len({id(m.compiled) for m in models}) == workers  # type: ignore[attr-defined]
+        if workers > 1:
+            pinned = models[0].compiled.get_property("ENABLE_CPU_PINNING")  # type: ignore[attr-defined]
+            assert pinned is False
     assert_accounted(stats)
     c = stats["counters"]
     assert c["persisted"] == 24 == count_rows(factory)
@@ -129,7 +140,7 @@ def test_station_bench_quick(
         quick=True,
     )
     assert payload["errors"] == {}
-    assert [r["variant"] for r in payload["runs"]] == ["b1 tauto w1", "b2 t1 w2"]
+    assert [r["variant"] for r in payload["runs"]] == ["b1 tauto w1 r2", "b2 t1 w2 r2"]
     for row in payload["runs"]:
         sat = row["saturated"]
         assert sat["frames_persisted"] == sat["frames_captured"] == 20
@@ -141,3 +152,35 @@ def test_station_bench_quick(
     saved = json.loads((tmp_path / "results" / "station.json").read_text())
     assert {"commit", "date", "machine", "runs"} <= saved.keys()
     assert (tmp_path / "results" / "station.md").read_text().startswith("# station")
+
+
+def test_submitted_inference_equals_synchronous(padim_bundle: Path) -> None:
+    """``submit(...).wait()`` gives what ``predict`` gives, also with two requests running."""
+    from inspection.runtime import OpenVinoModel
+
+    images = np.stack([s.image for s in SyntheticLine("disc", size=64, seed=9).normals(4)])
+    model = OpenVinoModel(padim_bundle, num_threads=1)
+    twin = model.sibling()
+    expected = [model.predict(images[i : i + 1]) for i in range(4)]
+    first, second = model.submit(images[0:1]), twin.submit(images[1:2])
+    got = [first.wait(), second.wait()]
+    third = model.submit(images[2:4])
+    got_batch = third.wait()
+    for want, have in zip(expected[:2], got, strict=True):
+        np.testing.assert_array_equal(have.raw_score, want.raw_score)
+        np.testing.assert_array_equal(have.anomaly_map, want.anomaly_map)
+        np.testing.assert_array_equal(have.score, want.score)
+    np.testing.assert_allclose(
+        got_batch.raw_score, np.concatenate([e.raw_score for e in expected[2:]]), rtol=1e-5
+    )
+
+
+def test_static_batch_model_matches_dynamic(padim_bundle: Path) -> None:
+    """Compiled for exactly one frame per call (what a batch-1 station loads): same outputs."""
+    from inspection.runtime import OpenVinoModel
+
+    image = SyntheticLine("disc", size=64, seed=9).defects(1)[0].image[None]
+    dynamic = OpenVinoModel(padim_bundle, num_threads=1).predict(image)
+    static = OpenVinoModel(padim_bundle, num_threads=1, batch_size=1).predict(image)
+    np.testing.assert_allclose(static.raw_score, dynamic.raw_score, rtol=1e-4)
+    np.testing.assert_allclose(static.anomaly_map, dynamic.anomaly_map, rtol=1e-4, atol=1e-5)

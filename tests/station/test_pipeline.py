@@ -9,13 +9,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 from sqlalchemy import select
 
+from inspection.data.synthetic import SyntheticLine
 from inspection.db import repo
 from inspection.db.engine import run_in_transaction
 from inspection.db.models import Artifact, ArtifactKind, DefectRegion, Inspection, ModelStatus
 from inspection.station.pipeline import find_regions
 from tests.station.conftest import (
+    AsyncFakeLoader,
     FakeLoader,
     assert_accounted,
     count_rows,
@@ -306,6 +309,34 @@ def test_parallel_scoring_workers(tmp_path: Path, db) -> None:
     assert len(loader.loaded) == 2  # one compiled model per worker
     models = station.active.models
     assert len(models) == 2 and all(m.calls > 0 for m in models)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("depth", [1, 2, 3])
+def test_requests_in_flight_per_worker(tmp_path: Path, db, depth: int) -> None:
+    """With ``requests_per_worker`` N a worker submits the next batch before finishing the
+    last, on N model instances (requests), never two at once on one; nothing is lost and the
+    results keep their own scores."""
+    _, factory = db
+    loader = AsyncFakeLoader()
+    cfg = make_config(
+        tmp_path,
+        camera={"count": 60, "overflow": "wait"},
+        pipeline={"infer_workers": 2, "requests_per_worker": depth},
+    )
+    station = make_station(cfg, factory, model_loader=loader)
+    stats = station.run()
+    assert_accounted(stats)
+    assert stats["counters"]["persisted"] == 60 == count_rows(factory)
+    assert len(station.active.models) == 2 * depth == len(loader.instances)
+    assert sum(m.submitted for m in loader.instances) == 60
+    assert all(m.in_flight == 0 for m in loader.instances)
+    line = SyntheticLine("disc", size=32, seed=3, defect_rate=0.2)
+    with factory() as s:
+        rows = list(s.scalars(select(Inspection)))
+    for row in rows:  # each result carries the score of its own frame
+        index = int(row.frame_ref.rsplit(":", 1)[1].split("(")[0])
+        expected = line.sample(index).image.astype(np.float32).mean() / 255.0
+        assert row.raw_score == pytest.approx(expected, rel=1e-5)
 
 
 def test_persist_linger_writes_fewer_larger_transactions(tmp_path: Path, db) -> None:
