@@ -553,7 +553,7 @@ def _measure(
             "requests_per_worker": variant.requests_per_worker,
         }
         # Enough frames for ~8 s at anomalib's rate, so start-up does not weigh on fast models.
-        n_sat = frames if quick or not theirs else max(frames, min(6000, int(8 * theirs)))
+        n_sat = frames if quick or not theirs else max(frames, min(12_000, int(8 * theirs)))
         progress(f"{key}: station {variant.label}, {n_sat} frames, camera always ready")
         sat = station_run(fp32, workdir / key, size=size, frames=n_sat, **knobs)
         progress(f"{key}: station {variant.label}, camera at {camera_fps:g} frames/s")
@@ -665,7 +665,7 @@ def markdown(payload: dict[str, Any]) -> str:
         "otherwise the latency hint, with one compiled model per worker, threads unpinned when "
         "there are several). `frames_per_second` = results persisted per second, from the "
         "first frame read (model loaded, camera open) to the last result stored, "
-        "over enough frames for about 8 s at anomalib's rate (600 to 6000); "
+        "over enough frames for about 8 s at anomalib's rate (600 to 12000); "
         "`anomalib_inferencer_fps` = anomalib "
         "`OpenVINOInferencer.predict` on the same IR with the station's default OpenVINO "
         "settings (latency hint, f32; inference only, nothing stored; best of three windows), `speedup_vs_anomalib` "

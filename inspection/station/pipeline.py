@@ -725,6 +725,11 @@ class Station:
                 f"station {self.config.id}: resize {self.config.resize} does not match the "
                 f"model's input size {size} ({bundle})"
             )
+        # One inference per request before the model goes live: OpenVINO allocates a request's
+        # memory on its first call, which the first parts after a start or reload would wait for.
+        blank = np.zeros((1, size, size, 3), dtype=np.uint8)
+        for model in models:
+            model.predict(blank)
         return ActiveModel(models, version_id, bundle, sig, depth)
 
     def _initial_model(self) -> ActiveModel:

@@ -330,6 +330,7 @@ def test_requests_in_flight_per_worker(tmp_path: Path, db, depth: int) -> None:
     assert len(station.active.models) == 2 * depth == len(loader.instances)
     assert sum(m.submitted for m in loader.instances) == 60
     assert all(m.in_flight == 0 for m in loader.instances)
+    assert all(m.calls == m.submitted + 1 for m in loader.instances)  # one warm-up each
     line = SyntheticLine("disc", size=32, seed=3, defect_rate=0.2)
     with factory() as s:
         rows = list(s.scalars(select(Inspection)))
