@@ -378,6 +378,7 @@ class _InFlight(NamedTuple):
     pending: Pending
     active: ActiveModel
     slot: int
+    roi: tuple[int, int, int, int] | None  # the region of interest it was cropped with
     t_start: float  # preprocessing began (perf_counter seconds)
     t_submit: float  # inference started
 
@@ -466,7 +467,7 @@ class ScoringWorker(Worker):
         except BaseException:
             self._free_slots.append(slot)
             raise
-        self._inflight.append(_InFlight(frames, pending, active, slot, t0, t1))
+        self._inflight.append(_InFlight(frames, pending, active, slot, roi, t0, t1))
 
     def _finish(self, job: _InFlight) -> None:
         st = self.station
@@ -478,7 +479,7 @@ class ScoringWorker(Worker):
             self._free_slots.append(job.slot)
         t2 = time.perf_counter()
         thresholds = st.thresholds
-        roi = st.config.roi.as_tuple() if st.config.roi is not None else None
+        roi = job.roi
         n = len(frames)
         for _ in range(n):
             st.latency.add("preprocess", (job.t_submit - job.t_start) * 1000 / n)
