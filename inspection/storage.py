@@ -156,7 +156,9 @@ class LocalArtifactStore:
         """Store ``data`` under its content address; a no-op when it is already there."""
         digest = hashlib.sha256(data).hexdigest()
         key = content_key(digest, ext)
-        target = self.path_for(key)
+        # A content key is safe by construction (hex segments): no per-object realpath, which
+        # costs more than the rest of a small heatmap's write on the station's hot path.
+        target = self._resolved_root().joinpath(*key.split("/"))
         if not target.exists():
             self._atomic_write(target, io.BytesIO(data))
         return StoredObject(key=key, sha256=digest, size_bytes=len(data))

@@ -730,11 +730,58 @@ def insert_inspections(session: Session, items: Sequence[InspectionData]) -> lis
     return [ids[(item.station_id, item.idempotency_key)] for item in items]
 
 
-def _bulk_insert(session: Session, items: Sequence[InspectionData]) -> dict[tuple[int, str], int]:
-    """INSERT ``items`` (distinct new keys) with their regions and artifacts; their ids."""
-    type_ids = _defect_type_ids(session, (r.defect_type for i in items for r in i.regions))
+def insert_new_inspections(session: Session, items: Sequence[InspectionData]) -> None:
+    """Store inspections whose keys are all new, in the fewest statements; no ids returned.
+
+    The station's hot path under :func:`insert_inspections`: no savepoint, and rows without
+    regions or artifacts (the passing parts) go in one plain multi-row INSERT without
+    RETURNING. Run it in a transaction of its own: if a key is already stored it raises
+    :class:`~sqlalchemy.exc.IntegrityError` and that transaction must be rolled back (then store
+    the batch with :func:`insert_inspections`, which handles stored keys).
+    """
+    for item in items:
+        item.validate()
+    unique: dict[tuple[int, str], InspectionData] = {}
+    for item in items:
+        unique.setdefault((item.station_id, item.idempotency_key), item)
+    _bulk_insert(session, list(unique.values()), need_ids=False)
+
+
+def _inspection_row(d: InspectionData, now: dt.datetime) -> dict[str, Any]:
+    return {
+        "station_id": d.station_id,
+        "camera_id": d.camera_id,
+        "captured_at": d.captured_at,
+        "frame_ref": d.frame_ref,
+        "idempotency_key": d.idempotency_key,
+        "model_version_id": d.model_version_id,
+        "raw_score": float(d.raw_score),
+        "norm_score": float(d.norm_score),
+        "verdict": Verdict(d.verdict),
+        "latency_ms": float(d.latency_ms),
+        "has_unknown": any(r.is_unknown for r in d.regions),
+        "created_at": now,
+    }
+
+
+def _bulk_insert(
+    session: Session, items: Sequence[InspectionData], *, need_ids: bool = True
+) -> dict[tuple[int, str], int]:
+    """INSERT ``items`` (distinct new keys) with their regions and artifacts; their ids.
+
+    ``need_ids=False``: items without regions and artifacts are inserted without RETURNING
+    and left out of the returned ids.
+    """
     now = utcnow()
     table = Inspection.__table__
+    if not need_ids:
+        plain = [d for d in items if not d.regions and not d.artifacts]
+        if plain:
+            session.execute(insert(table), [_inspection_row(d, now) for d in plain])  # type: ignore[arg-type]
+            items = [d for d in items if d.regions or d.artifacts]
+            if not items:
+                return {}
+    type_ids = _defect_type_ids(session, (r.defect_type for i in items for r in i.regions))
     # RETURNING the unique key with the id, matched up here: asking SQLAlchemy to return rows
     # in parameter order instead makes it send one INSERT per row on SQLite (no sentinel).
     rows = session.execute(
@@ -743,23 +790,7 @@ def _bulk_insert(session: Session, items: Sequence[InspectionData]) -> dict[tupl
             table.c.station_id,
             table.c.idempotency_key,
         ),
-        [
-            {
-                "station_id": d.station_id,
-                "camera_id": d.camera_id,
-                "captured_at": d.captured_at,
-                "frame_ref": d.frame_ref,
-                "idempotency_key": d.idempotency_key,
-                "model_version_id": d.model_version_id,
-                "raw_score": float(d.raw_score),
-                "norm_score": float(d.norm_score),
-                "verdict": Verdict(d.verdict),
-                "latency_ms": float(d.latency_ms),
-                "has_unknown": any(r.is_unknown for r in d.regions),
-                "created_at": now,
-            }
-            for d in items
-        ],
+        [_inspection_row(d, now) for d in items],
     )
     by_key = {(int(station), str(key)): int(ident) for ident, station, key in rows}
     inspection_ids = [by_key[(d.station_id, d.idempotency_key)] for d in items]

@@ -275,6 +275,14 @@ class RetentionConfig(_Model):
     frame_format: Literal["jpeg", "png"] = "jpeg"
     jpeg_quality: int = Field(90, ge=10, le=100)
 
+    def keeps_heatmap(self, anomalous: bool) -> bool:
+        """Whether a frame with this verdict stores a heatmap (full or downsampled)."""
+        return (
+            self.heatmaps == "all"
+            or (self.heatmaps == "anomalous" and anomalous)
+            or (self.pass_heatmap_size > 0)
+        )
+
 
 class RetrainConfig(_Model):
     """When the retraining scheduler retrains this station (cron syntax, validated)."""

@@ -24,7 +24,7 @@ from typing import Any, Protocol
 import cv2
 import numpy as np
 from sqlalchemy import select
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from inspection.db import repo
@@ -51,7 +51,9 @@ class ScoredFrame:
         idempotency_key: unique per station (``<run id>-<seq>`` or the source's key).
         raw_score / norm_score: detector image score, raw and normalised (0..1).
         is_anomalous: verdict (norm_score above the station's image threshold).
-        anomaly_map: (S, S) float32 raw anomaly map at model resolution.
+        anomaly_map: (S, S) float32 raw anomaly map at model resolution; (0, 0) when the
+            retention settings store no heatmap for this verdict
+            (:meth:`RetentionConfig.keeps_heatmap`).
         regions: defect regions (frame pixel boxes, type when typed).
         crops: (h, w, 3) uint8 RGB crop of each region from the frame, or None.
         model_version_id: database id of the model that scored it (None when unknown).
@@ -184,18 +186,34 @@ class ResultSink(Protocol):
 
 
 class DatabaseSink:
-    """Writes result rows with :func:`repo.insert_inspections` in one transaction per batch."""
+    """Writes result rows in one transaction per batch.
+
+    Optimistic: a batch of new keys (the normal case) goes through
+    :func:`repo.insert_new_inspections` (no savepoint, no ids fetched for passing parts). If a
+    key is already stored (a spool replay, a retry after a commit whose acknowledgement was
+    lost), that transaction is rolled back and the batch is written again with
+    :func:`repo.insert_inspections`, which keeps the stored rows and adds the rest.
+    """
 
     def __init__(self, session_factory: sessionmaker[Session]) -> None:
         self.session_factory = session_factory
 
     def write(self, items: Sequence[repo.InspectionData]) -> None:
-        run_in_transaction(
-            self.session_factory,
-            lambda s: repo.insert_inspections(s, list(items)),
-            attempts=1,
-            what="station result write",
-        )
+        rows = list(items)
+        try:
+            run_in_transaction(
+                self.session_factory,
+                lambda s: repo.insert_new_inspections(s, rows),
+                attempts=1,
+                what="station result write",
+            )
+        except IntegrityError:
+            run_in_transaction(
+                self.session_factory,
+                lambda s: repo.insert_inspections(s, rows),
+                attempts=1,
+                what="station result write",
+            )
 
 
 def _transient(exc: BaseException) -> bool:

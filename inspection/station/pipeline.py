@@ -108,8 +108,12 @@ Classifier = Callable[[np.ndarray, np.ndarray], tuple[str | None, float, bool]]
 class Pending(Protocol):
     """An inference in progress (:class:`inspection.runtime.PendingPrediction` fits)."""
 
-    def wait(self) -> Prediction:
-        """Block until done; the batch's :class:`Prediction`."""
+    def wait(self, copy_maps: bool = True) -> Prediction:
+        """Block until done; the batch's :class:`Prediction`.
+
+        ``copy_maps=False`` allows the maps to be views valid until the next submit on the
+        same instance (the worker copies those it keeps).
+        """
         ...
 
 
@@ -383,13 +387,17 @@ class _InFlight(NamedTuple):
     t_submit: float  # inference started
 
 
+#: ``ScoredFrame.anomaly_map`` of a frame whose retention stores no heatmap
+_NO_MAP = np.zeros((0, 0), np.float32)
+
+
 class _Done:
     """A prediction computed synchronously (models without ``submit``)."""
 
     def __init__(self, prediction: Prediction) -> None:
         self.prediction = prediction
 
-    def wait(self) -> Prediction:
+    def wait(self, copy_maps: bool = True) -> Prediction:
         return self.prediction
 
 
@@ -474,7 +482,9 @@ class ScoringWorker(Worker):
         frames, active = job.frames, job.active
         model = active.instance(self.index, job.slot)
         try:
-            pred = job.pending.wait()
+            # Maps as views of the request's output: only those stored are copied, before the
+            # slot's next submit (a later step of this thread).
+            pred = job.pending.wait(copy_maps=False)
         finally:
             self._free_slots.append(job.slot)
         t2 = time.perf_counter()
@@ -485,6 +495,7 @@ class ScoringWorker(Worker):
             st.latency.add("preprocess", (job.t_submit - job.t_start) * 1000 / n)
             st.latency.add("infer", (t2 - job.t_submit) * 1000 / n)
         pixel_thr = thresholds.pixel if thresholds.pixel is not None else model.pixel_threshold
+        retention = st.config.retention
         results = []
         for i, frame in enumerate(frames):
             t3 = time.perf_counter()
@@ -505,7 +516,9 @@ class ScoringWorker(Worker):
                     raw_score=float(pred.raw_score[i]),
                     norm_score=norm,
                     is_anomalous=anomalous,
-                    anomaly_map=pred.anomaly_map[i],
+                    anomaly_map=pred.anomaly_map[i].copy()
+                    if retention.keeps_heatmap(anomalous)
+                    else _NO_MAP,
                     regions=regions,
                     crops=crops,
                     model_version_id=active.version_id,

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from dataclasses import dataclass
 
 import pytest
 from sqlalchemy import event, func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from inspection.db import repo
@@ -561,6 +563,30 @@ def test_bulk_insert_survives_a_concurrent_writer(
     session.commit()
     assert ids[1] == first
     assert session.scalar(select(func.count()).select_from(Inspection)) == 2
+
+
+def test_insert_new_stores_what_the_orm_path_stores(session: Session, world: World) -> None:
+    """The no-savepoint fast path: passing and rich rows as the ORM stores them; a stored key
+    refuses the batch (the caller then rolls back and uses ``insert_inspections``)."""
+    plain = dataclasses.replace(
+        _rich_item(world, "plain"), regions=(), artifacts=(), verdict="pass"
+    )
+    repo.record_inspections(
+        session, [_rich_item(world, "orm"), dataclasses.replace(plain, idempotency_key="orm-p")]
+    )
+    repo.insert_new_inspections(session, [plain, _rich_item(world, "fast"), plain])
+    session.commit()
+    session.expunge_all()
+
+    def by_key(key: str) -> Inspection:
+        row = session.scalars(select(Inspection).where(Inspection.idempotency_key == key)).one()
+        return repo.get_inspection(session, row.id)
+
+    assert _shape(by_key("fast"))[2:] == _shape(by_key("orm"))[2:]
+    assert _shape(by_key("plain"))[2:] == _shape(by_key("orm-p"))[2:]
+    assert session.scalar(select(func.count()).select_from(Inspection)) == 4
+    with pytest.raises(IntegrityError):
+        repo.insert_new_inspections(session, [_rich_item(world, "fast")])
 
 
 def test_review_queue_is_served_by_an_index(session: Session, world: World) -> None:

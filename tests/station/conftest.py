@@ -73,7 +73,7 @@ class _FakePending:
     def __init__(self, model: AsyncFakeModel, images: np.ndarray) -> None:
         self.model, self.images = model, images
 
-    def wait(self) -> Prediction:
+    def wait(self, copy_maps: bool = True) -> Prediction:
         self.model.in_flight -= 1
         return self.model.predict(self.images)
 

@@ -173,6 +173,8 @@ def test_submitted_inference_equals_synchronous(padim_bundle: Path) -> None:
     np.testing.assert_allclose(
         got_batch.raw_score, np.concatenate([e.raw_score for e in expected[2:]]), rtol=1e-5
     )
+    view = twin.submit(images[3:4]).wait(copy_maps=False)  # maps borrowed from the request
+    np.testing.assert_array_equal(view.anomaly_map, expected[3].anomaly_map)
 
 
 def test_static_batch_model_matches_dynamic(padim_bundle: Path) -> None:

@@ -80,6 +80,22 @@ def test_anomalous_frames_get_regions_artifacts_and_types(tmp_path: Path, db) ->
             assert arts[0].heatmap_max is not None
 
 
+@pytest.mark.parametrize("heatmaps", ["all", "anomalous", "none"])
+def test_heatmap_retention_per_verdict(tmp_path: Path, db, heatmaps: str) -> None:
+    """Full heatmaps are stored for the verdicts the retention names, none for the others
+    (the scoring worker copies only the maps that will be stored)."""
+    _, factory = db
+    steps = [flat(10), flat(230), flat(10)]
+    cfg = make_config(tmp_path, retention={"frames": "none", "heatmaps": heatmaps})
+    assert_accounted(make_station(cfg, factory, source=ScriptedSource(steps)).run())
+    with factory() as s:
+        for row in s.scalars(select(Inspection)):
+            arts = list(s.scalars(select(Artifact).where(Artifact.inspection_id == row.id)))
+            kept = [a for a in arts if a.kind == ArtifactKind.HEATMAP]
+            want = heatmaps == "all" or (heatmaps == "anomalous" and row.verdict == "fail")
+            assert len(kept) == int(want), (row.verdict, heatmaps)
+
+
 def test_unknown_type_marks_inspection(tmp_path: Path, db) -> None:
     _, factory = db
     station = make_station(
