@@ -124,6 +124,11 @@ def station(
     ),
     precisions: str = typer.Option("fp32,fp16,int8", help="Export precisions to compare."),
     camera_fps: float = typer.Option(60.0, help="Camera rate of the paced run."),
+    pairs: int = typer.Option(
+        5,
+        min=0,
+        help="Interleaved station/anomalib pairs on each detector's fastest variant (0: none).",
+    ),
     quick: bool = typer.Option(False, "--quick", help="Quick configs (tiny training)."),
     reuse: bool = typer.Option(True, "--reuse/--retrain", help="Reuse bundles of earlier runs."),
     workdir: Path = typer.Option(
@@ -154,9 +159,16 @@ def station(
         results_dir=results_dir,
         quick=quick,
         reuse=reuse,
+        pairs=pairs,
         progress=console.print,
     )
     console.print(markdown_table(payload["runs"], bench.COLUMNS))
+    for p in payload.get("paired", []):
+        console.print(
+            f"{p['detector']} {p['variant']}: median {p['median_speedup_vs_anomalib']:.2f}x "
+            f"anomalib over {p['pairs']} back-to-back pairs "
+            f"({p['min_speedup']:.2f}-{p['max_speedup']:.2f})"
+        )
     for key, error in payload.get("errors", {}).items():
         console.print(f"[red]{key} failed:[/red] {error}")
 

@@ -138,8 +138,12 @@ def test_station_bench_quick(
         workdir=workdir,
         results_dir=tmp_path / "results",
         quick=True,
+        pairs=2,
     )
     assert payload["errors"] == {}
+    (paired,) = payload["paired"]
+    assert paired["pairs"] == 2 and paired["variant"] in [r["variant"] for r in payload["runs"]]
+    assert paired["min_speedup"] <= paired["median_speedup_vs_anomalib"] <= paired["max_speedup"]
     assert [r["variant"] for r in payload["runs"]] == ["b1 tauto w1 r2", "b2 t1 w2 r2"]
     for row in payload["runs"]:
         sat = row["saturated"]
@@ -151,7 +155,8 @@ def test_station_bench_quick(
     assert payload["precision"][0]["image_auroc"] > 0.5
     saved = json.loads((tmp_path / "results" / "station.json").read_text())
     assert {"commit", "date", "machine", "runs"} <= saved.keys()
-    assert (tmp_path / "results" / "station.md").read_text().startswith("# station")
+    page = (tmp_path / "results" / "station.md").read_text()
+    assert page.startswith("# station") and "## Paired" in page
 
 
 def test_submitted_inference_equals_synchronous(padim_bundle: Path) -> None:
