@@ -117,6 +117,16 @@ class Variant:
             f"b{self.batch_size} t{threads} w{self.infer_workers} r{self.requests_per_worker}{tail}"
         )
 
+    def knobs(self) -> dict[str, Any]:
+        """The settings as :func:`station_run` keyword arguments."""
+        return {
+            "batch_size": self.batch_size,
+            "num_threads": self.num_threads,
+            "infer_workers": self.infer_workers,
+            "hint": self.hint,
+            "requests_per_worker": self.requests_per_worker,
+        }
+
     @classmethod
     def parse(cls, text: str) -> Variant:
         """``"batch:threads:workers[:hint[:requests]]"``, e.g. ``"1:auto:1"``,
@@ -548,13 +558,7 @@ def _measure(
         payload["errors"][f"{key} (anomalib inferencer)"] = f"{type(exc).__name__}: {exc}"
     measured: list[tuple[Variant, float]] = []  # (variant, saturated frames/s)
     for variant in variants:
-        knobs: dict[str, Any] = {
-            "batch_size": variant.batch_size,
-            "num_threads": variant.num_threads,
-            "infer_workers": variant.infer_workers,
-            "hint": variant.hint,
-            "requests_per_worker": variant.requests_per_worker,
-        }
+        knobs = variant.knobs()
         # Enough frames for ~8 s at anomalib's rate, so start-up does not weigh on fast models.
         n_sat = frames if quick or not theirs else max(frames, min(12_000, int(8 * theirs)))
         progress(f"{key}: station {variant.label}, {n_sat} frames, camera always ready")
@@ -637,13 +641,7 @@ def paired_runs(
     such drift moves least. ``variant`` is the detector's fastest station variant of this
     bench (chosen on the station's own throughput, before the pairs).
     """
-    knobs: dict[str, Any] = {
-        "batch_size": variant.batch_size,
-        "num_threads": variant.num_threads,
-        "infer_workers": variant.infer_workers,
-        "hint": variant.hint,
-        "requests_per_worker": variant.requests_per_worker,
-    }
+    knobs = variant.knobs()
     rows: list[dict[str, float]] = []
     for pair in range(pairs):
         progress(f"{key}: pair {pair + 1}/{pairs}, anomalib then station {variant.label}")
