@@ -11,6 +11,7 @@ import pytest
 from inspection import engine
 from inspection.data.synthetic import PAINTABLE_TYPES, paint_defect
 from inspection.detectors import registry
+from inspection.detectors.base import model_score_mode
 from inspection.validation import select_score_mode, synthetic_defects
 from tests.conftest import synthetic_set
 
@@ -67,13 +68,13 @@ def test_engine_resolves_auto_and_the_choice_travels(key: str, tmp_path: Path) -
     chosen = sel["chosen"]
     assert chosen in cls.score_modes and sel["auroc"][chosen] == max(sel["auroc"].values())
     assert trained.detector.config.score_mode == chosen  # type: ignore[attr-defined]
-    assert trained.detector.torch_model.score_mode == chosen
+    assert trained.detector.torch_model.score_mode == model_score_mode(chosen)
     bundle = engine.export_openvino(trained, tmp_path / "bundle")
     meta = json.loads((bundle / "model.json").read_text())
     assert meta["score_selection"]["chosen"] == chosen
     assert meta["config"]["score_mode"] == chosen
     again = engine.load_trained(bundle)
-    assert again.detector.torch_model.score_mode == chosen
+    assert again.detector.torch_model.score_mode == model_score_mode(chosen)
     assert again.score_selection == sel
 
 

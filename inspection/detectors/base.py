@@ -130,19 +130,76 @@ class Normalize(nn.Module):
         return (x - self.mean) / self.std
 
 
+#: Score mode shared by map-based detectors: the maximum of the anomaly map after standardising
+#: every position by the normal training images' maps there (:class:`PositionStats`).
+STANDARDIZED_MAX = "map_max_std"
+
+
+def model_score_mode(mode: str) -> str:
+    """The score mode the torch model itself runs (``map_max_std`` standardises its map)."""
+    return "map_max" if mode == STANDARDIZED_MAX else mode
+
+
+class PositionStats(nn.Module):
+    """Per-position normal statistics of the anomaly map, applied inside the exported graph.
+
+    A reconstruction or distillation error map is high at some positions on every normal part
+    (edges, borders, fine texture the model never reproduces), which hides a defect elsewhere
+    whose error is smaller in absolute terms. Standardising each position by the mean and
+    standard deviation of the normal training images' maps there (as PaDiM models each patch
+    position) removes that fixed pattern. Not in the detectors' papers; a score mode the engine
+    may choose on synthetic defects like the others.
+
+    Attributes:
+        mean: (1, 1, H, W) mean map of the normal training images.
+        inv_std: (1, 1, H, W) 1 / their standard deviation (floored at 1e-3 of its mean).
+    """
+
+    mean: torch.Tensor
+    inv_std: torch.Tensor
+
+    def __init__(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        super().__init__()
+        floor = 1e-3 * float(std.mean()) + 1e-12
+        self.register_buffer("mean", mean.reshape(1, 1, *mean.shape[-2:]).float())
+        self.register_buffer(
+            "inv_std", 1.0 / std.reshape(1, 1, *std.shape[-2:]).float().clamp_min(floor)
+        )
+
+    @classmethod
+    def of_maps(cls, maps: np.ndarray) -> PositionStats:
+        """Statistics of normal maps (N, 1, H, W)."""
+        m = torch.from_numpy(maps.astype(np.float64))
+        return cls(m.mean(dim=0), m.std(dim=0))
+
+    def forward(self, anomaly_map: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N, 1, H, W) raw map -> (score (N,) = max of the standardised map, that map)."""
+        amap = (anomaly_map - self.mean) * self.inv_std
+        return amap.amax(dim=(1, 2, 3)), amap
+
+
 class DeployableModel(nn.Module):
     """What the station runs: raw [0, 1] RGB in, (score (N,), anomaly_map (N, 1, H, W)) out.
 
-    Input normalisation lives in the graph, so the exported file is self-contained.
+    Input normalisation (and, for ``map_max_std``, the map standardisation) lives in the graph,
+    so the exported file is self-contained.
     """
 
-    def __init__(self, torch_model: nn.Module, normalize: Normalize) -> None:
+    def __init__(
+        self,
+        torch_model: nn.Module,
+        normalize: Normalize,
+        map_stats: PositionStats | None = None,
+    ) -> None:
         super().__init__()
         self.normalize = normalize
         self.model = torch_model
+        self.map_stats = map_stats
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         out = self.model(self.normalize(image))
+        if self.map_stats is not None:
+            return self.map_stats(out.anomaly_map)
         return out.pred_score.reshape(-1), out.anomaly_map
 
 
@@ -217,6 +274,8 @@ class Detector(ABC):
         torch.manual_seed(cfg.seed)
         self.torch_model: nn.Module = self.build_model()
         self.normalize = Normalize.for_config(cfg)
+        #: Normal map statistics, fitted for detectors offering ``map_max_std``.
+        self.map_stats: PositionStats | None = None
         self.fitted = False
         self._train_raw: np.ndarray | None = None
         self._train_augment: ImageAugment | None = None
@@ -251,12 +310,22 @@ class Detector(ABC):
         self._train_augment = build_augment(
             getattr(self.config, "augment", "none"), self.config.seed
         )
+        self.map_stats = None
         try:
             self.fit_model(self._prepare(images), progress)
         finally:
             self._train_raw, self._train_augment = None, None
         self.torch_model.eval()
+        if STANDARDIZED_MAX in self.score_modes:
+            self.map_stats = PositionStats.of_maps(self.predict_unchecked(images).anomaly_map)
         self.fitted = True
+
+    @property
+    def _standardizing(self) -> bool:
+        return (
+            self.map_stats is not None
+            and getattr(self.config, "score_mode", None) == STANDARDIZED_MAX
+        )
 
     def training_batch(self, images: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         """The normalised training batch ``images[index]`` (B, 3, H, W), augmented if configured.
@@ -317,10 +386,14 @@ class Detector(ABC):
         self.torch_model.eval()
         scores: list[np.ndarray] = []
         maps: list[np.ndarray] = []
+        stats = self.map_stats if self._standardizing else None
         for k, sl in enumerate(batches(len(images), self.config.batch_size)):
             out = self.torch_model(self._prepare(images[sl]))
-            scores.append(out.pred_score.reshape(-1).float().numpy())
-            maps.append(out.anomaly_map.float().numpy())
+            score, amap = (
+                stats(out.anomaly_map) if stats is not None else (out.pred_score, out.anomaly_map)
+            )
+            scores.append(score.reshape(-1).float().numpy())
+            maps.append(amap.float().numpy())
             progress("predict", min(sl.stop, len(images)), len(images))
             del k
         return DetectorOutput(np.concatenate(scores), np.concatenate(maps))
@@ -329,7 +402,8 @@ class Detector(ABC):
         """The graph the station runs (normalisation included), in eval mode."""
         if not self.fitted:
             raise NotFittedError(f"{self.key}: nothing to export before fit() or load()")
-        return DeployableModel(self.torch_model, Normalize.for_config(self.config)).eval()
+        stats = self.map_stats if self._standardizing else None
+        return DeployableModel(self.torch_model, Normalize.for_config(self.config), stats).eval()
 
     def set_score_mode(self, mode: str) -> None:
         """Switch the image-score reduction of the model (no refit); recorded in the config."""
@@ -337,7 +411,9 @@ class Detector(ABC):
             raise ValueError(
                 f"{self.key}: unknown score mode {mode!r}; expected one of {self.score_modes}"
             )
-        self.torch_model.score_mode = mode  # type: ignore[assignment]
+        if mode == STANDARDIZED_MAX and self.map_stats is None:
+            raise NotFittedError(f"{self.key}: {mode} needs the normal map statistics of a fit")
+        self.torch_model.score_mode = model_score_mode(mode)  # type: ignore[assignment]
         self.config = self.config.model_copy(update={"score_mode": mode})
 
     @property
@@ -361,10 +437,13 @@ class Detector(ABC):
         out.mkdir(parents=True, exist_ok=True)
         meta = {"key": self.key, "config": self.config.model_dump(mode="json")}
         (out / "detector.json").write_text(json.dumps(meta, indent=2))
-        torch.save(
-            {"model": self.torch_model.state_dict(), "extra": self.extra_state()},
-            out / "weights.pt",
-        )
+        state: dict[str, Any] = {
+            "model": self.torch_model.state_dict(),
+            "extra": self.extra_state(),
+        }
+        if self.map_stats is not None:
+            state["map_stats"] = self.map_stats.state_dict()
+        torch.save(state, out / "weights.pt")
         return out
 
     @classmethod
@@ -382,10 +461,18 @@ class Detector(ABC):
             state = torch.load(path / "weights.pt", map_location="cpu", weights_only=False)
             load_state_resizing_buffers(detector.torch_model, state["model"])
             detector.load_extra_state(state.get("extra", {}))
+            if "map_stats" in state:
+                stats = state["map_stats"]
+                detector.map_stats = PositionStats(stats["mean"], 1.0 / stats["inv_std"])
+                detector.map_stats.load_state_dict(stats)
         except (OSError, RuntimeError, KeyError, EOFError) as exc:
             raise ModelFileError(
                 f"weights in {path} do not match a {cls.key} detector: {exc}"
             ) from exc
+        if getattr(detector.config, "score_mode", None) == STANDARDIZED_MAX and (
+            detector.map_stats is None
+        ):
+            raise ModelFileError(f"{path}: score mode {STANDARDIZED_MAX} without map statistics")
         detector.torch_model.eval()
         detector.fitted = True
         return detector

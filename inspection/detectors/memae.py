@@ -23,7 +23,9 @@ addressing weights (Eq. 10). Shrinkage threshold lambda defaults to 2.5 / N (pap
 
 Score (paper Sec. 4: the reconstruction error of the sample): ``score_mode="mean"`` gives the
 mean squared error over all positions; ``"map_max"`` the maximum of the smoothed map, which
-keeps a small defect from being averaged away; ``"auto"`` (default) lets the engine choose on
+keeps a small defect from being averaged away; ``"map_max_std"`` that maximum after
+standardising each position by the normal training images' maps (not in the paper;
+:class:`~inspection.detectors.base.PositionStats`); ``"auto"`` (default) lets the engine choose on
 synthetic defects painted onto held-out normal images (:mod:`inspection.validation`).
 Map: per-position squared error (mean over channels), bilinearly upsampled to the input size and
 Gaussian-smoothed (``smoothing_sigma`` px at 256 px, scaled with the image size).
@@ -53,7 +55,13 @@ from inspection.detectors._common import (
     set_lr,
     upsample,
 )
-from inspection.detectors.base import Detector, ProgressFn, TrainedDetectorConfig, batches
+from inspection.detectors.base import (
+    Detector,
+    ProgressFn,
+    TrainedDetectorConfig,
+    batches,
+    model_score_mode,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -230,10 +238,11 @@ class MemAEConfig(TrainedDetectorConfig):
     entropy_weight: float = Field(2e-4, ge=0)
     epochs: int = Field(50, ge=1)
     lr: float = Field(1e-3, gt=0)
-    score_mode: Literal["mean", "map_max", "auto"] = Field(
+    score_mode: Literal["mean", "map_max", "map_max_std", "auto"] = Field(
         "auto",
         description="Image score: the paper's mean reconstruction error, the maximum of the "
-        "smoothed map, or chosen at training on synthetic defects (label-free).",
+        "smoothed map, its maximum standardised per position by the normal training maps, or "
+        "chosen at training on synthetic defects (label-free).",
     )
     smoothing_sigma: float = Field(4.0, ge=0)
 
@@ -248,10 +257,11 @@ class MemAEFeatConfig(TrainedDetectorConfig):
     entropy_weight: float = Field(2e-4, ge=0)
     epochs: int = Field(40, ge=1)
     lr: float = Field(1e-3, gt=0)
-    score_mode: Literal["mean", "map_max", "auto"] = Field(
+    score_mode: Literal["mean", "map_max", "map_max_std", "auto"] = Field(
         "auto",
         description="Image score: the paper's mean reconstruction error, the maximum of the "
-        "smoothed map, or chosen at training on synthetic defects (label-free).",
+        "smoothed map, its maximum standardised per position by the normal training maps, or "
+        "chosen at training on synthetic defects (label-free).",
     )
     smoothing_sigma: float = Field(4.0, ge=0)
 
@@ -309,7 +319,7 @@ class MemAEDetector(Detector):
     #: score relative / map relative to its range; the tolerances keep a >30x margin.
     export_rtol: ClassVar[float] = 1e-3
     export_atol: ClassVar[float] = 1e-4
-    score_modes: ClassVar[tuple[str, ...]] = ("mean", "map_max")
+    score_modes: ClassVar[tuple[str, ...]] = ("mean", "map_max", "map_max_std")
 
     config: MemAEConfig
 
@@ -338,7 +348,7 @@ class MemAEDetector(Detector):
             cfg.memory_size,
             thr,
             sigma,
-            "mean" if cfg.score_mode == "auto" else cfg.score_mode,  # until the engine picks
+            "mean" if cfg.score_mode == "auto" else model_score_mode(cfg.score_mode),
         )
 
     def fit_model(self, images: torch.Tensor, progress: ProgressFn) -> None:
@@ -376,7 +386,7 @@ class MemAEFeatDetector(Detector):
     #: score relative / map relative to its range; the tolerances keep a >30x margin.
     export_rtol: ClassVar[float] = 1e-3
     export_atol: ClassVar[float] = 1e-4
-    score_modes: ClassVar[tuple[str, ...]] = ("mean", "map_max")
+    score_modes: ClassVar[tuple[str, ...]] = ("mean", "map_max", "map_max_std")
 
     config: MemAEFeatConfig
 
@@ -396,7 +406,7 @@ class MemAEFeatDetector(Detector):
             cfg.memory_size,
             thr,
             sigma,
-            "mean" if cfg.score_mode == "auto" else cfg.score_mode,  # until the engine picks
+            "mean" if cfg.score_mode == "auto" else model_score_mode(cfg.score_mode),
         )
 
     def fit_model(self, images: torch.Tensor, progress: ProgressFn) -> None:

@@ -19,8 +19,10 @@ Anomaly Detection", CVPR 2021 (arXiv:2011.11108); official code rohban-lab/Knowl
   by the CPU budget (official: 601 on MVTec). Source features are computed once and cached.
 * **Score**: the same per-sample loss, summed over the distilled layers (official
   ``detection_test``; ``score_mode="loss"``). ``score_mode="map_max"`` scores by the maximum of
-  the anomaly map instead (the convention of PaDiM / STFPM; not in the paper). The default,
-  ``"auto"``, lets the engine pick one of the two on synthetic defects painted onto the
+  the anomaly map instead (the convention of PaDiM / STFPM; not in the paper);
+  ``"map_max_std"`` the maximum of the map standardised per position by the normal training
+  images' maps (:class:`~inspection.detectors.base.PositionStats`, in the graph). The default,
+  ``"auto"``, lets the engine pick one of them on synthetic defects painted onto the
   held-out normal images (:mod:`inspection.validation`); the choice is saved with the model.
 * **Map** (fast path, in the exported graph): per-position discrepancy of every layer,
   ``(1 - cos over channels) + lambda * mean squared difference over channels``, bilinearly
@@ -50,7 +52,13 @@ from inspection.detectors._common import (
     freeze,
     set_lr,
 )
-from inspection.detectors.base import Detector, ProgressFn, TrainedDetectorConfig, batches
+from inspection.detectors.base import (
+    Detector,
+    ProgressFn,
+    TrainedDetectorConfig,
+    batches,
+    model_score_mode,
+)
 from inspection.errors import NotFittedError
 
 logger = logging.getLogger(__name__)
@@ -66,8 +74,10 @@ class MkdConfig(TrainedDetectorConfig):
     source_blocks: tuple[int, ...] = Field((1, 2, 4), description="Lite0 blocks distilled.")
     cloner_width: int = Field(32, ge=4, description="Narrow width of the cloner's conv layers.")
     lamda: float = Field(0.5, ge=0, description="Weight of the MSE (value) term.")
-    score_mode: Literal["loss", "map_max", "auto"] = Field(
-        "auto", description="Image score: the paper's loss, map maximum, or chosen at training."
+    score_mode: Literal["loss", "map_max", "map_max_std", "auto"] = Field(
+        "auto",
+        description="Image score: the paper's loss, map maximum, map maximum standardised per "
+        "position by the normal training maps, or chosen at training.",
     )
     epochs: int = Field(20, ge=1)
     lr: float = Field(1e-3, gt=0)
@@ -219,7 +229,7 @@ class MkdDetector(Detector):
     export_atol: ClassVar[float] = 1e-4
 
     config: MkdConfig
-    score_modes: ClassVar[tuple[str, ...]] = ("loss", "map_max")
+    score_modes: ClassVar[tuple[str, ...]] = ("loss", "map_max", "map_max_std")
 
     @classmethod
     def quick_config(cls) -> MkdConfig:
@@ -234,7 +244,7 @@ class MkdDetector(Detector):
             )
         sigma = cfg.smoothing_sigma * cfg.image_size / 256.0
         blocks = tuple(cfg.source_blocks)
-        mode = "loss" if cfg.score_mode == "auto" else cfg.score_mode  # until the engine picks
+        mode = "loss" if cfg.score_mode == "auto" else model_score_mode(cfg.score_mode)
         return MkdModel(cfg.backbone, blocks, cfg.cloner_width, cfg.lamda, sigma, mode)
 
     def fit_model(self, images: torch.Tensor, progress: ProgressFn) -> None:

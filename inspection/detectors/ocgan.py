@@ -28,7 +28,10 @@ Components (paper Sec. 3, official ``trainadnov``):
   graph and the map upsampled back.
 
 Score: reconstruction MSE of the clean input (paper Sec. 3.6; ``score_mode="mean"``), or the
-maximum of the smoothed map (``"map_max"``: a small defect is not averaged away); ``"auto"``
+maximum of the smoothed map (``"map_max"``: a small defect is not averaged away), or that
+maximum after standardising each position by the normal training images' maps
+(``"map_max_std"``: edges every part reconstructs badly stop hiding defects; not in the
+paper; :class:`~inspection.detectors.base.PositionStats`, in the exported graph); ``"auto"``
 (default) lets the engine choose on synthetic defects painted onto held-out normal images
 (:mod:`inspection.validation`), never on real defects. Map: per-pixel squared error (mean over
 channels), bilinearly upsampled to the input size and Gaussian-smoothed.
@@ -50,7 +53,13 @@ from inspection.detectors._common import (
     GaussianBlur,
     tanh_range_input,
 )
-from inspection.detectors.base import Detector, ProgressFn, TrainedDetectorConfig, batches
+from inspection.detectors.base import (
+    Detector,
+    ProgressFn,
+    TrainedDetectorConfig,
+    batches,
+    model_score_mode,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -77,10 +86,11 @@ class OcganConfig(TrainedDetectorConfig):
     epochs: int = Field(30, ge=1)
     lr: float = Field(2e-4, gt=0)
     smoothing_sigma: float = Field(4.0, ge=0)
-    score_mode: Literal["mean", "map_max", "auto"] = Field(
+    score_mode: Literal["mean", "map_max", "map_max_std", "auto"] = Field(
         "auto",
         description="Image score: the paper's mean reconstruction error, the maximum of the "
-        "smoothed map, or chosen at training on synthetic defects (label-free).",
+        "smoothed map, its maximum standardised per position by the normal training maps, or "
+        "chosen at training on synthetic defects (label-free).",
     )
 
 
@@ -215,7 +225,7 @@ class OcganDetector(Detector):
     #: score relative / map relative to its range; the tolerances keep a >30x margin.
     export_rtol: ClassVar[float] = 1e-3
     export_atol: ClassVar[float] = 1e-4
-    score_modes: ClassVar[tuple[str, ...]] = ("mean", "map_max")
+    score_modes: ClassVar[tuple[str, ...]] = ("mean", "map_max", "map_max_std")
 
     config: OcganConfig
 
@@ -228,7 +238,7 @@ class OcganDetector(Detector):
     def build_model(self) -> nn.Module:
         cfg = self.config
         sigma = cfg.smoothing_sigma * cfg.image_size / 256.0
-        mode = "mean" if cfg.score_mode == "auto" else cfg.score_mode  # until the engine picks
+        mode = "mean" if cfg.score_mode == "auto" else model_score_mode(cfg.score_mode)
         return OcganModel(cfg.work_size, cfg.base_width, cfg.latent_channels, sigma, mode)
 
     def _mine(
