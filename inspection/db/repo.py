@@ -707,12 +707,8 @@ def insert_inspections(session: Session, items: Sequence[InspectionData]) -> lis
     the items are retried one at a time. Keys already stored (or repeated within ``items``)
     return the stored id.
     """
-    for item in items:
-        item.validate()
+    unique = _validated_by_key(items)
     ids: dict[tuple[int, str], int] = {}
-    unique: dict[tuple[int, str], InspectionData] = {}
-    for item in items:  # a key repeated within the batch is inserted once
-        unique.setdefault((item.station_id, item.idempotency_key), item)
     try:
         with session.begin_nested():
             ids.update(_bulk_insert(session, list(unique.values())))
@@ -739,12 +735,16 @@ def insert_new_inspections(session: Session, items: Sequence[InspectionData]) ->
     :class:`~sqlalchemy.exc.IntegrityError` and that transaction must be rolled back (then store
     the batch with :func:`insert_inspections`, which handles stored keys).
     """
-    for item in items:
-        item.validate()
+    _bulk_insert(session, list(_validated_by_key(items).values()), need_ids=False)
+
+
+def _validated_by_key(items: Sequence[InspectionData]) -> dict[tuple[int, str], InspectionData]:
+    """``items`` validated, by (station id, key); a key repeated within them is kept once."""
     unique: dict[tuple[int, str], InspectionData] = {}
     for item in items:
+        item.validate()
         unique.setdefault((item.station_id, item.idempotency_key), item)
-    _bulk_insert(session, list(unique.values()), need_ids=False)
+    return unique
 
 
 def _inspection_row(d: InspectionData, now: dt.datetime) -> dict[str, Any]:
