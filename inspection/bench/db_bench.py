@@ -3,7 +3,8 @@
 Everything goes through :mod:`inspection.db.repo` (the code stations and the API run), on a
 database built by the Alembic migrations:
 
-* **insert**: ``insert_inspections`` (the bulk path stations and spool replay use) with regions
+* **insert**: ``insert_new_inspections`` (the stations' bulk path for new keys; spool replays
+  and key conflicts go through ``insert_inspections``) with regions
   (30 % of frames are defects with 1-3 regions,
   3 % of those of unknown type) and two artifact rows (frame, heatmap) per inspection,
   ``batch_size`` inspections per transaction; reported as inspections/s.
@@ -36,13 +37,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from inspection.bench.report import markdown_table, stamp, write_results
 from inspection.db import migrate, repo
 from inspection.db.engine import make_engine, make_session_factory
-from inspection.db.models import ArtifactKind, Role, Verdict
+from inspection.db.models import ArtifactKind, Inspection, Role, Verdict
 from inspection.db.testing import postgres_unavailable_reason, start_temporary_postgres
 
 log = logging.getLogger(__name__)
@@ -177,7 +178,6 @@ def bench_engine(engine: Engine, config: BenchConfig) -> dict[str, Any]:
         ).id
 
     # Batched inserts.
-    ids: list[int] = []
     start = time.perf_counter()
     for batch_start in range(0, config.n_inspections, config.batch_size):
         items = [
@@ -189,8 +189,10 @@ def bench_engine(engine: Engine, config: BenchConfig) -> dict[str, Any]:
             )
         ]
         with factory.begin() as session:
-            ids += repo.insert_inspections(session, items)
+            repo.insert_new_inspections(session, items)
     insert_s = time.perf_counter() - start
+    with factory() as session:
+        ids = list(session.scalars(select(Inspection.id).order_by(Inspection.id)))
     log.info("%s: %d inspections in %.1f s", engine.dialect.name, len(ids), insert_s)
 
     # One transaction per inspection (a lone result).
