@@ -10,11 +10,17 @@ Option ``n_students > 1`` follows Bergmann et al., "Uninformed Students: Student
 Anomaly Detection with Discriminative Latent Embeddings", CVPR 2020, where it is cheap: an
 ensemble of independently initialised students, scored by mean regression error plus the
 predictive variance across students.
+
+Score (``score_mode``): the maximum of the map, as in the paper (``map_max``), or the maximum of
+the map standardised per position by the normal training images' maps (``map_max_std``,
+:class:`~inspection.detectors.base.PositionStats`; not in the papers); ``auto`` picks one at
+training on synthetic defects painted onto the held-out normals, as for the other map-based
+detectors.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from anomalib.data import InferenceBatch
@@ -23,7 +29,13 @@ from torch import nn
 from torch.nn import functional as F
 
 from inspection.backbone import LITE0_LAYERS, install_offline_weights
-from inspection.detectors.base import Detector, ProgressFn, TrainedDetectorConfig, batches
+from inspection.detectors.base import (
+    STANDARDIZED_MAX,
+    Detector,
+    ProgressFn,
+    TrainedDetectorConfig,
+    batches,
+)
 from inspection.validation import EpochSelector
 
 
@@ -58,6 +70,11 @@ class StfpmConfig(TrainedDetectorConfig):
         4, ge=0, description="Stop after this many validations without improvement (0: never)."
     )
     smoothing_sigma: float = Field(4.0, ge=0.0, description="Gaussian smoothing of the map, px.")
+    score_mode: Literal["map_max", "map_max_std", "auto"] = Field(
+        "auto",
+        description="Image score: the map maximum (the paper's), the maximum of the map "
+        "standardised per position by the normal training maps, or chosen at training.",
+    )
 
 
 def _gaussian_kernel(sigma: float) -> torch.Tensor:
@@ -89,6 +106,9 @@ class StudentTeacherModel(nn.Module):
             for _ in range(n_students)
         )
         self.sigma = sigma
+        #: The score this module itself computes (always the map maximum; ``map_max_std`` is
+        #: applied around it by the detector, see :func:`~inspection.detectors.base.model_score_mode`).
+        self.score_mode = "map_max"
         self.register_buffer("kernel", _gaussian_kernel(sigma) if sigma > 0 else torch.ones(1))
 
     def train(self, mode: bool = True) -> StudentTeacherModel:
@@ -143,6 +163,7 @@ class StfpmDetector(Detector):
     key = "stfpm"
     Config = StfpmConfig
     paper = "Wang et al., BMVC 2021, arXiv:2103.04257; Bergmann et al., CVPR 2020"
+    score_modes: ClassVar[tuple[str, ...]] = ("map_max", STANDARDIZED_MAX)
 
     config: StfpmConfig
 

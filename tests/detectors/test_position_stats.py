@@ -21,7 +21,7 @@ KEYS = [k for k in ALL if STANDARDIZED_MAX in registry.get(k).score_modes]
 
 
 def test_offered_by_the_map_based_detectors() -> None:
-    assert set(KEYS) == {"memae", "memae_feat", "mkd", "ocgan"}
+    assert set(KEYS) == {"memae", "memae_feat", "mkd", "ocgan", "stfpm"}
 
 
 @pytest.mark.parametrize("key", KEYS)
