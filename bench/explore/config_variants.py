@@ -1,0 +1,113 @@
+"""Exploration, not a benchmark: a detector's default config beside a few changed settings.
+
+Question: does a setting (internal resolution, layers, ...) help on synthetic defects painted onto
+held-out normals, the label-free criterion a new line would have? Each variant is trained like a
+benchmark row (``engine.train`` on the protocol's training split, seed 0) and reported twice: the
+synthetic-defect validation the engine records (score-mode choice, epoch choice) and the test
+metrics. A default changes only where the synthetic validation says so; the test columns are
+shown so that the reader sees what that rule would have cost or gained, and choose nothing.
+
+    .venv/bin/python bench/explore/config_variants.py --detector ocgan \
+        --variant default '{}' --variant work128 '{"work_size": 128}' --name ocgan-work-size
+
+writes ``bench/results/explore/<name>.{json,md}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from inspection import engine, evaluation
+from inspection.bench.detectors import load_protocol
+from inspection.bench.report import markdown_table, stamp, write_results
+from inspection.data.magnetic_tile import same_group_subset
+from inspection.detectors import registry
+
+
+def _synthetic(trained: Any) -> str:
+    """The engine's label-free record of a trained model, one line."""
+    parts = []
+    sel = trained.score_selection
+    if sel:
+        parts.append(
+            f"score mode {sel['chosen']} ("
+            + ", ".join(f"{m} {v:.3f}" for m, v in sel["auroc"].items())
+            + ")"
+        )
+    ep = trained.epoch_selection
+    if ep:
+        best = next(h for h in ep["history"] if h["epoch"] == ep["chosen_epoch"])
+        parts.append(
+            f"epoch {ep['chosen_epoch']}/{ep['epochs_run']} "
+            f"({best['image_auroc']:.3f} / {best['pixel_auroc']:.3f})"
+        )
+    return "; ".join(parts) or "-"
+
+
+def _synthetic_best(trained: Any) -> float | None:
+    sel = trained.score_selection
+    if sel:
+        return float(sel["auroc"][sel["chosen"]])
+    ep = trained.epoch_selection
+    if ep:
+        return float(next(h for h in ep["history"] if h["epoch"] == ep["chosen_epoch"])["score"])
+    return None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=Path("../shared/data/magnetic_tile"))
+    parser.add_argument("--detector", required=True)
+    parser.add_argument("--variant", nargs=2, action="append", metavar=("NAME", "JSON"))
+    parser.add_argument("--name", required=True, help="Result file stem.")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+
+    cls = registry.get(args.detector)
+    rows: list[dict[str, Any]] = []
+    for name, overrides in args.variant or [("default", "{}")]:
+        config = cls.Config(type=args.detector, **json.loads(overrides))
+        train_set, test_set = load_protocol("mt-exp", args.data, config.image_size)
+        start = time.perf_counter()
+        trained = engine.train(cls(config), train_set)
+        seconds = time.perf_counter() - start
+        out = trained.detector.predict(test_set.images)
+        metrics = evaluation.evaluate(out.score, out.anomaly_map, test_set, trained.calibration)
+        idx = same_group_subset(test_set)
+        same = evaluation.image_metrics(
+            out.score[idx], test_set.labels[idx], trained.calibration.image_threshold
+        )["image_auroc"]
+        rows.append(
+            {
+                "variant": name,
+                "overrides": overrides,
+                "synthetic_validation": _synthetic(trained),
+                "synthetic_best": _synthetic_best(trained),
+                "image_auroc": metrics["image_auroc"],
+                "image_auroc_same_groups": same,
+                "pixel_auroc": metrics["pixel_auroc"],
+                "aupro": metrics["aupro"],
+                "fit_seconds": round(seconds, 1),
+            }
+        )
+        logging.info("%s %s: %s", args.detector, name, rows[-1])
+
+    payload = {**stamp(), "detector": args.detector, "protocol": "mt-exp", "rows": rows}
+    cols = list(rows[0])
+    md = (
+        f"Detector `{args.detector}` on `mt-exp`, seed 0, default config plus the overrides shown. "
+        "`synthetic_validation` is the engine's label-free record (synthetic defects painted onto "
+        "the held-out normals; `synthetic_best` its chosen value); the test columns read test "
+        "labels and choose nothing. Method: `bench/explore/config_variants.py`.\n\n"
+        + markdown_table(rows, cols)
+    )
+    write_results(args.name, payload, md, Path("bench/results/explore"))
+
+
+if __name__ == "__main__":
+    main()
