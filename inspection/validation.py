@@ -22,13 +22,7 @@ import torch
 from torch import nn
 
 from inspection.data.synthetic import PAINTABLE_TYPES, paint_defect
-from inspection.detectors.base import (
-    STANDARDIZED_MAX,
-    Detector,
-    PositionStats,
-    ProgressFn,
-    no_progress,
-)
+from inspection.detectors.base import Detector, ProgressFn, no_progress
 from inspection.evaluation import _auroc, pixel_auroc
 
 logger = logging.getLogger(__name__)
@@ -89,26 +83,15 @@ def select_score_mode(
     }
 
 
-def _offers_standardized(detector: Detector) -> bool:
-    """True when ``detector`` may end up scoring by ``map_max_std`` (offered, not excluded)."""
-    mode = getattr(detector.config, "score_mode", None)
-    return STANDARDIZED_MAX in detector.score_modes and mode in ("auto", STANDARDIZED_MAX)
-
-
 def make_validator(
     detector: Detector, normals: np.ndarray, seed: int = 0, pixel_stride: int = 4
 ) -> Callable[[], dict[str, float]]:
     """A function scoring ``detector`` as it stands on ``normals`` and painted copies of them.
 
     ``normals`` (N, H, W, 3) uint8 are held-out normal images. The function returns
-    ``{"image_auroc", "pixel_auroc", "score", "map_max_std"}`` (``score`` = the mean of the two
-    AUROCs; pixel AUROC on every ``pixel_stride``-th pixel in each direction, clean images'
-    pixels all negative). Where the detector may score by ``map_max_std`` and runs inside
-    :meth:`~inspection.detectors.base.Detector.fit`, its maps are also standardised by the
-    statistics of the images being fitted, as the finished fit would; the better of raw and
-    standardised maps counts (``map_max_std`` 1.0 when that was the standardised one), so an
-    epoch is judged by the score it would be deployed with. It runs the model in eval mode
-    and leaves it there.
+    ``{"image_auroc", "pixel_auroc", "score"}`` (``score`` = their mean; pixel AUROC on every
+    ``pixel_stride``-th pixel in each direction, clean images' pixels all negative). It runs the
+    model in eval mode and leaves it there.
     """
     painted, masks = synthetic_defects(normals, seed)
     images = np.concatenate([normals, painted])
@@ -116,25 +99,13 @@ def make_validator(
     s = pixel_stride
     pixel_target = np.concatenate([np.zeros_like(masks), masks])[:, ::s, ::s] > 0
 
-    def metrics(scores: np.ndarray, maps: np.ndarray) -> dict[str, float]:
-        image = _auroc(torch.from_numpy(scores), target)
-        pixel = pixel_auroc(maps[:, 0, ::s, ::s], pixel_target)
+    def validate() -> dict[str, float]:
+        out = detector.predict_unchecked(images)
+        image = _auroc(torch.from_numpy(out.score), target)
+        pixel = pixel_auroc(out.anomaly_map[:, 0, ::s, ::s], pixel_target)
         image_v = float("nan") if image is None else image
         pixel_v = float("nan") if pixel is None else pixel
         return {"image_auroc": image_v, "pixel_auroc": pixel_v, "score": (image_v + pixel_v) / 2}
-
-    def validate() -> dict[str, float]:
-        out = detector.predict_unchecked(images)
-        best = {**metrics(out.score, out.anomaly_map), "map_max_std": 0.0}
-        fitted = detector.training_images
-        if fitted is not None and _offers_standardized(detector):
-            stats = PositionStats.of_maps(detector.predict_unchecked(fitted).anomaly_map)
-            with torch.no_grad():
-                score, amap = stats(torch.from_numpy(out.anomaly_map))
-            standardized = metrics(score.numpy(), amap.numpy())
-            if standardized["score"] > best["score"]:
-                best = {**standardized, "map_max_std": 1.0}
-        return best
 
     return validate
 
@@ -183,13 +154,11 @@ class EpochSelector:
         else:
             self._since_best += 1
         logger.info(
-            "%s: epoch %d on synthetic defects: image AUROC %.3f, pixel AUROC %.3f%s "
-            "(best epoch %d)",
+            "%s: epoch %d on synthetic defects: image AUROC %.3f, pixel AUROC %.3f (best epoch %d)",
             self.detector.key,
             epoch,
             metrics["image_auroc"],
             metrics["pixel_auroc"],
-            " (standardised maps)" if metrics.get("map_max_std") else "",
             self.best_epoch,
         )
         return bool(self.patience) and self._since_best >= self.patience

@@ -50,9 +50,7 @@ class StfpmConfig(TrainedDetectorConfig):
     Longer training is not always better: on ``mt-exp`` 30 epochs scored worse than 4 or 10.
     So by default (``epoch_selection: synthetic``) every ``validate_every`` epochs the students
     are scored on the engine's held-out normals and synthetic defects painted onto them
-    (:class:`inspection.validation.EpochSelector`; with ``score_mode`` ``auto`` or
-    ``map_max_std``, by the raw or the standardised maps, whichever is better, so an epoch is
-    judged as it would be deployed); the best epoch's weights are kept, and
+    (:class:`inspection.validation.EpochSelector`); the best epoch's weights are kept, and
     training stops after ``patience`` validations without improvement. No test image or label
     is involved.
     """
