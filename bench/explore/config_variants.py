@@ -29,6 +29,11 @@ from inspection.data.magnetic_tile import same_group_subset
 from inspection.detectors import registry
 
 
+def _chosen_epoch(selection: dict[str, Any]) -> dict[str, Any]:
+    """The history entry of the epoch an epoch selection kept."""
+    return next(h for h in selection["history"] if h["epoch"] == selection["chosen_epoch"])
+
+
 def _synthetic(trained: Any) -> str:
     """The engine's label-free record of a trained model, one line."""
     parts = []
@@ -41,7 +46,7 @@ def _synthetic(trained: Any) -> str:
         )
     ep = trained.epoch_selection
     if ep:
-        best = next(h for h in ep["history"] if h["epoch"] == ep["chosen_epoch"])
+        best = _chosen_epoch(ep)
         parts.append(
             f"epoch {ep['chosen_epoch']}/{ep['epochs_run']} "
             f"({best['image_auroc']:.3f} / {best['pixel_auroc']:.3f})"
@@ -55,7 +60,7 @@ def _synthetic_best(trained: Any) -> float | None:
         return float(sel["auroc"][sel["chosen"]])
     ep = trained.epoch_selection
     if ep:
-        return float(next(h for h in ep["history"] if h["epoch"] == ep["chosen_epoch"])["score"])
+        return float(_chosen_epoch(ep)["score"])
     return None
 
 
@@ -70,9 +75,12 @@ def main() -> None:
 
     cls = registry.get(args.detector)
     rows: list[dict[str, Any]] = []
+    sets: dict[int, tuple[Any, Any]] = {}  # (train, test) per image size, loaded once
     for name, overrides in args.variant or [("default", "{}")]:
         config = cls.Config(type=args.detector, **json.loads(overrides))
-        train_set, test_set = load_protocol("mt-exp", args.data, config.image_size)
+        if config.image_size not in sets:
+            sets[config.image_size] = load_protocol("mt-exp", args.data, config.image_size)
+        train_set, test_set = sets[config.image_size]
         start = time.perf_counter()
         trained = engine.train(cls(config), train_set)
         seconds = time.perf_counter() - start
