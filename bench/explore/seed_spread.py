@@ -22,7 +22,7 @@ from typing import Any
 from inspection import engine, evaluation
 from inspection.bench.detectors import load_protocol
 from inspection.bench.report import markdown_table, stamp, write_results
-from inspection.data.magnetic_tile import same_group_subset
+from inspection.data.magnetic_tile import same_group_auroc
 from inspection.detectors import registry
 
 
@@ -45,10 +45,7 @@ def main() -> None:
             trained = engine.train(detector, train_set)
             out = detector.predict(test_set.images)
             metrics = evaluation.evaluate(out.score, out.anomaly_map, test_set, trained.calibration)
-            idx = same_group_subset(test_set)
-            same = evaluation.image_metrics(
-                out.score[idx], test_set.labels[idx], trained.calibration.image_threshold
-            )["image_auroc"]
+            same = same_group_auroc(out.score, test_set, trained.calibration.image_threshold)
             aurocs.append(metrics["image_auroc"])
             rows.append(
                 {

@@ -73,6 +73,14 @@ def same_group_subset(test: ImageSet) -> np.ndarray:
     return np.array([i for i, x in enumerate(test.ids) if group_of(x) in TEST_GROUPS], np.int64)
 
 
+def same_group_auroc(scores: np.ndarray, test: ImageSet, threshold: float) -> float | None:
+    """Image AUROC of ``scores`` (N,) over :func:`same_group_subset` of ``test``."""
+    from inspection.evaluation import image_metrics
+
+    idx = same_group_subset(test)
+    return image_metrics(scores[idx], test.labels[idx], threshold)["image_auroc"]
+
+
 def _load(items: list[TileImage], size: int) -> ImageSet:
     images = [read_image(t.image, size) for t in items]
     masks = [read_mask(t.mask if t.cls != NORMAL_CLASS else None, size) for t in items]
