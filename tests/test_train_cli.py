@@ -51,8 +51,12 @@ def test_mvtec_root_is_evaluated_with_figures(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     metrics = json.loads((out / "evaluation.json").read_text())
     assert 0.0 <= metrics["image_auroc"] <= 1.0
-    assert (out / "report" / "padim_curves.png").is_file()
-    assert (out / "report" / "padim_overlays.png").is_file()
+    meta = json.loads((out / "model.json").read_text())
+    chosen = meta["detector"]  # the default is detector auto
+    assert meta["auto_selection"]["candidates"][meta["auto_selection"]["chosen"]]
+    assert "detector auto:" in result.output
+    assert (out / "report" / f"{chosen}_curves.png").is_file()
+    assert (out / "report" / f"{chosen}_overlays.png").is_file()
 
 
 @pytest.mark.parametrize(
@@ -60,8 +64,9 @@ def test_mvtec_root_is_evaluated_with_figures(tmp_path: Path) -> None:
     [
         (["-d", "nope"], "unknown detector"),
         (["--precision", "int4"], "precision"),
-        (["--config", "{cfg}"], "bogus"),
-        (["--size", "7"], "image_size"),
+        (["-d", "padim", "--config", "{cfg}"], "bogus"),
+        (["-d", "padim", "--size", "7"], "image_size"),
+        (["--size", "128"], "need -d"),
     ],
 )
 def test_bad_requests_fail_clearly(tmp_path: Path, args: list[str], message: str) -> None:
@@ -87,3 +92,22 @@ def test_refuses_a_folder_without_images_or_a_used_output(tmp_path: Path) -> Non
     result = runner.invoke(app, ["train", str(tmp_path / "empty"), "-o", str(used)])
     assert result.exit_code != 0 and "not empty" in result.output
     assert (used / "model.json").read_text() == "{}"
+
+
+def test_three_images_are_refused_not_trained(tmp_path: Path) -> None:
+    good = tmp_path / "good"
+    _write(good, synthetic_set(64, 3, 0, seed=1).images)
+    for args in (["-d", "padim"], []):
+        out = tmp_path / f"b{len(args)}"
+        result = runner.invoke(app, ["train", str(good), "--quick", "-o", str(out), *args])
+        assert result.exit_code == 2, result.output
+        assert "too few" in result.output and not (out / "model.json").exists()
+
+
+def test_few_held_out_images_warn_on_the_console(tmp_path: Path) -> None:
+    good = tmp_path / "good"
+    _write(good, synthetic_set(64, 12, 0, seed=1).images)
+    out = tmp_path / "bundle"
+    result = runner.invoke(app, ["train", str(good), "-d", "padim", "--quick", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "warning:" in result.output and "held-out" in result.output
