@@ -63,13 +63,14 @@ def train_bundle(config: StationConfig, out: Path) -> Path:
     if cam.type != "synthetic" or spec is None:
         raise ConfigError(f"station {config.id}: bootstrap needs a synthetic camera")
     size = spec.image_size or config.resize or cam.size
+    candidates = engine.auto_candidates(size) if spec.detector == "auto" else None
+    load_size = max(c.image_size for c in candidates) if candidates else size
     line = SyntheticLine(family=cam.family, size=cam.size, seed=cam.seed)
     samples = line.normals(spec.normals, start=TRAIN_INDEX_OFFSET)
     roi = config.roi.as_tuple() if config.roi is not None else None
-    images = [preprocess(s.image, size, roi) for s in samples]
+    images = [preprocess(s.image, load_size, roi) for s in samples]
     masks = [np.zeros(img.shape[:2], bool) for img in images]
     train_set = from_samples(images, masks, [None] * len(images), [str(s.index) for s in samples])
-    detector = registry.create({**spec.config, "type": spec.detector, "image_size": size})
     logger.info(
         "station %s: training %s on %d synthetic %s parts at %d px",
         config.id,
@@ -78,7 +79,11 @@ def train_bundle(config: StationConfig, out: Path) -> Path:
         cam.family,
         size,
     )
-    trained = engine.train(detector, train_set)
+    if candidates:
+        trained = engine.train_auto(train_set, candidates=candidates)
+    else:
+        detector = registry.create({**spec.config, "type": spec.detector, "image_size": size})
+        trained = engine.train(detector, train_set)
     extra = {"trained_for": config.id, "bootstrap": True}
     return engine.export_openvino(trained, out, extra_metadata=extra)
 
