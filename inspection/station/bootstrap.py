@@ -113,7 +113,11 @@ def bootstrap_station(
                 name=f"{meta['detector']}-bootstrap",
                 detector_type=str(meta["detector"]),
                 artifact_path=str(bundle.resolve()),
-                config={"bundle_created": meta.get("created"), "bootstrap": True},
+                config={
+                    "bundle_created": meta.get("created"),
+                    "bootstrap": True,
+                    "auto_selection": meta.get("auto_selection"),
+                },
                 metrics={"calibration": meta.get("calibration", {})},
                 registered_by=actor,
             )

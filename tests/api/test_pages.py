@@ -171,3 +171,25 @@ def test_detail_page_links_the_stations_neighbours_in_capture_order(
     assert int(next_link.group(1)) == rows[len(rows) // 2 + 1]
     first = client.get(f"/inspections/{rows[0]}")
     assert 'id="prev-link"' not in first.text
+
+
+def test_models_page_shows_why_auto_chose_a_detector(client: TestClient, session: Session) -> None:
+    version = session.scalars(select(ModelVersion).order_by(ModelVersion.id)).first()
+    assert version is not None
+    version.config = {
+        **(version.config or {}),
+        "auto_selection": {
+            "chosen": "patchcore@320",
+            "reason": "patchcore@320 separated painted from clean validation images best",
+            "validation": "subtle synthetic defects painted onto held-out normal images",
+            "candidates": {
+                "padim": {"image_auroc": 0.81, "fit_seconds": 20.0},
+                "patchcore@320": {"image_auroc": 0.97, "fit_seconds": 140.0},
+            },
+        },
+    }
+    session.commit()
+    ui_login(client, "operator")
+    page = client.get("/models").text
+    assert "chosen by <em>auto</em>: patchcore@320" in page
+    assert "0.810" in page and "0.970" in page and "separated painted" in page

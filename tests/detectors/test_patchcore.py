@@ -58,6 +58,7 @@ def test_coreset_edge_cases() -> None:
     x = torch.randn(10, 4)
     assert greedy_coreset(x, 20).tolist() == list(range(10))
     assert project(x, 8).shape == (10, 4)
+    assert project(x, 0).shape == (10, 4)
     assert project(torch.randn(5, 64), 8).shape == (5, 8)
 
 
