@@ -8,6 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
+from inspection.data.folder import load_mvtec_folder, load_normal_folder
+from inspection.data.imageset import ImageSet, from_samples
 from inspection.geometry import (
     choose_fit,
     crop_box,
@@ -121,3 +123,112 @@ def test_image_shapes_reads_headers_and_skips_broken(tmp_path: Path) -> None:
     (tmp_path / "c.png").write_bytes(b"not an image")
     paths = sorted(tmp_path.iterdir())
     assert image_shapes(paths) == [(30, 70), (80, 20)]
+
+
+# -- loaders ---------------------------------------------------------------------------------
+
+
+def _write_folder(folder: Path, shapes: list[tuple[int, int]]) -> list[np.ndarray]:
+    folder.mkdir(parents=True, exist_ok=True)
+    images = []
+    for i, (h, w) in enumerate(shapes):
+        image = np.roll(_gradient(h, w), 7 * i, axis=1)
+        cv2.imwrite(str(folder / f"{i:03d}.png"), image[..., ::-1])
+        images.append(image)
+    return images
+
+
+def test_normal_folder_pad_boxes_and_auto(tmp_path: Path) -> None:
+    shapes = [(40, 120), (40, 120), (120, 40), (50, 50)]
+    originals = _write_folder(tmp_path / "good", shapes)
+    padded = load_normal_folder(tmp_path / "good", size=32, fit="pad")
+    assert padded.fit == "pad" and padded.images.shape == (4, 32, 32, 3)
+    assert padded.boxes is not None
+    assert padded.boxes.tolist() == [
+        [0, 10, 32, 11],
+        [0, 10, 32, 11],
+        [10, 0, 11, 32],
+        [0, 0, 32, 32],
+    ]
+    for i, image in enumerate(originals):
+        np.testing.assert_array_equal(padded.images[i], letterbox(image, 32, "pad")[0])
+    assert not padded.masks.any()
+    auto = load_normal_folder(tmp_path / "good", size=32, fit="auto")
+    assert auto.fit == "pad"
+    np.testing.assert_array_equal(auto.images, padded.images)
+    stretched = load_normal_folder(tmp_path / "good", size=32)  # default: as before
+    assert stretched.fit == "stretch" and stretched.boxes is None
+    for i, image in enumerate(originals):
+        np.testing.assert_array_equal(
+            stretched.images[i], cv2.resize(image, (32, 32), interpolation=cv2.INTER_AREA)
+        )
+
+
+def test_square_folder_auto_stays_stretch(tmp_path: Path) -> None:
+    _write_folder(tmp_path / "good", [(48, 48)] * 3)
+    auto = load_normal_folder(tmp_path / "good", size=32, fit="auto")
+    plain = load_normal_folder(tmp_path / "good", size=32, fit="stretch")
+    assert auto.fit == "stretch" and auto.boxes is None
+    np.testing.assert_array_equal(auto.images, plain.images)
+
+
+def test_mvtec_folder_pad_masks_and_test_fit(tmp_path: Path) -> None:
+    root = tmp_path / "part"
+    _write_folder(root / "train" / "good", [(40, 100)] * 3)
+    _write_folder(root / "test" / "good", [(40, 100)])
+    _write_folder(root / "test" / "dent", [(40, 100)])
+    mask = np.zeros((40, 100), np.uint8)
+    mask[10:30, 80:100] = 255  # touches the right edge of the part
+    (root / "ground_truth" / "dent").mkdir(parents=True)
+    cv2.imwrite(str(root / "ground_truth" / "dent" / "000_mask.png"), mask)
+    train, test = load_mvtec_folder(root, size=50, fit="auto")
+    assert train.fit == test.fit == "pad"
+    box = (0, 15, 50, 20)  # 40 x 100 -> 20 x 50, centred
+    assert test.boxes is not None and [tuple(b) for b in test.boxes] == [box, box]
+    dent = test.defect_types.index("dent")
+    m = test.masks[dent]
+    assert m[15:35, 40:50].any() and not m[:15].any() and not m[35:].any()
+    back = unletterbox(m.astype(np.uint8), box, (40, 100), cv2.INTER_NEAREST) > 0
+    assert (back == (mask > 127)).mean() > 0.97
+
+
+# -- image sets ------------------------------------------------------------------------------
+
+
+def _padded_set() -> ImageSet:
+    images = [_gradient(40, 100), _gradient(100, 40), _gradient(50, 50)]
+    done = [letterbox(im, 32, "pad") for im in images]
+    return from_samples(
+        [d[0] for d in done],
+        [np.zeros((32, 32), bool)] * 3,
+        [None, "dent", None],
+        ["a", "b", "c"],
+        "pad",
+        [d[1] for d in done],
+    )
+
+
+def test_imageset_carries_fit_and_boxes() -> None:
+    s = _padded_set()
+    assert s.boxes is not None
+    assert s.subset([2, 0]).boxes.tolist() == [s.boxes[2].tolist(), s.boxes[0].tolist()]  # type: ignore[union-attr]
+    normal = s.normal()
+    assert normal.fit == "pad" and normal.ids == ["a", "c"]
+    assert normal.boxes is not None and normal.boxes.tolist() == [
+        s.boxes[0].tolist(),
+        s.boxes[2].tolist(),
+    ]
+    both = ImageSet.concat([s, s.subset([1])])
+    assert both.fit == "pad" and both.boxes is not None and len(both.boxes) == 4
+    small = s.resized(16)
+    assert small.fit == "pad" and small.images.shape[1:3] == (16, 16)
+    assert small.boxes is not None and small.boxes[0].tolist() == [0, 4, 16, 7]
+    stretched = ImageSet(s.images, s.masks, s.defect_types)
+    assert stretched.fit == "stretch" and stretched.box(0) == (0, 0, 32, 32)
+    assert stretched.valid_boxes().tolist() == [[0, 0, 32, 32]] * 3
+    with pytest.raises(ValueError, match="fits"):
+        ImageSet.concat([s, stretched])
+    with pytest.raises(ValueError, match="fit"):
+        ImageSet(s.images, s.masks, s.defect_types, fit="crop")
+    with pytest.raises(ValueError, match="boxes"):
+        ImageSet(s.images, s.masks, s.defect_types, fit="pad", boxes=np.zeros((2, 4)))
