@@ -48,6 +48,8 @@ class TrainedModel:
     score_selection: dict[str, Any] | None = None
     #: Which training epoch was kept (:class:`inspection.validation.EpochSelector`).
     epoch_selection: dict[str, Any] | None = None
+    #: How images become the square input (:mod:`inspection.geometry`), from the training set.
+    fit: str = "stretch"
 
 
 def split_validation(
@@ -106,6 +108,7 @@ def train(
         len(val_set),
         selection,
         detector.epoch_selection,
+        normals.fit,
     )
 
 
@@ -124,6 +127,7 @@ def _metadata(
             "dtype": "float32",
             "range": [0.0, 1.0],
             "color": "RGB",
+            "fit": model.fit,
         },
         "outputs": ["score", "anomaly_map"],
         "precision": precision,
@@ -246,4 +250,5 @@ def load_trained(directory: str | Path) -> TrainedModel:
         int(meta.get("n_val", 0)),
         meta.get("score_selection"),
         meta.get("epoch_selection"),
+        str(meta["input"].get("fit", "stretch")),
     )

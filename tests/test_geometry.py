@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import cv2
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 
 from inspection.data.folder import load_mvtec_folder, load_normal_folder
-from inspection.data.imageset import ImageSet, from_samples
+from inspection.data.imageset import ImageSet, from_samples, read_image
 from inspection.geometry import (
     choose_fit,
     crop_box,
@@ -21,6 +22,7 @@ from inspection.geometry import (
     scale_box,
     unletterbox,
 )
+from inspection.runtime import preprocess, preprocess_box
 
 # (h, w) -> pad box at 64 px: long side 64, centred
 SHAPES = {
@@ -192,6 +194,35 @@ def test_mvtec_folder_pad_masks_and_test_fit(tmp_path: Path) -> None:
     assert (back == (mask > 127)).mean() > 0.97
 
 
+# -- station parity --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fit", ["stretch", "pad"])
+@pytest.mark.parametrize("shape", [(40, 130), (130, 40)])
+def test_station_preprocess_equals_training_loader(
+    tmp_path: Path, fit: str, shape: tuple[int, int]
+) -> None:
+    """The pixels a model is trained on are the pixels the station feeds it, in both fits."""
+    originals = _write_folder(tmp_path / "good", [shape])
+    loaded = load_normal_folder(tmp_path / "good", size=64, fit=fit)  # type: ignore[arg-type]
+    frame = read_image(tmp_path / "good" / "000.png")  # what the camera delivers
+    np.testing.assert_array_equal(frame, originals[0])
+    image, box = preprocess_box(frame, 64, None, fit)
+    np.testing.assert_array_equal(image, loaded.images[0])
+    np.testing.assert_array_equal(preprocess(frame, 64, None, fit), loaded.images[0])
+    assert box == loaded.box(0)
+    gray = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)  # a mono camera: replicated to RGB
+    assert preprocess(gray, 64, None, fit).shape == (64, 64, 3)
+
+
+def test_station_preprocess_with_roi_letterboxes_the_region() -> None:
+    frame = _gradient(100, 200)
+    roi = (20, 10, 160, 40)
+    image, box = preprocess_box(frame, 64, roi, "pad")
+    assert box == (0, 24, 64, 16)
+    np.testing.assert_array_equal(image, letterbox(frame[10:50, 20:180], 64, "pad")[0])
+
+
 # -- image sets ------------------------------------------------------------------------------
 
 
@@ -232,3 +263,45 @@ def test_imageset_carries_fit_and_boxes() -> None:
         ImageSet(s.images, s.masks, s.defect_types, fit="crop")
     with pytest.raises(ValueError, match="boxes"):
         ImageSet(s.images, s.masks, s.defect_types, fit="pad", boxes=np.zeros((2, 4)))
+
+
+# -- bundles ---------------------------------------------------------------------------------
+
+
+def test_padded_training_set_makes_a_pad_bundle_the_station_reads(tmp_path: Path) -> None:
+    from inspection import engine
+    from inspection.detectors import registry
+    from inspection.runtime import OpenVinoModel
+    from tests.conftest import synthetic_set
+
+    base = synthetic_set(96, 24, 0, seed=4)
+    frames = [np.ascontiguousarray(im[24:72]) for im in base.images]  # 48 x 96 parts
+    done = [preprocess_box(f, 64, None, "pad") for f in frames]
+    normals = from_samples(
+        [d[0] for d in done],
+        [np.zeros((64, 64), bool)] * len(done),
+        [None] * len(done),
+        base.ids,
+        "pad",
+        [d[1] for d in done],
+    )
+    assert normals.box(0) == (0, 16, 64, 32)
+    cls = registry.get("padim")
+    trained = engine.train(cls(cls.quick_config()), normals)
+    assert trained.fit == "pad"
+    bundle = engine.export_openvino(trained, tmp_path / "bundle")
+    meta = json.loads((bundle / "model.json").read_text())
+    assert meta["input"]["fit"] == "pad" and meta["input"]["size"] == 64
+    model = OpenVinoModel(bundle)
+    assert model.fit == "pad"
+    assert engine.load_trained(bundle).fit == "pad"
+    # the station's preprocessing with the bundle's fit gives the training pixels
+    station_input = preprocess(frames[0], model.size, None, model.fit)
+    np.testing.assert_array_equal(station_input, normals.images[0])
+    pred = model.predict(station_input[None])
+    assert pred.anomaly_map.shape == (1, 64, 64)
+    # bundles written before the fit existed stretch
+    del meta["input"]["fit"]
+    (bundle / "model.json").write_text(json.dumps(meta))
+    assert OpenVinoModel(bundle).fit == "stretch"
+    assert engine.load_trained(bundle).fit == "stretch"
