@@ -265,6 +265,23 @@ def test_imageset_carries_fit_and_boxes() -> None:
         ImageSet(s.images, s.masks, s.defect_types, fit="pad", boxes=np.zeros((2, 4)))
 
 
+# -- loop ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fit", ["stretch", "pad"])
+def test_station_crop_maps_a_letterboxed_map_to_the_frame(fit: str) -> None:
+    from inspection.loop.dataset import station_crop
+
+    frame = np.zeros((48, 144, 3), np.uint8)
+    frame[16:32, 96:120] = 255
+    image, _ = preprocess_box(frame, 64, None, fit)
+    amap = image.mean(axis=2).astype(np.float32) / 255.0  # hot where the frame is bright
+    crop = station_crop(frame, amap, 0.5, fit=fit)
+    # the spot with the station's margin (8 px each side): bright pixels all inside the crop
+    assert 16 * 24 <= int((crop[..., 0] == 255).sum()) <= 16 * 24
+    assert crop.shape[0] <= 16 + 2 * 8 + 4 and crop.shape[1] <= 24 + 2 * 8 + 4
+
+
 # -- bundles ---------------------------------------------------------------------------------
 
 
