@@ -11,6 +11,13 @@ import pytest
 
 from inspection.data.folder import load_mvtec_folder, load_normal_folder
 from inspection.data.imageset import ImageSet, from_samples, read_image
+from inspection.evaluation import (
+    COMPARE_SIZE,
+    calibrate,
+    comparison_pixels,
+    evaluate,
+    pixel_auroc,
+)
 from inspection.geometry import (
     choose_fit,
     crop_box,
@@ -263,6 +270,54 @@ def test_imageset_carries_fit_and_boxes() -> None:
         ImageSet(s.images, s.masks, s.defect_types, fit="crop")
     with pytest.raises(ValueError, match="boxes"):
         ImageSet(s.images, s.masks, s.defect_types, fit="pad", boxes=np.zeros((2, 4)))
+
+
+# -- metrics ---------------------------------------------------------------------------------
+
+
+def test_evaluate_on_a_padded_set_ignores_the_padding() -> None:
+    """Maps that are perfect inside each valid box and wild in the padding score perfectly."""
+    rng = np.random.default_rng(0)
+    n, size = 6, 32
+    box = (0, 8, 32, 16)  # landscape 2:1 parts
+    masks = np.zeros((n, size, size), bool)
+    masks[3:, 12:18, 10:20] = True
+    maps = rng.normal(1.0, 0.1, (n, 1, size, size)).astype(np.float32)
+    maps[:, 0][masks] += 5.0
+    maps[:3, 0, :8] = 50.0  # padding of normal images: hotter than any defect
+    maps[:3, 0, 24:] = 50.0
+    test = ImageSet(
+        np.zeros((n, size, size, 3), np.uint8),
+        masks,
+        ["good"] * 3 + ["dent"] * 3,
+        fit="pad",
+        boxes=np.array([box] * n),
+    )
+    scores = maps.reshape(n, -1).max(1)
+    cal = calibrate(scores[:3], maps[:3])
+    result = evaluate(scores, maps, test, cal)
+    assert result["pixel_auroc"] > 0.999  # bilinear blending at the mask edges only
+    assert result["aupro"] > 0.99
+    # the same numbers as cropping each box by hand and resizing it to the comparison size
+    cmp_maps, cmp_masks = comparison_pixels(maps, test)
+    assert cmp_maps.shape == cmp_masks.shape == (n, COMPARE_SIZE, COMPARE_SIZE)
+    by_hand = np.stack(
+        [cv2.resize(crop_box(m[0], box), (COMPARE_SIZE,) * 2) for m in maps]
+    )  # bilinear
+    np.testing.assert_allclose(cmp_maps, by_hand)
+    # without the boxes the padding would count
+    stretched = ImageSet(test.images, masks, test.defect_types)
+    assert pixel_auroc(maps, masks) < 0.9
+    assert evaluate(scores, maps, stretched, cal)["pixel_auroc"] < 0.9
+
+
+def test_comparison_pixels_leaves_stretched_sets_alone() -> None:
+    masks = np.zeros((2, 8, 8), bool)
+    test = ImageSet(np.zeros((2, 8, 8, 3), np.uint8), masks, ["good", "good"])
+    maps = np.ones((2, 1, 8, 8), np.float32)
+    got_maps, got_masks = comparison_pixels(maps, test)
+    assert got_masks is masks and got_maps.shape == (2, 8, 8)
+    assert np.shares_memory(got_maps, maps)
 
 
 # -- loop ------------------------------------------------------------------------------------
