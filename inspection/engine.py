@@ -108,7 +108,7 @@ def train(
         len(val_set),
         selection,
         detector.epoch_selection,
-        normals.fit,
+        fit=normals.fit,
     )
 
 
@@ -250,5 +250,5 @@ def load_trained(directory: str | Path) -> TrainedModel:
         int(meta.get("n_val", 0)),
         meta.get("score_selection"),
         meta.get("epoch_selection"),
-        str(meta["input"].get("fit", "stretch")),
+        fit=str(meta["input"].get("fit", "stretch")),
     )
