@@ -17,6 +17,7 @@ import datetime as dt
 import json
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -27,6 +28,7 @@ import torch
 from inspection.data.imageset import ImageSet
 from inspection.detectors import registry
 from inspection.detectors.base import Detector, ProgressFn, images_to_tensor, no_progress
+from inspection.errors import DatasetError
 from inspection.evaluation import Calibration, calibrate
 from inspection.runtime import BUNDLE_FORMAT, read_metadata
 
@@ -48,8 +50,20 @@ class TrainedModel:
     score_selection: dict[str, Any] | None = None
     #: Which training epoch was kept (:class:`inspection.validation.EpochSelector`).
     epoch_selection: dict[str, Any] | None = None
+    #: How ``detector: auto`` chose this detector among its candidates (:func:`train_auto`).
+    auto_selection: dict[str, Any] | None = None
+    #: Loud caveats about this model (e.g. a threshold resting on few held-out images).
+    warnings: tuple[str, ...] = ()
     #: How images become the square input (:mod:`inspection.geometry`), from the training set.
     fit: str = "stretch"
+
+
+#: Fewer normal images than this are refused: the threshold would rest on one or two
+#: held-out images and the detector on a handful of examples.
+MIN_NORMALS = 10
+#: Below this many held-out normal images the threshold (a high quantile of their scores) is
+#: in effect their maximum: training goes on, with a warning in the log and in ``model.json``.
+MIN_CONFIDENT_VAL = 20
 
 
 def split_validation(
@@ -72,8 +86,33 @@ def train(
     quantile: float = 0.99,
     progress: ProgressFn = no_progress,
 ) -> TrainedModel:
-    """Fit ``detector`` on normal images and set thresholds on a held-out normal split."""
+    """Fit ``detector`` on normal images and set thresholds on a held-out normal split.
+
+    Raises :class:`DatasetError` below :data:`MIN_NORMALS` images.
+    """
+    check_normals(len(normals))
     fit_set, val_set = split_validation(normals, val_fraction, detector.config.seed)
+    return fit_and_calibrate(detector, fit_set, val_set, quantile, progress)
+
+
+def check_normals(n: int) -> None:
+    """Refuse to train on fewer than :data:`MIN_NORMALS` normal images."""
+    if n < MIN_NORMALS:
+        raise DatasetError(
+            f"{n} normal images are too few to train on: need at least {MIN_NORMALS} "
+            f"(better {round(MIN_CONFIDENT_VAL / 0.15)} or more, so that {MIN_CONFIDENT_VAL} "
+            "held-out images set the threshold)"
+        )
+
+
+def fit_and_calibrate(
+    detector: Detector,
+    fit_set: ImageSet,
+    val_set: ImageSet,
+    quantile: float = 0.99,
+    progress: ProgressFn = no_progress,
+) -> TrainedModel:
+    """Fit ``detector`` on ``fit_set``; choose open settings and thresholds on ``val_set``."""
     if getattr(detector.config, "epoch_selection", "last") == "synthetic":
         from inspection.validation import make_validator
 
@@ -100,6 +139,14 @@ def train(
         quantile,
         len(val_set),
     )
+    warnings: tuple[str, ...] = ()
+    if len(val_set) < MIN_CONFIDENT_VAL:
+        warnings = (
+            f"the image threshold rests on only {len(val_set)} held-out normal images "
+            f"(fewer than {MIN_CONFIDENT_VAL}): it is about their maximum score, so expect "
+            "false alarms; photograph more good parts and retrain",
+        )
+        logger.warning("%s: %s", detector.key, warnings[0])
     return TrainedModel(
         detector,
         cal,
@@ -108,8 +155,130 @@ def train(
         len(val_set),
         selection,
         detector.epoch_selection,
-        fit=normals.fit,
+        warnings=warnings,
+        fit=fit_set.fit,
     )
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One setting ``detector: auto`` tries: a name and a detector config mapping."""
+
+    name: str
+    config: dict[str, Any]
+
+    @property
+    def image_size(self) -> int:
+        return int(self.config.get("image_size", 256))
+
+
+#: What ``detector: auto`` tries, cheapest first (ties keep the earlier): the per-position
+#: Gaussian (fast, strong on parts that sit still), the position-invariant patch memory, and
+#: the patch memory at a higher working resolution for small defects.
+AUTO_CANDIDATES: tuple[Candidate, ...] = (
+    Candidate("padim", {"type": "padim"}),
+    Candidate("patchcore", {"type": "patchcore"}),
+    Candidate("patchcore@320", {"type": "patchcore", "image_size": 320}),
+)
+#: Side at which :func:`train_auto` wants its normal images: the largest candidate's.
+AUTO_LOAD_SIZE = max(c.image_size for c in AUTO_CANDIDATES)
+
+
+def train_auto(
+    normals: ImageSet,
+    val_fraction: float = 0.15,
+    quantile: float = 0.99,
+    progress: ProgressFn = no_progress,
+    candidates: Sequence[Candidate] = AUTO_CANDIDATES,
+    seed: int = 0,
+) -> TrainedModel:
+    """``detector: auto``: train every candidate, keep the one that finds painted defects best.
+
+    ``normals`` are square images at any side at least the largest candidate's
+    (:data:`AUTO_LOAD_SIZE`); each candidate sees them resized to its own ``image_size``. One
+    normal validation split is held out for all candidates; subtle synthetic defects
+    (:func:`inspection.validation.subtle_defects`) are painted onto it once, at the loaded
+    side, so every candidate is judged on the same defects. The candidate with the highest
+    image AUROC (clean against painted validation images) is kept, ties going to the earlier
+    (cheaper) one. No test image or label is seen. Returns the chosen candidate's
+    :class:`TrainedModel` with ``auto_selection`` = ``{"validation", "n_normal",
+    "n_painted", "candidates": {name: {"detector", "image_size", "image_auroc",
+    "pixel_auroc", "fit_seconds"}}, "chosen", "reason"}``.
+    """
+    from inspection.validation import SUBTLE_VALIDATION, subtle_defects
+
+    if not candidates:
+        raise ValueError("detector: auto needs at least one candidate")
+    check_normals(len(normals))
+    fit_all, val_all = split_validation(normals, val_fraction, seed)
+    painted, masks = subtle_defects(val_all.images, copies=2, seed=seed)
+    painted_set = ImageSet(
+        painted,
+        masks > 0,
+        ["synthetic"] * len(painted),
+        [f"painted-{i}" for i in range(len(painted))],
+    )
+    records: dict[str, dict[str, Any]] = {}
+    best: tuple[float, TrainedModel] | None = None
+    best_name = ""
+    for k, cand in enumerate(candidates):
+        progress(f"auto: candidate {cand.name}", k, len(candidates))
+        detector = registry.create({**cand.config, "seed": seed})
+        size = detector.config.image_size
+        trained = fit_and_calibrate(
+            detector, fit_all.resized(size), val_all.resized(size), quantile, progress
+        )
+        record = _judge(trained, val_all.resized(size), painted_set.resized(size))
+        records[cand.name] = record
+        logger.info(
+            "auto: %s image AUROC %.3f on painted validation defects (fit %.0f s)",
+            cand.name,
+            record["image_auroc"],
+            record["fit_seconds"],
+        )
+        if best is None or record["image_auroc"] > best[0]:
+            best, best_name = (record["image_auroc"], trained), cand.name
+    progress("auto: candidates", len(candidates), len(candidates))
+    assert best is not None
+    ranked = sorted(records, key=lambda n: -records[n]["image_auroc"])
+    others = ", ".join(f"{n} {records[n]['image_auroc']:.3f}" for n in ranked if n != best_name)
+    reason = (
+        f"{best_name} separated painted from clean validation images best (image AUROC "
+        f"{best[0]:.3f}{'; ' + others if others else ''})"
+    )
+    chosen = best[1]
+    chosen.auto_selection = {
+        "validation": SUBTLE_VALIDATION,
+        "n_normal": len(val_all),
+        "n_painted": len(painted_set),
+        "candidates": records,
+        "chosen": best_name,
+        "reason": reason,
+    }
+    logger.info("auto: chose %s", reason)
+    return chosen
+
+
+def _judge(trained: TrainedModel, normals: ImageSet, painted: ImageSet) -> dict[str, Any]:
+    """Image and pixel AUROC of ``trained`` on clean ``normals`` against ``painted`` copies."""
+    from inspection.evaluation import _auroc, pixel_auroc
+
+    det = trained.detector
+    clean, dirty = det.predict(normals.images), det.predict(painted.images)
+    scores = np.concatenate([clean.score, dirty.score])
+    target = torch.cat([torch.zeros(len(normals)), torch.ones(len(painted))]).long()
+    image = _auroc(torch.from_numpy(scores), target)
+    s = 4  # every 4th pixel each way: plenty for a ranking, 16x less work
+    maps = np.concatenate([clean.anomaly_map, dirty.anomaly_map])[:, 0, ::s, ::s]
+    truth = np.concatenate([normals.masks, painted.masks])[:, ::s, ::s]
+    pixel = pixel_auroc(maps, truth)
+    return {
+        "detector": det.key,
+        "image_size": det.config.image_size,
+        "image_auroc": float("nan") if image is None else round(image, 4),
+        "pixel_auroc": None if pixel is None else round(pixel, 4),
+        "fit_seconds": round(trained.fit_seconds, 1),
+    }
 
 
 def _metadata(
@@ -137,6 +306,8 @@ def _metadata(
         "n_val": model.n_val,
         "score_selection": model.score_selection,
         "epoch_selection": model.epoch_selection,
+        "auto_selection": model.auto_selection,
+        "warnings": list(model.warnings),
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         **(extra or {}),
     }
@@ -250,5 +421,7 @@ def load_trained(directory: str | Path) -> TrainedModel:
         int(meta.get("n_val", 0)),
         meta.get("score_selection"),
         meta.get("epoch_selection"),
+        meta.get("auto_selection"),
+        tuple(meta.get("warnings", ())),
         fit=str(meta["input"].get("fit", "stretch")),
     )

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import time
 from collections.abc import Callable
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
 from torch import nn
@@ -39,6 +41,108 @@ def synthetic_defects(images: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np
     for i, image in enumerate(images):
         kind = PAINTABLE_TYPES[i % len(PAINTABLE_TYPES)]
         out[i], masks[i] = paint_defect(image, kind, rng)
+    return out, masks
+
+
+#: Kinds :func:`paint_subtle` draws. Unlike :data:`PAINTABLE_TYPES` (saturated colours that
+#: every detector finds), these change brightness by a fraction of the part's own grey level or
+#: move its own texture, at scales from a few pixels to a fifth of the part.
+SUBTLE_TYPES: tuple[str, ...] = ("thin_crack", "faint_stain", "scratch", "missing", "speck")
+#: Label of the subtle validation set in model metadata.
+SUBTLE_VALIDATION = (
+    "subtle synthetic defects (thin cracks, faint stains, scratches, missing material, specks; "
+    "contrast relative to the part, a few pixels to a fifth of the image) painted onto held-out "
+    "normal images"
+)
+
+
+def paint_subtle(
+    image: np.ndarray, kind: str, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Paint one low-contrast defect of ``kind`` (:data:`SUBTLE_TYPES`) onto a square image.
+
+    ``image`` (S, S, 3) uint8; returns the painted copy and its (S, S) uint8 mask. Placed
+    anywhere but the outer eighth of the image. Brightness changes are multiplicative (a
+    fraction of the local grey level, so they read the same on dark and bright parts); the
+    missing-material kind replaces a region with texture from elsewhere in the same image,
+    blurred, so no new colour appears.
+    """
+    if image.ndim != 3 or image.shape[2] != 3 or image.shape[0] != image.shape[1]:
+        raise ValueError(f"expected a square (S, S, 3) image, got shape {image.shape}")
+    size = image.shape[0]
+    rgb = image.astype(np.float32)
+    mask = np.zeros((size, size), np.uint8)
+    lo, hi = size // 8, size - size // 8
+    x0, y0 = (int(v) for v in rng.integers(lo, hi, 2))
+    px = max(1, size // 256)  # one "pixel" of a 256 px image
+    if kind == "thin_crack":
+        pts = [(float(x0), float(y0))]
+        heading = rng.uniform(0, 2 * math.pi)
+        step = size * rng.uniform(0.008, 0.015)
+        for _ in range(int(rng.integers(6, 30))):
+            heading += rng.normal(0, 0.5)
+            x, y = pts[-1]
+            pts.append((x + step * math.cos(heading), y + step * math.sin(heading)))
+        cv2.polylines(mask, [np.array(pts, np.int32).reshape(-1, 1, 2)], False, 1, px)
+        rgb[mask > 0] *= rng.uniform(0.45, 0.75)
+    elif kind == "faint_stain":
+        blob = np.zeros((size, size), np.float32)
+        r = rng.uniform(0.03, 0.2) * size
+        axes = (max(2, int(r)), max(2, int(r * rng.uniform(0.4, 1.0))))
+        cv2.ellipse(blob, (x0, y0), axes, rng.uniform(0, 180), 0, 360, 1.0, -1)
+        blob = cv2.GaussianBlur(blob, (0, 0), max(1.0, r / 4))
+        factor = 1.0 + rng.choice([-1.0, 1.0]) * rng.uniform(0.15, 0.35)
+        rgb *= (1.0 + (factor - 1.0) * blob)[..., None]
+        mask = (blob > 0.3).astype(np.uint8)
+    elif kind == "scratch":
+        angle = rng.uniform(0, math.pi)
+        length = rng.uniform(0.05, 0.3) * size
+        dx, dy = math.cos(angle) * length / 2, math.sin(angle) * length / 2
+        cv2.line(mask, (int(x0 - dx), int(y0 - dy)), (int(x0 + dx), int(y0 + dy)), 1, px)
+        factor = rng.uniform(1.3, 1.6) if rng.random() < 0.5 else rng.uniform(0.5, 0.75)
+        rgb[mask > 0] *= factor
+    elif kind == "missing":
+        r = max(3, int(rng.uniform(0.02, 0.1) * size))
+        cv2.ellipse(
+            mask,
+            (x0, y0),
+            (r, max(2, int(r * rng.uniform(0.5, 1.0)))),
+            rng.uniform(0, 180),
+            0,
+            360,
+            1,
+            -1,
+        )
+        sx, sy = (int(v) for v in rng.integers(lo, hi, 2))
+        shift = np.float32([[1, 0, sx - x0], [0, 1, sy - y0]])
+        donor = cv2.warpAffine(rgb, shift, (size, size), borderMode=cv2.BORDER_REFLECT)
+        donor = cv2.GaussianBlur(donor, (0, 0), max(1.0, r / 3))
+        rgb[mask > 0] = donor[mask > 0] * rng.uniform(0.8, 1.1)
+    elif kind == "speck":
+        for _ in range(int(rng.integers(1, 4))):
+            cx = int(np.clip(x0 + rng.normal(0, size * 0.03), lo, hi))
+            cy = int(np.clip(y0 + rng.normal(0, size * 0.03), lo, hi))
+            cv2.circle(mask, (cx, cy), int(rng.integers(1, 4)) * px, 1, -1)
+        rgb[mask > 0] *= rng.uniform(1.4, 1.8) if rng.random() < 0.5 else rng.uniform(0.3, 0.6)
+    else:
+        raise ValueError(f"cannot paint {kind!r}; expected one of {SUBTLE_TYPES}")
+    return np.clip(rgb, 0, 255).astype(np.uint8), mask
+
+
+def subtle_defects(
+    images: np.ndarray, copies: int = 2, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """``copies`` painted versions of every image, kinds in rotation.
+
+    Returns images (copies * N, S, S, 3) uint8 and masks (copies * N, S, S) uint8.
+    """
+    rng = np.random.default_rng(seed)
+    n = len(images)
+    out = np.empty((copies * n, *images.shape[1:]), np.uint8)
+    masks = np.zeros((copies * n, *images.shape[1:3]), np.uint8)
+    for j in range(copies * n):
+        kind = SUBTLE_TYPES[j % len(SUBTLE_TYPES)]
+        out[j], masks[j] = paint_subtle(images[j % n], kind, rng)
     return out, masks
 
 

@@ -44,6 +44,67 @@ def detectors(
     Console().print(markdown_table(rows, bench.COLUMNS))
 
 
+@app.command("suite")
+def suite(
+    data_root: Path = typer.Option(
+        Path("../shared/data"), help="Folder holding magnetic_tile/, elpv_solar/, mvtec_screw/."
+    ),
+    detectors: str = typer.Option(
+        "",
+        help="Comma-separated registry keys and/or 'auto' (default: every registry key, plus "
+        "auto when inspection.engine.train_auto exists).",
+    ),
+    datasets: str = typer.Option(
+        "",
+        help="Comma-separated: mt-exp, elpv_solar, mvtec_screw (default: all; with --quick: "
+        "synthetic-disc, synthetic-tile).",
+    ),
+    quick: bool = typer.Option(
+        False, "--quick", help="Tiny synthetic stand-in (CI): suite-quick.json, quick configs."
+    ),
+    results_dir: Path = typer.Option(Path("bench/results"), help="Where results are written."),
+) -> None:
+    """Protocol suite: every detector on every data set, same settings -> suite.json/.md."""
+    from rich.console import Console
+
+    from inspection.bench import suite as bench
+    from inspection.bench.report import markdown_table
+    from inspection.detectors import registry
+    from inspection.errors import ConfigError
+
+    keys = [k.strip() for k in detectors.split(",") if k.strip()] or bench.default_keys(quick)
+    try:
+        for key in keys:
+            if key == bench.AUTO:
+                bench.auto_trainer()
+            else:
+                registry.get(key)  # fail fast on unknown keys
+    except (ConfigError, KeyError) as exc:
+        raise typer.BadParameter(str(exc), param_hint="--detectors") from exc
+    names = [d.strip() for d in datasets.split(",") if d.strip()] or None
+    specs = bench.dataset_specs(quick)
+    for name in names or []:
+        if name not in specs:
+            raise typer.BadParameter(
+                f"unknown data set {name!r}; one of: {', '.join(specs)}", param_hint="--datasets"
+            )
+    console = Console()
+    result = bench.run(keys, names, data_root, quick=quick, results_dir=results_dir)
+    for name, why in result.skipped.items():
+        console.print(f"[yellow]skipped {name}:[/yellow] {why}")
+    if result.payload:
+        rows = [{"detector": k, **v} for k, v in result.payload["summary"].items()]
+        console.print(
+            markdown_table(
+                rows, ["detector", "mean_image_auroc", "worst_image_auroc", "n_datasets"]
+            )
+        )
+    for cell, error in result.failed.items():
+        console.print(f"[red]{cell} failed:[/red] {error}")
+    if result.failed:
+        raise typer.Exit(code=1)
+
+
 @app.command("db")
 def db(
     n: int = typer.Option(100_000, "--n", help="Inspections to insert per engine."),

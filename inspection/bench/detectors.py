@@ -12,15 +12,10 @@ from __future__ import annotations
 
 import json
 import logging
-import multiprocessing as mp
-import resource
-import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from inspection.bench.measure import run_in_child
 from inspection.bench.report import RESULTS_DIR, markdown_table, stamp, write_results
 
 logger = logging.getLogger(__name__)
@@ -74,97 +69,46 @@ def load_protocol(protocol: str, data: Path | None, size: int) -> tuple[Any, Any
     raise ValueError(f"unknown protocol {protocol!r}; use mt-exp, mvtec or {QUICK_PROTOCOL}")
 
 
-def _time_per_image(fn: Any, images: np.ndarray, repeats: int) -> float:
-    fn(images[:1])  # warm-up
-    start = time.perf_counter()
-    for i in range(repeats):
-        fn(images[i % len(images) : i % len(images) + 1])
-    return (time.perf_counter() - start) / repeats * 1000.0
-
-
 def bench_one(
     key: str, protocol: str, data: Path | None, quick: bool, figures_dir: Path | None
 ) -> dict[str, Any]:
     """Measure one detector (runs in a child process)."""
     import torch
 
-    from inspection import engine, evaluation
+    from inspection import engine
     from inspection.bench import figures
+    from inspection.bench.measure import measure_trained, progress_logger
     from inspection.detectors import registry
-    from inspection.runtime import OpenVinoModel
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     torch.set_num_threads(max(1, torch.get_num_threads()))
     cls = registry.get(key)
     config = cls.quick_config() if quick else cls.Config(type=key)
     detector = cls(config)
     train_set, test_set = load_protocol(protocol, data, config.image_size)
-    last = [0.0]
-
-    def progress(stage: str, done: int, total: int) -> None:
-        now = time.monotonic()
-        if now - last[0] > 10 or done == total:
-            last[0] = now
-            logger.info("[%s] %s %d/%d", key, stage, done, total)
-
+    progress = progress_logger(key)
     trained = engine.train(detector, train_set, progress=progress)
-    start = time.perf_counter()
-    out = detector.predict(test_set.images, progress)
-    predict_seconds = time.perf_counter() - start
-    cal = trained.calibration
-    metrics = evaluation.evaluate(out.score, out.anomaly_map, test_set, cal)
+    m = measure_trained(trained, test_set, repeats=10 if quick else 30, progress=progress)
     same_groups: float | None = None
     if protocol == "mt-exp":
         from inspection.data.magnetic_tile import same_group_auroc
 
-        same_groups = same_group_auroc(out.score, test_set, cal.image_threshold)
-    repeats = 10 if quick else 30
-    torch_ms = _time_per_image(detector.predict, test_set.images, repeats)
-    with tempfile.TemporaryDirectory() as tmp:
-        engine.export_openvino(trained, tmp)
-        ov_model = OpenVinoModel(tmp)
-        ov_ms = _time_per_image(ov_model.predict, test_set.images, repeats * 3)
+        same_groups = same_group_auroc(m.scores, test_set, m.calibration.image_threshold)
     if figures_dir is not None:
         figures.evaluation_figures(
             figures_dir,
             key,
-            f"{key} on {protocol}: image AUROC {metrics['image_auroc']:.3f}",
-            out.score,
-            out.anomaly_map,
+            f"{key} on {protocol}: image AUROC {m.row['image_auroc']:.3f}",
+            m.scores,
+            m.maps,
             test_set,
-            cal,
+            m.calibration,
         )
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-    row: dict[str, Any] = {
-        "image_auroc": metrics["image_auroc"],
+    row = dict(m.row)
+    return {
+        "image_auroc": row.pop("image_auroc"),
         "image_auroc_same_groups": same_groups,
-        "pixel_auroc": metrics["pixel_auroc"],
-        "aupro": metrics["aupro"],
-        "image_f1": metrics["image_f1"],
-        "fit_seconds": round(trained.fit_seconds, 2),
-        "predict_seconds": round(predict_seconds, 2),
-        "torch_ms_per_image": round(torch_ms, 2),
-        "openvino_ms_per_image": round(ov_ms, 2),
-        "peak_rss_mb": round(peak_mb, 1),
-        "image_threshold": cal.image_threshold,
-        "n_train": trained.n_train,
-        "n_val": trained.n_val,
-        "n_test": len(test_set),
-        "paper": cls.paper,
-        "config": detector.config.model_dump(mode="json"),
-        "score_selection": trained.score_selection,
-        "epoch_selection": trained.epoch_selection,
-        "per_type": metrics["per_type"],
+        **row,
     }
-    return row
-
-
-def _child(queue: Any, args: tuple[Any, ...]) -> None:
-    try:
-        queue.put(("ok", bench_one(*args)))
-    except Exception as exc:  # reported to the parent, which records the failure
-        logger.exception("benchmark of %s failed", args[0])
-        queue.put(("error", f"{type(exc).__name__}: {exc}"))
 
 
 def _previous_rows(json_path: Path, protocol: str) -> dict[str, Any]:
@@ -189,15 +133,10 @@ def run(
     name = name or protocol
     json_path = results_dir / f"{name}.json"
     figures_dir = results_dir / name
-    ctx = mp.get_context("spawn")
     rows_by_key: dict[str, Any] = {}
     for key in keys:
         logger.info("benchmarking %s on %s", key, protocol)
-        queue = ctx.Queue()
-        proc = ctx.Process(target=_child, args=(queue, (key, protocol, data, quick, figures_dir)))
-        proc.start()
-        status, value = queue.get()
-        proc.join()
+        status, value = run_in_child(bench_one, (key, protocol, data, quick, figures_dir))
         if status != "ok":
             raise RuntimeError(f"benchmark of {key} failed: {value}")
         row = {**stamp(), **value}

@@ -157,3 +157,47 @@ def evaluation_figures(
         boxes=[test.box(i) for i in picks] if test.fit == "pad" else None,
     )
     return [curves, overlays]
+
+
+def value_heatmap(
+    path: Path,
+    values: np.ndarray,
+    row_labels: list[str],
+    col_labels: list[str],
+    title: str,
+    vmin: float = 0.5,
+    vmax: float = 1.0,
+    cell_text: list[list[str]] | None = None,
+) -> Path:
+    """A table of numbers as an annotated heatmap (e.g. image AUROC, detectors x data sets).
+
+    ``values`` (R, C) float, NaN where a cell was not measured (drawn grey, marked ``-``).
+    ``cell_text`` (R x C strings) replaces the printed value of a cell where not empty. The
+    colour scale spans ``vmin`` (or the lowest value, if lower) to ``vmax``.
+    """
+    plt = _pyplot()
+    rows, cols = values.shape
+    fig, ax = plt.subplots(
+        figsize=(1.6 + 1.3 * max(cols, 1), 0.8 + 0.42 * max(rows, 1)), dpi=90, squeeze=True
+    )
+    cmap = plt.get_cmap("viridis").copy()
+    cmap.set_bad("#dddddd")
+    lo = min(vmin, float(np.nanmin(values))) if np.isfinite(values).any() else vmin
+    image = ax.imshow(np.ma.masked_invalid(values), cmap=cmap, vmin=lo, vmax=vmax, aspect="auto")
+    for r in range(rows):
+        for c in range(cols):
+            v = values[r, c]
+            text = "-" if not np.isfinite(v) else f"{v:.3f}"
+            if cell_text is not None and cell_text[r][c]:
+                text = cell_text[r][c]
+            dark = np.isfinite(v) and (v - lo) / max(vmax - lo, 1e-12) <= 0.6
+            ax.text(c, r, text, ha="center", va="center", fontsize=8, color="w" if dark else "k")
+    ax.set_xticks(range(cols), col_labels, fontsize=9)
+    ax.set_yticks(range(rows), row_labels, fontsize=9)
+    ax.set_title(title, fontsize=10)
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path

@@ -18,6 +18,7 @@ from inspection.errors import UnknownDetectorError
 #: Registry key -> module path. Order is the order benchmarks report.
 REGISTRY: dict[str, str] = {
     "padim": "inspection.detectors.padim",
+    "patchcore": "inspection.detectors.patchcore",
     "stfpm": "inspection.detectors.stfpm",
     "cutpaste": "inspection.detectors.cutpaste",
     "memae": "inspection.detectors.memae",
