@@ -182,6 +182,13 @@ AUTO_CANDIDATES: tuple[Candidate, ...] = (
 )
 #: Side at which :func:`train_auto` wants its normal images: the largest candidate's.
 AUTO_LOAD_SIZE = max(c.image_size for c in AUTO_CANDIDATES)
+#: The same choice at smoke-test sizes (``--quick``: 64 and 80 px, small banks).
+QUICK_AUTO_CANDIDATES: tuple[Candidate, ...] = (
+    Candidate("padim", {"type": "padim", "image_size": 64}),
+    Candidate("patchcore", {"type": "patchcore", "image_size": 64, "max_bank": 256}),
+    Candidate("patchcore@80", {"type": "patchcore", "image_size": 80, "max_bank": 256}),
+)
+QUICK_AUTO_LOAD_SIZE = max(c.image_size for c in QUICK_AUTO_CANDIDATES)
 
 
 def train_auto(
@@ -189,13 +196,14 @@ def train_auto(
     val_fraction: float = 0.15,
     quantile: float = 0.99,
     progress: ProgressFn = no_progress,
-    candidates: Sequence[Candidate] = AUTO_CANDIDATES,
+    candidates: Sequence[Candidate] | None = None,
     seed: int = 0,
+    quick: bool = False,
 ) -> TrainedModel:
     """``detector: auto``: train every candidate, keep the one that finds painted defects best.
 
     ``normals`` are square images at any side at least the largest candidate's
-    (:data:`AUTO_LOAD_SIZE`); each candidate sees them resized to its own ``image_size``. One
+    (:data:`AUTO_LOAD_SIZE`; ``quick``: :data:`QUICK_AUTO_CANDIDATES`); each candidate sees them resized to its own ``image_size``. One
     normal validation split is held out for all candidates; subtle synthetic defects
     (:func:`inspection.validation.subtle_defects`) are painted onto it once, at the loaded
     side, so every candidate is judged on the same defects. The candidate with the highest
@@ -207,6 +215,8 @@ def train_auto(
     """
     from inspection.validation import SUBTLE_VALIDATION, subtle_defects
 
+    if candidates is None:
+        candidates = QUICK_AUTO_CANDIDATES if quick else AUTO_CANDIDATES
     if not candidates:
         raise ValueError("detector: auto needs at least one candidate")
     check_normals(len(normals))

@@ -43,7 +43,13 @@ def train_command(
         ...,
         help="Folder of normal images (subfolders too), or an MVTec-layout root (train/good, test/).",
     ),
-    detector: str = typer.Option("padim", "--detector", "-d", help="Registry key."),
+    detector: str = typer.Option(
+        "auto",
+        "--detector",
+        "-d",
+        help="Registry key, or 'auto': train padim and patchcore (256 and 320 px) and keep the "
+        "one that finds subtle painted defects on held-out normal images best.",
+    ),
     out: Path = typer.Option(
         ..., "--out", "-o", help="Bundle folder to write (must be new or empty)."
     ),
@@ -84,27 +90,35 @@ def train_command(
     fit_arg = cast(Fit | Literal["auto"], fit)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise typer.BadParameter(f"{out} exists and is not empty; choose a new folder")
+    auto = detector == "auto"
+    if auto and (config is not None or size is not None):
+        raise typer.BadParameter("--config/--size need -d DETECTOR")
     try:
-        cls = registry.get(detector)
+        cls = None if auto else registry.get(detector)
     except UnknownDetectorError as exc:
         raise typer.BadParameter(str(exc)) from None
-    settings = (cls.quick_config() if quick else cls.Config(type=detector)).model_dump()
     try:
-        if config is not None:
-            settings.update(_read_config(config))
-        if size is not None:
-            settings["image_size"] = size
-        try:
-            cfg = cls.Config.model_validate(settings)
-        except ValidationError as exc:
-            raise ConfigError(f"detector settings for {detector}: {exc}") from None
+        if cls is None:
+            load_size = engine.QUICK_AUTO_LOAD_SIZE if quick else engine.AUTO_LOAD_SIZE
+            seed = 0
+        else:
+            settings = (cls.quick_config() if quick else cls.Config(type=detector)).model_dump()
+            if config is not None:
+                settings.update(_read_config(config))
+            if size is not None:
+                settings["image_size"] = size
+            try:
+                cfg = cls.Config.model_validate(settings)
+            except ValidationError as exc:
+                raise ConfigError(f"detector settings for {detector}: {exc}") from None
+            load_size, seed = cfg.image_size, cfg.seed
         mvtec = (images / "train" / "good").is_dir()
         test = None
         if mvtec:
-            normals, test = load_mvtec_folder(images, cfg.image_size, fit_arg)
+            normals, test = load_mvtec_folder(images, load_size, fit_arg)
         else:
-            normals = load_normal_folder(images, cfg.image_size, fit_arg)
-        console.print(f"{len(normals)} normal images from {images} at {cfg.image_size} px")
+            normals = load_normal_folder(images, load_size, fit_arg)
+        console.print(f"{len(normals)} normal images from {images} at {load_size} px")
         how = "chosen from the images' shapes" if fit == "auto" else "as asked"
         console.print(f"fit: {normals.fit} ({how})")
         with Progress(
@@ -122,23 +136,34 @@ def train_command(
                     tasks[key] = bar.add_task(stage, total=max(total, 1))
                 bar.update(tasks[key], completed=done, total=max(total, 1), description=stage)
 
-            trained = engine.train(cls(cfg), normals, val_fraction, quantile, progress)
-            _, val = engine.split_validation(normals, val_fraction, cfg.seed)
+            if cls is None:
+                trained = engine.train_auto(
+                    normals, val_fraction, quantile, progress, seed=seed, quick=quick
+                )
+            else:
+                trained = engine.train(cls(cfg), normals, val_fraction, quantile, progress)
+            chosen_size = trained.detector.config.image_size
+            _, val = engine.split_validation(normals, val_fraction, seed)
             bundle = engine.export_openvino(
                 trained,
                 out,
                 cast(engine.Precision, precision),
-                val.images if precision == "int8" else None,
+                val.resized(chosen_size).images if precision == "int8" else None,
             )
             report = None
             if mvtec and evaluate and test is not None:
-                report = _evaluate(trained, test, bundle, progress)
+                report = _evaluate(trained, test.resized(chosen_size), bundle, progress)
     except (InspectionError, ValueError) as exc:
         console.print(f"[red]error:[/] {exc}")
         raise typer.Exit(2) from None
     cal = json.loads((bundle / "model.json").read_text())["calibration"]
+    if trained.auto_selection:
+        auto_sel = trained.auto_selection
+        console.print(f"detector auto: {auto_sel['reason']}")
+    for warning in trained.warnings:
+        console.print(f"[bold yellow]warning:[/] {warning}")
     console.print(
-        f"[green]{detector}[/] fitted on {trained.n_train} images in {trained.fit_seconds:.0f} s; "
+        f"[green]{trained.detector.key}[/] fitted on {trained.n_train} images in {trained.fit_seconds:.0f} s; "
         f"image threshold {cal['image_threshold']:.4g} (quantile {quantile} of "
         f"{trained.n_val} held-out normals)"
     )

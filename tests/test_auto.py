@@ -15,11 +15,7 @@ from inspection.runtime import read_metadata
 from inspection.validation import SUBTLE_TYPES, paint_subtle, subtle_defects
 from tests.conftest import synthetic_set
 
-QUICK = (
-    engine.Candidate("padim", {"type": "padim", "image_size": 64}),
-    engine.Candidate("patchcore", {"type": "patchcore", "image_size": 64, "max_bank": 256}),
-    engine.Candidate("patchcore@80", {"type": "patchcore", "image_size": 80, "max_bank": 256}),
-)
+QUICK = engine.QUICK_AUTO_CANDIDATES
 
 
 def test_paint_subtle_changes_only_near_the_mask() -> None:

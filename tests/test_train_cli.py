@@ -52,8 +52,12 @@ def test_mvtec_root_is_evaluated_with_figures(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     metrics = json.loads((out / "evaluation.json").read_text())
     assert 0.0 <= metrics["image_auroc"] <= 1.0
-    assert (out / "report" / "padim_curves.png").is_file()
-    assert (out / "report" / "padim_overlays.png").is_file()
+    meta = json.loads((out / "model.json").read_text())
+    chosen = meta["detector"]  # the default is detector auto
+    assert meta["auto_selection"]["candidates"][meta["auto_selection"]["chosen"]]
+    assert "detector auto:" in result.output
+    assert (out / "report" / f"{chosen}_curves.png").is_file()
+    assert (out / "report" / f"{chosen}_overlays.png").is_file()
 
 
 def test_long_narrow_parts_are_padded_and_evaluated_on_their_own_pixels(tmp_path: Path) -> None:
@@ -69,7 +73,7 @@ def test_long_narrow_parts_are_padded_and_evaluated_on_their_own_pixels(tmp_path
         path = root / "ground_truth" / "defect" / f"img{i:03d}_mask.png"
         cv2.imwrite(str(path), mask.astype(np.uint8) * 255)
     out = tmp_path / "bundle"
-    result = runner.invoke(app, ["train", str(root), "--quick", "-o", str(out)])
+    result = runner.invoke(app, ["train", str(root), "-d", "padim", "--quick", "-o", str(out)])
     assert result.exit_code == 0, result.output
     assert "fit: pad (chosen from the images' shapes)" in " ".join(result.output.split())
     assert json.loads((out / "model.json").read_text())["input"]["fit"] == "pad"
@@ -84,8 +88,9 @@ def test_long_narrow_parts_are_padded_and_evaluated_on_their_own_pixels(tmp_path
     [
         (["-d", "nope"], "unknown detector"),
         (["--precision", "int4"], "precision"),
-        (["--config", "{cfg}"], "bogus"),
-        (["--size", "7"], "image_size"),
+        (["-d", "padim", "--config", "{cfg}"], "bogus"),
+        (["-d", "padim", "--size", "7"], "image_size"),
+        (["--size", "128"], "need -d"),
         (["--fit", "crop"], "fit"),
     ],
 )
@@ -112,3 +117,22 @@ def test_refuses_a_folder_without_images_or_a_used_output(tmp_path: Path) -> Non
     result = runner.invoke(app, ["train", str(tmp_path / "empty"), "-o", str(used)])
     assert result.exit_code != 0 and "not empty" in result.output
     assert (used / "model.json").read_text() == "{}"
+
+
+def test_three_images_are_refused_not_trained(tmp_path: Path) -> None:
+    good = tmp_path / "good"
+    _write(good, synthetic_set(64, 3, 0, seed=1).images)
+    for args in (["-d", "padim"], []):
+        out = tmp_path / f"b{len(args)}"
+        result = runner.invoke(app, ["train", str(good), "--quick", "-o", str(out), *args])
+        assert result.exit_code == 2, result.output
+        assert "too few" in result.output and not (out / "model.json").exists()
+
+
+def test_few_held_out_images_warn_on_the_console(tmp_path: Path) -> None:
+    good = tmp_path / "good"
+    _write(good, synthetic_set(64, 12, 0, seed=1).images)
+    out = tmp_path / "bundle"
+    result = runner.invoke(app, ["train", str(good), "-d", "padim", "--quick", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "warning:" in result.output and "held-out" in result.output
