@@ -172,14 +172,21 @@ class Candidate:
         return int(self.config.get("image_size", 256))
 
 
-#: What ``detector: auto`` tries, cheapest first (ties keep the earlier): the per-position
-#: Gaussian (fast, strong on parts that sit still), the position-invariant patch memory, and
-#: the patch memory at a higher working resolution for small defects.
-AUTO_CANDIDATES: tuple[Candidate, ...] = (
-    Candidate("padim", {"type": "padim"}),
-    Candidate("patchcore", {"type": "patchcore"}),
-    Candidate("patchcore@320", {"type": "patchcore", "image_size": 320}),
-)
+def auto_candidates(size: int = 256) -> tuple[Candidate, ...]:
+    """What ``detector: auto`` tries at base side ``size``, cheapest first (ties keep the
+    earlier): the per-position Gaussian (fast, strong on parts that sit still), the
+    position-invariant patch memory, and the patch memory at 1.25 x the side (a multiple of
+    32) for small defects."""
+    high = max(size + 32, round(size * 1.25 / 32) * 32)
+    return (
+        Candidate("padim", {"type": "padim", "image_size": size}),
+        Candidate("patchcore", {"type": "patchcore", "image_size": size}),
+        Candidate(f"patchcore@{high}", {"type": "patchcore", "image_size": high}),
+    )
+
+
+#: The default candidates (base side 256: padim, patchcore, patchcore@320).
+AUTO_CANDIDATES: tuple[Candidate, ...] = auto_candidates(256)
 #: Side at which :func:`train_auto` wants its normal images: the largest candidate's.
 AUTO_LOAD_SIZE = max(c.image_size for c in AUTO_CANDIDATES)
 #: The same choice at smoke-test sizes (``--quick``: 64 and 80 px, small banks).

@@ -202,7 +202,9 @@ class PatchcoreDetector(Detector):
             pool.shape[1],
             self.config.projection_dim,
         )
-        chosen = greedy_coreset(pool, n_keep, self.config.projection_dim, self.config.seed, progress)
+        chosen = greedy_coreset(
+            pool, n_keep, self.config.projection_dim, self.config.seed, progress
+        )
         model.memory_bank = pool[chosen].contiguous()
 
 

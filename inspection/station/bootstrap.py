@@ -68,11 +68,13 @@ def train_bundle(config: StationConfig, out: Path) -> Path:
     if cam.type != "synthetic" or spec is None:
         raise ConfigError(f"station {config.id}: bootstrap needs a synthetic camera")
     size = spec.image_size or config.resize or cam.size
+    candidates = engine.auto_candidates(size) if spec.detector == "auto" else None
+    load_size = max(c.image_size for c in candidates) if candidates else size
     line = SyntheticLine(family=cam.family, size=cam.size, seed=cam.seed)
     samples = line.normals(spec.normals, start=TRAIN_INDEX_OFFSET)
     roi = config.roi.as_tuple() if config.roi is not None else None
     fit = choose_fit([roi_shape(s.image.shape[:2], roi) for s in samples])
-    done = [preprocess_box(s.image, size, roi, fit) for s in samples]
+    done = [preprocess_box(s.image, load_size, roi, fit) for s in samples]
     images = [d[0] for d in done]
     masks = [np.zeros(img.shape[:2], bool) for img in images]
     train_set = from_samples(
@@ -83,7 +85,6 @@ def train_bundle(config: StationConfig, out: Path) -> Path:
         fit,
         [d[1] for d in done] if fit == "pad" else None,
     )
-    detector = registry.create({**spec.config, "type": spec.detector, "image_size": size})
     logger.info(
         "station %s: training %s on %d synthetic %s parts at %d px (fit %s)",
         config.id,
@@ -93,7 +94,11 @@ def train_bundle(config: StationConfig, out: Path) -> Path:
         size,
         fit,
     )
-    trained = engine.train(detector, train_set)
+    if candidates:
+        trained = engine.train_auto(train_set, candidates=candidates)
+    else:
+        detector = registry.create({**spec.config, "type": spec.detector, "image_size": size})
+        trained = engine.train(detector, train_set)
     extra = {"trained_for": config.id, "bootstrap": True}
     return engine.export_openvino(trained, out, extra_metadata=extra)
 

@@ -198,14 +198,22 @@ SOURCE_TYPES = ("usb", "stream", "video", "folder", "synthetic")
 
 class BootstrapConfig(_Model):
     """Train a first model when none exists (synthetic cameras only; runs in a subprocess so the
-    station process never imports torch). ``normals``: good parts rendered for training,
-    ``image_size``: model input side (default: the camera's size), ``config``: extra detector
-    settings."""
+    station process never imports torch). ``detector``: a registry key or ``auto`` (the
+    default: :func:`inspection.engine.train_auto` keeps the best of padim and patchcore at
+    ``image_size`` and patchcore at 1.25 x it, judged on subtle painted defects), ``normals``:
+    good parts rendered for training, ``image_size``: model input side (default: the camera's
+    size), ``config``: extra detector settings (not with ``auto``)."""
 
-    detector: str = "padim"
+    detector: str = "auto"
     normals: int = Field(120, ge=8)
     image_size: int | None = Field(None, ge=32, le=1024)
     config: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _auto_takes_no_settings(self) -> BootstrapConfig:
+        if self.detector == "auto" and self.config:
+            raise ValueError("bootstrap detector 'auto' chooses its own settings: drop 'config'")
+        return self
 
 
 class DetectorSettings(_Model):
