@@ -54,6 +54,8 @@ class TrainedModel:
     auto_selection: dict[str, Any] | None = None
     #: Loud caveats about this model (e.g. a threshold resting on few held-out images).
     warnings: tuple[str, ...] = ()
+    #: How images become the square input (:mod:`inspection.geometry`), from the training set.
+    fit: str = "stretch"
 
 
 #: Fewer normal images than this are refused: the threshold would rest on one or two
@@ -154,6 +156,7 @@ def fit_and_calibrate(
         selection,
         detector.epoch_selection,
         warnings=warnings,
+        fit=fit_set.fit,
     )
 
 
@@ -310,6 +313,7 @@ def _metadata(
             "dtype": "float32",
             "range": [0.0, 1.0],
             "color": "RGB",
+            "fit": model.fit,
         },
         "outputs": ["score", "anomaly_map"],
         "precision": precision,
@@ -436,4 +440,5 @@ def load_trained(directory: str | Path) -> TrainedModel:
         meta.get("epoch_selection"),
         meta.get("auto_selection"),
         tuple(meta.get("warnings", ())),
+        fit=str(meta["input"].get("fit", "stretch")),
     )

@@ -1,8 +1,11 @@
 """Evaluation of detectors: image AUROC, pixel AUROC, AUPRO, F1 at the deployed threshold.
 
 AUROCs come from torchmetrics, AUPRO (FPR limit 0.3) from anomalib's implementation, so the
-numbers are computed the way the field computes them. Maps and masks are compared at the
-resolution they are given in (the protocols fix 256 x 256).
+numbers are computed the way the field computes them. Maps and masks of a stretched test set are
+compared at the resolution they are given in (the protocols fix 256 x 256); those of a padded
+(letterboxed) set only over each image's valid box, resized to ``COMPARE_SIZE`` x
+``COMPARE_SIZE`` (:func:`comparison_pixels`), so the padding never counts and every image
+weighs the same as it would stretched.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
 from torchmetrics.functional.classification import binary_auroc, binary_f1_score, binary_roc
@@ -20,6 +24,8 @@ from inspection.data.imageset import GOOD, ImageSet
 logger = logging.getLogger(__name__)
 
 AUPRO_FPR_LIMIT = 0.3
+#: Side of the square that padded sets' maps and masks are compared at (the mt-exp protocol's).
+COMPARE_SIZE = 256
 
 
 @dataclass(frozen=True)
@@ -140,6 +146,36 @@ def image_metrics(
     return {"image_auroc": _auroc(s, y), "image_f1": f1}
 
 
+def comparison_pixels(
+    maps: np.ndarray, test: ImageSet, size: int = COMPARE_SIZE
+) -> tuple[np.ndarray, np.ndarray]:
+    """(maps (N, H, W) float32, masks (N, H, W) bool) to compare pixel metrics on.
+
+    Stretched sets: ``maps`` reshaped to the masks, the masks themselves (no copy). Padded
+    sets: each image's valid box cut from its map (bilinear) and mask (nearest) and resized
+    to ``size`` x ``size``, i.e. the original image's pixels at the comparison size.
+
+    Args:
+        maps: (N, 1, S, S) or (N, S, S) anomaly maps at the masks' resolution.
+        test: the set the maps belong to.
+    """
+    maps = maps.reshape(test.masks.shape)
+    if test.fit != "pad":
+        return maps, test.masks
+    out_maps = np.empty((len(test), size, size), np.float32)
+    out_masks = np.empty((len(test), size, size), bool)
+    for i in range(len(test)):
+        x, y, w, h = test.box(i)
+        out_maps[i] = cv2.resize(
+            np.ascontiguousarray(maps[i, y : y + h, x : x + w], dtype=np.float32),
+            (size, size),
+            interpolation=cv2.INTER_LINEAR,
+        )
+        mask = np.ascontiguousarray(test.masks[i, y : y + h, x : x + w], dtype=np.uint8)
+        out_masks[i] = cv2.resize(mask, (size, size), interpolation=cv2.INTER_NEAREST) > 0
+    return out_maps, out_masks
+
+
 def evaluate(
     scores: np.ndarray,
     maps: np.ndarray,
@@ -152,15 +188,16 @@ def evaluate(
 
     Args:
         scores: (N,) raw image scores for ``test``.
-        maps: (N, 1, H, W) raw anomaly maps at the masks' resolution.
+        maps: (N, 1, H, W) raw anomaly maps at the masks' resolution. Pixel metrics of a padded
+            ``test`` count each image's valid box only (:func:`comparison_pixels`).
     """
-    maps = maps.reshape(test.masks.shape)
+    maps, masks = comparison_pixels(maps, test)
     labels = test.labels
 
     def block(idx: np.ndarray) -> dict[str, Any]:
         out: dict[str, Any] = image_metrics(scores[idx], labels[idx], calibration.image_threshold)
-        out["pixel_auroc"] = pixel_auroc(maps[idx], test.masks[idx])
-        out["aupro"] = aupro(maps[idx], test.masks[idx]) if with_aupro else None
+        out["pixel_auroc"] = pixel_auroc(maps[idx], masks[idx])
+        out["aupro"] = aupro(maps[idx], masks[idx]) if with_aupro else None
         out["n_images"] = len(idx)
         return out
 

@@ -2,7 +2,9 @@
 
 Imports no torch and no anomalib. A bundle directory holds ``model.xml``/``model.bin`` (the
 deployable graph: normalisation inside, raw [0, 1] RGB NCHW in, score (N,) and anomaly map
-(N, 1, S, S) out) and ``model.json`` (input contract and calibration).
+(N, 1, S, S) out) and ``model.json`` (input contract and calibration). ``input.fit`` says how a
+frame becomes the square input (:mod:`inspection.geometry`: ``stretch`` resizes, ``pad``
+letterboxes; bundles without it stretch).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import cv2
 import numpy as np
 
 from inspection.errors import ModelFileError
+from inspection.geometry import Box, check_fit, letterbox
 
 logger = logging.getLogger(__name__)
 
@@ -54,11 +57,31 @@ def read_metadata(directory: str | Path) -> dict[str, Any]:
 
 
 def preprocess(
-    frame: np.ndarray, size: int, roi: tuple[int, int, int, int] | None = None
+    frame: np.ndarray,
+    size: int,
+    roi: tuple[int, int, int, int] | None = None,
+    fit: str = "stretch",
 ) -> np.ndarray:
     """Camera frame (H, W, 3) uint8 RGB or (H, W) gray -> (size, size, 3) uint8 RGB.
 
-    ``roi`` is (x, y, w, h) in frame pixels, cropped before resizing.
+    ``roi`` is (x, y, w, h) in frame pixels, cropped before resizing; ``fit`` is the model's
+    (:attr:`OpenVinoModel.fit`): ``stretch`` resizes, ``pad`` letterboxes
+    (:func:`inspection.geometry.letterbox`, the training loaders' function). A frame (or region)
+    already at ``size`` x ``size`` is returned as it is, not copied.
+    """
+    return preprocess_box(frame, size, roi, fit)[0]
+
+
+def preprocess_box(
+    frame: np.ndarray,
+    size: int,
+    roi: tuple[int, int, int, int] | None = None,
+    fit: str = "stretch",
+) -> tuple[np.ndarray, Box]:
+    """:func:`preprocess` and the valid box ``(x, y, w, h)`` of the region in the model input.
+
+    Map model pixels back onto the (region of the) frame with
+    :func:`inspection.geometry.unletterbox` or :func:`inspection.geometry.crop_box`.
     """
     if frame.ndim == 2:
         frame = cv2.cvtColor(frame, cv2.COLOR_GRAY2RGB)
@@ -67,9 +90,7 @@ def preprocess(
         frame = frame[y : y + h, x : x + w]
         if frame.size == 0:
             raise ValueError(f"region of interest {roi} lies outside the frame")
-    if frame.shape[:2] != (size, size):
-        frame = cv2.resize(frame, (size, size), interpolation=cv2.INTER_AREA)
-    return frame
+    return letterbox(frame, size, fit)
 
 
 def to_input(images: np.ndarray) -> np.ndarray:
@@ -122,6 +143,11 @@ class OpenVinoModel:
         if not xml.is_file():
             raise ModelFileError(f"missing OpenVINO model {xml}")
         self.size = int(self.meta["input"]["size"])
+        try:
+            #: how frames become the model's square input (``stretch`` or ``pad``)
+            self.fit = check_fit(str(self.meta["input"].get("fit", "stretch")))
+        except ValueError as exc:
+            raise ModelFileError(f"{self.directory}: {exc}") from exc
         cal = self.meta["calibration"]
         self.image_threshold = float(
             image_threshold if image_threshold is not None else cal["image_threshold"]

@@ -5,6 +5,11 @@ folder, get a self-contained bundle (OpenVINO IR + ``model.json`` with preproces
 normalisation and thresholds from held-out normal images) for ``detector.path`` of a station
 config. With an MVTec-layout folder (``train/good``, ``test/<type>``, ``ground_truth``) it also
 evaluates on the test images and draws ROC/PRO curves, score histogram and heatmap overlays.
+
+``--fit`` says how images become the model's square input (:mod:`inspection.geometry`):
+``stretch`` resizes, ``pad`` letterboxes (keeps the aspect ratio: long, narrow parts), ``auto``
+(default) pads when the normal images are far from square or vary in shape. The bundle records
+the fit and the station applies it to its frames.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any, cast, get_args
+from typing import Any, Literal, cast, get_args
 
 import typer
 
@@ -57,6 +62,12 @@ def train_command(
     quantile: float = typer.Option(
         0.99, help="Image threshold = this quantile of held-out scores."
     ),
+    fit: str = typer.Option(
+        "auto",
+        "--fit",
+        help="auto, stretch or pad: how images become the square input (auto: pad when the "
+        "normal images are far from square or vary in shape).",
+    ),
     quick: bool = typer.Option(False, "--quick", help="Tiny settings for a smoke test (64 px)."),
     evaluate: bool = typer.Option(True, help="Evaluate on test/ of an MVTec-layout root."),
 ) -> None:
@@ -69,10 +80,14 @@ def train_command(
     from inspection.data.folder import load_mvtec_folder, load_normal_folder
     from inspection.detectors import registry
     from inspection.errors import ConfigError, InspectionError, UnknownDetectorError
+    from inspection.geometry import FITS, Fit
 
     console = Console(stderr=True)
     if precision not in get_args(engine.Precision):
         raise typer.BadParameter(f"precision {precision!r}: use fp32, fp16 or int8")
+    if fit != "auto" and fit not in FITS:
+        raise typer.BadParameter(f"fit {fit!r}: use auto, {', '.join(FITS)}")
+    fit_arg = cast(Fit | Literal["auto"], fit)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise typer.BadParameter(f"{out} exists and is not empty; choose a new folder")
     auto = detector == "auto"
@@ -100,10 +115,12 @@ def train_command(
         mvtec = (images / "train" / "good").is_dir()
         test = None
         if mvtec:
-            normals, test = load_mvtec_folder(images, load_size)
+            normals, test = load_mvtec_folder(images, load_size, fit_arg)
         else:
-            normals = load_normal_folder(images, load_size)
+            normals = load_normal_folder(images, load_size, fit_arg)
         console.print(f"{len(normals)} normal images from {images} at {load_size} px")
+        how = "chosen from the images' shapes" if fit == "auto" else "as asked"
+        console.print(f"fit: {normals.fit} ({how})")
         with Progress(
             TextColumn("{task.description}"),
             BarColumn(),

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import cv2
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -59,6 +60,29 @@ def test_mvtec_root_is_evaluated_with_figures(tmp_path: Path) -> None:
     assert (out / "report" / f"{chosen}_overlays.png").is_file()
 
 
+def test_long_narrow_parts_are_padded_and_evaluated_on_their_own_pixels(tmp_path: Path) -> None:
+    """``--fit auto`` (default) letterboxes 1:2 parts; the bundle records it, metrics and
+    overlays use each image's valid region only."""
+    root = tmp_path / "part"
+    _write(root / "train" / "good", synthetic_set(64, 16, 0, seed=1).images[:, 16:48])
+    test = synthetic_set(64, 4, 4, seed=2)
+    _write(root / "test" / "good", test.images[:4, 16:48])
+    _write(root / "test" / "defect", test.images[4:, 16:48])
+    (root / "ground_truth" / "defect").mkdir(parents=True)
+    for i, mask in enumerate(test.masks[4:, 16:48]):
+        path = root / "ground_truth" / "defect" / f"img{i:03d}_mask.png"
+        cv2.imwrite(str(path), mask.astype(np.uint8) * 255)
+    out = tmp_path / "bundle"
+    result = runner.invoke(app, ["train", str(root), "-d", "padim", "--quick", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "fit: pad (chosen from the images' shapes)" in " ".join(result.output.split())
+    assert json.loads((out / "model.json").read_text())["input"]["fit"] == "pad"
+    assert OpenVinoModel(out).fit == "pad"
+    metrics = json.loads((out / "evaluation.json").read_text())
+    assert 0.0 <= metrics["pixel_auroc"] <= 1.0
+    assert (out / "report" / "padim_overlays.png").is_file()
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -67,6 +91,7 @@ def test_mvtec_root_is_evaluated_with_figures(tmp_path: Path) -> None:
         (["-d", "padim", "--config", "{cfg}"], "bogus"),
         (["-d", "padim", "--size", "7"], "image_size"),
         (["--size", "128"], "need -d"),
+        (["--fit", "crop"], "fit"),
     ],
 )
 def test_bad_requests_fail_clearly(tmp_path: Path, args: list[str], message: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -11,6 +12,7 @@ import numpy as np
 if TYPE_CHECKING:
     from inspection.data.imageset import ImageSet
     from inspection.evaluation import Calibration
+    from inspection.geometry import Box
 
 
 def _pyplot():  # type: ignore[no-untyped-def]
@@ -75,10 +77,20 @@ def overlay_grid(
     captions: list[str],
     vmin: float,
     vmax: float,
+    boxes: Sequence[Box] | None = None,
 ) -> Path:
-    """Rows of (image with mask outline, heatmap overlay) pairs, one per example."""
+    """Rows of (image with mask outline, heatmap overlay) pairs, one per example.
+
+    ``boxes``: each example's valid region ``(x, y, w, h)`` (letterboxed images); only that
+    part of image, map and mask is drawn (None: all of it).
+    """
     tiles = []
-    for image, amap, mask in zip(images, maps, masks, strict=True):
+    for k, (image, amap, mask) in enumerate(zip(images, maps, masks, strict=True)):
+        if boxes is not None:
+            x, y, w, h = boxes[k]
+            image, amap, mask = (
+                np.ascontiguousarray(a[y : y + h, x : x + w]) for a in (image, amap, mask)
+            )
         outlined = image.copy()
         contours, _ = cv2.findContours(
             mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE
@@ -118,7 +130,8 @@ def evaluation_figures(
 
     maps = maps[:, 0]
     masks = test.masks
-    pro = evaluation.pro_curve(maps, masks) if masks.any() else None
+    cmp_maps, cmp_masks = evaluation.comparison_pixels(maps, test)  # valid boxes only if padded
+    pro = evaluation.pro_curve(cmp_maps, cmp_masks) if cmp_masks.any() else None
     curves = detector_report(
         folder / f"{name}_curves.png",
         title,
@@ -140,7 +153,8 @@ def evaluation_figures(
             for i in picks
         ],
         vmin=calibration.map_min,
-        vmax=float(np.quantile(maps, 0.999)),
+        vmax=float(np.quantile(cmp_maps, 0.999)),
+        boxes=[test.box(i) for i in picks] if test.fit == "pad" else None,
     )
     return [curves, overlays]
 

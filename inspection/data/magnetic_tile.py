@@ -7,7 +7,10 @@ Implements the fixed protocols of ``../shared/data/README.md`` exactly:
 * ``mt-open`` (open-set typing, five folds): in fold k one defect class is unknown; train = known
   classes' images of exp0..exp4; test = known classes' exp5, exp6 + every image of the unknown.
 
-Masks are binarised with > 127 and compared at 256 x 256.
+Masks are binarised with > 127 and compared at 256 x 256. The images come in many shapes
+(crops of tiles); ``fit`` (:mod:`inspection.geometry`) says how they become the model's
+square: ``stretch`` (the protocol's default, and every published number here), ``pad`` or
+``auto`` (chosen from the training images' shapes); the test set gets the train set's fit.
 """
 
 from __future__ import annotations
@@ -15,11 +18,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
-from inspection.data.imageset import GOOD, ImageSet, from_samples, read_image, read_mask
+from inspection.data.imageset import GOOD, ImageSet, from_samples, read_sample
 from inspection.errors import DatasetError
+from inspection.geometry import Fit, check_fit, choose_fit, image_shapes
 
 DEFECT_CLASSES: tuple[str, ...] = ("Blowhole", "Break", "Crack", "Fray", "Uneven")
 NORMAL_CLASS = "Free"
@@ -81,15 +86,29 @@ def same_group_auroc(scores: np.ndarray, test: ImageSet, threshold: float) -> fl
     return image_metrics(scores[idx], test.labels[idx], threshold)["image_auroc"]
 
 
-def _load(items: list[TileImage], size: int) -> ImageSet:
-    images = [read_image(t.image, size) for t in items]
-    masks = [read_mask(t.mask if t.cls != NORMAL_CLASS else None, size) for t in items]
+def _load(items: list[TileImage], size: int, fit: Fit = "stretch") -> ImageSet:
+    samples = [
+        read_sample(t.image, t.mask if t.cls != NORMAL_CLASS else None, size, fit) for t in items
+    ]
     types = [GOOD if t.cls == NORMAL_CLASS else t.cls for t in items]
-    return from_samples(images, masks, types, [str(t.image) for t in items])
+    return from_samples(
+        [s[0] for s in samples],
+        [s[1] for s in samples],
+        types,
+        [str(t.image) for t in items],
+        fit,
+        [s[2] for s in samples] if fit == "pad" else None,
+    )
 
 
-def mt_exp(root: str | Path, size: int = 256) -> tuple[ImageSet, ImageSet]:
-    """(train normal set, test set) of protocol ``mt-exp``."""
+def _fit_for(fit: Fit | Literal["auto"], train: list[TileImage]) -> Fit:
+    return choose_fit(image_shapes(t.image for t in train)) if fit == "auto" else check_fit(fit)
+
+
+def mt_exp(
+    root: str | Path, size: int = 256, fit: Fit | Literal["auto"] = "stretch"
+) -> tuple[ImageSet, ImageSet]:
+    """(train normal set, test set) of protocol ``mt-exp``, both with ``fit``."""
     items = scan(root)
     train = [t for t in items if t.cls == NORMAL_CLASS and t.group in TRAIN_GROUPS]
     test = [
@@ -97,7 +116,8 @@ def mt_exp(root: str | Path, size: int = 256) -> tuple[ImageSet, ImageSet]:
         for t in items
         if (t.cls == NORMAL_CLASS and t.group in TEST_GROUPS) or t.cls != NORMAL_CLASS
     ]
-    return _load(train, size), _load(test, size)
+    chosen = _fit_for(fit, train)
+    return _load(train, size, chosen), _load(test, size, chosen)
 
 
 @dataclass(frozen=True)
@@ -110,13 +130,19 @@ class OpenSetFold:
     test: ImageSet
 
 
-def mt_open(root: str | Path, size: int = 256) -> list[OpenSetFold]:
-    """The five ``mt-open`` folds, in the order of :data:`DEFECT_CLASSES`."""
+def mt_open(
+    root: str | Path, size: int = 256, fit: Fit | Literal["auto"] = "stretch"
+) -> list[OpenSetFold]:
+    """The five ``mt-open`` folds, in the order of :data:`DEFECT_CLASSES` (``auto``: fit chosen
+    per fold from its training images)."""
     items = [t for t in scan(root) if t.cls != NORMAL_CLASS]
     folds = []
     for unknown in DEFECT_CLASSES:
         known = tuple(c for c in DEFECT_CLASSES if c != unknown)
         train = [t for t in items if t.cls in known and t.group in TRAIN_GROUPS]
         test = [t for t in items if (t.cls in known and t.group in TEST_GROUPS) or t.cls == unknown]
-        folds.append(OpenSetFold(unknown, known, _load(train, size), _load(test, size)))
+        chosen = _fit_for(fit, train)
+        folds.append(
+            OpenSetFold(unknown, known, _load(train, size, chosen), _load(test, size, chosen))
+        )
     return folds

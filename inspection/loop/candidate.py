@@ -414,7 +414,7 @@ def build_candidate(
             quantile=settings.quantile,
         )
         info.update(refiner=None, threshold=tinfo)
-    trained = TrainedModel(detector, calibration, 0.0, n_train, len(data.ref_normals))
+    trained = TrainedModel(detector, calibration, 0.0, n_train, len(data.ref_normals), fit=root.fit)
     candidate = Candidate(trained, refiner, None, features, info, patch)
     stage("typer")
     crops = data.defect_crops
@@ -422,7 +422,7 @@ def build_candidate(
         from inspection.loop.dataset import station_crop
 
         crops = [
-            station_crop(frame, amap, calibration.pixel_threshold, data.roi)
+            station_crop(frame, amap, calibration.pixel_threshold, data.roi, fit=root.fit)
             for frame, amap in zip(data.defect_frames, defect_maps, strict=True)
         ]
     candidate.typer = train_typer(data, settings, progress, crops=crops)
@@ -542,7 +542,12 @@ def export_candidate(
     if graph is not None:
         proxy = cast(Detector, _RefinedExport(trained.detector, graph))
         trained = TrainedModel(
-            proxy, trained.calibration, trained.fit_seconds, trained.n_train, trained.n_val
+            proxy,
+            trained.calibration,
+            trained.fit_seconds,
+            trained.n_train,
+            trained.n_val,
+            fit=trained.fit,
         )
     meta = {"loop": {**candidate.info, **(extra or {})}}
     meta["loop"]["refined"] = candidate.refined

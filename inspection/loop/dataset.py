@@ -11,8 +11,9 @@ among the ``fail`` labels; a tie on the verdict leaves the inspection out as dis
   the supervised refinement and for calibrating the threshold.
 
 Images come from the inspection's stored frame (what the station captured), preprocessed like
-the station does (region of interest, resize to the model side); typer crops come from the
-stored crop of the inspection's strongest region, or are cut from the frame around that region.
+the station does (region of interest, resize or letterbox to the model side with the model's
+``fit``); typer crops come from the stored crop of the inspection's strongest region, or are cut
+from the frame around that region.
 Inspections without a stored frame are skipped and counted.
 """
 
@@ -38,6 +39,7 @@ from inspection.db.models import (
     Verdict,
 )
 from inspection.errors import ImageDecodeError, StorageError
+from inspection.geometry import crop_box, letterbox_box
 from inspection.runtime import preprocess
 from inspection.storage import ArtifactStore
 
@@ -253,8 +255,12 @@ def load_images(
     store: ArtifactStore,
     size: int,
     roi: tuple[int, int, int, int] | None = None,
+    fit: str = "stretch",
 ) -> LoadedImages:
-    """Read and preprocess the frames (and crops) of ``items``; unreadable ones are skipped."""
+    """Read and preprocess the frames (and crops) of ``items``; unreadable ones are skipped.
+
+    ``fit``: the model's (``model.json`` ``input.fit``), so the images are what the station fed it.
+    """
     kept: list[LabelledInspection] = []
     images: list[np.ndarray] = []
     crops: list[np.ndarray] = []
@@ -264,7 +270,7 @@ def load_images(
         try:
             assert item.frame_key is not None
             frame = decode_image(store.read(item.frame_key), f"frame {item.frame_key}")
-            image = preprocess(frame, size, roi)
+            image = preprocess(frame, size, roi, fit)
             if item.crop_key is not None:
                 crop = decode_image(store.read(item.crop_key), f"crop {item.crop_key}")
             else:
@@ -287,24 +293,27 @@ def station_crop(
     pixel_threshold: float,
     roi: tuple[int, int, int, int] | None = None,
     min_area: int = 4,
+    fit: str = "stretch",
 ) -> np.ndarray:
     """The crop a station running a model with this map would hand its typing step.
 
-    ``anomaly_map`` is (S, S) at model input size; the strongest region (as
-    :func:`inspection.station.pipeline.find_regions` picks it) is mapped to frame pixels and
-    cut with the station's margin. Used to train the typer on the crops the *new* model makes.
+    ``anomaly_map`` is (S, S) at model input size, ``fit`` the model's; the strongest region
+    of the map's valid region (as :func:`inspection.station.pipeline.find_regions` picks it) is
+    mapped to frame pixels and cut with the station's margin. Used to train the typer on the
+    crops the *new* model makes.
     """
     from inspection.station.pipeline import find_regions
 
     size = anomaly_map.shape[-1]
-    amap = np.asarray(anomaly_map, dtype=np.float32).reshape(size, size)
-    boxes = find_regions(amap, pixel_threshold, max_regions=1, min_area=min_area)
-    if not boxes:
-        return frame
     fh, fw = frame.shape[:2]
     x0, y0, rw, rh = roi if roi is not None else (0, 0, fw, fh)
     rw, rh = min(rw, fw - x0), min(rh, fh - y0)
-    sx, sy = rw / size, rh / size
+    valid = letterbox_box((rh, rw), size, fit)
+    amap = crop_box(np.asarray(anomaly_map, dtype=np.float32).reshape(size, size), valid)
+    boxes = find_regions(amap, pixel_threshold, max_regions=1, min_area=min_area)
+    if not boxes:
+        return frame
+    sx, sy = rw / valid[2], rh / valid[3]
     box = boxes[0]
     region = (
         x0 + int(box.x * sx),

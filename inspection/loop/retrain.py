@@ -50,7 +50,8 @@ logger = logging.getLogger(__name__)
 
 STAGES = ("assemble", "detector", "refiner", "typer", "export", "evaluate", "gate", "promote")
 
-#: The root model's training normals at a model input size, in its training order.
+#: The root model's training normals at a model input size, in its training order (brought to
+#: the square with the root model's fit, ``model.json`` ``input.fit``).
 NormalSource = Callable[[int], ImageSet]
 
 
@@ -92,10 +93,13 @@ def label_watermark(session: Session, station_id: int) -> int:
 # -- base normals --------------------------------------------------------------------------------
 
 
-def folder_normals(folder: str | Path, roi: tuple[int, int, int, int] | None) -> NormalSource:
-    """Normal images of a folder (sorted by name), preprocessed like the station does."""
-    from inspection.data.imageset import from_samples, read_image
-    from inspection.runtime import preprocess
+def folder_normals(
+    folder: str | Path, roi: tuple[int, int, int, int] | None, fit: str = "stretch"
+) -> NormalSource:
+    """Normal images of a folder (sorted by name), preprocessed like the station does (region
+    of interest, the model's ``fit``)."""
+    from inspection.data.imageset import read_image
+    from inspection.runtime import preprocess_box
 
     root = Path(folder)
 
@@ -107,18 +111,26 @@ def folder_normals(folder: str | Path, roi: tuple[int, int, int, int] | None) ->
         )
         if not paths:
             raise ConfigError(f"normals_dir {root} holds no images")
-        images = [preprocess(read_image(p), size, roi) for p in paths]
-        masks = [np.zeros(im.shape[:2], bool) for im in images]
-        return from_samples(images, masks, [None] * len(images), [str(p) for p in paths])
+        done = [preprocess_box(read_image(p), size, roi, fit) for p in paths]
+        return _normal_set([d[0] for d in done], [d[1] for d in done], [str(p) for p in paths], fit)
 
     return load
 
 
-def bootstrap_normals(config: StationConfig) -> NormalSource:
-    """The synthetic good parts a bootstrapped station's first model was trained on."""
+def _normal_set(images: list[np.ndarray], boxes: list[Any], ids: list[str], fit: str) -> ImageSet:
     from inspection.data.imageset import from_samples
+
+    masks = [np.zeros(im.shape[:2], bool) for im in images]
+    return from_samples(
+        images, masks, [None] * len(images), ids, fit, boxes if fit == "pad" else None
+    )
+
+
+def bootstrap_normals(config: StationConfig, fit: str = "stretch") -> NormalSource:
+    """The synthetic good parts a bootstrapped station's first model was trained on (with the
+    model's ``fit``)."""
     from inspection.data.synthetic import SyntheticLine
-    from inspection.runtime import preprocess
+    from inspection.runtime import preprocess_box
     from inspection.station.bootstrap import TRAIN_INDEX_OFFSET
 
     cam = config.camera
@@ -130,26 +142,27 @@ def bootstrap_normals(config: StationConfig) -> NormalSource:
     def load(size: int) -> ImageSet:
         line = SyntheticLine(family=cam.family, size=cam.size, seed=cam.seed)
         samples = line.normals(spec.normals, start=TRAIN_INDEX_OFFSET)
-        images = [preprocess(s.image, size, roi) for s in samples]
-        masks = [np.zeros(im.shape[:2], bool) for im in images]
-        return from_samples(images, masks, [None] * len(images), [str(s.index) for s in samples])
+        done = [preprocess_box(s.image, size, roi, fit) for s in samples]
+        ids = [str(s.index) for s in samples]
+        return _normal_set([d[0] for d in done], [d[1] for d in done], ids, fit)
 
     return load
 
 
 def default_normal_source(
-    config: StationConfig | None, settings: RetrainSettings
+    config: StationConfig | None, settings: RetrainSettings, fit: str = "stretch"
 ) -> NormalSource | None:
-    """``settings.normals_dir``, else the station's synthetic bootstrap, else None."""
+    """``settings.normals_dir``, else the station's synthetic bootstrap, else None (images
+    brought to the square with the root model's ``fit``)."""
     roi = config.roi.as_tuple() if config is not None and config.roi is not None else None
     if settings.normals_dir is not None:
-        return folder_normals(settings.normals_dir, roi)
+        return folder_normals(settings.normals_dir, roi, fit)
     if (
         config is not None
         and config.detector.bootstrap is not None
         and config.camera.type == "synthetic"
     ):
-        return bootstrap_normals(config)
+        return bootstrap_normals(config, fit)
     return None
 
 
@@ -305,16 +318,19 @@ def _remove(path: Path) -> None:
             shutil.rmtree(p, ignore_errors=True)
 
 
-def _as_normals(source: NormalSource | ImageSet | None, size: int) -> ImageSet | None:
+def _as_normals(
+    source: NormalSource | ImageSet | None, size: int, fit: str = "stretch"
+) -> ImageSet | None:
     if source is None:
         return None
-    if isinstance(source, ImageSet):
-        if len(source) and source.images.shape[1] != size:
-            raise ConfigError(
-                f"base normals are {source.images.shape[1]} px, the model needs {size} px"
-            )
-        return source
-    return source(size)
+    normals = source if isinstance(source, ImageSet) else source(size)
+    if len(normals) and normals.images.shape[1] != size:
+        raise ConfigError(
+            f"base normals are {normals.images.shape[1]} px, the model needs {size} px"
+        )
+    if len(normals) and normals.fit != fit:
+        raise ConfigError(f"base normals are loaded with fit {normals.fit}, the model's is {fit}")
+    return normals
 
 
 def _run(
@@ -338,6 +354,7 @@ def _run(
 
     name = ctx.station
     size = int(ctx.meta["input"]["size"])
+    fit = str(ctx.meta["input"].get("fit", "stretch"))  # the root's, inherited by candidates
     roi = config.roi.as_tuple() if config is not None and config.roi is not None else None
     seed = _holdout_seed(settings, jid)
     if config is not None and config.detector.source == "bundle":
@@ -368,9 +385,9 @@ def _run(
             active_version_id=ctx.active_id,
         )
     train_items, hold_items = split_holdout(assembly.items, settings.holdout.fraction, seed)
-    train_px = load_images(train_items, store, size, roi)
-    hold_px = load_images(hold_items, store, size, roi)
-    normals = _as_normals(base_normals or default_normal_source(config, settings), size)
+    train_px = load_images(train_items, store, size, roi, fit)
+    hold_px = load_images(hold_items, store, size, roi, fit)
+    normals = _as_normals(base_normals or default_normal_source(config, settings, fit), size, fit)
     root_seed = int((ctx.meta.get("config") or {}).get("seed", 0))
     ref_fit: ImageSet | None = None
     ref_refiner = np.zeros((0, size, size, 3), np.uint8)

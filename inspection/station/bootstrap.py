@@ -51,12 +51,17 @@ def needs_bootstrap(config: StationConfig, session_factory: sessionmaker[Session
 
 
 def train_bundle(config: StationConfig, out: Path) -> Path:
-    """Train ``detector.bootstrap`` on good parts of the station's synthetic line; export."""
+    """Train ``detector.bootstrap`` on good parts of the station's synthetic line; export.
+
+    The fit (:func:`inspection.geometry.choose_fit`) is chosen from the shape of the region the
+    station scores (the frame or its region of interest) and recorded in the bundle.
+    """
     from inspection import engine
     from inspection.data.imageset import from_samples
     from inspection.data.synthetic import SyntheticLine
     from inspection.detectors import registry
-    from inspection.runtime import preprocess
+    from inspection.geometry import choose_fit, roi_shape
+    from inspection.runtime import preprocess_box
 
     cam = config.camera
     spec = config.detector.bootstrap
@@ -68,16 +73,26 @@ def train_bundle(config: StationConfig, out: Path) -> Path:
     line = SyntheticLine(family=cam.family, size=cam.size, seed=cam.seed)
     samples = line.normals(spec.normals, start=TRAIN_INDEX_OFFSET)
     roi = config.roi.as_tuple() if config.roi is not None else None
-    images = [preprocess(s.image, load_size, roi) for s in samples]
+    fit = choose_fit([roi_shape(s.image.shape[:2], roi) for s in samples])
+    done = [preprocess_box(s.image, load_size, roi, fit) for s in samples]
+    images = [d[0] for d in done]
     masks = [np.zeros(img.shape[:2], bool) for img in images]
-    train_set = from_samples(images, masks, [None] * len(images), [str(s.index) for s in samples])
+    train_set = from_samples(
+        images,
+        masks,
+        [None] * len(images),
+        [str(s.index) for s in samples],
+        fit,
+        [d[1] for d in done] if fit == "pad" else None,
+    )
     logger.info(
-        "station %s: training %s on %d synthetic %s parts at %d px",
+        "station %s: training %s on %d synthetic %s parts at %d px (fit %s)",
         config.id,
         spec.detector,
         len(images),
         cam.family,
         size,
+        fit,
     )
     if candidates:
         trained = engine.train_auto(train_set, candidates=candidates)

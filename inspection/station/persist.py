@@ -51,9 +51,11 @@ class ScoredFrame:
         idempotency_key: unique per station (``<run id>-<seq>`` or the source's key).
         raw_score / norm_score: detector image score, raw and normalised (0..1).
         is_anomalous: verdict (norm_score above the station's image threshold).
-        anomaly_map: (S, S) float32 raw anomaly map at model resolution; (0, 0) when the
-            retention settings store no heatmap for this verdict
-            (:meth:`RetentionConfig.keeps_heatmap`).
+        anomaly_map: (h, w) float32 raw anomaly map at model resolution over the frame's
+            valid region (the region of interest): (S, S) for a stretching model, the
+            letterbox box of a padding one (:func:`inspection.geometry.crop_box`), so resizing
+            it to the region's size lays it over the pixels; (0, 0) when the retention
+            settings store no heatmap for this verdict (:meth:`RetentionConfig.keeps_heatmap`).
         regions: defect regions (frame pixel boxes, type when typed).
         crops: (h, w, 3) uint8 RGB crop of each region from the frame, or None.
         model_version_id: database id of the model that scored it (None when unknown).

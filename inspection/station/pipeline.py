@@ -10,9 +10,10 @@ Threads (each a :class:`~inspection.worker.Worker`), joined by bounded queues::
   (``dropped``) or waits (``overflow: wait``, for folders and files). An unusable frame is
   logged and skipped (``bad_frames``). A lost camera is reopened with exponential backoff
   (``reconnects`` counts successful reopenings, ``reconnect_attempts`` every try).
-* **scoring** preprocesses (ROI, resize), runs the detector on the frames already waiting (up to
-  ``batch_size``), applies the station's thresholds, segments defect regions of anomalous frames
-  and types them with the optional open-set classifier (``scored``).
+* **scoring** preprocesses (ROI, then resize or letterbox as the model's ``fit`` says), runs the
+  detector on the frames already waiting (up to ``batch_size``), applies the station's
+  thresholds, segments defect regions of anomalous frames (over the frame's valid region of a
+  letterboxed input) and types them with the optional open-set classifier (``scored``).
 * **persist** stores artifacts and result rows (``persisted``; see :mod:`.persist`). When it
   falls behind, scoring waits for room (results are never dropped), so the camera drops frames
   instead, visibly.
@@ -52,7 +53,9 @@ from inspection.errors import (
     InspectionError,
     ModelFileError,
 )
-from inspection.runtime import Prediction, preprocess, read_metadata
+from inspection.geometry import Box as ValidBox
+from inspection.geometry import crop_box
+from inspection.runtime import Prediction, preprocess_box, read_metadata
 from inspection.station import metrics
 from inspection.station.config import DetectorSettings, StationConfig
 from inspection.station.outputs import ResultOutputs
@@ -122,7 +125,9 @@ class ScoringModel(Protocol):
 
     A model may also offer ``submit(images) -> Pending`` (start inference, return at once);
     the scoring workers then keep ``requests_per_worker`` batches in flight, one model
-    instance (inference request) each. Models without it are called synchronously.
+    instance (inference request) each. Models without it are called synchronously. A model
+    may say how frames become its square input with ``fit`` (``"stretch"`` or ``"pad"``,
+    :mod:`inspection.geometry`); without it frames are stretched.
     """
 
     size: int
@@ -383,6 +388,7 @@ class _InFlight(NamedTuple):
     active: ActiveModel
     slot: int
     roi: tuple[int, int, int, int] | None  # the region of interest it was cropped with
+    boxes: list[ValidBox]  # each frame's valid region in the model input (letterbox)
     t_start: float  # preprocessing began (perf_counter seconds)
     t_submit: float  # inference started
 
@@ -451,12 +457,16 @@ class ScoringWorker(Worker):
         model = active.instance(self.index, slot)
         roi = st.config.roi.as_tuple() if st.config.roi is not None else None
         t0 = time.perf_counter()
+        fit = getattr(model, "fit", "stretch")
         frames: list[Frame] = []
         images: list[np.ndarray] = []
+        boxes: list[ValidBox] = []
         for frame in batch:
             st.latency.add("queue", (t0 - frame.t_capture) * 1000)
             try:
-                images.append(preprocess(frame.image, model.size, roi))
+                image, box = preprocess_box(frame.image, model.size, roi, fit)
+                images.append(image)
+                boxes.append(box)
                 frames.append(frame)
             except (ValueError, cv2.error) as exc:
                 st.counters.inc("bad_frames")
@@ -475,7 +485,7 @@ class ScoringWorker(Worker):
         except BaseException:
             self._free_slots.append(slot)
             raise
-        self._inflight.append(_InFlight(frames, pending, active, slot, roi, t0, t1))
+        self._inflight.append(_InFlight(frames, pending, active, slot, roi, boxes, t0, t1))
 
     def _finish(self, job: _InFlight) -> None:
         st = self.station
@@ -503,9 +513,11 @@ class ScoringWorker(Worker):
             anomalous = norm > thresholds.image
             regions: list[repo.RegionData] = []
             crops: list[np.ndarray | None] = []
+            # the map over the frame's valid region (all of it when stretched): a view
+            amap = crop_box(pred.anomaly_map[i], job.boxes[i])
             if anomalous:
                 st.counters.inc("anomalous")
-                regions, crops = self._regions(frame, pred.anomaly_map[i], pixel_thr, roi, model)
+                regions, crops = self._regions(frame, amap, pixel_thr, roi)
             t4 = time.perf_counter()
             st.latency.add("postprocess", (t4 - t3) * 1000)
             st.latency.add("verdict", (t4 - frame.t_capture) * 1000)
@@ -516,9 +528,7 @@ class ScoringWorker(Worker):
                     raw_score=float(pred.raw_score[i]),
                     norm_score=norm,
                     is_anomalous=anomalous,
-                    anomaly_map=pred.anomaly_map[i].copy()
-                    if retention.keeps_heatmap(anomalous)
-                    else _NO_MAP,
+                    anomaly_map=amap.copy() if retention.keeps_heatmap(anomalous) else _NO_MAP,
                     regions=regions,
                     crops=crops,
                     model_version_id=active.version_id,
@@ -541,15 +551,18 @@ class ScoringWorker(Worker):
         amap: np.ndarray,
         pixel_thr: float,
         roi: tuple[int, int, int, int] | None,
-        model: ScoringModel,
     ) -> tuple[list[repo.RegionData], list[np.ndarray | None]]:
-        """Regions of an anomalous frame in frame pixels, their crops and types."""
+        """Regions of an anomalous frame in frame pixels, their crops and types.
+
+        ``amap`` is the model's map over the frame's valid region only (the letterbox box,
+        :func:`inspection.geometry.crop_box`), which spans the region of interest (the frame).
+        """
         st = self.station
         cfg = st.config.pipeline
         fh, fw = frame.image.shape[:2]
         x0, y0, rw, rh = roi if roi is not None else (0, 0, fw, fh)
         rw, rh = min(rw, fw - x0), min(rh, fh - y0)
-        sx, sy = rw / model.size, rh / model.size
+        sx, sy = rw / amap.shape[1], rh / amap.shape[0]
         regions: list[repo.RegionData] = []
         crops: list[np.ndarray | None] = []
         for box in find_regions(amap, pixel_thr, cfg.max_regions, cfg.min_region_area_px):

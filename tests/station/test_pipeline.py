@@ -384,3 +384,42 @@ def test_persist_linger_writes_fewer_larger_transactions(tmp_path: Path, db) -> 
     assert sum(sizes[500.0]) == sum(sizes[0.0]) == 20
     assert max(sizes[500.0]) == 8  # batches fill up to persist_batch, no further
     assert len(sizes[500.0]) <= 4 < len(sizes[0.0])
+
+
+@pytest.mark.parametrize("fit", ["stretch", "pad"])
+def test_letterboxed_model_regions_and_heatmap_land_on_the_frame(
+    tmp_path: Path, db, fit: str
+) -> None:
+    """A long, narrow frame: regions in frame pixels and the stored heatmap, laid over the frame
+    as the UI does (resized to the frame), cover the bright spot in either fit."""
+    import cv2
+
+    from inspection.storage import LocalArtifactStore, decode_heatmap
+    from tests.station.conftest import FakeModel
+
+    _, factory = db
+    frame = np.full((48, 144, 3), 150, np.uint8)  # mean brightness > 0.5: anomalous
+    frame[16:32, 96:120] = 255
+
+    def loader(bundle: Path, settings: Any, batch_size: int | None) -> FakeModel:
+        model = FakeModel(size=64)
+        model.fit = fit  # type: ignore[attr-defined]
+        model.pixel_threshold = 0.9  # only the spot is a region
+        return model
+
+    cfg = make_config(tmp_path, retention={"frames": "none", "heatmaps": "all"})
+    station = make_station(cfg, factory, source=ScriptedSource([frame]), model_loader=loader)
+    stats = station.run()
+    assert_accounted(stats)
+    assert stats["counters"]["anomalous"] == 1
+    with factory() as s:
+        (region,) = s.scalars(select(DefectRegion)).all()
+        (heat,) = s.scalars(select(Artifact).where(Artifact.kind == ArtifactKind.HEATMAP)).all()
+        key, shape = heat.store_key, (heat.height_px, heat.width_px)
+    assert abs(region.x - 96) <= 3 and abs(region.y - 16) <= 3
+    assert abs(region.w - 24) <= 5 and abs(region.h - 16) <= 5
+    assert shape == ((21, 64) if fit == "pad" else (64, 64))  # the valid box only
+    heatmap = decode_heatmap(LocalArtifactStore(cfg.artifacts_dir).read(key))
+    over_frame = cv2.resize(heatmap, (144, 48), interpolation=cv2.INTER_LINEAR)
+    assert over_frame[18:30, 99:117].min() > 0.9
+    assert over_frame[:, :90].max() < 0.7 and over_frame[:, 126:].max() < 0.7
