@@ -114,7 +114,7 @@ def paint_subtle(
             -1,
         )
         sx, sy = (int(v) for v in rng.integers(lo, hi, 2))
-        shift = np.float32([[1, 0, sx - x0], [0, 1, sy - y0]])
+        shift = np.array([[1, 0, sx - x0], [0, 1, sy - y0]], np.float32)
         donor = cv2.warpAffine(rgb, shift, (size, size), borderMode=cv2.BORDER_REFLECT)
         donor = cv2.GaussianBlur(donor, (0, 0), max(1.0, r / 3))
         rgb[mask > 0] = donor[mask > 0] * rng.uniform(0.8, 1.1)
