@@ -35,6 +35,7 @@ from typing import Any, Literal
 import torch
 from pydantic import Field
 from torch import nn
+from torch.nn import functional as F
 
 from inspection.backbone import install_offline_weights
 from inspection.detectors._common import GaussianBlur
@@ -157,6 +158,74 @@ def coverage_radius(features: torch.Tensor, selected: torch.Tensor, chunk: int =
     return math.sqrt(worst)
 
 
+def _fast_model_class() -> type[nn.Module]:
+    """anomalib's ``PatchcoreModel`` with a cheaper inference forward (built lazily: importing
+    anomalib is heavy)."""
+    from anomalib.data import InferenceBatch
+    from anomalib.models.image.patchcore.torch_model import PatchcoreModel
+
+    class FastPatchcoreModel(PatchcoreModel):
+        """Same training forward, memory bank, scores and maps as anomalib's; inference as
+        one matrix product and a row maximum.
+
+        anomalib computes the full (patches x bank) Euclidean distance matrix, then its
+        minimum with indices (TopK in OpenVINO); on this machine that took 136 ms per 256 px
+        image with a 4096-entry bank, most of it in the elementwise passes over the matrix.
+        Here the nearest entry maximises ``x.m - |m|^2 / 2``, so the bank is augmented with
+        that column once, ``[x, 1] @ [m, -|m|^2/2]^T`` gives every patch's value in one
+        product, and a row maximum (no indices) gives its squared distance
+        ``|x|^2 - 2 max``. Indices are needed only for the image score's reweighting, so they
+        are found for each image's top patch alone (paper, eq. 7; anomalib's
+        ``compute_anomaly_score``).
+        """
+
+        def forward(self, input_tensor: torch.Tensor) -> torch.Tensor | InferenceBatch:
+            if self.training:
+                return super().forward(input_tensor)
+            if self.memory_bank.size(0) == 0:
+                raise ValueError("Memory bank is empty. Cannot provide anomaly scores")
+            output_size = input_tensor.shape[-2:]
+            with torch.no_grad():
+                features = self.feature_extractor(input_tensor)
+            features = {k: self.feature_pooler(v) for k, v in features.items()}
+            embedding = self.generate_embedding(features)  # (B, D, h, w)
+            b, d, h, w = embedding.shape
+            patches = embedding.permute(0, 2, 3, 1).reshape(b, h * w, d)
+            bank = self.memory_bank
+            augmented = torch.cat([bank, -0.5 * (bank * bank).sum(1, keepdim=True)], 1)
+            ones = torch.ones(b, h * w, 1, dtype=patches.dtype)
+            best = torch.matmul(torch.cat([patches, ones], 2), augmented.T).amax(2)  # (B, P)
+            d2 = (patches * patches).sum(2) - 2.0 * best
+            patch_scores = d2.clamp_min(0.0).sqrt()  # (B, P) distance to the nearest entry
+            score = self._reweighted(patch_scores, patches, augmented)
+            anomaly_map = self.anomaly_map_generator(patch_scores.reshape(b, 1, h, w), output_size)
+            return InferenceBatch(pred_score=score, anomaly_map=anomaly_map)
+
+        def _reweighted(
+            self, patch_scores: torch.Tensor, patches: torch.Tensor, augmented: torch.Tensor
+        ) -> torch.Tensor:
+            """(B,) the paper's image score from (B, P) patch distances and (B, P, D) patches."""
+            s_star, top = patch_scores.max(1)  # s* and the index of m^test,*
+            if self.num_neighbors == 1:
+                return s_star
+            b = patches.shape[0]
+            feature = torch.gather(
+                patches, 1, top.view(b, 1, 1).expand(b, 1, patches.shape[2])
+            ).squeeze(1)  # (B, D)
+            ones = torch.ones(b, 1, dtype=feature.dtype)
+            nearest = torch.matmul(torch.cat([feature, ones], 1), augmented.T).argmax(1)
+            bank = self.memory_bank
+            m_star = bank[nearest]  # (B, D): m* in the paper
+            k = min(self.num_neighbors, int(bank.shape[0]))
+            to_bank = torch.cdist(m_star, bank)  # (B, M)
+            support = to_bank.topk(k, dim=1, largest=False).indices  # N_b(m*)
+            dist = torch.linalg.vector_norm(bank[support] - feature[:, None, :], dim=2)
+            weights = 1.0 - F.softmax(dist, dim=1)[:, 0]
+            return weights * s_star
+
+    return FastPatchcoreModel
+
+
 class PatchcoreDetector(Detector):
     """anomalib ``PatchcoreModel`` with a plain fit loop and a fast coreset selection."""
 
@@ -175,10 +244,8 @@ class PatchcoreDetector(Detector):
         return cls.Config(type=cls.key, image_size=64, max_bank=512)
 
     def build_model(self) -> nn.Module:
-        from anomalib.models.image.patchcore.torch_model import PatchcoreModel
-
         install_offline_weights(self.config.backbone)
-        model = PatchcoreModel(
+        model = _fast_model_class()(
             layers=list(self.config.layers),
             backbone=self.config.backbone,
             pre_trained=True,

@@ -71,3 +71,19 @@ def test_bank_is_capped() -> None:
     assert det.bank_size(10) == 10 and det.bank_size(10**7) == 100
     out = det.predict(train.images[:2])
     assert np.isfinite(out.score).all()
+
+
+def test_fast_inference_equals_anomalibs_forward() -> None:
+    """One augmented product + row maximum gives anomalib's distances, score and map."""
+    from anomalib.models.image.patchcore.torch_model import PatchcoreModel
+
+    data = synthetic_set(64, 12, 4, seed=2)
+    det = PatchcoreDetector(PatchcoreConfig(image_size=64, max_bank=300))
+    det.fit(data.images[:12])
+    model = det.torch_model.eval()
+    x = det._prepare(data.images)
+    with torch.no_grad():
+        ours = model(x)
+        reference = PatchcoreModel.forward(model, x)
+    torch.testing.assert_close(ours.pred_score, reference.pred_score, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(ours.anomaly_map, reference.anomaly_map, rtol=1e-4, atol=1e-4)
