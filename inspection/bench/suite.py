@@ -475,6 +475,30 @@ def render_markdown(
     return "\n\n".join(parts) + "\n"
 
 
+def _save(
+    rows: dict[str, dict[str, Any]],
+    protocol: str,
+    results_dir: Path,
+    figures_dir: Path,
+    quick: bool,
+    result: SuiteRun,
+) -> dict[str, Any]:
+    """Merge ``rows`` into ``<protocol>.json`` (re-read first: other runs may have added rows)
+    and rewrite it with its markdown and picture; called after every cell, so a run that is
+    stopped keeps what it measured. Returns the payload written."""
+    merged = _previous_datasets(results_dir / f"{protocol}.json", protocol)
+    for name, new in rows.items():
+        merged.setdefault(name, {"detectors": {}})
+        merged[name].setdefault("detectors", {}).update(new)
+    payload = build_payload(protocol, merged, quick)
+    picture = heatmap(payload, figures_dir / "auroc.png")
+    markdown = render_markdown(
+        payload, picture.relative_to(results_dir).as_posix(), result.skipped, result.failed
+    )
+    write_results(protocol, payload, markdown, results_dir)
+    return payload
+
+
 def run(
     keys: list[str],
     datasets: list[str] | None = None,
@@ -533,9 +557,12 @@ def run(
         if status != "ok":
             logger.error("%s on %s failed: %s", key, name, value)
             result.failed[f"{name}/{key}"] = str(value)
+            if rows:  # the markdown lists the failure beside what was measured
+                result.payload = _save(rows, protocol, results_dir, figures_dir, quick, result)
             continue
         rows.setdefault(name, {})[key] = {**stamp(), **value}
         result.measured.append((name, key))
+        result.payload = _save(rows, protocol, results_dir, figures_dir, quick, result)
         logger.info(
             "%s on %s: image AUROC %s, fit %.1f s, OpenVINO %.2f ms/image%s",
             key,
@@ -545,21 +572,8 @@ def run(
             value["openvino_ms_per_image"],
             f" (chose {value['chosen']})" if "chosen" in value else "",
         )
-    json_path = results_dir / f"{protocol}.json"
-    # Re-read just before writing: other runs may have added rows meanwhile.
-    merged = _previous_datasets(json_path, protocol)
     if not rows:
-        logger.warning("nothing measured; %s left as it was", json_path)
+        merged = _previous_datasets(results_dir / f"{protocol}.json", protocol)
+        logger.warning("nothing measured; %s.json left as it was", protocol)
         result.payload = build_payload(protocol, merged, quick) if merged else {}
-        return result
-    for name, new in rows.items():
-        merged.setdefault(name, {"detectors": {}})
-        merged[name].setdefault("detectors", {}).update(new)
-    payload = build_payload(protocol, merged, quick)
-    picture = heatmap(payload, figures_dir / "auroc.png")
-    markdown = render_markdown(
-        payload, picture.relative_to(results_dir).as_posix(), result.skipped, result.failed
-    )
-    write_results(protocol, payload, markdown, results_dir)
-    result.payload = payload
     return result
