@@ -56,9 +56,10 @@ def time_openvino(bundle: str, images: np.ndarray, repeats: int) -> float:
     """Batch-1 milliseconds of the bundle's OpenVINO model in a spawned process that never
     imports torch, as on a station.
 
-    Timed in the process that trained and ran the torch model, the same graph took several
-    times longer (PaDiM 146 against about 20 ms per 256 px image on this machine): torch's
-    idle worker threads and allocations compete with OpenVINO's.
+    Timed inside the benchmark's own process, after training, scoring and evaluating there,
+    the same graph took several times longer (PaDiM on ``mvtec_screw``: 140 ms per 256 px
+    image there, 31 ms in a fresh process, on this machine); the station's number is the
+    fresh process's.
     """
     status, value = run_in_child(_time_bundle, (bundle, images, repeats))
     if status != "ok":
