@@ -138,19 +138,6 @@ def test_cli_skips_absent_data_set(tmp_path: Path) -> None:
     assert "skipped mvtec_screw" in out.output
 
 
-def test_auto_without_train_auto_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    from inspection import engine
-    from inspection.cli import app
-    from inspection.errors import ConfigError
-
-    monkeypatch.delattr(engine, "train_auto", raising=False)
-    with pytest.raises(ConfigError, match="train_auto"):
-        suite.auto_trainer()
-    assert suite.AUTO not in suite.default_keys()
-    out = CliRunner().invoke(app, ["bench", "suite", "--quick", "--detectors", "auto"])
-    assert out.exit_code != 0 and "train_auto" in out.output
-
-
 def test_quick_run_writes_exact_shape_markdown_and_picture(tmp_path: Path) -> None:
     result = suite.run(
         ["padim"], ["synthetic-tile"], quick=True, results_dir=tmp_path, isolate=False
@@ -192,7 +179,7 @@ def test_auto_loads_at_auto_size_and_records_chosen(
     seen: dict[str, Any] = {}
     detector = SimpleNamespace(key="padim", config=SimpleNamespace(image_size=64))
 
-    def fake_train_auto(normals: ImageSet, progress: Any = None) -> Any:
+    def fake_train_auto(normals: ImageSet, progress: Any = None, quick: bool = False) -> Any:
         seen["normals_side"] = normals.images.shape[1]
         selection = {"chosen": "padim", "candidates": {"padim": {"v": 0.5}, "stfpm": {"v": 0.4}}}
         return SimpleNamespace(detector=detector, auto_selection=selection)
@@ -212,10 +199,10 @@ def test_auto_loads_at_auto_size_and_records_chosen(
         cal = Calibration(0.0, 0.0, 0.0, 1.0, 0.0, 1.0, 0.99)
         return measure.Measurement(row, np.zeros(len(test_set)), np.zeros(0), eval_set, cal)
 
-    monkeypatch.setattr(engine, "train_auto", fake_train_auto, raising=False)
-    monkeypatch.setattr(engine, "AUTO_LOAD_SIZE", 96, raising=False)
+    monkeypatch.setattr(engine, "train_auto", fake_train_auto)
+    monkeypatch.setattr(engine, "QUICK_AUTO_LOAD_SIZE", 96)
     monkeypatch.setattr(measure, "measure_trained", fake_measure)
-    assert suite.AUTO in suite.default_keys() and suite.AUTO not in suite.default_keys(quick=True)
+    assert suite.AUTO in suite.default_keys()
     result = suite.run(
         [suite.AUTO],
         ["synthetic-disc"],

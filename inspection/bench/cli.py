@@ -72,12 +72,10 @@ def suite(
     from inspection.detectors import registry
     from inspection.errors import ConfigError
 
-    keys = [k.strip() for k in detectors.split(",") if k.strip()] or bench.default_keys(quick)
+    keys = [k.strip() for k in detectors.split(",") if k.strip()] or bench.default_keys()
     try:
         for key in keys:
-            if key == bench.AUTO:
-                bench.auto_trainer()
-            else:
+            if key != bench.AUTO:
                 registry.get(key)  # fail fast on unknown keys
     except (ConfigError, KeyError) as exc:
         raise typer.BadParameter(str(exc), param_hint="--detectors") from exc

@@ -15,11 +15,9 @@ and keep the other rows; every row keeps the commit and date it was measured at.
 
 from __future__ import annotations
 
-import inspect
 import json
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -142,47 +140,11 @@ def load_dataset(spec: DatasetSpec, data_root: Path, size: int) -> tuple[ImageSe
     raise ValueError(f"unknown data set kind {spec.kind!r}")
 
 
-def auto_trainer() -> tuple[Callable[..., Any], int]:
-    """(``inspection.engine.train_auto``, ``inspection.engine.AUTO_LOAD_SIZE``).
-
-    Raises :class:`~inspection.errors.ConfigError` when this commit's engine has no
-    ``train_auto`` (the key ``auto`` cannot be measured then).
-    """
-    from inspection import engine
-
-    fn = getattr(engine, "train_auto", None)
-    size = getattr(engine, "AUTO_LOAD_SIZE", None)
-    if fn is None or size is None:
-        raise ConfigError(
-            "detector key 'auto' needs inspection.engine.train_auto and "
-            "inspection.engine.AUTO_LOAD_SIZE, which this commit does not have; "
-            "leave 'auto' out of --detectors"
-        )
-    return fn, int(size)
-
-
-def _auto_takes_quick(fn: Callable[..., Any]) -> bool:
-    try:
-        return "quick" in inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return False
-
-
-def auto_available(quick: bool = False) -> bool:
-    """Whether ``auto`` is measured by default: ``train_auto`` exists (and, for ``--quick``,
-    takes a ``quick`` argument, so it stays a seconds-long CI run)."""
-    try:
-        fn, _ = auto_trainer()
-    except ConfigError:
-        return False
-    return _auto_takes_quick(fn) if quick else True
-
-
-def default_keys(quick: bool = False) -> list[str]:
-    """Every registry key, plus ``auto`` where :func:`auto_available`."""
+def default_keys() -> list[str]:
+    """Every registry key, plus ``auto``."""
     from inspection.detectors import registry
 
-    return registry.keys() + ([AUTO] if auto_available(quick) else [])
+    return [*registry.keys(), AUTO]
 
 
 def _jsonable(value: Any) -> Any:
@@ -213,13 +175,10 @@ def bench_cell(
     extra: dict[str, Any] = {}
     start = time.perf_counter()
     if key == AUTO:
-        train_auto, load_size = auto_trainer()
+        load_size = engine.QUICK_AUTO_LOAD_SIZE if quick else engine.AUTO_LOAD_SIZE
         train_set, test_set = load_dataset(spec, data_root, load_size)
-        kwargs: dict[str, Any] = {"progress": progress}
-        if quick and _auto_takes_quick(train_auto):
-            kwargs["quick"] = True
-        trained = train_auto(train_set, **kwargs)
-        selection = getattr(trained, "auto_selection", None) or {}
+        trained = engine.train_auto(train_set, progress=progress, quick=quick)
+        selection = trained.auto_selection or {}
         extra["chosen"] = str(selection.get("chosen", trained.detector.key))
         extra["auto_selection"] = _jsonable(selection)
         extra["load_size"] = load_size
@@ -516,6 +475,30 @@ def render_markdown(
     return "\n\n".join(parts) + "\n"
 
 
+def _save(
+    rows: dict[str, dict[str, Any]],
+    protocol: str,
+    results_dir: Path,
+    figures_dir: Path,
+    quick: bool,
+    result: SuiteRun,
+) -> dict[str, Any]:
+    """Merge ``rows`` into ``<protocol>.json`` (re-read first: other runs may have added rows)
+    and rewrite it with its markdown and picture; called after every cell, so a run that is
+    stopped keeps what it measured. Returns the payload written."""
+    merged = _previous_datasets(results_dir / f"{protocol}.json", protocol)
+    for name, new in rows.items():
+        merged.setdefault(name, {"detectors": {}})
+        merged[name].setdefault("detectors", {}).update(new)
+    payload = build_payload(protocol, merged, quick)
+    picture = heatmap(payload, figures_dir / "auroc.png")
+    markdown = render_markdown(
+        payload, picture.relative_to(results_dir).as_posix(), result.skipped, result.failed
+    )
+    write_results(protocol, payload, markdown, results_dir)
+    return payload
+
+
 def run(
     keys: list[str],
     datasets: list[str] | None = None,
@@ -574,9 +557,12 @@ def run(
         if status != "ok":
             logger.error("%s on %s failed: %s", key, name, value)
             result.failed[f"{name}/{key}"] = str(value)
+            if rows:  # the markdown lists the failure beside what was measured
+                result.payload = _save(rows, protocol, results_dir, figures_dir, quick, result)
             continue
         rows.setdefault(name, {})[key] = {**stamp(), **value}
         result.measured.append((name, key))
+        result.payload = _save(rows, protocol, results_dir, figures_dir, quick, result)
         logger.info(
             "%s on %s: image AUROC %s, fit %.1f s, OpenVINO %.2f ms/image%s",
             key,
@@ -586,21 +572,8 @@ def run(
             value["openvino_ms_per_image"],
             f" (chose {value['chosen']})" if "chosen" in value else "",
         )
-    json_path = results_dir / f"{protocol}.json"
-    # Re-read just before writing: other runs may have added rows meanwhile.
-    merged = _previous_datasets(json_path, protocol)
     if not rows:
-        logger.warning("nothing measured; %s left as it was", json_path)
+        merged = _previous_datasets(results_dir / f"{protocol}.json", protocol)
+        logger.warning("nothing measured; %s.json left as it was", protocol)
         result.payload = build_payload(protocol, merged, quick) if merged else {}
-        return result
-    for name, new in rows.items():
-        merged.setdefault(name, {"detectors": {}})
-        merged[name].setdefault("detectors", {}).update(new)
-    payload = build_payload(protocol, merged, quick)
-    picture = heatmap(payload, figures_dir / "auroc.png")
-    markdown = render_markdown(
-        payload, picture.relative_to(results_dir).as_posix(), result.skipped, result.failed
-    )
-    write_results(protocol, payload, markdown, results_dir)
-    result.payload = payload
     return result
