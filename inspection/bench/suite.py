@@ -412,7 +412,7 @@ def render_markdown(
     if figure is not None:
         parts.append(f"![image AUROC per detector and data set]({figure})")
     for name in names:
-        rows = [{"detector": k, **v} for k, v in payload["datasets"][name]["detectors"].items()]
+        rows = [{**v, "detector": k} for k, v in payload["datasets"][name]["detectors"].items()]
         for r in rows:
             r["score_mode"] = _score_mode(r)
             r["commit"] = _short_commit(r.get("commit"))
