@@ -376,7 +376,11 @@ def render_markdown(
         "pixel AUROC and AUPRO (FPR <= 0.3) where masks exist; metrics at "
         f"{METRIC_SIZE} x {METRIC_SIZE} (anomaly maps of detectors at another input side "
         "resized bilinearly; masks read at that side); fit time and batch-1 OpenVINO time "
-        "(CPU) on the machine of each row's run."
+        "(CPU) on the machine of each row's run. OpenVINO is timed in a fresh torch-free "
+        "process since commit eb16663; rows measured before it were timed inside the "
+        "benchmark's process, which read 4-7x higher for some graphs (padim on mvtec_screw: "
+        "140 ms there, 31 ms fresh); real-data PatchCore bundles still read about 125 ms "
+        "either way (under investigation; a synthetic bundle takes 19 ms)."
         if not quick
         else "Quick stand-in of protocol `suite` on synthetic parts (CI smoke run; the numbers "
         "say nothing about real data)."
