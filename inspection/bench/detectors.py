@@ -10,13 +10,18 @@ and in OpenVINO. Rows merge into ``bench/results/<protocol>.json`` so detectors 
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
 
 from inspection.bench.measure import run_in_child
-from inspection.bench.report import RESULTS_DIR, markdown_table, stamp, write_results
+from inspection.bench.report import (
+    RESULTS_DIR,
+    markdown_table,
+    previous_section,
+    stamp,
+    write_results,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -112,13 +117,7 @@ def bench_one(
 
 
 def _previous_rows(json_path: Path, protocol: str) -> dict[str, Any]:
-    if not json_path.is_file():
-        return {}
-    previous = json.loads(json_path.read_text())
-    if previous.get("protocol") != protocol:
-        return {}
-    rows: dict[str, Any] = previous.get("detectors", {})
-    return rows
+    return previous_section(json_path, protocol, "detectors")
 
 
 def run(

@@ -97,3 +97,15 @@ def write_results(
     )
     md_path.write_text(header + markdown.rstrip() + "\n")
     return json_path, md_path
+
+
+def previous_section(json_path: Path, protocol: str, section: str) -> dict[str, Any]:
+    """``section`` of a results file written earlier for ``protocol`` ({} when the file is
+    absent or holds another protocol): the rows a new run merges into."""
+    if not json_path.is_file():
+        return {}
+    previous = json.loads(json_path.read_text())
+    if previous.get("protocol") != protocol:
+        return {}
+    rows: dict[str, Any] = previous.get(section, {})
+    return rows

@@ -25,7 +25,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from inspection.bench.measure import run_in_child
-from inspection.bench.report import RESULTS_DIR, markdown_table, stamp, write_results
+from inspection.bench.report import (
+    RESULTS_DIR,
+    markdown_table,
+    previous_section,
+    stamp,
+    write_results,
+)
 from inspection.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -265,13 +271,7 @@ class SuiteRun:
 
 
 def _previous_datasets(json_path: Path, protocol: str) -> dict[str, Any]:
-    if not json_path.is_file():
-        return {}
-    previous = json.loads(json_path.read_text())
-    if previous.get("protocol") != protocol:
-        return {}
-    datasets: dict[str, Any] = previous.get("datasets", {})
-    return datasets
+    return previous_section(json_path, protocol, "datasets")
 
 
 def _key_order(keys: set[str]) -> list[str]:
