@@ -7,8 +7,10 @@ OpenVINO) inside its commands, so ``inspection --help`` stays fast.
 from __future__ import annotations
 
 import logging
+import sys
 
 import typer
+from rich.console import Console
 
 from inspection.api.cli import serve_command, users_app
 from inspection.bench.cli import app as bench_app
@@ -44,5 +46,28 @@ def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug log
 
 
 def main() -> None:
-    """Console-script entry point."""
-    app()
+    """Console-script entry point.
+
+    A command that needs an extra this install lacks (the lean station install has no torch)
+    prints which one to install and exits with code 2 instead of an import traceback.
+    """
+    from inspection.errors import MissingExtraError
+    from inspection.extras import EXIT_MISSING_EXTRA, as_missing_extra
+
+    try:
+        app()
+    except MissingExtraError as exc:
+        _missing_extra(exc)
+        sys.exit(EXIT_MISSING_EXTRA)
+    except ImportError as exc:
+        missing = as_missing_extra(exc)
+        if missing is None:
+            raise
+        _missing_extra(missing)
+        sys.exit(EXIT_MISSING_EXTRA)
+
+
+def _missing_extra(exc: Exception) -> None:
+    from rich.markup import escape
+
+    Console(stderr=True).print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)

@@ -81,6 +81,9 @@ def run_line_with_ui(line: Path, *, host: str, port: int, duration: float | None
 
 def quick_demo(detector: str, family: str, parts: int, workdir: Path) -> None:
     """Train on the synthetic line, export to OpenVINO and flag defective parts."""
+    from inspection.extras import require_extra
+
+    require_extra("inspection demo --no-serve (trains a detector)")
     import cv2
     import numpy as np
     from rich.console import Console

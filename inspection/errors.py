@@ -77,3 +77,21 @@ class CameraError(InspectionError):
 
 class FrameError(InspectionError):
     """A captured frame is unusable: corrupt or truncated file, empty image, wrong shape."""
+
+
+class MissingExtraError(InspectionError):
+    """A command needs an optional part of the package (an extra) that this install lacks.
+
+    The lean station install (``pip install inspection``) has no torch: training, export and
+    the benchmarks need ``pip install 'inspection[train]'``. The CLI exits with code 2 on it.
+    """
+
+    def __init__(self, feature: str, extra: str = "train", module: str | None = None) -> None:
+        self.feature = feature
+        self.extra = extra
+        self.module = module
+        missing = f" (no module {module!r})" if module else ""
+        super().__init__(
+            f"{feature} needs the '{extra}' extra, which this install lacks{missing}: "
+            f"pip install 'inspection[{extra}]' (or `make setup` in a clone)"
+        )

@@ -72,6 +72,9 @@ def train_command(
     evaluate: bool = typer.Option(True, help="Evaluate on test/ of an MVTec-layout root."),
 ) -> None:
     """Train a detector on normal images and export a station bundle."""
+    from inspection.extras import require_extra
+
+    require_extra("inspection train")  # before torch: the lean install says which extra to add
     from pydantic import ValidationError
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn

@@ -11,6 +11,14 @@ app = typer.Typer(
 )
 
 
+@app.callback()
+def _needs_train_extra() -> None:
+    """Benchmarks train and export models: they need the ``train`` extra (torch)."""
+    from inspection.extras import require_extra
+
+    require_extra("inspection bench")
+
+
 @app.command("detectors")
 def detectors(
     protocol: str = typer.Option(

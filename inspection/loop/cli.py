@@ -107,6 +107,9 @@ def retrain_command(
         return
     if station is None:
         raise typer.BadParameter("give --station (or a subcommand: rollback, cancel, jobs)")
+    from inspection.extras import require_extra
+
+    require_extra("inspection retrain")
     from rich.console import Console
     from rich.progress import Progress, TaskID
 
@@ -280,6 +283,9 @@ def scheduler_run(
     db_url: str | None = typer.Option(None, "--db-url", help="Default: INSPECTION_DATABASE_URL."),
 ) -> None:
     """Run the retraining scheduler on this box until SIGINT/SIGTERM."""
+    from inspection.extras import require_extra
+
+    require_extra("inspection scheduler (retrains stations)")
     from rich.console import Console
 
     from inspection.errors import InspectionError

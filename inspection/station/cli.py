@@ -72,8 +72,13 @@ def _report(results: dict[str, dict[str, Any]]) -> None:
 
 
 def _fail(exc: Exception) -> typer.Exit:
-    console.print(f"[red]error:[/red] {exc}", soft_wrap=True)
-    return typer.Exit(code=1)
+    from rich.markup import escape
+
+    from inspection.errors import MissingExtraError
+    from inspection.extras import EXIT_MISSING_EXTRA
+
+    console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
+    return typer.Exit(code=EXIT_MISSING_EXTRA if isinstance(exc, MissingExtraError) else 1)
 
 
 @app.command("run")
