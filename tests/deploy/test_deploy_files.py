@@ -277,12 +277,23 @@ def test_systemd_units_are_consistent() -> None:
 # -- Dockerfile --------------------------------------------------------------------------------
 
 
-def test_dockerfile_matches_the_manifests() -> None:
-    text = (DEPLOY / "Dockerfile").read_text()
+@pytest.mark.parametrize("dockerfile", ["Dockerfile", "Dockerfile.station"])
+def test_dockerfile_matches_the_manifests(dockerfile: str) -> None:
+    text = (DEPLOY / dockerfile).read_text()
     assert re.search(r"^FROM python:3\.11", text, re.M)
     assert f"--uid {APP_UID}" in text and f"USER {APP_UID}" in text
     assert "EXPOSE 8000 9108" in text
     assert "INSPECTION_MIGRATIONS_DIR=/opt/inspection/migrations" in text
-    ignore = (DEPLOY / "Dockerfile.dockerignore").read_text()
+    ignore = (DEPLOY / f"{dockerfile}.dockerignore").read_text()
     for needed in ("inspection/", "migrations/", "stations/", "pyproject.toml"):
         assert f"!{needed}" in ignore
+
+
+def test_images_install_the_right_extras() -> None:
+    """The full image trains (extra ``train``); the station image is the lean base install."""
+    full = (DEPLOY / "Dockerfile").read_text()
+    lean = (DEPLOY / "Dockerfile.station").read_text()
+    assert "pip install '.[train]'" in full
+    installs = re.findall(r"pip install ([^\n&\\]+)", lean)
+    assert installs and all("[" not in i and "torch" not in i for i in installs), installs
+    assert '! python -c "import torch"' in lean
