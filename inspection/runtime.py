@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -100,6 +101,57 @@ def to_input(images: np.ndarray) -> np.ndarray:
     )
 
 
+#: Size limit of a compile cache folder: older blobs go first (every retrained model adds one).
+CACHE_MAX_MB = 2048
+
+
+def prune_cache(cache_dir: Path, max_mb: float = CACHE_MAX_MB) -> list[Path]:
+    """Delete the least recently written blobs until ``cache_dir`` holds at most ``max_mb``.
+
+    Returns the deleted files. Errors (a blob another process is using or removed) are skipped:
+    pruning is housekeeping, never a reason to fail a model load.
+    """
+    try:
+        blobs = sorted(
+            (p for p in cache_dir.iterdir() if p.is_file() and p.suffix == ".blob"),
+            key=lambda p: p.stat().st_mtime,
+        )
+        total = sum(p.stat().st_size for p in blobs)
+    except OSError:
+        return []
+    removed: list[Path] = []
+    limit = max_mb * 2**20
+    for blob in blobs[:-1]:  # never the newest: the model just compiled
+        if total <= limit:
+            break
+        try:
+            size = blob.stat().st_size
+            blob.unlink()
+        except OSError:
+            continue
+        total -= size
+        removed.append(blob)
+    if removed:
+        logger.info("OpenVINO compile cache %s: removed %d old blob(s)", cache_dir, len(removed))
+    return removed
+
+
+def usable_cache_dir(cache_dir: str | Path | None) -> Path | None:
+    """``cache_dir`` created if missing, or None (with a warning) when it cannot be written."""
+    if cache_dir is None:
+        return None
+    path = Path(cache_dir)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write-test-{os.getpid()}"
+        probe.touch()
+        probe.unlink()
+    except OSError as exc:
+        logger.warning("OpenVINO compile cache %s unusable (%s): compiling without it", path, exc)
+        return None
+    return path
+
+
 class OpenVinoModel:
     """A compiled deployable model with its calibration.
 
@@ -122,6 +174,10 @@ class OpenVinoModel:
         batch_size: compile for exactly this many images per call (None: any, the bundle's
             dynamic batch). A static shape lets OpenVINO pick better memory layouts: OC-GAN
             per 256 px image on one thread 1000 -> 780 us at batch 1.
+        cache_dir: OpenVINO compile cache folder (``CACHE_DIR``; None: no cache). A restart
+            with the same bundle and settings loads the compiled blob instead of compiling
+            again (created when missing; unusable: a warning, and no cache; kept under
+            :data:`CACHE_MAX_MB` by :func:`prune_cache`).
     """
 
     def __init__(
@@ -134,6 +190,7 @@ class OpenVinoModel:
         performance_hint: str = "latency",
         cpu_pinning: bool | None = None,
         batch_size: int | None = None,
+        cache_dir: str | Path | None = None,
     ) -> None:
         import openvino as ov
 
@@ -165,6 +222,9 @@ class OpenVinoModel:
             config["INFERENCE_NUM_THREADS"] = num_threads
         if cpu_pinning is not None:
             config["ENABLE_CPU_PINNING"] = cpu_pinning
+        self.cache_dir = usable_cache_dir(cache_dir)
+        if self.cache_dir is not None:
+            config["CACHE_DIR"] = str(self.cache_dir)
         try:
             model = core.read_model(xml)
             shape = model.input(0).get_partial_shape()
@@ -181,6 +241,8 @@ class OpenVinoModel:
             self.compiled = core.compile_model(ppp.build(), device, config)
         except RuntimeError as exc:
             raise ModelFileError(f"cannot load OpenVINO model {xml}: {exc}") from exc
+        if self.cache_dir is not None:
+            prune_cache(self.cache_dir)
         self._tensor = ov.Tensor
         self.request = self.compiled.create_infer_request()
 

@@ -18,6 +18,7 @@ Camera credentials never appear in a config: a stream URL names placeholders
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -229,7 +230,9 @@ class DetectorSettings(_Model):
     frames per second for small models). ``cpu_pinning``: pin OpenVINO's inference threads to
     cores (None: OpenVINO's choice, except that several scoring workers with the latency hint,
     each compiling its own model, are never pinned: each would pin to the same first cores).
-    ``path`` is also where ``bootstrap`` writes.
+    ``path`` is also where ``bootstrap`` writes. ``compile_cache``/``cache_dir``: OpenVINO's
+    compile cache (``CACHE_DIR``), on by default, so a restarted station loads its compiled
+    model instead of compiling it again (:func:`compile_cache_dir`).
     """
 
     source: Literal["bundle", "database"] = "bundle"
@@ -239,6 +242,10 @@ class DetectorSettings(_Model):
     inference_precision: Literal["f32", "bf16"] = "f32"
     performance_hint: Literal["latency", "throughput"] = "latency"
     cpu_pinning: bool | None = None
+    #: OpenVINO compile cache: a restart loads the compiled model instead of compiling it again
+    compile_cache: bool = True
+    #: its folder (None: ``INSPECTION_OV_CACHE_DIR``, else ``<artifacts_dir>/.ov-cache``)
+    cache_dir: Path | None = None
     bootstrap: BootstrapConfig | None = None
 
     @model_validator(mode="after")
@@ -409,6 +416,25 @@ class StationConfig(_Model):
                 "detector.bootstrap trains on the synthetic line: camera.type must be synthetic"
             )
         return self
+
+
+#: Environment variable naming the OpenVINO compile cache folder of every station on the box.
+OV_CACHE_ENV = "INSPECTION_OV_CACHE_DIR"
+
+
+def compile_cache_dir(config: StationConfig) -> Path | None:
+    """Where the station's OpenVINO compile cache lives (None: ``compile_cache: false``).
+
+    ``detector.cache_dir``, else ``$INSPECTION_OV_CACHE_DIR``, else ``<artifacts_dir>/.ov-cache``.
+    Cached blobs are keyed by the model and the compile settings, so stations may share one.
+    """
+    det = config.detector
+    if not det.compile_cache:
+        return None
+    if det.cache_dir is not None:
+        return det.cache_dir
+    env = os.environ.get(OV_CACHE_ENV)
+    return Path(env) if env else config.artifacts_dir / ".ov-cache"
 
 
 # -- loading -----------------------------------------------------------------------------------

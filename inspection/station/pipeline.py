@@ -57,7 +57,7 @@ from inspection.geometry import Box as ValidBox
 from inspection.geometry import crop_box
 from inspection.runtime import Prediction, preprocess_box, read_metadata
 from inspection.station import metrics
-from inspection.station.config import DetectorSettings, StationConfig
+from inspection.station.config import DetectorSettings, StationConfig, compile_cache_dir
 from inspection.station.outputs import ResultOutputs
 from inspection.station.persist import (
     ArtifactWriter,
@@ -158,6 +158,7 @@ def load_openvino(
         performance_hint=settings.performance_hint,
         cpu_pinning=settings.cpu_pinning,
         batch_size=batch_size,
+        cache_dir=settings.cache_dir if settings.compile_cache else None,
     )
 
 
@@ -723,6 +724,8 @@ class Station:
         det = self.config.detector
         if det.cpu_pinning is None and pipe.infer_workers > 1 and det.performance_hint == "latency":
             det = det.model_copy(update={"cpu_pinning": False})  # one compiled model per worker
+        if det.compile_cache and det.cache_dir is None:
+            det = det.model_copy(update={"cache_dir": compile_cache_dir(self.config)})
         # Batches are the frames already waiting, 1..batch_size: only batch 1 is a fixed shape.
         static = 1 if pipe.batch_size == 1 else None
         first = self.model_loader(bundle, det, static)

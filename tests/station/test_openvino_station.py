@@ -191,3 +191,52 @@ def test_static_batch_model_matches_dynamic(padim_bundle: Path) -> None:
     static = OpenVinoModel(padim_bundle, num_threads=1, batch_size=1).predict(image)
     np.testing.assert_allclose(static.raw_score, dynamic.raw_score, rtol=1e-4)
     np.testing.assert_allclose(static.anomaly_map, dynamic.anomaly_map, rtol=1e-4, atol=1e-5)
+
+
+def test_compile_cache_is_filled_and_reused(tmp_path: Path, padim_bundle: Path) -> None:
+    """A compile cache folder gets OpenVINO's blob; a model loaded from it scores the same."""
+    from inspection.runtime import OpenVinoModel
+
+    cache = tmp_path / "ov-cache"
+    frames = np.stack([s.image for s in SyntheticLine("disc", size=64, seed=3).normals(2)])
+    cold = OpenVinoModel(padim_bundle, batch_size=1, cache_dir=cache)
+    blobs = sorted(p.name for p in cache.iterdir() if p.is_file())
+    assert blobs, "OpenVINO wrote nothing to the compile cache"
+    warm = OpenVinoModel(padim_bundle, batch_size=1, cache_dir=cache)
+    assert sorted(p.name for p in cache.iterdir() if p.is_file()) == blobs  # reused, not added
+    for frame in frames:
+        a, b = cold.predict(frame[None]), warm.predict(frame[None])
+        np.testing.assert_allclose(a.raw_score, b.raw_score, rtol=1e-5)
+        np.testing.assert_allclose(a.anomaly_map, b.anomaly_map, rtol=1e-4, atol=1e-6)
+
+
+def test_compile_cache_folder_resolution(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from inspection.runtime import usable_cache_dir
+    from inspection.station.config import OV_CACHE_ENV, compile_cache_dir
+
+    monkeypatch.delenv(OV_CACHE_ENV, raising=False)
+    cfg = make_config(tmp_path)
+    assert compile_cache_dir(cfg) == cfg.artifacts_dir / ".ov-cache"
+    monkeypatch.setenv(OV_CACHE_ENV, str(tmp_path / "env-cache"))
+    assert compile_cache_dir(cfg) == tmp_path / "env-cache"
+    own = make_config(tmp_path, detector={"cache_dir": str(tmp_path / "own")})
+    assert compile_cache_dir(own) == tmp_path / "own"
+    assert compile_cache_dir(make_config(tmp_path, detector={"compile_cache": False})) is None
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    assert usable_cache_dir(blocker / "cache") is None  # cannot be created: no cache, no error
+
+
+def test_compile_cache_is_pruned_oldest_first(tmp_path: Path) -> None:
+    import os
+
+    from inspection.runtime import prune_cache
+
+    for i in range(4):
+        blob = tmp_path / f"{i}.blob"
+        blob.write_bytes(b"x" * 2**20)
+        os.utime(blob, (1000 + i, 1000 + i))
+    (tmp_path / "keep.txt").write_text("not a blob")
+    removed = prune_cache(tmp_path, max_mb=2)
+    assert [p.name for p in removed] == ["0.blob", "1.blob"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["2.blob", "3.blob", "keep.txt"]
