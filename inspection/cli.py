@@ -53,7 +53,9 @@ def main() -> None:
     """
     from inspection.errors import MissingExtraError
     from inspection.extras import EXIT_MISSING_EXTRA, as_missing_extra
+    from inspection.quiet import quiet_third_party
 
+    quiet_third_party()
     try:
         app()
     except MissingExtraError as exc:

@@ -12,8 +12,12 @@ heatmap overlays to ``var/demo/``.
 from __future__ import annotations
 
 import logging
+import signal
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -38,8 +42,34 @@ def demo_command(
     run_line_with_ui(line, host=host, port=port, duration=duration)
 
 
+@contextmanager
+def stop_on_signals(stop: threading.Event, say: Any = print) -> Iterator[threading.Event]:
+    """SIGINT (Ctrl+C) and SIGTERM set ``stop`` (a graceful stop: capture ends, everything
+    captured is scored and stored, the database is closed); a second signal interrupts at once.
+    The previous handlers come back on exit. Outside the main thread it does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        say(f"{signal.Signals(signum).name}: stopping, finishing captured parts (again: at once)")
+        stop.set()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
 def run_line_with_ui(line: Path, *, host: str, port: int, duration: float | None) -> None:
-    """Migrate the database, seed demo logins, serve the UI and run every station of ``line``."""
+    """Migrate the database, seed demo logins, serve the UI and run every station of ``line``.
+
+    Ctrl+C and SIGTERM stop it the same graceful way (:func:`stop_on_signals`).
+    """
     from rich.console import Console
 
     from inspection.api.server import start_in_thread
@@ -68,10 +98,11 @@ def run_line_with_ui(line: Path, *, host: str, port: int, duration: float | None
             "first start trains their models, a minute or two; Ctrl+C stops)"
         )
         try:
-            results = run_stations(
-                configs, db_url=url, init_db=True, duration_s=duration, stop=stop
-            )
-        except KeyboardInterrupt:
+            with stop_on_signals(stop, console.print):
+                results = run_stations(
+                    configs, db_url=url, init_db=True, duration_s=duration, stop=stop
+                )
+        except KeyboardInterrupt:  # a second Ctrl+C: the stations were stopped on the way out
             stop.set()
             results = {}
     for station_id, stats in results.items():

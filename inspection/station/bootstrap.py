@@ -172,8 +172,10 @@ def main() -> None:
     """Subprocess entry: station config JSON on stdin, database from the environment."""
     from inspection.db.engine import make_engine, make_session_factory
     from inspection.db.settings import get_settings
+    from inspection.quiet import quiet_third_party
     from inspection.station.config import parse_station_config
 
+    quiet_third_party()
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
