@@ -341,3 +341,44 @@ def loop(
             progress=progress,
         )
     console.print(markdown_table(payload["cycles"], loop_bench.COLUMNS))
+
+
+@app.command("start")
+def start(
+    detectors: str = typer.Option("padim,cutpaste", help="Comma-separated registry keys."),
+    python: str | None = typer.Option(
+        None,
+        help="Interpreter that runs the station (default: this one), e.g. a lean install's "
+        "venv/bin/python.",
+    ),
+    size: int = typer.Option(256, help="Model side in pixels (bundles as `bench station`)."),
+    repeats: int = typer.Option(3, min=1, help="Starts of each kind per detector."),
+    workdir: Path = typer.Option(
+        Path("var/bench/station"), help="Bundles (shared with `bench station`) and scratch."
+    ),
+    results_dir: Path = typer.Option(Path("bench/results"), help="Where results are written."),
+    name: str = typer.Option("station-lean", help="Results file name."),
+) -> None:
+    """Station process start -> first stored result (cold/warm OpenVINO cache) and its RSS."""
+    from rich.console import Console
+
+    from inspection.bench import start_bench as bench
+    from inspection.bench.report import markdown_table
+    from inspection.detectors import registry
+
+    keys = [k.strip() for k in detectors.split(",") if k.strip()]
+    for key in keys:
+        registry.get(key)  # fail fast on unknown keys
+    console = Console()
+    payload = bench.run(
+        keys,
+        python=python,
+        size=size,
+        repeats=repeats,
+        workdir=workdir,
+        results_dir=results_dir,
+        name=name,
+        progress=console.print,
+    )
+    rows = [{"detector": k, **v} for k, v in payload["detectors"].items()]
+    console.print(markdown_table(rows, bench.COLUMNS))
