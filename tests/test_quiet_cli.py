@@ -8,7 +8,6 @@ import os
 import re
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -18,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from inspection.bench.start_bench import stored_results
 from inspection.quiet import quiet_third_party
 from tests.conftest import synthetic_set
 
@@ -62,14 +62,6 @@ def padim_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return engine.export_openvino(trained, tmp_path_factory.mktemp("padim") / "bundle")
 
 
-def _rows(db: Path) -> int:
-    try:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=0.1) as conn:
-            return int(conn.execute("SELECT count(*) FROM inspection").fetchone()[0])
-    except sqlite3.Error:
-        return 0
-
-
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -105,7 +97,7 @@ def test_demo_stops_gracefully_on_sigterm(tmp_path: Path, padim_bundle: Path) ->
     )
     try:
         deadline = time.monotonic() + 180
-        while _rows(db) < 5:
+        while stored_results(db) < 5:
             assert proc.poll() is None, proc.communicate()[0][-3000:]
             assert time.monotonic() < deadline, "no results stored within 180 s"
             time.sleep(0.1)
@@ -123,4 +115,4 @@ def test_demo_stops_gracefully_on_sigterm(tmp_path: Path, padim_bundle: Path) ->
         for k in ("captured", "persisted", "dropped")
     }
     assert counters["captured"] == counters["persisted"] + counters["dropped"], counters
-    assert _rows(db) == counters["persisted"] > 0
+    assert stored_results(db) == counters["persisted"] > 0

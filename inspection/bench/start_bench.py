@@ -72,7 +72,8 @@ def _station_yaml(
     return path
 
 
-def _rows(db: Path) -> int:
+def stored_results(db: Path) -> int:
+    """Rows in the `inspection` table of SQLite file ``db`` (0 while it is not readable)."""
     try:
         with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=0.05) as conn:
             return int(conn.execute("SELECT count(*) FROM inspection").fetchone()[0])
@@ -107,7 +108,7 @@ def one_start(
                 raise RuntimeError(f"station exited with {proc.returncode}: {tail}")
             with contextlib.suppress(psutil.Error):
                 peak = max(peak, handle.memory_info().rss)
-            if first is None and _rows(db) > 0:
+            if first is None and stored_results(db) > 0:
                 first = now
             if first is not None and now >= first + run_s:
                 break
