@@ -13,6 +13,10 @@ import logging
 import os
 import subprocess
 import sys
+import tempfile
+import time
+from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +54,31 @@ def needs_bootstrap(config: StationConfig, session_factory: sessionmaker[Session
         return repo.get_active_model(session, station.id) is None
 
 
-def train_bundle(config: StationConfig, out: Path) -> Path:
+#: Prefix of the progress lines the bootstrap subprocess writes to stderr for its parent.
+PROGRESS_PREFIX = "bootstrap-progress "
+
+
+class _ProgressLines:
+    """A training progress callback writing a line to stderr per stage, at most every 2 s."""
+
+    def __init__(self, every_s: float = 2.0) -> None:
+        self.every_s = every_s
+        self._stage = ""
+        self._last = 0.0
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        now = time.monotonic()
+        if stage == self._stage and done < total and now - self._last < self.every_s:
+            return
+        self._stage, self._last = stage, now
+        line = json.dumps({"stage": stage, "done": done, "total": total})
+        sys.stderr.write(f"{PROGRESS_PREFIX}{line}\n")
+        sys.stderr.flush()
+
+
+def train_bundle(
+    config: StationConfig, out: Path, progress: Callable[[str, int, int], None] | None = None
+) -> Path:
     """Train ``detector.bootstrap`` on good parts of the station's synthetic line; export.
 
     The fit (:func:`inspection.geometry.choose_fit`) is chosen from the shape of the region the
@@ -94,17 +122,26 @@ def train_bundle(config: StationConfig, out: Path) -> Path:
         size,
         fit,
     )
+    if progress is None:
+        progress = _no_progress
     if candidates:
-        trained = engine.train_auto(train_set, candidates=candidates)
+        trained = engine.train_auto(train_set, candidates=candidates, progress=progress)
     else:
         detector = registry.create({**spec.config, "type": spec.detector, "image_size": size})
-        trained = engine.train(detector, train_set)
+        trained = engine.train(detector, train_set, progress=progress)
+    progress("export to OpenVINO", 0, 1)
     extra = {"trained_for": config.id, "bootstrap": True}
     return engine.export_openvino(trained, out, extra_metadata=extra)
 
 
+def _no_progress(stage: str, done: int, total: int) -> None:
+    return None
+
+
 def bootstrap_station(
-    config: StationConfig, session_factory: sessionmaker[Session]
+    config: StationConfig,
+    session_factory: sessionmaker[Session],
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Train and export the station's first model; in database mode register and activate it."""
     from inspection.db import repo
@@ -114,7 +151,7 @@ def bootstrap_station(
     from inspection.station.persist import register_station
 
     out = default_bundle_dir(config)
-    bundle = train_bundle(config, out)
+    bundle = train_bundle(config, out, progress)
     result: dict[str, Any] = {"station": config.id, "bundle": str(bundle)}
     if config.detector.source == "database":
         meta = read_metadata(bundle)
@@ -145,25 +182,58 @@ def bootstrap_station(
     return result
 
 
+def _log_progress(station: str, payload: str) -> None:
+    try:
+        step = json.loads(payload)
+        logger.info(
+            "station %s: first model: %s %d/%d",
+            station,
+            step["stage"],
+            step["done"],
+            step["total"],
+        )
+    except (ValueError, KeyError, TypeError):
+        logger.debug("unreadable bootstrap progress line %r", payload)
+
+
 def run_bootstrap_subprocess(config: StationConfig, db_url: str) -> dict[str, Any]:
     """Run :func:`bootstrap_station` in a fresh Python process (keeps torch out of this one).
+
+    Its training progress is logged here (``station X: first model: STAGE done/total``, a line
+    per stage at most every 2 s), so a first start that trains for a minute says what it does.
 
     Raises:
         InspectionError: training failed (the subprocess's last output lines are included).
     """
     env = {**os.environ, "INSPECTION_DATABASE_URL": db_url}
-    proc = subprocess.run(
-        [sys.executable, "-m", "inspection.station.bootstrap"],
-        input=config.model_dump_json(),
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-    )
-    if proc.returncode != 0:
-        tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-15:])
-        raise InspectionError(f"station {config.id}: bootstrap training failed:\n{tail}")
-    lines = proc.stdout.strip().splitlines()
+    tail: deque[str] = deque(maxlen=15)
+    # stdout (the result) goes to a file, so only stderr is a pipe: read as it comes, it can
+    # never fill while the child blocks on the other one.
+    with tempfile.TemporaryFile("w+") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "inspection.station.bootstrap"],
+            stdin=subprocess.PIPE,
+            stdout=out,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        if proc.stdin is None or proc.stderr is None:  # pragma: no cover - PIPE gives both
+            raise InspectionError("bootstrap subprocess has no pipes")
+        proc.stdin.write(config.model_dump_json())
+        proc.stdin.close()
+        for line in proc.stderr:  # the subprocess's log; its progress lines are passed on
+            if line.startswith(PROGRESS_PREFIX):
+                _log_progress(config.id, line[len(PROGRESS_PREFIX) :])
+            elif line.strip():
+                tail.append(line.rstrip())
+        code = proc.wait()
+        out.seek(0)
+        stdout = out.read()
+    if code != 0:
+        text = "\n".join(tail) or stdout.strip()
+        raise InspectionError(f"station {config.id}: bootstrap training failed:\n{text}")
+    lines = stdout.strip().splitlines()
     result: dict[str, Any] = json.loads(lines[-1]) if lines else {}
     return result
 
@@ -182,7 +252,7 @@ def main() -> None:
     config = parse_station_config(json.loads(sys.stdin.read()))
     engine = make_engine(get_settings().database_url)
     try:
-        result = bootstrap_station(config, make_session_factory(engine))
+        result = bootstrap_station(config, make_session_factory(engine), _ProgressLines())
     finally:
         engine.dispose()
     sys.stdout.write(json.dumps(result) + "\n")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -63,3 +65,43 @@ def test_bootstrap_pads_a_long_narrow_region_of_interest(tmp_path: Path) -> None
     bundle = train_bundle(config, tmp_path / "bundle")
     assert read_metadata(bundle)["input"]["fit"] == "pad"
     assert OpenVinoModel(bundle).fit == "pad"
+
+
+def test_progress_lines_one_per_stage_and_throttled(capsys: pytest.CaptureFixture[str]) -> None:
+    from inspection.station.bootstrap import PROGRESS_PREFIX, _ProgressLines
+
+    progress = _ProgressLines(every_s=3600)
+    for done in range(5):
+        progress("fit", done, 5)
+    progress("fit", 5, 5)
+    progress("calibrate", 0, 1)
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.startswith(PROGRESS_PREFIX) for line in lines] == [True] * 3
+    assert [json.loads(line[len(PROGRESS_PREFIX) :])["done"] for line in lines] == [0, 5, 0]
+
+
+@pytest.mark.slow
+def test_bootstrap_subprocess_reports_progress(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The first model trains in a subprocess; its progress shows up in this process's log."""
+    from inspection.station.bootstrap import run_bootstrap_subprocess
+
+    config = StationConfig.model_validate(
+        {
+            "id": "s-progress",
+            "line": "l1",
+            "camera": {"type": "synthetic", "family": "disc", "size": 64, "seed": 4},
+            "detector": {
+                "source": "bundle",
+                "path": str(tmp_path / "bundle"),
+                "bootstrap": {"detector": "padim", "normals": 16},
+            },
+            "artifacts_dir": str(tmp_path / "artifacts"),
+        }
+    )
+    with caplog.at_level(logging.INFO, logger="inspection.station.bootstrap"):
+        result = run_bootstrap_subprocess(config, f"sqlite:///{tmp_path / 'unused.sqlite'}")
+    assert read_metadata(Path(result["bundle"]))["detector"] == "padim"
+    steps = [r.getMessage() for r in caplog.records if "first model:" in r.getMessage()]
+    assert steps and steps[-1].endswith("export to OpenVINO 0/1"), steps
