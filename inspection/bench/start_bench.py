@@ -46,6 +46,7 @@ COLUMNS = (
     "no_cache_start_s",
     "rss_mib",
     "import_s",
+    "load_avg",
 )
 
 
@@ -262,7 +263,9 @@ def markdown(payload: dict[str, Any]) -> str:
             " start to the first result stored in SQLite (median of "
             f"{payload['repeats']} starts each); cold: OpenVINO compile cache empty, warm: filled"
             " by an earlier start, no-cache: `compile_cache: false`. rss_mib: peak resident"
-            " memory while scoring. import_s: interpreter start + station imports.",
+            " memory while scoring. import_s: interpreter start + station imports. load_avg: the"
+            " machine's 1-minute load average during the starts (above the core count, other"
+            " work shared the cores and every time is inflated).",
             "",
             f"Interpreter `{env['python']}`: torch importable: {env['torch_importable']}, "
             f"environment {env['env_mb']:.0f} MB.",
