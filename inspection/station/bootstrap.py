@@ -16,7 +16,7 @@ import sys
 import tempfile
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +61,8 @@ PROGRESS_PREFIX = "bootstrap-progress "
 class _ProgressLines:
     """A training progress callback writing a line to stderr per stage, at most every 2 s."""
 
-    def __init__(self, every_s: float = 2.0) -> None:
+    def __init__(self, station: str, every_s: float = 2.0) -> None:
+        self.station = station
         self.every_s = every_s
         self._stage = ""
         self._last = 0.0
@@ -71,7 +72,7 @@ class _ProgressLines:
         if stage == self._stage and done < total and now - self._last < self.every_s:
             return
         self._stage, self._last = stage, now
-        line = json.dumps({"stage": stage, "done": done, "total": total})
+        line = json.dumps({"station": self.station, "stage": stage, "done": done, "total": total})
         sys.stderr.write(f"{PROGRESS_PREFIX}{line}\n")
         sys.stderr.flush()
 
@@ -182,12 +183,12 @@ def bootstrap_station(
     return result
 
 
-def _log_progress(station: str, payload: str) -> None:
+def _log_progress(payload: str) -> None:
     try:
         step = json.loads(payload)
         logger.info(
             "station %s: first model: %s %d/%d",
-            station,
+            step["station"],
             step["stage"],
             step["done"],
             step["total"],
@@ -197,7 +198,15 @@ def _log_progress(station: str, payload: str) -> None:
 
 
 def run_bootstrap_subprocess(config: StationConfig, db_url: str) -> dict[str, Any]:
-    """Run :func:`bootstrap_station` in a fresh Python process (keeps torch out of this one).
+    """Run :func:`bootstrap_station` in a fresh Python process (keeps torch out of this one)."""
+    return run_bootstraps_subprocess([config], db_url)[0]
+
+
+def run_bootstraps_subprocess(
+    configs: Sequence[StationConfig], db_url: str
+) -> list[dict[str, Any]]:
+    """Run :func:`bootstrap_station` for each config, one after the other, in one fresh Python
+    process (keeps torch out of this one; torch and the backbone load once for all of them).
 
     Its training progress is logged here (``station X: first model: STAGE done/total``, a line
     per stage at most every 2 s), so a first start that trains for a minute says what it does.
@@ -205,6 +214,7 @@ def run_bootstrap_subprocess(config: StationConfig, db_url: str) -> dict[str, An
     Raises:
         InspectionError: training failed (the subprocess's last output lines are included).
     """
+    names = ", ".join(c.id for c in configs)
     env = {**os.environ, "INSPECTION_DATABASE_URL": db_url}
     tail: deque[str] = deque(maxlen=15)
     # stdout (the result) goes to a file, so only stderr is a pipe: read as it comes, it can
@@ -220,11 +230,11 @@ def run_bootstrap_subprocess(config: StationConfig, db_url: str) -> dict[str, An
         )
         if proc.stdin is None or proc.stderr is None:  # pragma: no cover - PIPE gives both
             raise InspectionError("bootstrap subprocess has no pipes")
-        proc.stdin.write(config.model_dump_json())
+        proc.stdin.write(json.dumps([c.model_dump(mode="json") for c in configs]))
         proc.stdin.close()
         for line in proc.stderr:  # the subprocess's log; its progress lines are passed on
             if line.startswith(PROGRESS_PREFIX):
-                _log_progress(config.id, line[len(PROGRESS_PREFIX) :])
+                _log_progress(line[len(PROGRESS_PREFIX) :])
             elif line.strip():
                 tail.append(line.rstrip())
         code = proc.wait()
@@ -232,14 +242,17 @@ def run_bootstrap_subprocess(config: StationConfig, db_url: str) -> dict[str, An
         stdout = out.read()
     if code != 0:
         text = "\n".join(tail) or stdout.strip()
-        raise InspectionError(f"station {config.id}: bootstrap training failed:\n{text}")
+        raise InspectionError(f"station {names}: bootstrap training failed:\n{text}")
     lines = stdout.strip().splitlines()
-    result: dict[str, Any] = json.loads(lines[-1]) if lines else {}
-    return result
+    results: list[dict[str, Any]] = json.loads(lines[-1]) if lines else []
+    if len(results) != len(configs):
+        raise InspectionError(f"station {names}: bootstrap returned {len(results)} results")
+    return results
 
 
 def main() -> None:
-    """Subprocess entry: station config JSON on stdin, database from the environment."""
+    """Subprocess entry: a JSON list of station configs (or one config) on stdin, the database
+    from the environment; a JSON list of results, one per config, on stdout."""
     from inspection.db.engine import make_engine, make_session_factory
     from inspection.db.settings import get_settings
     from inspection.quiet import quiet_third_party
@@ -249,13 +262,15 @@ def main() -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    config = parse_station_config(json.loads(sys.stdin.read()))
+    data = json.loads(sys.stdin.read())
+    configs = [parse_station_config(c) for c in (data if isinstance(data, list) else [data])]
     engine = make_engine(get_settings().database_url)
     try:
-        result = bootstrap_station(config, make_session_factory(engine), _ProgressLines())
+        factory = make_session_factory(engine)
+        results = [bootstrap_station(c, factory, _ProgressLines(c.id)) for c in configs]
     finally:
         engine.dispose()
-    sys.stdout.write(json.dumps(result) + "\n")
+    sys.stdout.write(json.dumps(results) + "\n")
 
 
 if __name__ == "__main__":

@@ -47,25 +47,25 @@ def open_database(db_url: str | None, *, init_db: bool = False) -> tuple[Engine,
 def prepare_models(
     configs: Sequence[StationConfig], session_factory: sessionmaker[Session], db_url: str
 ) -> list[dict[str, Any]]:
-    """Train first models (``detector.bootstrap``) for stations without one, in a subprocess.
+    """Train first models (``detector.bootstrap``) for stations without one, in one subprocess.
 
     Raises:
         MissingExtraError: a station needs a first model and this install has no ``train``
             extra (the lean station install trains nothing).
     """
     from inspection.extras import require_extra
-    from inspection.station.bootstrap import needs_bootstrap, run_bootstrap_subprocess
+    from inspection.station.bootstrap import needs_bootstrap, run_bootstraps_subprocess
 
-    done = []
-    for config in configs:
-        if needs_bootstrap(config, session_factory):
-            require_extra(
-                f"station {config.id} has no model yet; training its first one "
-                "(detector.bootstrap; or point detector.path at an exported bundle)"
-            )
-            logger.info("station %s has no model yet: training one (bootstrap)", config.id)
-            done.append(run_bootstrap_subprocess(config, db_url))
-    return done
+    todo = [c for c in configs if needs_bootstrap(c, session_factory)]
+    if not todo:
+        return []
+    names = ", ".join(c.id for c in todo)
+    require_extra(
+        f"station {names} has no model yet; training its first one "
+        "(detector.bootstrap; or point detector.path at an exported bundle)"
+    )
+    logger.info("station %s has no model yet: training (bootstrap, one process)", names)
+    return run_bootstraps_subprocess(todo, db_url)
 
 
 def run_stations(

@@ -70,7 +70,7 @@ def test_bootstrap_pads_a_long_narrow_region_of_interest(tmp_path: Path) -> None
 def test_progress_lines_one_per_stage_and_throttled(capsys: pytest.CaptureFixture[str]) -> None:
     from inspection.station.bootstrap import PROGRESS_PREFIX, _ProgressLines
 
-    progress = _ProgressLines(every_s=3600)
+    progress = _ProgressLines("s1", every_s=3600)
     for done in range(5):
         progress("fit", done, 5)
     progress("fit", 5, 5)
@@ -81,27 +81,34 @@ def test_progress_lines_one_per_stage_and_throttled(capsys: pytest.CaptureFixtur
 
 
 @pytest.mark.slow
-def test_bootstrap_subprocess_reports_progress(
+def test_bootstrap_subprocess_trains_stations_and_reports_progress(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """The first model trains in a subprocess; its progress shows up in this process's log."""
-    from inspection.station.bootstrap import run_bootstrap_subprocess
+    """First models train in one subprocess; its progress shows up in this process's log."""
+    from inspection.station.bootstrap import run_bootstraps_subprocess
 
-    config = StationConfig.model_validate(
-        {
-            "id": "s-progress",
-            "line": "l1",
-            "camera": {"type": "synthetic", "family": "disc", "size": 64, "seed": 4},
-            "detector": {
-                "source": "bundle",
-                "path": str(tmp_path / "bundle"),
-                "bootstrap": {"detector": "padim", "normals": 16},
-            },
-            "artifacts_dir": str(tmp_path / "artifacts"),
-        }
-    )
+    configs = [
+        StationConfig.model_validate(
+            {
+                "id": sid,
+                "line": "l1",
+                "camera": {"type": "synthetic", "family": "disc", "size": 64, "seed": 4},
+                "detector": {
+                    "source": "bundle",
+                    "path": str(tmp_path / sid),
+                    "bootstrap": {"detector": "padim", "normals": 16},
+                },
+                "artifacts_dir": str(tmp_path / "artifacts"),
+            }
+        )
+        for sid in ("s-one", "s-two")
+    ]
     with caplog.at_level(logging.INFO, logger="inspection.station.bootstrap"):
-        result = run_bootstrap_subprocess(config, f"sqlite:///{tmp_path / 'unused.sqlite'}")
-    assert read_metadata(Path(result["bundle"]))["detector"] == "padim"
+        results = run_bootstraps_subprocess(configs, f"sqlite:///{tmp_path / 'unused.sqlite'}")
+    assert [r["station"] for r in results] == ["s-one", "s-two"]
+    for result in results:
+        assert read_metadata(Path(result["bundle"]))["detector"] == "padim"
     steps = [r.getMessage() for r in caplog.records if "first model:" in r.getMessage()]
-    assert steps and steps[-1].endswith("export to OpenVINO 0/1"), steps
+    for sid in ("s-one", "s-two"):
+        mine = [m for m in steps if m.startswith(f"station {sid}:")]
+        assert mine and mine[-1].endswith("export to OpenVINO 0/1"), steps
