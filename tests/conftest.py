@@ -13,6 +13,7 @@ from inspection.data.synthetic import SyntheticLine
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 MT_ROOT = SHARED_DATA / "magnetic_tile"
+NEU_ROOT = SHARED_DATA / "neu_surface"
 
 
 def synthetic_set(
@@ -35,6 +36,14 @@ def mt_root() -> Path:
     if not MT_ROOT.is_dir():
         pytest.skip(f"real data not available at {MT_ROOT} (see ../shared/data/README.md)")
     return MT_ROOT
+
+
+@pytest.fixture(scope="session")
+def neu_root() -> Path:
+    """Root of the NEU steel-strip data; skips the test when ../shared/data is absent."""
+    if not NEU_ROOT.is_dir():
+        pytest.skip(f"real data not available at {NEU_ROOT} (see ../shared/data/README.md)")
+    return NEU_ROOT
 
 
 @pytest.fixture

@@ -113,3 +113,42 @@ def test_mt_open_folds(mt_root: Path) -> None:
     for fold in folds:
         assert fold.unknown not in fold.train.defect_types
         assert fold.test.defect_types.count(fold.unknown) > 0
+
+
+def _fake_neu(root: Path, per_type: int = 10) -> Path:
+    from inspection.data.neu_surface import DEFECT_TYPES
+
+    for c, cls in enumerate(DEFECT_TYPES):
+        (root / cls).mkdir(parents=True)
+        for n in range(1, per_type + 1):
+            image = np.full((20, 20), 10 * c + n, np.uint8)
+            cv2.imwrite(str(root / cls / f"{cls}_{n}.png"), image)
+    return root
+
+
+def test_neu_open_split_follows_the_protocol(tmp_path: Path) -> None:
+    from inspection.data.neu_surface import DEFECT_TYPES, neu_open
+
+    folds = neu_open(_fake_neu(tmp_path / "neu"), size=16)
+    assert [f.unknown for f in folds] == list(DEFECT_TYPES)
+    for fold in folds:
+        assert fold.unknown not in fold.train.defect_types
+        assert fold.test.defect_types.count(fold.unknown) == 10  # every image of the held-out type
+        for ident in fold.train.ids:
+            assert int(Path(ident).stem.rsplit("_", 1)[1]) % 10 not in (0, 3, 7)
+        known_test = [
+            i
+            for i, t in zip(fold.test.ids, fold.test.defect_types, strict=True)
+            if t != fold.unknown
+        ]
+        assert len(known_test) == 5 * 3  # numbers 3, 7, 10 of each known type
+        assert fold.train.images.shape == (35, 16, 16, 3)
+
+
+@pytest.mark.realdata
+def test_neu_open_on_real_data(neu_root: Path) -> None:
+    from inspection.data.neu_surface import neu_open
+
+    folds = neu_open(neu_root, size=16)
+    assert len(folds) == 6
+    assert all(len(f.train.ids) == 1050 and len(f.test.ids) == 750 for f in folds)
