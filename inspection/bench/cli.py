@@ -138,19 +138,22 @@ def db(
 
 @app.command("openset")
 def openset(
-    protocol: str = typer.Option("mt-open", help="Open-set typing protocol (mt-open)."),
-    data: Path = typer.Option(
-        Path("../shared/data/magnetic_tile"), help="Data root of the protocol."
+    protocol: str = typer.Option("mt-open", help="Open-set typing protocol: mt-open or neu-open."),
+    data: Path | None = typer.Option(
+        None,
+        help="Data root of the protocol (default ../shared/data/magnetic_tile for mt-open, "
+        "../shared/data/neu_surface for neu-open).",
     ),
     methods: str = typer.Option(
-        "", help="Comma-separated: msp,max_logit,energy,mahalanobis,metric,openmax (default all)."
+        "",
+        help="Comma-separated: msp,max_logit,energy,mahalanobis,metric,openmax,knn (default all).",
     ),
     results_dir: Path = typer.Option(Path("bench/results"), help="Where results are written."),
     cache_dir: Path = typer.Option(
         Path("runs/typing-cache"), help="Backbone-feature cache (gitignored)."
     ),
 ) -> None:
-    """Open-set defect typing: every method on one network per fold -> mt-open.json/.md."""
+    """Open-set defect typing: every method on one network per fold -> <protocol>.json/.md."""
     from rich.console import Console
     from rich.progress import Progress, TaskID
 
@@ -158,8 +161,12 @@ def openset(
     from inspection.typing import bench
     from inspection.typing.config import METHODS
 
-    if protocol != bench.PROTOCOL:
-        raise typer.BadParameter(f"unknown protocol {protocol!r}; expected {bench.PROTOCOL}")
+    if protocol not in bench.PROTOCOLS:
+        raise typer.BadParameter(
+            f"unknown protocol {protocol!r}; expected one of {bench.PROTOCOLS}"
+        )
+    default_data = {"mt-open": "magnetic_tile", "neu-open": "neu_surface"}[protocol]
+    root = data if data is not None else Path("../shared/data") / default_data
     chosen = [m.strip() for m in methods.split(",") if m.strip()] or list(METHODS)
     with Progress(transient=True) as bar:
         tasks: dict[str, TaskID] = {}
@@ -170,7 +177,12 @@ def openset(
             bar.update(tasks[stage], completed=done, total=total or None)
 
         payload = bench.run(
-            data, methods=chosen, results_dir=results_dir, cache_dir=cache_dir, progress=progress
+            root,
+            methods=chosen,
+            results_dir=results_dir,
+            cache_dir=cache_dir,
+            progress=progress,
+            protocol=protocol,
         )
     rows = [{"method": m, **payload["methods"][m]} for m in chosen]
     Console().print(markdown_table(rows, bench.COLUMNS))

@@ -427,7 +427,11 @@ def build_candidate(
         ]
     candidate.typer = train_typer(data, settings, progress, crops=crops)
     info["typer"] = (
-        {"classes": candidate.typer.classes, "threshold": candidate.typer.threshold}
+        {
+            "classes": candidate.typer.classes,
+            "threshold": candidate.typer.threshold,
+            "known_accept_rate": candidate.typer.config.known_accept_rate,
+        }
         if candidate.typer is not None
         else None
     )
@@ -456,7 +460,7 @@ def typer_config(settings: RetrainSettings, n_per_class_min: int) -> Any:
         ),
         head=HeadConfig(epochs=t.epochs),
         method=method_config(t.method),
-        quantile=t.quantile,
+        known_accept_rate=t.known_accept_rate,
         calibration_folds=int(max(2, min(5, n_per_class_min))),
         seed=settings.holdout.seed or 0,
     )

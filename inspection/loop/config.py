@@ -129,6 +129,8 @@ class TyperSettings(_Strict):
     Trained when at least ``min_types`` defect types have ``min_per_type`` labelled crops each;
     crops are resized to ``image_size``. ``views``: dihedral training views per crop (1..8),
     ``random_views`` extra augmented ones; ``epochs`` of the small typing head.
+    ``known_accept_rate``: the operating point stored with the typer (share of known-type
+    defects that keep their type; older settings call it ``quantile``).
     """
 
     enabled: bool = True
@@ -138,8 +140,16 @@ class TyperSettings(_Strict):
     views: int = Field(8, ge=1, le=8)
     random_views: int = Field(2, ge=0, le=16)
     epochs: int = Field(30, ge=1, le=1000)
-    method: Literal["msp", "max_logit", "energy", "mahalanobis", "metric"] = "msp"
-    quantile: float = Field(0.95, gt=0.0, lt=1.0)
+    method: Literal["msp", "max_logit", "energy", "mahalanobis", "metric", "knn"] = "msp"
+    known_accept_rate: float = Field(0.95, gt=0.0, lt=1.0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_quantile(cls, data: object) -> object:
+        if isinstance(data, dict) and "quantile" in data:
+            data = dict(data)
+            data.setdefault("known_accept_rate", data.pop("quantile"))
+        return data
 
 
 class RetrainSettings(_Strict):

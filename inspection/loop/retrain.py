@@ -526,6 +526,7 @@ def _run(
                 "root_bundle": str(ctx.root),
                 "refined": candidate.refined,
                 "typer_classes": candidate.typer.classes if candidate.typer is not None else [],
+                "typer_operating_point": typer_operating_point(candidate.typer),
             },
             metrics=version_metrics,
             parent_id=ctx.active_id,
@@ -580,3 +581,11 @@ def score_bundle(bundle: str | Path, images: np.ndarray) -> tuple[np.ndarray, fl
         [model.predict(images[i : i + 8]).raw_score for i in range(0, len(images), 8)]
     )
     return raw, model.image_threshold
+
+
+def typer_operating_point(typer: Any | None) -> dict[str, Any] | None:
+    """The typer's operating point for the model page: method, target known-accept rate,
+    threshold and the rates measured out-of-fold on its training crops (None: no typer)."""
+    if typer is None or typer.calibration is None:
+        return None
+    return {"method": typer.method, "classes": list(typer.classes), **typer.calibration.summary()}

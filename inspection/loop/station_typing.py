@@ -49,11 +49,15 @@ def typing_dir(path: str | Path) -> Path | None:
 class BundleClassifier:
     """Types crops with one typing bundle (:class:`~inspection.typing.runtime.TypingRuntime`)."""
 
-    def __init__(self, directory: str | Path, device: str = "CPU") -> None:
+    def __init__(
+        self, directory: str | Path, device: str = "CPU", known_accept_rate: float | None = None
+    ) -> None:
         from inspection.typing.runtime import TypingRuntime
 
         self.directory = Path(directory)
-        self.runtime = TypingRuntime(self.directory, device=device, batch_size=1)
+        self.runtime = TypingRuntime(
+            self.directory, device=device, batch_size=1, known_accept_rate=known_accept_rate
+        )
 
     @property
     def classes(self) -> list[str]:
@@ -65,8 +69,11 @@ class BundleClassifier:
         return result.label, float(result.confidence), bool(result.is_unknown)
 
 
-def load_station_classifier(path: str | Path) -> StationClassifier:
-    """Station ``classifier.loader`` entry: the typer of a typing or model bundle at ``path``.
+def load_station_classifier(
+    path: str | Path, known_accept_rate: float | None = None
+) -> StationClassifier:
+    """Station ``classifier.loader`` entry: the typer of a typing or model bundle at ``path``,
+    at the station's operating point ``known_accept_rate`` (None: the bundle's).
 
     Raises:
         ModelFileError: ``path`` holds no typing bundle.
@@ -74,7 +81,7 @@ def load_station_classifier(path: str | Path) -> StationClassifier:
     found = typing_dir(path)
     if found is None:
         raise ModelFileError(f"no typing bundle at {path} (expected runtime.json or typing/)")
-    return BundleClassifier(found)
+    return BundleClassifier(found, known_accept_rate=known_accept_rate)
 
 
 def _no_typing(crop: np.ndarray, anomaly_map: np.ndarray) -> tuple[str | None, float, bool]:

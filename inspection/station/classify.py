@@ -15,8 +15,11 @@ import numpy as np
 from inspection.station.pipeline import Classifier
 
 
-def load_typing_classifier(path: str | Path) -> Classifier:
+def load_typing_classifier(path: str | Path, known_accept_rate: float | None = None) -> Classifier:
     """A station classifier running the typing bundle at ``path`` (one crop per call).
+
+    ``known_accept_rate``: the station's operating point (None: the bundle's), turned into a
+    threshold from the bundle's out-of-fold training scores.
 
     The typer looks at the crop only; the anomaly map is accepted for typers that use it.
     For an unknown defect the label returned is the closest known type (the pipeline stores
@@ -24,7 +27,7 @@ def load_typing_classifier(path: str | Path) -> Classifier:
     """
     from inspection.typing.runtime import TypingRuntime
 
-    runtime = TypingRuntime(path, batch_size=1)
+    runtime = TypingRuntime(path, batch_size=1, known_accept_rate=known_accept_rate)
 
     def classify(crop: np.ndarray, anomaly_map: np.ndarray) -> tuple[str | None, float, bool]:
         result = runtime.predict(crop[None])[0]

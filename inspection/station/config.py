@@ -260,12 +260,17 @@ class ClassifierConfig(_Model):
 
     ``loader`` (``"module:function"``) is called with ``path`` and returns a callable
     ``(crop (H, W, 3) uint8, anomaly_map (H, W) float32) -> (label, confidence, is_unknown)``.
+    ``known_accept_rate``: this station's operating point, the share of known-type defects that
+    keep their type (the rest may be called unknown); None keeps the bundle's (0.95 by
+    default). The threshold comes from the bundle's out-of-fold training scores; when set, the
+    loader is called with it as a keyword argument.
     """
 
     path: Path
     loader: str = Field(
         "inspection.station.classify:load_typing_classifier", pattern=r"^[\w.]+:\w+$"
     )
+    known_accept_rate: float | None = Field(None, gt=0.0, lt=1.0)
 
 
 # -- storage, schedule, outputs, tuning --------------------------------------------------------

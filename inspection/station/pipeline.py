@@ -1047,8 +1047,9 @@ def load_classifier(config: StationConfig) -> Classifier:
         raise ConfigError(
             f"station {config.id}: classifier loader {cc.loader!r} is not available: {exc}"
         ) from exc
+    kwargs = {} if cc.known_accept_rate is None else {"known_accept_rate": cc.known_accept_rate}
     try:
-        classifier: Classifier = factory(cc.path)
+        classifier: Classifier = factory(cc.path, **kwargs)
     except InspectionError:
         raise
     except Exception as exc:

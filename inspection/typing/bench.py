@@ -1,8 +1,15 @@
-"""``inspection bench openset``: the ``mt-open`` open-set typing protocol over five folds.
+"""``inspection bench openset``: the open-set typing protocols ``mt-open`` and ``neu-open``.
 
-Protocol (``../shared/data/README.md``): in fold k one magnetic-tile defect class is unknown;
-train on the four known classes' images of acquisition groups exp0..exp4, test on their exp5,
-exp6 images plus every image of the unknown class. Reported per fold and averaged, for every
+Protocols (``../shared/data/README.md``), both leave one defect type out:
+
+* ``mt-open`` (magnetic tile, five folds): train on the four known classes' images of
+  acquisition groups exp0..exp4, test on their exp5, exp6 images plus every image of the
+  unknown class;
+* ``neu-open`` (NEU steel strip, six folds): per known type a fixed 70/30 split by image
+  number, test = the known types' 30 % plus every image of the unknown type.
+
+Every method and setting is judged on both together, never tuned on one. Reported per fold and
+averaged, for every
 method on the **same trained network** per fold: closed-set accuracy on known test images,
 AUROC of the unknown score, OSCR (Dhamija et al., NeurIPS 2018) and the accuracy of the
 unknown-vs-known decision at the deployed threshold (set from training data only).
@@ -34,12 +41,21 @@ from inspection.typing.features import FeatureExtractor, ProgressFn, no_progress
 logger = logging.getLogger(__name__)
 
 PROTOCOL = "mt-open"
+PROTOCOLS: tuple[str, ...] = ("mt-open", "neu-open")
+#: First lines of each protocol's markdown report (data set and its citation).
+DESCRIPTIONS: dict[str, str] = {
+    "mt-open": "Open-set defect typing on magnetic tile, protocol `mt-open` (leave one defect class\n"
+    "out, five folds; Huang, Qiu, Yuan, The Visual Computer 36, 2020). Mean over folds.",
+    "neu-open": "Open-set defect typing on NEU hot-rolled steel strip, protocol `neu-open` (leave one\n"
+    "type out, six folds; Song & Yan, Applied Surface Science 285, 2013; He, Song, Meng, Yan,\n"
+    "IEEE Trans. Instrum. Meas. 69, 2020). Mean over folds.",
+}
 METRICS = ("closed_set_accuracy", "unknown_auroc", "oscr", "unknown_accuracy")
 EXTRA = ("known_accept_rate", "unknown_reject_rate")
 COLUMNS = ("method", *METRICS, *EXTRA)
 INPUT_NOTE = (
     "whole image resized to {size}x{size} (no crop; test masks unused), frozen ImageNet "
-    "EfficientNet-Lite0 features (avg+max pooled), two-head MLP trained per fold"
+    "EfficientNet-Lite0 features ({levels}, {pooling} pooled), two-head MLP trained per fold"
 )
 
 
@@ -88,6 +104,19 @@ def evaluate_fold(
     return per_method, raw
 
 
+def load_folds(protocol: str, data: Path, size: int) -> list[Any]:
+    """The folds (:class:`~inspection.data.magnetic_tile.OpenSetFold`) of ``protocol``."""
+    if protocol == "mt-open":
+        from inspection.data.magnetic_tile import mt_open
+
+        return list(mt_open(data, size=size))
+    if protocol == "neu-open":
+        from inspection.data.neu_surface import neu_open
+
+        return neu_open(data, size=size)
+    raise ConfigError(f"unknown open-set protocol {protocol!r}; expected one of {PROTOCOLS}")
+
+
 def run(
     data: Path,
     config: TyperConfig | None = None,
@@ -95,9 +124,9 @@ def run(
     results_dir: Path = RESULTS_DIR,
     cache_dir: Path | None = Path("runs/typing-cache"),
     progress: ProgressFn = no_progress,
+    protocol: str = PROTOCOL,
 ) -> dict[str, Any]:
-    """Run ``mt-open`` for ``methods`` and write ``<results_dir>/mt-open.json/.md`` + figures."""
-    from inspection.data.magnetic_tile import mt_open
+    """Run ``protocol`` for ``methods``; write ``<results_dir>/<protocol>.json/.md`` + figures."""
     from inspection.typing.classifier import fit_typers
 
     config = config or TyperConfig()
@@ -106,13 +135,13 @@ def run(
         raise ConfigError(f"unknown methods {sorted(unknown_methods)}; expected {METHODS}")
     started = time.perf_counter()
     load_before = os.getloadavg()
-    folds = mt_open(data, size=config.features.image_size)
+    folds = load_folds(protocol, data, config.features.image_size)
     images: dict[str, np.ndarray] = {}
     for fold in folds:
         for s in (fold.train, fold.test):
             images.update(zip(s.ids, s.images, strict=True))
     ids = sorted(images)
-    logger.info("mt-open: %d images, %d folds", len(ids), len(folds))
+    logger.info("%s: %d images, %d folds", protocol, len(ids), len(folds))
     extractor = FeatureExtractor(config.features)
     t0 = time.perf_counter()
     feats = view_features(
@@ -150,13 +179,18 @@ def run(
         summary[m] = {key: float(np.mean([r[key] for r in reps])) for key in (*METRICS, *EXTRA)}
         summary[m]["folds"] = reps
     payload: dict[str, Any] = {
-        "protocol": PROTOCOL,
+        "protocol": protocol,
         **stamp(),
         "load_average": {"before": list(load_before), "after": list(os.getloadavg())},
-        "input": INPUT_NOTE.format(size=config.features.image_size),
+        "input": INPUT_NOTE.format(
+            size=config.features.image_size,
+            levels="+".join(config.features.levels),
+            pooling=config.features.pooling,
+        ),
         "threshold_rule": (
-            f"{config.quantile:.0%} quantile of out-of-fold unknown scores of the training "
-            f"images ({config.calibration_folds}-fold cross-fitting); test data never used"
+            f"operating point known_accept_rate {config.known_accept_rate:.2f}: that quantile "
+            f"of out-of-fold unknown scores of the training images "
+            f"({config.calibration_folds}-fold cross-fitting); test data never used"
         ),
         "config": config.model_dump(mode="json", exclude={"method"}),
         "seconds": {
@@ -165,7 +199,7 @@ def run(
         },
         "methods": summary,
     }
-    figure_dir = results_dir / PROTOCOL
+    figure_dir = results_dir / protocol
     best = max(methods, key=lambda m: summary[m]["unknown_auroc"])
     figures = [
         str(roc_figure(figure_dir / "roc.png", fold_scores, methods)),
@@ -173,7 +207,7 @@ def run(
     ]
     payload["figures"] = figures
     markdown = _markdown(payload, methods, figures, results_dir)
-    write_results(PROTOCOL, payload, markdown, results_dir)
+    write_results(protocol, payload, markdown, results_dir)
     return payload
 
 
@@ -190,8 +224,7 @@ def _markdown(
             r.update({u: f[metric] for u, f in zip(fold_names, summary[m]["folds"], strict=True)})
             per_fold.append(r)
     lines = [
-        "Open-set defect typing on magnetic tile, protocol `mt-open` (leave one defect class",
-        "out, five folds; Huang, Qiu, Yuan, The Visual Computer 36, 2020). Mean over folds.",
+        DESCRIPTIONS[payload["protocol"]],
         "",
         f"Input: {payload['input']}.",
         f"Threshold: {payload['threshold_rule']}.",

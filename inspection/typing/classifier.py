@@ -6,7 +6,8 @@ defect type needs labels, not code. It
 1. extracts frozen-backbone features of several views of each image (:mod:`.features`),
 2. cross-fits the head on ``calibration_folds`` folds (grouped by source image) and scores the
    held-out images as they are, giving out-of-fold unknown scores of *known* defects,
-3. sets the unknown threshold at the ``quantile`` of those scores (training data only),
+3. sets the unknown threshold at the operating point: the ``known_accept_rate`` quantile of
+   those scores (training data only), so about that share of known defects keeps its type,
 4. trains the final head on every image and fits the selected method's statistics.
 
 Class-mean methods (``mahalanobis``, ``metric``) can also :meth:`~OpenSetTyper.add_class` at once
@@ -36,6 +37,7 @@ from inspection.typing.scoring import (
     NetworkOutputs,
     ScorerState,
     TypingResult,
+    operating_threshold,
     results,
     score,
 )
@@ -44,6 +46,8 @@ logger = logging.getLogger(__name__)
 
 SAVE_FORMAT = "inspection-typer/1"
 EXPORT_FORMAT = "inspection-typing-runtime/1"
+#: Out-of-fold known scores beside a saved or exported typer, so an operating point can move.
+CALIBRATION_FILE = "calibration.npz"
 
 
 @dataclass
@@ -51,19 +55,36 @@ class Calibration:
     """What cross-fitting on the training images measured (no test data involved).
 
     Attributes:
-        threshold: unknown-score threshold (the ``quantile`` of ``known_scores``).
+        threshold: unknown-score threshold (the ``target`` quantile of ``known_scores``).
         known_scores: (N,) out-of-fold unknown scores of the training images.
         accuracy: out-of-fold closed-set accuracy of the method's label.
         folds: number of cross-fitting folds used.
+        target: the operating point asked for (share of known defects that keep their type).
     """
 
     threshold: float
     known_scores: np.ndarray = field(repr=False)
     accuracy: float
     folds: int
+    target: float = 0.95
+
+    @property
+    def known_accept_rate(self) -> float:
+        """Share of out-of-fold known scores at or below the threshold (what was reached)."""
+        if self.known_scores.size == 0:
+            return float("nan")
+        return float((self.known_scores <= self.threshold).mean())
 
     def summary(self) -> dict[str, Any]:
-        return {"threshold": self.threshold, "oof_accuracy": self.accuracy, "folds": self.folds}
+        """JSON-ready operating point: target, threshold and the rates measured out-of-fold."""
+        return {
+            "threshold": self.threshold,
+            "known_accept_rate_target": self.target,
+            "known_accept_rate_oof": self.known_accept_rate,
+            "oof_accuracy": self.accuracy,
+            "folds": self.folds,
+            "n_train": int(self.known_scores.size),
+        }
 
 
 def _as_views(features: np.ndarray) -> np.ndarray:
@@ -100,7 +121,7 @@ def fit_shared(
     Args:
         features: (N, V, D) training-view features (view 0 = image as is) or (N, D).
         labels: N defect-type names.
-        config: typer settings (head, quantile, folds, seed; ``config.method`` is ignored here).
+        config: typer settings (head, operating point, folds, seed; ``config.method`` is ignored).
         methods: method configs to fit; keys of the returned dicts are their ``method`` names.
 
     Returns:
@@ -140,17 +161,18 @@ def fit_shared(
     for m in methods:
         states[m.method] = fit_state(m, all_out, np.repeat(y, v), len(classes))
         calib[m.method] = Calibration(
-            threshold=float(np.quantile(oof[m.method], config.quantile)),
+            threshold=operating_threshold(oof[m.method], config.known_accept_rate),
             known_scores=oof[m.method],
             accuracy=float((oof_pred[m.method] == y).mean()),
             folds=n_folds,
+            target=config.known_accept_rate,
         )
         logger.info(
-            "typing %s: out-of-fold accuracy %.3f, threshold %.4g (q=%.2f)",
+            "typing %s: out-of-fold accuracy %.3f, threshold %.4g (known accept %.2f)",
             m.method,
             calib[m.method].accuracy,
             calib[m.method].threshold,
-            config.quantile,
+            config.known_accept_rate,
         )
     return classes, head, states, calib
 
@@ -291,6 +313,7 @@ class OpenSetTyper:
         directory.mkdir(parents=True, exist_ok=True)
         torch.save(head.state_dict(), directory / "head.pt")
         state.save(directory / "scorer")
+        self._save_calibration(directory)
         (directory / "typer.json").write_text(json.dumps(self._meta(SAVE_FORMAT), indent=2) + "\n")
         return directory
 
@@ -315,7 +338,12 @@ class OpenSetTyper:
         typer.state = ScorerState.load(directory / "scorer")
         typer.classes = list(meta["classes"])
         typer.threshold = float(meta["threshold"])
+        typer.calibration = _load_calibration(directory, meta)
         return typer
+
+    def _save_calibration(self, directory: Path) -> None:
+        if self.calibration is not None:
+            np.savez(directory / CALIBRATION_FILE, known_scores=self.calibration.known_scores)
 
     def export(self, directory: str | Path) -> Path:
         """Station bundle: ``typer.xml/.bin`` (OpenVINO: raw RGB [0, 1] (N, 3, S, S) ->
@@ -334,9 +362,31 @@ class OpenSetTyper:
         )
         ov.save_model(model, directory / "typer.xml", compress_to_fp16=False)  # exact scores
         state.save(directory / "scorer")
+        self._save_calibration(directory)
         meta = self._meta(EXPORT_FORMAT)
         (directory / "runtime.json").write_text(json.dumps(meta, indent=2) + "\n")
         return directory
+
+
+def _load_calibration(directory: Path, meta: dict[str, Any]) -> Calibration | None:
+    """The stored operating point (None for typers saved before it was kept)."""
+    summary = meta.get("calibration")
+    path = directory / CALIBRATION_FILE
+    if not summary or not path.is_file():
+        return None
+    try:
+        with np.load(path) as data:
+            known = np.asarray(data["known_scores"], dtype=np.float64)
+    except (OSError, KeyError, ValueError) as exc:
+        raise ModelFileError(f"cannot read typer calibration {path}: {exc}") from exc
+    target = summary.get("known_accept_rate_target", meta["config"].get("quantile", 0.95))
+    return Calibration(
+        threshold=float(meta["threshold"]),
+        known_scores=known,
+        accuracy=float(summary.get("oof_accuracy", float("nan"))),
+        folds=int(summary.get("folds", 0)),
+        target=float(target),
+    )
 
 
 def fit_typers(

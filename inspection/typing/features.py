@@ -2,9 +2,13 @@
 
 The typer classifies the **whole image** (resized to a square): at test time a crop would need a
 detector's anomaly map, and ground-truth masks must never be used there. The backbone is the
-ImageNet EfficientNet-Lite0 of :mod:`inspection.backbone`, kept frozen; its last feature map
-(1280 channels at stride 32) is globally average- and max-pooled, because typical defects (a
-blowhole covers ~0.2 % of a magnetic tile) vanish in an average alone.
+ImageNet EfficientNet-Lite0 of :mod:`inspection.backbone`, kept frozen; the feature maps named
+by ``FeatureConfig.levels`` (default the outputs of its last three stages, ``blocks.4..6``:
+112 + 192 + 320 channels at strides 16, 32, 32; ``head`` is the 1280-channel ImageNet head) are
+each globally average- and max-pooled, because typical defects (a blowhole covers ~0.2 % of a
+magnetic tile) vanish in an average alone, and concatenated (multi-scale pooling, as in
+hypercolumn / multi-layer descriptors for open-set and OOD detection: Lee et al., NeurIPS 2018
+feature ensembles; Sun et al., ICML 2022 use the penultimate layer of a trained network).
 
 Few labelled defects exist (32 Fray images in magnetic tile), so training uses several views of
 each image: the dihedral group (flips and 90 degree rotations) plus random albumentations
@@ -55,6 +59,9 @@ class PooledBackbone(nn.Module):
             config.backbone, pretrained=pretrained, num_classes=0, global_pool=""
         )
         self.pooling = config.pooling
+        self.levels = tuple(config.levels)
+        self._taps = {int(level.split(".")[1]) for level in self.levels if level != "head"}
+        self._out_dim: int | None = None
         self.register_buffer("mean", torch.tensor(LITE0_MEAN).view(1, -1, 1, 1))
         self.register_buffer("std", torch.tensor(LITE0_STD).view(1, -1, 1, 1))
         self.eval()
@@ -63,16 +70,39 @@ class PooledBackbone(nn.Module):
 
     @property
     def out_dim(self) -> int:
-        channels = int(self.body.num_features)
-        return 2 * channels if self.pooling == "avgmax" else channels
+        """D: pooled channels of every level (twice for ``avgmax``)."""
+        if self._out_dim is None:
+            with torch.no_grad():
+                maps = self._maps(torch.zeros(1, 3, 32, 32))
+            channels = sum(int(maps[level].shape[1]) for level in self.levels)
+            self._out_dim = 2 * channels if self.pooling == "avgmax" else channels
+        return self._out_dim
+
+    def _maps(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The requested feature maps of normalised input ``x`` (one pass through the body)."""
+        if self.levels == ("head",):
+            return {"head": self.body(x)}
+        body = self.body
+        h = body.bn1(body.conv_stem(x))
+        maps: dict[str, torch.Tensor] = {}
+        for i, block in enumerate(body.blocks):
+            h = block(h)
+            if i in self._taps:
+                maps[f"blocks.{i}"] = h
+        if "head" in self.levels:
+            maps["head"] = body.bn2(body.conv_head(h))
+        return maps
+
+    def _pool(self, fmap: torch.Tensor) -> list[torch.Tensor]:
+        if self.pooling == "avg":
+            return [fmap.mean(dim=(2, 3))]
+        if self.pooling == "max":
+            return [fmap.amax(dim=(2, 3))]
+        return [fmap.mean(dim=(2, 3)), fmap.amax(dim=(2, 3))]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        fmap = self.body((x - self.mean) / self.std)
-        if self.pooling == "avg":
-            return fmap.mean(dim=(2, 3))
-        if self.pooling == "max":
-            return fmap.amax(dim=(2, 3))
-        return torch.cat([fmap.mean(dim=(2, 3)), fmap.amax(dim=(2, 3))], dim=1)
+        maps = self._maps((x - self.mean) / self.std)
+        return torch.cat([p for level in self.levels for p in self._pool(maps[level])], dim=1)
 
 
 def dihedral(image: np.ndarray, k: int) -> np.ndarray:

@@ -16,12 +16,18 @@ import numpy as np
 from inspection.errors import ConfigError, InvalidStateError
 from inspection.typing.config import (
     EnergyConfig,
+    KnnConfig,
     MahalanobisConfig,
     MethodConfig,
     MetricConfig,
     OpenMaxConfig,
 )
-from inspection.typing.scoring import NetworkOutputs, ScorerState, openmax_distance
+from inspection.typing.scoring import (
+    NetworkOutputs,
+    ScorerState,
+    knn_normalise,
+    openmax_distance,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -166,6 +172,8 @@ def fit_state(
         )
     if isinstance(config, OpenMaxConfig):
         return _fit_openmax(config, np.asarray(outputs.logits, np.float64), labels, n_classes)
+    if isinstance(config, KnnConfig):
+        return fit_knn(config, outputs)
     raise ConfigError(f"unknown typing method {method!r}")
 
 
@@ -196,6 +204,33 @@ def _fit_openmax(
             "weibull_loc": loc,
         },
     )
+
+
+def fit_knn(config: KnnConfig, outputs: NetworkOutputs, seed: int = 0) -> ScorerState:
+    """Bank of L2-normalised training vectors for deep k-NN (Sun et al., ICML 2022).
+
+    With ``standardise``, backbone features are scaled per dimension by the training mean and
+    standard deviation (1 % of the mean variance as a floor for dead channels) before
+    normalising; otherwise vectors are normalised as they are. At most ``max_bank`` rows are
+    kept (seeded subsample).
+    """
+    x = np.asarray(
+        outputs.features if config.space == "backbone" else outputs.embedding, np.float64
+    )
+    if config.space == "backbone" and config.standardise:
+        mean = x.mean(0)
+        var = x.var(0)
+        scale = 1.0 / np.sqrt(var + 0.01 * var.mean() + 1e-12)
+    else:
+        mean, scale = np.zeros(x.shape[1]), np.ones(x.shape[1])
+    if len(x) > config.max_bank:
+        rows = np.sort(np.random.default_rng(seed).choice(len(x), config.max_bank, replace=False))
+        x = x[rows]
+    arrays = {"centre": mean.astype(np.float32), "scale": scale.astype(np.float32)}
+    arrays["bank"] = knn_normalise(x, arrays).astype(np.float32)
+    k = min(config.k, len(x))
+    logger.debug("knn: bank %s, k %d, space %s", arrays["bank"].shape, k, config.space)
+    return ScorerState("knn", {"k": k, "space": config.space}, arrays)
 
 
 def add_class_state(state: ScorerState, outputs: NetworkOutputs) -> ScorerState:

@@ -6,7 +6,10 @@ A bundle written by :meth:`inspection.typing.classifier.OpenSetTyper.export` hol
   features (N, D), metric embedding (N, E), logits (N, C); normalisation is inside the graph;
 * ``scorer.npz`` / ``scorer.json``: the selected method's statistics (class means, low-rank
   precision, Weibull parameters, ...), evaluated by :mod:`inspection.typing.scoring`;
-* ``runtime.json``: method, class names, unknown threshold, input size, config.
+* ``runtime.json``: method, class names, unknown threshold, input size, config and the
+  operating point it was set at (``calibration``: target known-accept rate, out-of-fold rates);
+* ``calibration.npz``: out-of-fold unknown scores of the known training defects, so a station
+  may choose another operating point (``known_accept_rate``) without retraining.
 
 This module imports no torch: only NumPy, OpenCV and OpenVINO.
 """
@@ -21,12 +24,13 @@ from typing import Any
 import cv2
 import numpy as np
 
-from inspection.errors import ModelFileError
+from inspection.errors import ConfigError, ModelFileError
 from inspection.typing.scoring import (
     MethodScores,
     NetworkOutputs,
     ScorerState,
     TypingResult,
+    operating_threshold,
     results,
     score,
 )
@@ -34,6 +38,61 @@ from inspection.typing.scoring import (
 logger = logging.getLogger(__name__)
 
 RUNTIME_FORMAT = "inspection-typing-runtime/1"
+CALIBRATION_FILE = "calibration.npz"
+
+
+def read_known_scores(directory: str | Path) -> np.ndarray | None:
+    """(N,) out-of-fold known scores stored with a bundle; None when the bundle has none."""
+    path = Path(directory) / CALIBRATION_FILE
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path) as data:
+            return np.asarray(data["known_scores"], dtype=np.float64)
+    except (OSError, KeyError, ValueError) as exc:
+        raise ModelFileError(f"cannot read typing calibration {path}: {exc}") from exc
+
+
+def operating_point(
+    meta: dict[str, Any], known_scores: np.ndarray | None, known_accept_rate: float | None = None
+) -> dict[str, Any]:
+    """The operating point of a bundle, or of ``known_accept_rate`` when one is asked for.
+
+    Returns ``known_accept_rate_target``, ``threshold``, ``known_accept_rate_oof`` (share of the
+    training defects' out-of-fold scores at or below the threshold: what a plant should see on
+    known types), ``oof_accuracy``, ``n_train`` and ``source`` (``bundle`` or ``station``).
+
+    Raises:
+        ConfigError: a rate is asked for but the bundle stores no out-of-fold scores.
+    """
+    summary = dict(meta.get("calibration") or {})
+    target = summary.get(
+        "known_accept_rate_target", (meta.get("config") or {}).get("quantile", float("nan"))
+    )
+    point: dict[str, Any] = {
+        "known_accept_rate_target": target,
+        "threshold": float(meta["threshold"]),
+        "known_accept_rate_oof": summary.get("known_accept_rate_oof"),
+        "oof_accuracy": summary.get("oof_accuracy"),
+        "n_train": summary.get("n_train"),
+        "source": "bundle",
+    }
+    if known_accept_rate is None:
+        return point
+    if known_scores is None:
+        raise ConfigError(
+            "this typing bundle stores no out-of-fold scores (calibration.npz); it can only run "
+            "at the operating point it was trained for"
+        )
+    threshold = operating_threshold(known_scores, known_accept_rate)
+    point.update(
+        known_accept_rate_target=float(known_accept_rate),
+        threshold=threshold,
+        known_accept_rate_oof=float((known_scores <= threshold).mean()),
+        n_train=int(known_scores.size),
+        source="station",
+    )
+    return point
 
 
 def resize_images(images: np.ndarray, size: int) -> np.ndarray:
@@ -72,15 +131,35 @@ class TypingRuntime:
         directory: bundle folder written by ``OpenSetTyper.export``.
         device: OpenVINO device name.
         batch_size: images per inference request.
+        known_accept_rate: operating point of this station (share of known-type defects that
+            keep their type); None keeps the bundle's. The threshold comes from the bundle's
+            out-of-fold training scores, never from the station's own images.
     """
 
-    def __init__(self, directory: str | Path, device: str = "CPU", batch_size: int = 16) -> None:
+    def __init__(
+        self,
+        directory: str | Path,
+        device: str = "CPU",
+        batch_size: int = 16,
+        known_accept_rate: float | None = None,
+    ) -> None:
         import openvino as ov
 
         directory = Path(directory)
         self.meta = read_runtime_metadata(directory)
         self.classes: list[str] = list(self.meta["classes"])
-        self.threshold = float(self.meta["threshold"])
+        self.operating_point = operating_point(
+            self.meta, read_known_scores(directory), known_accept_rate
+        )
+        self.threshold = float(self.operating_point["threshold"])
+        if known_accept_rate is not None:
+            logger.info(
+                "typing bundle %s: known-accept %.3f -> threshold %.4g (bundle %.4g)",
+                directory,
+                known_accept_rate,
+                self.threshold,
+                float(self.meta["threshold"]),
+            )
         self.image_size = int(self.meta["image_size"])
         self.method = str(self.meta["method"])
         self.batch_size = batch_size

@@ -1,4 +1,4 @@
-"""NumPy-only scoring of the six open-set methods from network outputs (no torch, no scipy).
+"""NumPy-only scoring of the open-set methods from network outputs (no torch, no scipy).
 
 The station runs these functions on the outputs of the exported OpenVINO graph, and the
 training side runs the very same functions on the torch head's outputs, so both agree to float
@@ -92,7 +92,8 @@ class ScorerState:
         arrays: named arrays, e.g. ``means`` (K, D), ``scale`` (D,), ``basis`` (D, r), ``coef``
             (r,), ``iso`` () for Mahalanobis (see :func:`mahalanobis_sq`),
             ``means`` (K, E) for metric, ``mavs`` (K, C) + ``weibull_shape``/``weibull_scale``
-            (K,) for OpenMax. Logit methods hold none.
+            (K,) for OpenMax, ``bank`` (M, D) unit rows + ``centre``/``scale`` (D,) for k-NN.
+            Logit methods hold none.
     """
 
     method: str
@@ -222,6 +223,27 @@ def openmax_probabilities(
     return softmax(np.concatenate([unknown, revised], axis=1))
 
 
+def knn_normalise(x: np.ndarray, arrays: dict[str, np.ndarray]) -> np.ndarray:
+    """(N, D) -> (N, D) float64 rows ``(x - centre) * scale``, scaled to unit length."""
+    z = (np.asarray(x, np.float64) - np.asarray(arrays["centre"], np.float64)) * np.asarray(
+        arrays["scale"], np.float64
+    )
+    return z / np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)
+
+
+def knn_distance(x: np.ndarray, arrays: dict[str, np.ndarray], k: int) -> np.ndarray:
+    """(N,) euclidean distance of each normalised row of ``x`` to its ``k``-th nearest bank row.
+
+    Deep k-NN (Sun et al., ICML 2022): on the unit sphere ``||a - b||^2 = 2 - 2 a.b``, so the
+    search is one (N, D) x (D, M) product and a partial sort per row.
+    """
+    z = knn_normalise(x, arrays)
+    sim = z @ np.asarray(arrays["bank"], np.float64).T  # (N, M)
+    k = min(int(k), sim.shape[1])
+    kth = -np.partition(-sim, k - 1, axis=1)[:, k - 1]
+    return np.sqrt(np.maximum(2.0 - 2.0 * kth, 0.0))
+
+
 def score(state: ScorerState, outputs: NetworkOutputs) -> MethodScores:
     """Score a batch with a fitted method; see the module docstring for the convention."""
     method = state.method
@@ -258,7 +280,26 @@ def score(state: ScorerState, outputs: NetworkOutputs) -> MethodScores:
         known = prob[:, 1:]
         pred = logits.argmax(1)
         return MethodScores(pred, known[np.arange(len(pred)), pred], 1.0 - known.max(1))
+    if method == "knn":
+        space = state.params.get("space", "backbone")
+        x = outputs.features if space == "backbone" else outputs.embedding
+        return _logit_scores(logits, knn_distance(x, state.arrays, int(state.params["k"])))
     raise ConfigError(f"unknown typing method {method!r}")
+
+
+def operating_threshold(known_scores: np.ndarray, known_accept_rate: float) -> float:
+    """Unknown-score threshold at which ``known_accept_rate`` of ``known_scores`` are accepted.
+
+    ``known_scores``: (N,) out-of-fold unknown scores of known-type training defects (never
+    test data). An item is called unknown when its score is *above* the threshold, so the
+    threshold is the ``known_accept_rate`` quantile of those scores.
+    """
+    scores = np.asarray(known_scores, dtype=np.float64)
+    if scores.size == 0:
+        raise ConfigError("no out-of-fold known scores to set an operating point from")
+    if not 0.0 < known_accept_rate < 1.0:
+        raise ConfigError(f"known_accept_rate must be in (0, 1), got {known_accept_rate}")
+    return float(np.quantile(scores, known_accept_rate))
 
 
 def results(scores: MethodScores, classes: list[str], threshold: float) -> list[TypingResult]:

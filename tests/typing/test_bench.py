@@ -55,7 +55,7 @@ def test_openset_bench_writes_results_and_figures(tmp_path: Path) -> None:
     assert (
         set(saved["methods"])
         == set(payload["methods"])
-        == {"msp", "max_logit", "energy", "mahalanobis", "metric", "openmax"}
+        == {"msp", "max_logit", "energy", "mahalanobis", "metric", "openmax", "knn"}
     )
     for entry in saved["methods"].values():
         assert set(bench.METRICS) <= set(entry)
@@ -66,6 +66,43 @@ def test_openset_bench_writes_results_and_figures(tmp_path: Path) -> None:
     # features come from the cache the second time, with identical numbers
     again = bench.run(data, config, methods=["msp"], results_dir=out, cache_dir=tmp_path / "cache")
     assert again["methods"]["msp"]["unknown_auroc"] == payload["methods"]["msp"]["unknown_auroc"]
+
+
+def _fake_neu(root: Path, per_type: int = 10) -> Path:
+    from inspection.data.neu_surface import DEFECT_TYPES
+
+    line = SyntheticLine("tile", size=48, seed=2)
+    kinds = ("hole", "missing", "crack", "scratch", "stain", "hole")
+    for c, cls in enumerate(DEFECT_TYPES):
+        (root / cls).mkdir(parents=True)
+        for n in range(1, per_type + 1):
+            s = line.render(100 * c + n, kinds[c])
+            cv2.imwrite(
+                str(root / cls / f"{cls}_{n}.png"), cv2.cvtColor(s.image, cv2.COLOR_RGB2GRAY)
+            )
+    return root
+
+
+@pytest.mark.slow
+def test_neu_open_bench_writes_its_own_results(tmp_path: Path) -> None:
+    from inspection.data.neu_surface import DEFECT_TYPES
+    from inspection.typing import bench
+
+    data = _fake_neu(tmp_path / "neu")
+    config = TyperConfig(
+        features=FeatureConfig(image_size=32, dihedral_views=1, random_views=0, backend="torch"),
+        head=HeadConfig(epochs=2, hidden=16, embed_dim=4),
+        calibration_folds=2,
+    )
+    out = tmp_path / "results"
+    bench.run(
+        data, config, methods=["msp", "knn"], results_dir=out, cache_dir=None, protocol="neu-open"
+    )
+    saved = json.loads((out / "neu-open.json").read_text())
+    assert saved["protocol"] == "neu-open" and {"commit", "date", "machine"} <= set(saved)
+    assert [f["unknown"] for f in saved["methods"]["knn"]["folds"]] == list(DEFECT_TYPES)
+    assert set(bench.EXTRA) <= set(saved["methods"]["knn"])
+    assert "NEU" in (out / "neu-open.md").read_text()
 
 
 @pytest.mark.realdata
