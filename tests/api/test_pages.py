@@ -193,3 +193,26 @@ def test_models_page_shows_why_auto_chose_a_detector(client: TestClient, session
     page = client.get("/models").text
     assert "chosen by <em>auto</em>: patchcore@320" in page
     assert "0.810" in page and "0.970" in page and "separated painted" in page
+
+
+def test_models_page_shows_the_typer_operating_point(client: TestClient, session: Session) -> None:
+    version = session.scalars(select(ModelVersion).order_by(ModelVersion.id)).first()
+    assert version is not None
+    version.config = {
+        **(version.config or {}),
+        "typer_operating_point": {
+            "method": "knn",
+            "classes": ["crack", "dent"],
+            "threshold": 0.4321,
+            "known_accept_rate_target": 0.95,
+            "known_accept_rate_oof": 0.952,
+            "oof_accuracy": 0.917,
+            "folds": 5,
+            "n_train": 120,
+        },
+    }
+    session.commit()
+    ui_login(client, "operator")
+    page = client.get("/models").text
+    assert "typer knn: unknown above 0.4321, 95% of known types kept" in page
+    assert "0.952" in page and "0.917" in page and "crack, dent" in page

@@ -66,9 +66,12 @@ class ScriptedSource(FrameSource):
         return _stamp(Frame(step, f"scripted#{self._i}"))
 
 
-def constant_classifier(path: object) -> object:
-    """A classifier loader for config tests: every region gets the bundle folder's name."""
+def constant_classifier(path: object, known_accept_rate: float | None = None) -> object:
+    """A classifier loader for config tests: every region gets the bundle folder's name, with
+    the station's operating point appended when one is set (``dent@0.8``)."""
     from pathlib import Path
 
     label = Path(str(path)).name
+    if known_accept_rate is not None:
+        label = f"{label}@{known_accept_rate}"
     return lambda crop, amap: (label, 0.8, False)

@@ -312,6 +312,13 @@ def test_classifier_from_config(tmp_path: Path, db) -> None:
     missing = make_config(tmp_path, classifier={"path": str(tmp_path / "nope")})
     with pytest.raises(ModelFileError):
         load_classifier(missing)  # the default loader: an exported typing bundle
+    point = {"path": str(tmp_path / "dent"), "loader": loader, "known_accept_rate": 0.8}
+    assert (
+        load_classifier(make_config(tmp_path, classifier=point))(
+            np.zeros((4, 4, 3), np.uint8), np.zeros((4, 4), np.float32)
+        )[0]
+        == "dent@0.8"
+    )  # the station's operating point reaches the loader
 
 
 def test_parallel_scoring_workers(tmp_path: Path, db) -> None:

@@ -74,3 +74,18 @@ def test_exported_bundle_keeps_and_moves_its_operating_point(
     loaded = OpenSetTyper.load(typer.save(tmp_path / "saved"), extractor)
     assert loaded.calibration is not None and loaded.calibration.target == 0.9
     np.testing.assert_allclose(loaded.calibration.known_scores, typer.calibration.known_scores)
+
+
+def test_loop_records_the_typer_operating_point() -> None:
+    from types import SimpleNamespace
+
+    from inspection.loop.retrain import typer_operating_point
+    from inspection.typing.classifier import Calibration
+
+    calib = Calibration(0.5, np.linspace(0, 1, 21), accuracy=0.9, folds=3, target=0.95)
+    typer = SimpleNamespace(method="knn", classes=["a", "b"], calibration=calib)
+    point = typer_operating_point(typer)
+    assert point is not None and point["method"] == "knn" and point["classes"] == ["a", "b"]
+    assert point["known_accept_rate_target"] == 0.95 and point["threshold"] == 0.5
+    assert point["known_accept_rate_oof"] == pytest.approx(11 / 21)
+    assert typer_operating_point(None) is None
