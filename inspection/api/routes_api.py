@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from inspection.api import models_service, queries, users
+from inspection.api import queries, users
 from inspection.api.deps import (
     Admin,
     AnyUser,
@@ -82,6 +82,7 @@ from inspection.db.models import (
     Verdict,
 )
 from inspection.errors import NotFoundError
+from inspection.services import models as models_service
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy.orm import Session
 
-from inspection.api import charts, models_service, queries, users
+from inspection.api import charts, queries, users
 from inspection.api.auth import CSRF_FORM_FIELD, SESSION_COOKIE
 from inspection.api.deps import (
     Admin,
@@ -53,6 +53,7 @@ from inspection.api.schemas import (
 from inspection.db import repo
 from inspection.db.models import Inspection, ModelStatus, Role
 from inspection.errors import InspectionError, NotFoundError
+from inspection.services import models as models_service
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Promotion and one-click rollback for the loop, by station name.
 
-The decisions themselves live in :mod:`inspection.api.models_service` (shared with the review UI
+The decisions themselves live in :mod:`inspection.services.models` (shared with the review UI
 and the REST API: status changes through :func:`inspection.db.repo.set_model_status`, one
 audit-log row per intent); this module adds the station-name lookup and the transaction, so the
 CLI and the retraining job call one function each. Stations in database mode hot-reload the new
@@ -14,10 +14,10 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from inspection.api.models_service import promote_model, rollback_model
 from inspection.db import repo
 from inspection.db.engine import run_in_transaction
 from inspection.db.models import ModelVersion
+from inspection.services.models import promote_model, rollback_model
 
 logger = logging.getLogger(__name__)
 

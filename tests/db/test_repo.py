@@ -11,13 +11,14 @@ from sqlalchemy import event, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from inspection.db import repo
+from inspection.db import ingest, repo
 from inspection.db.models import (
     ArtifactKind,
     AuditLog,
     Inspection,
     JobStatus,
     ModelStatus,
+    ModelVersion,
     Role,
     Verdict,
 )
@@ -151,7 +152,7 @@ def test_model_lifecycle_keeps_one_active(session: Session, world: World) -> Non
     assert active is not None
     assert active.id == child.id
     assert active.activated_at is not None
-    old = session.get(repo.ModelVersion, world.model_id)
+    old = session.get(ModelVersion, world.model_id)
     assert old is not None
     assert old.status == ModelStatus.RETIRED
     with pytest.raises(InvalidStateError):
@@ -442,7 +443,7 @@ def test_concurrent_insert_of_same_key_returns_stored_row(
     first = _record(session, world, "race", 0.7)
     session.commit()
     session.expunge_all()
-    monkeypatch.setattr(repo, "_existing_by_key", lambda _session, _items: {})
+    monkeypatch.setattr(ingest, "_existing_by_key", lambda _session, _items: {})
     again = _record(session, world, "race", 0.1)
     session.commit()
     assert again.id == first.id
@@ -551,14 +552,14 @@ def test_bulk_insert_survives_a_concurrent_writer(
     """A key stored by another writer between the check and the insert: its id, no dup."""
     first = repo.insert_inspections(session, [_rich_item(world, "race")])[0]
     session.commit()
-    real = repo._existing_ids
+    real = ingest._existing_ids
     calls = {"n": 0}
 
     def blind_once(s: Session, items: object) -> dict[tuple[int, str], int]:
         calls["n"] += 1
         return {} if calls["n"] == 1 else real(s, items)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(repo, "_existing_ids", blind_once)
+    monkeypatch.setattr(ingest, "_existing_ids", blind_once)
     ids = repo.insert_inspections(session, [_rich_item(world, "new"), _rich_item(world, "race")])
     session.commit()
     assert ids[1] == first

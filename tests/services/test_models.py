@@ -1,4 +1,4 @@
-"""Promote and roll back through :mod:`inspection.api.models_service` (used by the closed loop)."""
+"""Promote and roll back through :mod:`inspection.services.models` (used by the closed loop)."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from inspection.api.models_service import promote_model, rollback_candidates, rollback_model
 from inspection.db import migrate, repo
 from inspection.db.engine import make_engine, make_session_factory
 from inspection.db.models import AuditLog
 from inspection.errors import InvalidStateError, NotFoundError
+from inspection.services.models import promote_model, rollback_candidates, rollback_model
 
 
 @pytest.fixture

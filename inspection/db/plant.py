@@ -1,0 +1,190 @@
+"""Lines, stations, cameras, per-station thresholds and defect types.
+
+Every function takes an open :class:`~sqlalchemy.orm.Session` first and keyword arguments
+after it; none commits (the caller owns the transaction, e.g. with
+:func:`inspection.db.engine.run_in_transaction`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from inspection.db.common import Actor, get_existing, write_audit
+from inspection.db.models import (
+    Camera,
+    DefectType,
+    Line,
+    Station,
+    utcnow,
+)
+from inspection.errors import NotFoundError
+
+log = logging.getLogger(__name__)
+
+# -- lines, stations, cameras, users, defect types ---------------------------------------------
+
+
+def upsert_line(session: Session, *, name: str, description: str | None = None) -> Line:
+    """The line called ``name``, created if missing; ``description`` updated when given."""
+    line = session.scalar(select(Line).where(Line.name == name))
+    if line is None:
+        line = Line(name=name, description=description, created_at=utcnow())
+        session.add(line)
+        session.flush()
+    elif description is not None:
+        line.description = description
+    return line
+
+
+def upsert_station(
+    session: Session,
+    *,
+    name: str,
+    line_name: str,
+    description: str | None = None,
+    image_threshold: float | None = None,
+    pixel_threshold: float | None = None,
+    retention_days: int | None = None,
+) -> Station:
+    """The station called ``name`` on line ``line_name`` (both created if missing).
+
+    Thresholds are only applied when the station is created: afterwards they belong to the
+    operators (:func:`set_station_thresholds`, audited), so redeploying a station config does
+    not silently undo their tuning. ``description`` and ``retention_days`` update when given.
+    """
+    line = upsert_line(session, name=line_name)
+    station = session.scalar(select(Station).where(Station.name == name))
+    if station is None:
+        station = Station(
+            name=name,
+            line_id=line.id,
+            description=description,
+            image_threshold=image_threshold,
+            pixel_threshold=pixel_threshold,
+            thresholds_updated_at=(
+                utcnow() if image_threshold is not None or pixel_threshold is not None else None
+            ),
+            retention_days=retention_days,
+            created_at=utcnow(),
+        )
+        session.add(station)
+        session.flush()
+        return station
+    station.line_id = line.id
+    if description is not None:
+        station.description = description
+    if retention_days is not None:
+        station.retention_days = retention_days
+    return station
+
+
+def get_station(session: Session, station_id: int) -> Station:
+    """The station with id ``station_id``."""
+    return get_existing(session, Station, station_id, "station")
+
+
+def get_station_by_name(session: Session, name: str) -> Station:
+    """The station called ``name``."""
+    station = session.scalar(select(Station).where(Station.name == name))
+    if station is None:
+        raise NotFoundError(f"station {name!r} does not exist")
+    return station
+
+
+def upsert_camera(
+    session: Session,
+    *,
+    station_id: int,
+    name: str,
+    serial: str | None = None,
+    width_px: int | None = None,
+    height_px: int | None = None,
+    settings: Mapping[str, Any] | None = None,
+) -> Camera:
+    """The camera ``name`` of a station, created or updated with the given fields."""
+    get_station(session, station_id)
+    camera = session.scalar(
+        select(Camera).where(Camera.station_id == station_id, Camera.name == name)
+    )
+    if camera is None:
+        camera = Camera(station_id=station_id, name=name, settings={}, created_at=utcnow())
+        session.add(camera)
+    if serial is not None:
+        camera.serial = serial
+    if width_px is not None:
+        camera.width_px = width_px
+    if height_px is not None:
+        camera.height_px = height_px
+    if settings is not None:
+        camera.settings = dict(settings)
+    session.flush()
+    return camera
+
+
+def set_station_thresholds(
+    session: Session,
+    *,
+    station_id: int,
+    image_threshold: float | None,
+    pixel_threshold: float | None,
+    changed_by: int | str | Actor | None,
+) -> Station:
+    """Change a station's thresholds (no retraining needed) and audit the change.
+
+    ``changed_by``: the user id of the operator/engineer, or a system actor name.
+    """
+    station = get_station(session, station_id)
+    before = {
+        "image_threshold": station.image_threshold,
+        "pixel_threshold": station.pixel_threshold,
+    }
+    after = {"image_threshold": image_threshold, "pixel_threshold": pixel_threshold}
+    station.image_threshold = image_threshold
+    station.pixel_threshold = pixel_threshold
+    station.thresholds_updated_at = utcnow()
+    write_audit(
+        session,
+        actor=changed_by,
+        action="station.set_thresholds",
+        entity_type="station",
+        entity_id=station.id,
+        before=before,
+        after=after,
+    )
+    session.flush()
+    return station
+
+
+def get_or_create_defect_type(session: Session, name: str) -> DefectType:
+    """The defect type ``name`` (stripped, lower-cased), created when new.
+
+    Safe against two writers creating the same new type at once (savepoint + re-read).
+    """
+    clean = name.strip().lower()
+    if not clean:
+        raise ValueError("defect type name must not be empty")
+    found = session.scalar(select(DefectType).where(DefectType.name == clean))
+    if found is not None:
+        return found
+    try:
+        with session.begin_nested():
+            created = DefectType(name=clean, created_at=utcnow())
+            session.add(created)
+            session.flush()
+        return created
+    except IntegrityError:
+        found = session.scalar(select(DefectType).where(DefectType.name == clean))
+        if found is None:
+            raise
+        return found
+
+
+def list_defect_types(session: Session) -> list[DefectType]:
+    """All defect types, by name."""
+    return list(session.scalars(select(DefectType).order_by(DefectType.name)))

@@ -1,0 +1,251 @@
+"""Reading inspections back: one with everything loaded, filtered lists, the review queue
+(unknown types first, then by score, cursor-paginated) and operator labels.
+
+Every function takes an open :class:`~sqlalchemy.orm.Session` first and keyword arguments
+after it; none commits (the caller owns the transaction, e.g. with
+:func:`inspection.db.engine.run_in_transaction`).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import logging
+from dataclasses import dataclass
+
+from sqlalchemy import ColumnElement, Select, exists, func, select, tuple_
+from sqlalchemy.orm import Session, selectinload
+
+from inspection.db.common import check_limit, get_existing, require_aware
+from inspection.db.models import (
+    DefectRegion,
+    DefectType,
+    Inspection,
+    OperatorLabel,
+    User,
+    Verdict,
+    utcnow,
+)
+from inspection.db.plant import get_or_create_defect_type
+from inspection.errors import InvalidCursorError, InvalidStateError, NotFoundError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ReviewPage:
+    """One page of the review queue; pass ``next_cursor`` back to get the next page."""
+
+    items: list[Inspection]
+    next_cursor: str | None = None
+
+
+def get_inspection(session: Session, inspection_id: int) -> Inspection:
+    """One inspection with its regions, artifacts and labels loaded."""
+    inspection = session.scalar(
+        select(Inspection)
+        .where(Inspection.id == inspection_id)
+        .options(
+            selectinload(Inspection.regions).selectinload(DefectRegion.defect_type),
+            selectinload(Inspection.artifacts),
+            selectinload(Inspection.labels),
+        )
+    )
+    if inspection is None:
+        raise NotFoundError(f"inspection {inspection_id} does not exist")
+    return inspection
+
+
+def list_inspections(
+    session: Session,
+    *,
+    station_id: int | None = None,
+    since: dt.datetime | None = None,
+    until: dt.datetime | None = None,
+    verdict: Verdict | str | None = None,
+    limit: int = 100,
+    offset: int = 0,
+) -> list[Inspection]:
+    """Inspections newest first (by capture time), filtered; regions loaded.
+
+    ``since`` is inclusive, ``until`` exclusive.
+    """
+    stmt = select(Inspection).options(selectinload(Inspection.regions))
+    if station_id is not None:
+        stmt = stmt.where(Inspection.station_id == station_id)
+    if since is not None:
+        stmt = stmt.where(Inspection.captured_at >= require_aware(since, "since"))
+    if until is not None:
+        stmt = stmt.where(Inspection.captured_at < require_aware(until, "until"))
+    if verdict is not None:
+        stmt = stmt.where(Inspection.verdict == Verdict(verdict))
+    stmt = stmt.order_by(Inspection.captured_at.desc(), Inspection.id.desc())
+    return list(session.scalars(stmt.limit(check_limit(limit)).offset(max(0, offset))))
+
+
+# -- review queue ------------------------------------------------------------------------------
+
+
+def _encode_cursor(item: Inspection) -> str:
+    raw = f"{int(item.has_unknown)}:{item.norm_score!r}:{item.id}"
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[bool, float, int]:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        unknown, score, ident = base64.urlsafe_b64decode(padded).decode().split(":")
+        return bool(int(unknown)), float(score), int(ident)
+    except (ValueError, UnicodeDecodeError, binascii.Error) as exc:
+        raise InvalidCursorError(f"malformed review-queue cursor {cursor!r}") from exc
+
+
+def _review_filters(
+    *,
+    station_id: int | None,
+    since: dt.datetime | None,
+    until: dt.datetime | None,
+    min_score: float | None,
+    defect_type_id: int | None,
+    unlabelled_only: bool,
+) -> list[ColumnElement[bool]]:
+    filters: list[ColumnElement[bool]] = []
+    if station_id is not None:
+        filters.append(Inspection.station_id == station_id)
+    if since is not None:
+        filters.append(Inspection.captured_at >= require_aware(since, "since"))
+    if until is not None:
+        filters.append(Inspection.captured_at < require_aware(until, "until"))
+    if min_score is not None:
+        filters.append(Inspection.norm_score >= min_score)
+    if defect_type_id is not None:
+        filters.append(
+            exists().where(
+                DefectRegion.inspection_id == Inspection.id,
+                DefectRegion.defect_type_id == defect_type_id,
+            )
+        )
+    if unlabelled_only:
+        filters.append(~exists().where(OperatorLabel.inspection_id == Inspection.id))
+    return filters
+
+
+def review_queue(
+    session: Session,
+    *,
+    station_id: int | None = None,
+    since: dt.datetime | None = None,
+    until: dt.datetime | None = None,
+    min_score: float | None = None,
+    defect_type: str | None = None,
+    unlabelled_only: bool = True,
+    limit: int = 50,
+    offset: int = 0,
+    cursor: str | None = None,
+) -> ReviewPage:
+    """What operators should look at next.
+
+    Order: inspections with an unknown-type region first, then by descending normalised score
+    (clear anomalies, then the uncertain ones near the threshold, then clear passes), newest id
+    breaking ties. ``defect_type`` keeps inspections with a region of that (predicted) type.
+    Page with ``cursor`` (keyset, stable while new inspections arrive; preferred) or
+    ``offset``. ``since`` is inclusive, ``until`` exclusive.
+    """
+    type_id: int | None = None
+    if defect_type is not None:
+        type_id = session.scalar(
+            select(DefectType.id).where(DefectType.name == defect_type.strip().lower())
+        )
+        if type_id is None:
+            return ReviewPage(items=[])
+    filters = _review_filters(
+        station_id=station_id,
+        since=since,
+        until=until,
+        min_score=min_score,
+        defect_type_id=type_id,
+        unlabelled_only=unlabelled_only,
+    )
+    if cursor is not None:
+        unknown, score, ident = _decode_cursor(cursor)
+        filters.append(
+            tuple_(Inspection.has_unknown, Inspection.norm_score, Inspection.id)
+            < tuple_(unknown, score, ident)  # type: ignore[arg-type]
+        )
+    stmt: Select[tuple[Inspection]] = (
+        select(Inspection)
+        .where(*filters)
+        .order_by(Inspection.has_unknown.desc(), Inspection.norm_score.desc(), Inspection.id.desc())
+        .limit(check_limit(limit))
+        .options(
+            selectinload(Inspection.regions).selectinload(DefectRegion.defect_type),
+            selectinload(Inspection.artifacts),
+        )
+    )
+    if cursor is None and offset:
+        stmt = stmt.offset(offset)
+    items = list(session.scalars(stmt))
+    next_cursor = _encode_cursor(items[-1]) if len(items) == limit else None
+    return ReviewPage(items=items, next_cursor=next_cursor)
+
+
+# -- labels ------------------------------------------------------------------------------------
+
+
+def add_label(
+    session: Session,
+    *,
+    inspection_id: int,
+    user_id: int,
+    verdict: Verdict | str,
+    defect_type: str | None = None,
+    note: str | None = None,
+) -> OperatorLabel:
+    """Record an operator's verdict. Earlier labels are kept; the newest per user is current.
+
+    A ``defect_type`` name that does not exist yet is created (that is how new types appear).
+    """
+    get_existing(session, Inspection, inspection_id, "inspection")
+    user = get_existing(session, User, user_id, "user")
+    if not user.is_active:
+        raise InvalidStateError(f"user {user.username!r} is deactivated and cannot label")
+    type_id = get_or_create_defect_type(session, defect_type).id if defect_type else None
+    label = OperatorLabel(
+        inspection_id=inspection_id,
+        user_id=user_id,
+        verdict=Verdict(verdict),
+        defect_type_id=type_id,
+        note=note,
+        created_at=utcnow(),
+    )
+    session.add(label)
+    session.flush()
+    return label
+
+
+def current_labels(session: Session, *, inspection_id: int) -> list[OperatorLabel]:
+    """The current (newest) label of each operator who labelled the inspection, by user id."""
+    latest = (
+        select(func.max(OperatorLabel.id))
+        .where(OperatorLabel.inspection_id == inspection_id)
+        .group_by(OperatorLabel.user_id)
+        .scalar_subquery()
+    )
+    stmt = (
+        select(OperatorLabel)
+        .where(OperatorLabel.id.in_(latest))
+        .options(selectinload(OperatorLabel.defect_type), selectinload(OperatorLabel.user))
+        .order_by(OperatorLabel.user_id)
+    )
+    return list(session.scalars(stmt))
+
+
+def label_history(session: Session, *, inspection_id: int) -> list[OperatorLabel]:
+    """Every label of the inspection, oldest first."""
+    stmt = (
+        select(OperatorLabel)
+        .where(OperatorLabel.inspection_id == inspection_id)
+        .order_by(OperatorLabel.id)
+    )
+    return list(session.scalars(stmt))

@@ -1,0 +1,58 @@
+"""User accounts.
+
+Every function takes an open :class:`~sqlalchemy.orm.Session` first and keyword arguments
+after it; none commits (the caller owns the transaction, e.g. with
+:func:`inspection.db.engine.run_in_transaction`).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from inspection.db.common import Actor, write_audit
+from inspection.db.models import (
+    Role,
+    User,
+    utcnow,
+)
+
+log = logging.getLogger(__name__)
+
+
+def create_user(
+    session: Session,
+    *,
+    username: str,
+    role: Role | str,
+    password_hash: str | None = None,
+    display_name: str | None = None,
+    created_by: int | str | Actor | None = None,
+) -> User:
+    """Create a user (``password_hash`` from :func:`inspection.db.security.hash_password`)."""
+    user = User(
+        username=username,
+        role=Role(role),
+        password_hash=password_hash,
+        display_name=display_name,
+        is_active=True,
+        created_at=utcnow(),
+    )
+    session.add(user)
+    session.flush()
+    write_audit(
+        session,
+        actor=created_by,
+        action="user.create",
+        entity_type="user",
+        entity_id=user.id,
+        after={"username": username, "role": user.role.value},
+    )
+    return user
+
+
+def get_user_by_username(session: Session, username: str) -> User | None:
+    """The user called ``username``, or None."""
+    return session.scalar(select(User).where(User.username == username))
