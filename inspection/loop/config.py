@@ -130,7 +130,9 @@ class TyperSettings(_Strict):
     crops are resized to ``image_size``. ``views``: dihedral training views per crop (1..8),
     ``random_views`` extra augmented ones; ``epochs`` of the small typing head.
     ``known_accept_rate``: the operating point stored with the typer (share of known-type
-    defects that keep their type; older settings call it ``quantile``).
+    defects that keep their type; older settings call it ``quantile``). ``method``: the
+    unknown score, ``knn`` by default as in :class:`inspection.typing.config.TyperConfig`
+    (best on both ``mt-open`` and ``neu-open``, ``bench/results/``).
     """
 
     enabled: bool = True
@@ -140,7 +142,7 @@ class TyperSettings(_Strict):
     views: int = Field(8, ge=1, le=8)
     random_views: int = Field(2, ge=0, le=16)
     epochs: int = Field(30, ge=1, le=1000)
-    method: Literal["msp", "max_logit", "energy", "mahalanobis", "metric", "knn"] = "msp"
+    method: Literal["msp", "max_logit", "energy", "mahalanobis", "metric", "knn"] = "knn"
     known_accept_rate: float = Field(0.95, gt=0.0, lt=1.0)
 
     @model_validator(mode="before")
