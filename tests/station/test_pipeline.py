@@ -15,7 +15,14 @@ from sqlalchemy import select
 from inspection.data.synthetic import SyntheticLine
 from inspection.db import repo
 from inspection.db.engine import run_in_transaction
-from inspection.db.models import Artifact, ArtifactKind, DefectRegion, Inspection, ModelStatus
+from inspection.db.models import (
+    Artifact,
+    ArtifactKind,
+    DefectRegion,
+    Inspection,
+    ModelStatus,
+    ModelVersion,
+)
 from inspection.station.pipeline import find_regions
 from tests.station.conftest import (
     AsyncFakeLoader,
@@ -42,7 +49,7 @@ def test_synthetic_run_persists_every_frame(tmp_path: Path, db) -> None:
         assert {r.model_version_id for r in rows} == {stats["model_version_id"]}
         assert all(r.frame_ref.startswith("synthetic:disc:3:") for r in rows)
         assert len({r.idempotency_key for r in rows}) == 20
-        version = s.get(repo.ModelVersion, stats["model_version_id"])
+        version = s.get(ModelVersion, stats["model_version_id"])
         assert version is not None and version.status == ModelStatus.ACTIVE
     assert set(stats["latency_ms"]) >= {"queue", "infer", "verdict", "db_write", "end_to_end"}
 
@@ -188,7 +195,7 @@ def test_hot_reload_bundle_swaps_without_losing_frames(tmp_path: Path, db) -> No
         versions = [
             r.model_version_id for r in s.scalars(select(Inspection).order_by(Inspection.id))
         ]
-        old = s.get(repo.ModelVersion, first)
+        old = s.get(ModelVersion, first)
         assert old is not None and old.status == ModelStatus.RETIRED
     assert versions == [first] * 5 + [stats["model_version_id"]] * 5
     assert len(loader.loaded) == 2
