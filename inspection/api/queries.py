@@ -50,6 +50,7 @@ from inspection.db.models import (
     Verdict,
     utcnow,
 )
+from inspection.db.review import review_filters
 from inspection.errors import NotFoundError
 
 log = logging.getLogger(__name__)
@@ -229,43 +230,6 @@ def inspection_history(session: Session, *, inspection_id: int, limit: int = 200
 # -- review queue --------------------------------------------------------------------------
 
 
-def _queue_filters(
-    session: Session,
-    *,
-    station_id: int | None,
-    since: dt.datetime | None,
-    until: dt.datetime | None,
-    min_score: float | None,
-    defect_type: str | None,
-    unlabelled_only: bool,
-) -> list[ColumnElement[bool]] | None:
-    """The review queue's WHERE clauses (as :func:`repo.review_queue`); None: matches nothing."""
-    filters: list[ColumnElement[bool]] = []
-    if station_id is not None:
-        filters.append(Inspection.station_id == station_id)
-    if since is not None:
-        filters.append(Inspection.captured_at >= since)
-    if until is not None:
-        filters.append(Inspection.captured_at < until)
-    if min_score is not None:
-        filters.append(Inspection.norm_score >= min_score)
-    if defect_type is not None:
-        type_id = session.scalar(
-            select(DefectType.id).where(DefectType.name == defect_type.strip().lower())
-        )
-        if type_id is None:
-            return None
-        filters.append(
-            exists().where(
-                DefectRegion.inspection_id == Inspection.id,
-                DefectRegion.defect_type_id == type_id,
-            )
-        )
-    if unlabelled_only:
-        filters.append(~exists().where(OperatorLabel.inspection_id == Inspection.id))
-    return filters
-
-
 def queue_count(
     session: Session,
     *,
@@ -281,7 +245,7 @@ def queue_count(
 
     Returns ``(count, capped)``; ``capped`` is true when there are more than ``cap``.
     """
-    filters = _queue_filters(
+    filters = review_filters(
         session,
         station_id=station_id,
         since=since,

@@ -66,6 +66,7 @@ from inspection.db.review import (
     get_inspection,
     label_history,
     list_inspections,
+    review_filters,
     review_queue,
 )
 from inspection.db.users import (
@@ -104,6 +105,7 @@ __all__ = [
     "ReviewPage",
     "get_inspection",
     "list_inspections",
+    "review_filters",
     "review_queue",
     "add_label",
     "current_labels",

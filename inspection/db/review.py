@@ -101,15 +101,25 @@ def _decode_cursor(cursor: str) -> tuple[bool, float, int]:
         raise InvalidCursorError(f"malformed review-queue cursor {cursor!r}") from exc
 
 
-def _review_filters(
+def review_filters(
+    session: Session,
     *,
     station_id: int | None,
     since: dt.datetime | None,
     until: dt.datetime | None,
     min_score: float | None,
-    defect_type_id: int | None,
+    defect_type: str | None,
     unlabelled_only: bool,
-) -> list[ColumnElement[bool]]:
+) -> list[ColumnElement[bool]] | None:
+    """The review queue's WHERE clauses (its page and its count share them); None when they
+    match nothing (a defect type nobody has created)."""
+    defect_type_id: int | None = None
+    if defect_type is not None:
+        defect_type_id = session.scalar(
+            select(DefectType.id).where(DefectType.name == defect_type.strip().lower())
+        )
+        if defect_type_id is None:
+            return None
     filters: list[ColumnElement[bool]] = []
     if station_id is not None:
         filters.append(Inspection.station_id == station_id)
@@ -152,21 +162,17 @@ def review_queue(
     Page with ``cursor`` (keyset, stable while new inspections arrive; preferred) or
     ``offset``. ``since`` is inclusive, ``until`` exclusive.
     """
-    type_id: int | None = None
-    if defect_type is not None:
-        type_id = session.scalar(
-            select(DefectType.id).where(DefectType.name == defect_type.strip().lower())
-        )
-        if type_id is None:
-            return ReviewPage(items=[])
-    filters = _review_filters(
+    filters = review_filters(
+        session,
         station_id=station_id,
         since=since,
         until=until,
         min_score=min_score,
-        defect_type_id=type_id,
+        defect_type=defect_type,
         unlabelled_only=unlabelled_only,
     )
+    if filters is None:
+        return ReviewPage(items=[])
     if cursor is not None:
         unknown, score, ident = _decode_cursor(cursor)
         filters.append(
