@@ -27,7 +27,12 @@ def _fake_cell(auroc: dict[tuple[str, str], float]) -> Any:
     """A stand-in for :func:`suite.bench_cell` returning fixed rows (no training)."""
 
     def cell(
-        dataset: str, key: str, data_root: Path, quick: bool, figures_dir: Path | None
+        dataset: str,
+        key: str,
+        data_root: Path,
+        quick: bool,
+        figures_dir: Path | None,
+        bundle_dir: Path | None = None,
     ) -> dict[str, Any]:
         if (dataset, key) not in auroc:
             raise RuntimeError(f"no row for {dataset}/{key}")
@@ -139,8 +144,14 @@ def test_cli_skips_absent_data_set(tmp_path: Path) -> None:
 
 
 def test_quick_run_writes_exact_shape_markdown_and_picture(tmp_path: Path) -> None:
+    bundles = tmp_path / "bundles"
     result = suite.run(
-        ["padim"], ["synthetic-tile"], quick=True, results_dir=tmp_path, isolate=False
+        ["padim"],
+        ["synthetic-tile"],
+        quick=True,
+        results_dir=tmp_path,
+        isolate=False,
+        bundles_dir=bundles,
     )
     assert not result.failed, result.failed
     assert result.measured == [("synthetic-tile", "padim")]
@@ -166,6 +177,19 @@ def test_quick_run_writes_exact_shape_markdown_and_picture(tmp_path: Path) -> No
     assert "(suite-quick/auroc.png)" in markdown
     assert (tmp_path / "suite-quick" / "auroc.png").stat().st_size > 0
     assert (tmp_path / "suite-quick" / "synthetic-tile" / "padim_curves.png").stat().st_size > 0
+    assert isinstance(row["openvino_load_avg"], float)
+
+    # --retime: the kept bundle is timed again; AUROC and the training stamp stay
+    from inspection.bench.retime import retime_suite
+
+    assert retime_suite(tmp_path, bundles, quick=True) == [("synthetic-tile", "padim")]
+    again = _load(tmp_path / "suite-quick.json")["datasets"]["synthetic-tile"]["detectors"]
+    assert again["padim"]["image_auroc"] == row["image_auroc"]
+    assert again["padim"]["commit"] == row["commit"]
+    timed = again["padim"]["openvino_timed"]
+    assert set(timed) >= {"commit", "date", "machine", "load_avg_1m", "repeats"}
+    assert again["padim"]["openvino_ms_per_image"] > 0
+    assert "ov_retimed" in (tmp_path / "suite-quick.md").read_text()
 
 
 def test_auto_loads_at_auto_size_and_records_chosen(

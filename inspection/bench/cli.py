@@ -71,14 +71,34 @@ def suite(
         False, "--quick", help="Tiny synthetic stand-in (CI): suite-quick.json, quick configs."
     ),
     results_dir: Path = typer.Option(Path("bench/results"), help="Where results are written."),
+    bundles_dir: Path | None = typer.Option(
+        None,
+        help="Where each cell's exported bundle is kept for --retime "
+        "(default: ~/.cache/inspection/bench-bundles/<protocol>).",
+    ),
+    retime: bool = typer.Option(
+        False,
+        "--retime",
+        help="Train nothing: time the kept bundles of suite.json's rows again (on a quiet "
+        "machine) and rewrite suite.json/.md with the new times and load averages.",
+    ),
 ) -> None:
     """Protocol suite: every detector on every data set, same settings -> suite.json/.md."""
     from rich.console import Console
 
     from inspection.bench import suite as bench
     from inspection.bench.report import markdown_table
+    from inspection.bench.retime import default_bundles_dir, retime_suite
     from inspection.detectors import registry
     from inspection.errors import ConfigError
+
+    if retime:
+        try:
+            done = retime_suite(results_dir, bundles_dir, quick)
+        except ConfigError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--results-dir") from exc
+        Console().print(f"re-timed {len(done)} cells: " + ", ".join(f"{n}/{k}" for n, k in done))
+        return
 
     keys = [k.strip() for k in detectors.split(",") if k.strip()] or bench.default_keys()
     try:
@@ -95,7 +115,15 @@ def suite(
                 f"unknown data set {name!r}; one of: {', '.join(specs)}", param_hint="--datasets"
             )
     console = Console()
-    result = bench.run(keys, names, data_root, quick=quick, results_dir=results_dir)
+    protocol = bench.QUICK_PROTOCOL if quick else bench.PROTOCOL
+    result = bench.run(
+        keys,
+        names,
+        data_root,
+        quick=quick,
+        results_dir=results_dir,
+        bundles_dir=bundles_dir or default_bundles_dir(protocol),
+    )
     for name, why in result.skipped.items():
         console.print(f"[yellow]skipped {name}:[/yellow] {why}")
     if result.payload:

@@ -167,11 +167,18 @@ def _jsonable(value: Any) -> Any:
 
 
 def bench_cell(
-    dataset: str, key: str, data_root: Path, quick: bool, figures_dir: Path | None
+    dataset: str,
+    key: str,
+    data_root: Path,
+    quick: bool,
+    figures_dir: Path | None,
+    bundle_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Train, evaluate, export and time detector ``key`` on one data set (a child's job).
 
-    Returns the JSON row (without the commit/date stamp, which the parent adds).
+    ``bundle_dir``: keep the exported bundle there (``inspection bench suite --retime`` times
+    it again later). Returns the JSON row (without the commit/date stamp, which the parent
+    adds).
     """
     from inspection import engine
     from inspection.bench.measure import measure_trained, progress_logger
@@ -208,6 +215,7 @@ def bench_cell(
         repeats=3 if quick else 30,
         progress=progress,
         per_type=not quick,  # per-type AUPRO at 256 px is most of a quick cell's time
+        bundle_dir=bundle_dir,
     )
     if spec.kind == "mt-exp":
         from inspection.data.magnetic_tile import same_group_auroc
@@ -376,11 +384,12 @@ def render_markdown(
         "pixel AUROC and AUPRO (FPR <= 0.3) where masks exist; metrics at "
         f"{METRIC_SIZE} x {METRIC_SIZE} (anomaly maps of detectors at another input side "
         "resized bilinearly; masks read at that side); fit time and batch-1 OpenVINO time "
-        "(CPU) on the machine of each row's run. OpenVINO is timed in a fresh torch-free "
-        "process since commit eb16663; rows measured before it were timed inside the "
-        "benchmark's process, which read 4-7x higher for some graphs (padim on mvtec_screw: "
-        "140 ms there, 31 ms fresh); real-data PatchCore bundles still read about 125 ms "
-        "either way (under investigation; a synthetic bundle takes 19 ms)."
+        "(CPU) on the machine of each row's run, in a fresh torch-free process as on a "
+        "station. `ov_load` is the machine's 1-minute load average right after that timing "
+        "(2 cores: above about 1 other jobs shared the CPU and the time is inflated, up to "
+        "5-10x at load 5); `ov_retimed` marks times measured again later on the kept bundle "
+        "(`inspection bench suite --retime`, `openvino_timed` in the JSON). Image AUROC does "
+        "not depend on the load (deterministic training); `fit_seconds` does."
         if not quick
         else "Quick stand-in of protocol `suite` on synthetic parts (CI smoke run; the numbers "
         "say nothing about real data)."
@@ -419,12 +428,16 @@ def render_markdown(
         rows = [{**v, "detector": k} for k, v in payload["datasets"][name]["detectors"].items()]
         for r in rows:
             r["score_mode"] = _score_mode(r)
+            timed = r.get("openvino_timed") or {}
+            r["ov_load"] = timed.get("load_avg_1m", r.get("openvino_load_avg"))
+            r["ov_retimed"] = str(timed["date"])[:10] if timed else None
             r["commit"] = _short_commit(r.get("commit"))
             r["date"] = str(r.get("date", ""))[:10] or None
         columns = ["detector", "image_auroc", "pixel_auroc", "aupro", "image_f1"]
         if any(r.get("image_auroc_same_groups") is not None for r in rows):
             columns.insert(2, "image_auroc_same_groups")
-        columns += ["fit_seconds", "openvino_ms_per_image", "input_size", "score_mode"]
+        columns += ["fit_seconds", "openvino_ms_per_image", "ov_load", "ov_retimed"]
+        columns += ["input_size", "score_mode"]
         if any(r.get("chosen") for r in rows):
             columns.insert(1, "chosen")
         columns += ["n_train", "n_test", "commit", "date"]
@@ -511,6 +524,7 @@ def run(
     results_dir: Path = RESULTS_DIR,
     isolate: bool = True,
     figures: bool = True,
+    bundles_dir: Path | None = None,
 ) -> SuiteRun:
     """Measure ``keys`` on ``datasets`` and merge the rows into ``<results_dir>/suite.json``.
 
@@ -524,6 +538,8 @@ def run(
         results_dir: where ``<protocol>.json``, ``.md`` and ``<protocol>/`` (pictures) go.
         isolate: one spawned process per cell (``False``: in this process, for tests).
         figures: write the per-cell curve figures too (the heatmap is always written).
+        bundles_dir: keep every cell's exported bundle under ``<bundles_dir>/<data set>/<key>``
+            (``None``: temporary, removed after timing).
 
     A data set whose folder is absent is skipped with a warning; a failing cell is logged and
     reported in :attr:`SuiteRun.failed` while the other cells go on.
@@ -549,7 +565,8 @@ def run(
     rows: dict[str, dict[str, Any]] = {}
     for i, (name, key) in enumerate(cells, 1):
         logger.info("[%d/%d] %s on %s", i, len(cells), key, name)
-        args = (name, key, data_root, quick, figures_dir if figures else None)
+        bundle = None if bundles_dir is None else bundles_dir / name / key
+        args = (name, key, data_root, quick, figures_dir if figures else None, bundle)
         if isolate:
             status, value = run_in_child(bench_cell, args)
         else:
