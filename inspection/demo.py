@@ -121,7 +121,7 @@ def quick_demo(detector: str, family: str, parts: int, workdir: Path) -> None:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
-    from inspection import engine
+    from inspection import training
     from inspection.bench.figures import overlay
     from inspection.data.imageset import from_samples
     from inspection.data.synthetic import SyntheticLine
@@ -148,8 +148,8 @@ def quick_demo(detector: str, family: str, parts: int, workdir: Path) -> None:
                 task, description=f"{detector}: {stage}", completed=done, total=max(total, 1)
             )
 
-        trained = engine.train(det, train_set, progress=progress)
-    bundle = engine.export_openvino(trained, workdir / "model")
+        trained = training.train(det, train_set, progress=progress)
+    bundle = training.export_openvino(trained, workdir / "model")
     console.print(f"model exported to [bold]{bundle}[/] (OpenVINO IR + model.json)")
 
     model = OpenVinoModel(bundle)

@@ -79,14 +79,14 @@ def train_command(
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from inspection import engine
+    from inspection import training
     from inspection.data.folder import load_mvtec_folder, load_normal_folder
     from inspection.detectors import registry
     from inspection.errors import ConfigError, InspectionError, UnknownDetectorError
     from inspection.geometry import FITS, Fit
 
     console = Console(stderr=True)
-    if precision not in get_args(engine.Precision):
+    if precision not in get_args(training.Precision):
         raise typer.BadParameter(f"precision {precision!r}: use fp32, fp16 or int8")
     if fit != "auto" and fit not in FITS:
         raise typer.BadParameter(f"fit {fit!r}: use auto, {', '.join(FITS)}")
@@ -102,7 +102,7 @@ def train_command(
         raise typer.BadParameter(str(exc)) from None
     try:
         if cls is None:
-            load_size = engine.QUICK_AUTO_LOAD_SIZE if quick else engine.AUTO_LOAD_SIZE
+            load_size = training.QUICK_AUTO_LOAD_SIZE if quick else training.AUTO_LOAD_SIZE
             seed = 0
         else:
             settings = (cls.quick_config() if quick else cls.Config(type=detector)).model_dump()
@@ -140,17 +140,17 @@ def train_command(
                 bar.update(tasks[key], completed=done, total=max(total, 1), description=stage)
 
             if cls is None:
-                trained = engine.train_auto(
+                trained = training.train_auto(
                     normals, val_fraction, quantile, progress, seed=seed, quick=quick
                 )
             else:
-                trained = engine.train(cls(cfg), normals, val_fraction, quantile, progress)
+                trained = training.train(cls(cfg), normals, val_fraction, quantile, progress)
             chosen_size = trained.detector.config.image_size
-            _, val = engine.split_validation(normals, val_fraction, seed)
-            bundle = engine.export_openvino(
+            _, val = training.split_validation(normals, val_fraction, seed)
+            bundle = training.export_openvino(
                 trained,
                 out,
-                cast(engine.Precision, precision),
+                cast(training.Precision, precision),
                 val.resized(chosen_size).images if precision == "int8" else None,
             )
             report = None

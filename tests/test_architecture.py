@@ -24,16 +24,19 @@ PACKAGE = Path(__file__).resolve().parents[1] / "inspection"
 FORBIDDEN: dict[str, frozenset[str]] = {
     "services": frozenset({"api", "loop", "station", "bench", "cli", "demo", "train"}),
     "db": frozenset(
-        {"services", "api", "loop", "station", "bench", "engine", "detectors", "cli", "demo"}
+        {"services", "api", "loop", "station", "bench", "training", "detectors", "cli", "demo"}
     ),
     "loop": frozenset({"api", "bench", "cli", "demo"}),
     "station": frozenset({"api", "bench", "loop", "cli", "demo"}),
-    "api": frozenset({"loop", "station", "bench", "engine", "detectors", "train", "cli"}),
+    "api": frozenset({"loop", "station", "bench", "training", "detectors", "train", "cli"}),
     "detectors": frozenset({"db", "api", "station", "loop", "services", "bench", "cli"}),
     "runtime": frozenset(
-        {"db", "api", "station", "loop", "services", "bench", "detectors", "engine", "data"}
+        {"db", "api", "station", "loop", "services", "bench", "detectors", "training", "data"}
     ),
     "storage": frozenset({"db", "api", "services", "loop", "station", "bench"}),
+    "openset": frozenset(
+        {"db", "api", "station", "loop", "services", "bench", "training", "cli", "demo"}
+    ),
 }
 #: Third-party training stack a station or the web server never loads at import.
 TRAINING_STACK = frozenset({"torch", "torchvision", "anomalib", "timm", "lightning", "nncf"})
@@ -46,6 +49,7 @@ LEAN_ROOTS = (
     "inspection.geometry",
     "inspection.storage",
     "inspection.db",
+    "inspection.openset.typer_runtime",
 )
 
 

@@ -9,13 +9,13 @@ import cv2
 import numpy as np
 import pytest
 
-from inspection import engine
+from inspection import training
 from inspection.errors import DatasetError
 from inspection.runtime import read_metadata
 from inspection.validation import SUBTLE_TYPES, paint_subtle, subtle_defects
 from tests.conftest import synthetic_set
 
-QUICK = engine.QUICK_AUTO_CANDIDATES
+QUICK = training.QUICK_AUTO_CANDIDATES
 
 
 def test_paint_subtle_changes_only_near_the_mask() -> None:
@@ -42,7 +42,7 @@ def test_subtle_defects_are_seeded_and_rotate_kinds() -> None:
 
 def test_train_auto_records_every_candidate_and_exports(tmp_path: Path) -> None:
     normals = synthetic_set(80, 30, 0, seed=3)
-    trained = engine.train_auto(normals, candidates=QUICK)
+    trained = training.train_auto(normals, candidates=QUICK)
     sel = trained.auto_selection
     assert sel is not None
     assert set(sel["candidates"]) == {"padim", "patchcore", "patchcore@80"}
@@ -52,7 +52,7 @@ def test_train_auto_records_every_candidate_and_exports(tmp_path: Path) -> None:
     assert trained.detector.key == chosen["detector"]
     assert trained.detector.config.image_size == chosen["image_size"]
     assert sel["chosen"] in sel["reason"] and sel["n_painted"] == 2 * sel["n_normal"]
-    bundle = engine.export_openvino(trained, tmp_path / "auto")
+    bundle = training.export_openvino(trained, tmp_path / "auto")
     meta = read_metadata(bundle)
     assert meta["auto_selection"]["chosen"] == sel["chosen"]
     assert json.dumps(meta)  # plain JSON
@@ -60,7 +60,7 @@ def test_train_auto_records_every_candidate_and_exports(tmp_path: Path) -> None:
 
 def test_ties_keep_the_earlier_candidate(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(
-        engine,
+        training,
         "_judge",
         lambda trained, normals, painted: {
             "detector": trained.detector.key,
@@ -70,23 +70,23 @@ def test_ties_keep_the_earlier_candidate(monkeypatch: pytest.MonkeyPatch) -> Non
             "fit_seconds": 0.0,
         },
     )
-    trained = engine.train_auto(synthetic_set(64, 12, 0), candidates=QUICK[:2])
+    trained = training.train_auto(synthetic_set(64, 12, 0), candidates=QUICK[:2])
     assert trained.auto_selection is not None and trained.auto_selection["chosen"] == "padim"
 
 
 def test_too_few_normals_are_refused() -> None:
-    few = synthetic_set(64, engine.MIN_NORMALS - 1, 0)
-    det = engine.registry.create({"type": "padim", "image_size": 64})
+    few = synthetic_set(64, training.MIN_NORMALS - 1, 0)
+    det = training.registry.create({"type": "padim", "image_size": 64})
     with pytest.raises(DatasetError, match="too few"):
-        engine.train(det, few)
+        training.train(det, few)
     with pytest.raises(DatasetError, match="too few"):
-        engine.train_auto(few, candidates=QUICK)
+        training.train_auto(few, candidates=QUICK)
 
 
 def test_few_held_out_normals_warn_loudly(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    det = engine.registry.create({"type": "padim", "image_size": 64})
-    trained = engine.train(det, synthetic_set(64, 16, 0))
+    det = training.registry.create({"type": "padim", "image_size": 64})
+    trained = training.train(det, synthetic_set(64, 16, 0))
     assert trained.warnings and "held-out" in trained.warnings[0]
     assert any("held-out" in r.getMessage() for r in caplog.records if r.levelname == "WARNING")
-    meta = read_metadata(engine.export_openvino(trained, tmp_path / "b"))
+    meta = read_metadata(training.export_openvino(trained, tmp_path / "b"))
     assert meta["warnings"] == list(trained.warnings)

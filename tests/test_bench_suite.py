@@ -196,7 +196,7 @@ def test_auto_loads_at_auto_size_and_records_chosen(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A fake ``train_auto`` "chooses" a 64 px detector; measuring is stubbed (no training)."""
-    from inspection import engine
+    from inspection import training
     from inspection.data.imageset import ImageSet
     from inspection.evaluation import Calibration
 
@@ -223,8 +223,8 @@ def test_auto_loads_at_auto_size_and_records_chosen(
         cal = Calibration(0.0, 0.0, 0.0, 1.0, 0.0, 1.0, 0.99)
         return measure.Measurement(row, np.zeros(len(test_set)), np.zeros(0), eval_set, cal)
 
-    monkeypatch.setattr(engine, "train_auto", fake_train_auto)
-    monkeypatch.setattr(engine, "QUICK_AUTO_LOAD_SIZE", 96)
+    monkeypatch.setattr(training, "train_auto", fake_train_auto)
+    monkeypatch.setattr(training, "QUICK_AUTO_LOAD_SIZE", 96)
     monkeypatch.setattr(measure, "measure_trained", fake_measure)
     assert suite.AUTO in suite.default_keys()
     result = suite.run(

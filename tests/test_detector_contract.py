@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from inspection import engine
+from inspection import training
 from inspection.detectors import registry
 from inspection.detectors.base import Detector
 from inspection.errors import ModelFileError, NotFittedError
@@ -82,10 +82,10 @@ def test_deterministic_and_save_load(key: str, data: tuple, fitted: dict, tmp_pa
 def test_openvino_parity(key: str, data: tuple, fitted: dict, tmp_path: Path) -> None:
     train, test, _ = data
     det = _get(fitted, key, train)
-    trained = engine.TrainedModel(
-        det, engine.calibrate(*det.predict(train[:8])), 0.0, len(train), 8
+    trained = training.TrainedModel(
+        det, training.calibrate(*det.predict(train[:8])), 0.0, len(train), 8
     )
-    engine.export_openvino(trained, tmp_path / "bundle")
+    training.export_openvino(trained, tmp_path / "bundle")
     ov_model = OpenVinoModel(tmp_path / "bundle")
     ref = det.predict(test)
     pred = ov_model.predict(test)

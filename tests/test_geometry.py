@@ -341,7 +341,7 @@ def test_station_crop_maps_a_letterboxed_map_to_the_frame(fit: str) -> None:
 
 
 def test_padded_training_set_makes_a_pad_bundle_the_station_reads(tmp_path: Path) -> None:
-    from inspection import engine
+    from inspection import training
     from inspection.detectors import registry
     from inspection.runtime import OpenVinoModel
     from tests.conftest import synthetic_set
@@ -359,14 +359,14 @@ def test_padded_training_set_makes_a_pad_bundle_the_station_reads(tmp_path: Path
     )
     assert normals.box(0) == (0, 16, 64, 32)
     cls = registry.get("padim")
-    trained = engine.train(cls(cls.quick_config()), normals)
+    trained = training.train(cls(cls.quick_config()), normals)
     assert trained.fit == "pad"
-    bundle = engine.export_openvino(trained, tmp_path / "bundle")
+    bundle = training.export_openvino(trained, tmp_path / "bundle")
     meta = json.loads((bundle / "model.json").read_text())
     assert meta["input"]["fit"] == "pad" and meta["input"]["size"] == 64
     model = OpenVinoModel(bundle)
     assert model.fit == "pad"
-    assert engine.load_trained(bundle).fit == "pad"
+    assert training.load_trained(bundle).fit == "pad"
     # the station's preprocessing with the bundle's fit gives the training pixels
     station_input = preprocess(frames[0], model.size, None, model.fit)
     np.testing.assert_array_equal(station_input, normals.images[0])
@@ -376,4 +376,4 @@ def test_padded_training_set_makes_a_pad_bundle_the_station_reads(tmp_path: Path
     del meta["input"]["fit"]
     (bundle / "model.json").write_text(json.dumps(meta))
     assert OpenVinoModel(bundle).fit == "stretch"
-    assert engine.load_trained(bundle).fit == "stretch"
+    assert training.load_trained(bundle).fit == "stretch"

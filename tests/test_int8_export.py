@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from inspection import engine
+from inspection import training
 from inspection.detectors import registry
 from inspection.runtime import OpenVinoModel
 from tests.conftest import synthetic_set
@@ -20,10 +20,10 @@ def test_int8_bundle_still_ranks_defects(key: str, tmp_path: Path) -> None:
     cls = registry.get(key)
     train = synthetic_set(64, 32, 0, seed=1)
     test = synthetic_set(64, 12, 12, seed=2)
-    trained = engine.train(cls(cls.quick_config()), train)
+    trained = training.train(cls(cls.quick_config()), train)
     calib = synthetic_set(64, 16, 0, seed=5).images
-    fp32 = OpenVinoModel(engine.export_openvino(trained, tmp_path / "fp32"))
-    bundle = engine.export_openvino(trained, tmp_path / "int8", "int8", calib)
+    fp32 = OpenVinoModel(training.export_openvino(trained, tmp_path / "fp32"))
+    bundle = training.export_openvino(trained, tmp_path / "int8", "int8", calib)
     int8 = OpenVinoModel(bundle)
     auroc32 = roc_auc_score(test.labels, fp32.predict(test.images).raw_score)
     auroc8 = roc_auc_score(test.labels, int8.predict(test.images).raw_score)
@@ -38,6 +38,6 @@ def test_int8_bundle_still_ranks_defects(key: str, tmp_path: Path) -> None:
 
 def test_int8_needs_normal_images(tmp_path: Path) -> None:
     cls = registry.get("padim")
-    trained = engine.train(cls(cls.quick_config()), synthetic_set(64, 16, 0, seed=1))
+    trained = training.train(cls(cls.quick_config()), synthetic_set(64, 16, 0, seed=1))
     with pytest.raises(ValueError, match="calibration_images"):
-        engine.export_openvino(trained, tmp_path / "b", "int8")
+        training.export_openvino(trained, tmp_path / "b", "int8")

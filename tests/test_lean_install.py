@@ -55,7 +55,7 @@ LEAN_MODULES = (
     "inspection.station.runner",
     "inspection.station.pipeline",
     "inspection.station.classify",
-    "inspection.typing.runtime",
+    "inspection.openset.typer_runtime",
     "inspection.api.app",
     "inspection.api.server",
     "inspection.api.routes_api",
@@ -221,12 +221,12 @@ def lean_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def full_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A PaDiM bundle (64 px, quick config) exported by the full install (this process)."""
-    from inspection import engine
+    from inspection import training
     from inspection.detectors import registry
 
     cls = registry.get("padim")
-    trained = engine.train(cls(cls.quick_config()), synthetic_set(64, 32, 0, seed=5))
-    return engine.export_openvino(trained, tmp_path_factory.mktemp("padim") / "bundle")
+    trained = training.train(cls(cls.quick_config()), synthetic_set(64, 32, 0, seed=5))
+    return training.export_openvino(trained, tmp_path_factory.mktemp("padim") / "bundle")
 
 
 def _lean_env() -> dict[str, str]:

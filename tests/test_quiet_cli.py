@@ -54,12 +54,12 @@ def test_timm_head_keys_are_dropped_other_unexpected_keys_shown(
 
 @pytest.fixture(scope="module")
 def padim_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from inspection import engine
+    from inspection import training
     from inspection.detectors import registry
 
     cls = registry.get("padim")
-    trained = engine.train(cls(cls.quick_config()), synthetic_set(64, 32, 0, seed=5))
-    return engine.export_openvino(trained, tmp_path_factory.mktemp("padim") / "bundle")
+    trained = training.train(cls(cls.quick_config()), synthetic_set(64, 32, 0, seed=5))
+    return training.export_openvino(trained, tmp_path_factory.mktemp("padim") / "bundle")
 
 
 def _free_port() -> int:

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from inspection import engine
+from inspection import training
 from inspection.data.synthetic import PAINTABLE_TYPES, paint_defect
 from inspection.detectors import registry
 from inspection.detectors.base import model_score_mode
@@ -62,18 +62,18 @@ def test_select_needs_modes() -> None:
 @pytest.mark.parametrize("key", MODED)
 def test_engine_resolves_auto_and_the_choice_travels(key: str, tmp_path: Path) -> None:
     cls = registry.get(key)
-    trained = engine.train(cls(cls.quick_config()), synthetic_set(64, 24, 0, seed=1))
+    trained = training.train(cls(cls.quick_config()), synthetic_set(64, 24, 0, seed=1))
     sel = trained.score_selection
     assert sel is not None and set(sel["auroc"]) == set(cls.score_modes)
     chosen = sel["chosen"]
     assert chosen in cls.score_modes and sel["auroc"][chosen] == max(sel["auroc"].values())
     assert trained.detector.config.score_mode == chosen  # type: ignore[attr-defined]
     assert trained.detector.torch_model.score_mode == model_score_mode(chosen)
-    bundle = engine.export_openvino(trained, tmp_path / "bundle")
+    bundle = training.export_openvino(trained, tmp_path / "bundle")
     meta = json.loads((bundle / "model.json").read_text())
     assert meta["score_selection"]["chosen"] == chosen
     assert meta["config"]["score_mode"] == chosen
-    again = engine.load_trained(bundle)
+    again = training.load_trained(bundle)
     assert again.detector.torch_model.score_mode == model_score_mode(chosen)
     assert again.score_selection == sel
 
@@ -108,7 +108,7 @@ def test_epoch_selector_keeps_the_best_epoch_and_stops_on_patience() -> None:
 def test_engine_selects_stfpm_epoch_on_painted_defects() -> None:
     cls = registry.get("stfpm")
     cfg = cls.quick_config().model_copy(update={"epochs": 2, "validate_every": 1})
-    trained = engine.train(cls(cfg), synthetic_set(64, 16, 0))
+    trained = training.train(cls(cfg), synthetic_set(64, 16, 0))
     sel = trained.epoch_selection
     assert sel is not None and sel["chosen_epoch"] in (1, 2) and len(sel["history"]) == 2
     assert all(
@@ -116,4 +116,4 @@ def test_engine_selects_stfpm_epoch_on_painted_defects() -> None:
     )
     assert trained.detector.validator is None  # not kept after training
     off = cls(cfg.model_copy(update={"epoch_selection": "last"}))
-    assert engine.train(off, synthetic_set(64, 16, 0)).epoch_selection is None
+    assert training.train(off, synthetic_set(64, 16, 0)).epoch_selection is None

@@ -2,7 +2,7 @@
 
 Question: does a setting (internal resolution, layers, ...) help on synthetic defects painted onto
 held-out normals, the label-free criterion a new line would have? Each variant is trained like a
-benchmark row (``engine.train`` on the protocol's training split, seed 0) and reported twice: the
+benchmark row (``training.train`` on the protocol's training split, seed 0) and reported twice: the
 synthetic-defect validation the engine records (score-mode choice, epoch choice) and the test
 metrics. A default changes only where the synthetic validation says so; the test columns are
 shown so that the reader sees what that rule would have cost or gained, and choose nothing.
@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from inspection import engine, evaluation
+from inspection import evaluation, training
 from inspection.bench.detectors import load_protocol
 from inspection.bench.report import markdown_table, stamp, write_results
 from inspection.data.magnetic_tile import same_group_auroc
@@ -82,7 +82,7 @@ def main() -> None:
             sets[config.image_size] = load_protocol("mt-exp", args.data, config.image_size)
         train_set, test_set = sets[config.image_size]
         start = time.perf_counter()
-        trained = engine.train(cls(config), train_set)
+        trained = training.train(cls(config), train_set)
         seconds = time.perf_counter() - start
         out = trained.detector.predict(test_set.images)
         metrics = evaluation.evaluate(out.score, out.anomaly_map, test_set, trained.calibration)

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from inspection.typing.config import FeatureConfig
-from inspection.typing.features import FeatureExtractor
+from inspection.openset.config import FeatureConfig
+from inspection.openset.features import FeatureExtractor
 
 OUT = Path("runs/explore")
 LEVELS = ("blocks.4", "blocks.5", "blocks.6", "head")

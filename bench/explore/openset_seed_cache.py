@@ -3,8 +3,8 @@
 ``openset_features.py`` extracted blocks.4, blocks.5, blocks.6 and head (avg+max) for every
 image of both protocols with the typer's own extractor. The default ``FeatureConfig`` pools the
 first three of those, i.e. the first 1248 columns. This writes them under the key
-``inspection.typing.bench`` looks for, after checking that the default extractor gives the same
-numbers on the first images (same seeded views).
+``inspection.bench.openset_bench`` looks for, after checking that the default extractor gives
+the same numbers on the first images (same seeded views).
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from inspection.typing.bench import _cache_key
-from inspection.typing.config import TyperConfig
-from inspection.typing.features import FeatureExtractor
+from inspection.bench.openset_bench import _cache_key
+from inspection.openset.config import TyperConfig
+from inspection.openset.features import FeatureExtractor
 
 OUT = Path("runs/explore")
 CACHE = Path("runs/typing-cache")

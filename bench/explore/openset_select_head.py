@@ -15,10 +15,10 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 
 from bench.explore.openset_select import OUT, cols, train_ids
-from inspection.typing.config import HeadConfig, KnnConfig, method_config
-from inspection.typing.head import head_outputs, train_head
-from inspection.typing.methods import fit_state
-from inspection.typing.scoring import score
+from inspection.openset.config import HeadConfig, KnnConfig, method_config
+from inspection.openset.head import head_outputs, train_head
+from inspection.openset.methods import fit_state
+from inspection.openset.scoring import score
 
 METHODS = {
     "msp": method_config("msp"),

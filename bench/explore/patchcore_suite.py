@@ -35,7 +35,7 @@ def cell(dataset: str, name: str, overrides: dict[str, Any], data_root: str) -> 
     """Train one variant on one set (in a child process) and score its test set."""
     import torch
 
-    from inspection import engine
+    from inspection import training
     from inspection.bench.measure import progress_logger
     from inspection.bench.suite import DATASETS, load_dataset
     from inspection.evaluation import _auroc
@@ -44,10 +44,10 @@ def cell(dataset: str, name: str, overrides: dict[str, Any], data_root: str) -> 
     size = int(config.get("image_size", 256))
     train_set, test_set = load_dataset(DATASETS[dataset], Path(data_root), size)
     start = time.perf_counter()
-    trained = engine.train_auto(
+    trained = training.train_auto(
         train_set,
         progress=progress_logger(f"{dataset}/{name}"),
-        candidates=[engine.Candidate(name, config)],
+        candidates=[training.Candidate(name, config)],
     )
     train_s = time.perf_counter() - start
     record = (trained.auto_selection or {})["candidates"][name]

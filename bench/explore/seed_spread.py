@@ -19,7 +19,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from inspection import engine, evaluation
+from inspection import evaluation, training
 from inspection.bench.detectors import load_protocol
 from inspection.bench.report import markdown_table, stamp, write_results
 from inspection.data.magnetic_tile import same_group_auroc
@@ -42,7 +42,7 @@ def main() -> None:
             config = cls.Config(type=key, seed=seed)
             detector = cls(config)
             train_set, test_set = load_protocol("mt-exp", args.data, config.image_size)
-            trained = engine.train(detector, train_set)
+            trained = training.train(detector, train_set)
             out = detector.predict(test_set.images)
             metrics = evaluation.evaluate(out.score, out.anomaly_map, test_set, trained.calibration)
             same = same_group_auroc(out.score, test_set, trained.calibration.image_threshold)

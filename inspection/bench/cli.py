@@ -60,7 +60,7 @@ def suite(
     detectors: str = typer.Option(
         "",
         help="Comma-separated registry keys and/or 'auto' (default: every registry key, plus "
-        "auto when inspection.engine.train_auto exists).",
+        "auto when inspection.training.train_auto exists).",
     ),
     datasets: str = typer.Option(
         "",
@@ -185,9 +185,9 @@ def openset(
     from rich.console import Console
     from rich.progress import Progress, TaskID
 
+    from inspection.bench import openset_bench as bench
     from inspection.bench.report import markdown_table
-    from inspection.typing import bench
-    from inspection.typing.config import METHODS
+    from inspection.openset.config import METHODS
 
     if protocol not in bench.PROTOCOLS:
         raise typer.BadParameter(

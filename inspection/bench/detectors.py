@@ -80,7 +80,7 @@ def bench_one(
     """Measure one detector (runs in a child process)."""
     import torch
 
-    from inspection import engine
+    from inspection import training
     from inspection.bench import figures
     from inspection.bench.measure import measure_trained, progress_logger
     from inspection.detectors import registry
@@ -91,7 +91,7 @@ def bench_one(
     detector = cls(config)
     train_set, test_set = load_protocol(protocol, data, config.image_size)
     progress = progress_logger(key)
-    trained = engine.train(detector, train_set, progress=progress)
+    trained = training.train(detector, train_set, progress=progress)
     m = measure_trained(trained, test_set, repeats=10 if quick else 30, progress=progress)
     same_groups: float | None = None
     if protocol == "mt-exp":

@@ -6,7 +6,7 @@ Protocol ``mt-exp`` (magnetic tile; Huang, Qiu, Yuan, The Visual Computer 36, 20
    stream* half (in a seeded random order) and an *evaluation* half. Nothing of the evaluation
    half is seen by training, threshold setting or any setting of the loop.
 2. The station model is PaDiM with its default config trained on the ``mt-exp`` training
-   normals (:func:`inspection.engine.train`: 15 % held out for the threshold), exported to
+   normals (:func:`inspection.training.train`: 15 % held out for the threshold), exported to
    OpenVINO. The station (its OpenVINO runtime) scores the stream; flagged items are stored with
    their frames and regions in a fresh database, as a station stores them.
 3. Simulated operators label the first ``N`` flagged items of the stream with the ground truth:
@@ -125,14 +125,14 @@ def base_model(train: ImageSet, workdir: Path, progress: ProgressFn = no_progres
     """
     import shutil
 
-    from inspection import engine
+    from inspection import training
     from inspection.detectors import registry
 
     out = workdir / "base"
     shutil.rmtree(out, ignore_errors=True)
     progress("training base PaDiM", 0, 1)
-    trained = engine.train(registry.create("padim"), train, progress=progress)
-    engine.export_openvino(trained, out, extra_metadata={"trained_for": f"bench loop {PROTOCOL}"})
+    trained = training.train(registry.create("padim"), train, progress=progress)
+    training.export_openvino(trained, out, extra_metadata={"trained_for": f"bench loop {PROTOCOL}"})
     progress("training base PaDiM", 1, 1)
     return out
 
@@ -257,7 +257,6 @@ def _novel_types(
     progress: ProgressFn,
 ) -> dict[str, Any]:
     """Leave-one-type-out: refit refiner and typer without each labelled type; measure it."""
-    from inspection.engine import load_trained, split_validation
     from inspection.loop.candidate import typer_config
     from inspection.loop.dataset import station_crop
     from inspection.loop.gate import auroc, fpr_at_recall
@@ -268,9 +267,10 @@ def _novel_types(
         padim_maps,
         refined_maps,
     )
-    from inspection.typing.classifier import OpenSetTyper
-    from inspection.typing.features import FeatureExtractor
-    from inspection.typing.runtime import resize_images
+    from inspection.openset.classifier import OpenSetTyper
+    from inspection.openset.features import FeatureExtractor
+    from inspection.openset.typer_runtime import resize_images
+    from inspection.training import load_trained, split_validation
 
     candidate = load_trained(candidate_bundle).detector
     root = load_trained(base_bundle).detector
@@ -540,7 +540,7 @@ def _typing_accuracy(
     found = typing_dir(bundle)
     if found is None:
         return {"typing_accuracy_after": None, "typing_unknown_rate_after": None}
-    from inspection.typing.runtime import TypingRuntime
+    from inspection.openset.typer_runtime import TypingRuntime
 
     runtime = TypingRuntime(found)
     idx = [
@@ -575,7 +575,7 @@ def _typing_accuracy(
 
 def runtime_resize(image: np.ndarray, size: int) -> np.ndarray:
     """(H, W, 3) -> (size, size, 3) uint8 (the typing runtime's own resize)."""
-    from inspection.typing.runtime import resize_images
+    from inspection.openset.typer_runtime import resize_images
 
     return resize_images(image[None], size)[0]
 

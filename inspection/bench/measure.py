@@ -28,8 +28,8 @@ import numpy as np
 if TYPE_CHECKING:
     from inspection.data.imageset import ImageSet
     from inspection.detectors.base import ProgressFn
-    from inspection.engine import TrainedModel
     from inspection.evaluation import Calibration
+    from inspection.training import TrainedModel
 
 logger = logging.getLogger(__name__)
 
@@ -166,7 +166,7 @@ def measure_trained(
         ``image_threshold``, ``n_train``, ``n_val``, ``n_test``, ``paper``, ``config``,
         ``score_selection``, ``epoch_selection`` and ``per_type`` metrics.
     """
-    from inspection import engine, evaluation
+    from inspection import evaluation, training
     from inspection.detectors.base import no_progress
 
     detector = trained.detector
@@ -183,12 +183,12 @@ def measure_trained(
     timing_images = test_set.images[:16]
     if bundle_dir is None:
         with tempfile.TemporaryDirectory() as tmp:
-            engine.export_openvino(trained, tmp)
+            training.export_openvino(trained, tmp)
             ov_ms = time_openvino(tmp, timing_images, repeats * 3)
     else:
         if bundle_dir.exists():
             shutil.rmtree(bundle_dir)
-        engine.export_openvino(trained, bundle_dir)
+        training.export_openvino(trained, bundle_dir)
         np.save(bundle_dir / TIMING_IMAGES, timing_images)
         ov_ms = time_openvino(str(bundle_dir), timing_images, repeats * 3)
     ov_load = round(os.getloadavg()[0], 2)

@@ -185,7 +185,7 @@ def prepare_bundles(
     progress: Progress = _log,
 ) -> dict[str, Path]:
     """Bundles of detector ``key`` per precision under ``workdir/key/<precision>``."""
-    from inspection import engine
+    from inspection import training
     from inspection.data.imageset import from_samples
     from inspection.data.synthetic import SyntheticLine
     from inspection.detectors import registry
@@ -199,7 +199,7 @@ def prepare_bundles(
     images = np.stack([s.image for s in samples])
     fp32 = base / "fp32"
     if reuse and _bundle_ok(fp32):
-        trained = engine.load_trained(fp32)
+        trained = training.load_trained(fp32)
     else:
         cls = registry.get(key)
         if quick:
@@ -213,13 +213,13 @@ def prepare_bundles(
             [None] * len(samples),
             [str(s.index) for s in samples],
         )
-        trained = engine.train(cls(config), train_set)
-        engine.export_openvino(trained, fp32, precision="fp32")
+        trained = training.train(cls(config), train_set)
+        training.export_openvino(trained, fp32, precision="fp32")
     for precision, path in wanted.items():
         if path == fp32 or (reuse and _bundle_ok(path)):
             continue
         progress(f"{key}: exporting {precision}")
-        engine.export_openvino(
+        training.export_openvino(
             trained,
             path,
             precision=precision,  # type: ignore[arg-type]

@@ -6,7 +6,7 @@ MVTec-layout folders ``elpv_solar`` and ``mvtec_screw`` (train on ``train/good``
 of ``test/``; image labels only, so pixel metrics are null there).
 
 Each (data set, detector) cell runs in its own spawned process: train with
-:func:`inspection.engine.train` (or :func:`inspection.engine.train_auto` for the key ``auto``),
+:func:`inspection.training.train` (or :func:`inspection.training.train_auto` for the key ``auto``),
 score the test set, compute the metrics at 256 x 256 (anomaly maps of detectors at other input
 sides resized bilinearly; masks read at 256), export to OpenVINO and time batch-1 inference.
 Rows merge into ``<results_dir>/suite.json``, so a run may cover some detectors and data sets
@@ -42,7 +42,7 @@ logger = logging.getLogger(__name__)
 PROTOCOL = "suite"
 #: Protocol name of ``--quick`` runs (written to ``suite-quick.json``, never over real results).
 QUICK_PROTOCOL = "suite-quick"
-#: The key that trains with :func:`inspection.engine.train_auto` instead of one registry key.
+#: The key that trains with :func:`inspection.training.train_auto` instead of one registry key.
 AUTO = "auto"
 #: Side (pixels) at which every metric is computed, as in protocol ``mt-exp``.
 METRIC_SIZE = 256
@@ -180,7 +180,7 @@ def bench_cell(
     it again later). Returns the JSON row (without the commit/date stamp, which the parent
     adds).
     """
-    from inspection import engine
+    from inspection import training
     from inspection.bench.measure import measure_trained, progress_logger
 
     spec = dataset_specs(quick)[dataset]
@@ -188,9 +188,9 @@ def bench_cell(
     extra: dict[str, Any] = {}
     start = time.perf_counter()
     if key == AUTO:
-        load_size = engine.QUICK_AUTO_LOAD_SIZE if quick else engine.AUTO_LOAD_SIZE
+        load_size = training.QUICK_AUTO_LOAD_SIZE if quick else training.AUTO_LOAD_SIZE
         train_set, test_set = load_dataset(spec, data_root, load_size)
-        trained = engine.train_auto(train_set, progress=progress, quick=quick)
+        trained = training.train_auto(train_set, progress=progress, quick=quick)
         selection = trained.auto_selection or {}
         extra["chosen"] = str(selection.get("chosen", trained.detector.key))
         extra["auto_selection"] = _jsonable(selection)
@@ -201,7 +201,7 @@ def bench_cell(
         cls = registry.get(key)
         config = cls.quick_config() if quick else cls.Config(type=key)
         train_set, test_set = load_dataset(spec, data_root, config.image_size)
-        trained = engine.train(cls(config), train_set, progress=progress)
+        trained = training.train(cls(config), train_set, progress=progress)
     train_seconds = time.perf_counter() - start
     size = trained.detector.config.image_size
     if test_set.images.shape[1] == METRIC_SIZE:
@@ -451,11 +451,11 @@ def render_markdown(
         parts.append(text + markdown_table(rows, columns))
     notes = [
         "## Notes\n",
-        "- Training: `inspection.engine.train` with each detector's default config (`--quick`: "
+        "- Training: `inspection.training.train` with each detector's default config (`--quick`: "
         "its `quick_config()`), thresholds at the 0.99 quantile of a held-out 15 % of the "
         "normal training images; test labels are used only to compute the metrics. "
         "`image_f1`: F1 at that deployed threshold.",
-        "- `auto`: `inspection.engine.train_auto` trains several candidate detectors on the "
+        "- `auto`: `inspection.training.train_auto` trains several candidate detectors on the "
         "normal images and keeps the one a label-free validation ranks best; `chosen` names "
         "it, `auto_selection` in the JSON holds every candidate's validation record. Its "
         "`fit_seconds` is what `train_auto` reports; `train_seconds` in the JSON is the wall "

@@ -248,7 +248,7 @@ class Detector(ABC):
     export_rtol: ClassVar[float] = 1e-3
     export_atol: ClassVar[float] = 1e-4
     #: Image-score reductions the detector offers, the paper's first. With two or more, a
-    #: ``score_mode`` config field may say ``"auto"``: :func:`inspection.engine.train` then picks
+    #: ``score_mode`` config field may say ``"auto"``: :func:`inspection.training.train` then picks
     #: one on synthetic defects painted onto the validation normals (:mod:`inspection.validation`).
     score_modes: ClassVar[tuple[str, ...]] = ()
 
@@ -257,7 +257,7 @@ class Detector(ABC):
         """Tiny, fast settings for contract tests and ``--quick`` benchmarks (64 px)."""
         return cls.Config(type=cls.key, image_size=64)
 
-    #: Set by :func:`inspection.engine.train` before fitting when a validation set exists:
+    #: Set by :func:`inspection.training.train` before fitting when a validation set exists:
     #: scores the model as it stands on synthetic defects painted onto held-out normals
     #: (:func:`inspection.validation.make_validator`), for detectors that pick their epoch.
     validator: Callable[[], dict[str, float]] | None = None

@@ -1,6 +1,6 @@
 """Building and exporting a candidate model from the root model and the labelled data.
 
-A candidate bundle is an ordinary ``inspection-model/1`` bundle (:mod:`inspection.engine`), so
+A candidate bundle is an ordinary ``inspection-model/1`` bundle (:mod:`inspection.training`), so
 stations load and hot-reload it like any other, plus:
 
 * the score output is the refined score when labelled defects trained a refiner
@@ -30,12 +30,12 @@ import numpy as np
 
 from inspection.data.imageset import ImageSet
 from inspection.detectors.base import Detector, ProgressFn, no_progress
-from inspection.engine import TrainedModel
 from inspection.evaluation import Calibration, calibrate
 from inspection.loop.config import RetrainSettings
 from inspection.loop.gate import threshold_for_recall
 from inspection.loop.refiner import RefinerInputs, RefinerParams, fit_refiner
 from inspection.runtime import read_metadata
+from inspection.training import TrainedModel
 
 logger = logging.getLogger(__name__)
 
@@ -52,15 +52,15 @@ def root_bundle(bundle: str | Path) -> Path:
 class PooledFeatures:
     """Pooled ImageNet backbone features of whole images (the refiner's ``pooled`` input).
 
-    Wraps :class:`inspection.typing.features.FeatureExtractor` (Lite0 last stage, avg + max
+    Wraps :class:`inspection.openset.features.FeatureExtractor` (Lite0 last stage, avg + max
     pooling, OpenVINO on CPU) at the model's input size, with an in-memory cache keyed by image
     content, so the same image is never run twice within a process (the benchmark shares one
     instance between cycles).
     """
 
     def __init__(self, size: int) -> None:
-        from inspection.typing.config import FeatureConfig
-        from inspection.typing.features import FeatureExtractor
+        from inspection.openset.config import FeatureConfig
+        from inspection.openset.features import FeatureExtractor
 
         self.size = size
         self.extractor = FeatureExtractor(
@@ -120,7 +120,7 @@ class Candidate:
 
     trained: TrainedModel
     refiner: RefinerParams | None
-    typer: Any | None  # inspection.typing.classifier.OpenSetTyper
+    typer: Any | None  # inspection.openset.classifier.OpenSetTyper
     pooled: PooledFeatures | None
     info: dict[str, Any] = field(default_factory=dict)
     patch_refiner: Any | None = None  # inspection.loop.patch_refiner.PatchRefinerParams
@@ -447,8 +447,8 @@ def typer_classes(types: list[str | None], settings: RetrainSettings) -> list[st
 
 
 def typer_config(settings: RetrainSettings, n_per_class_min: int) -> Any:
-    """The :class:`~inspection.typing.config.TyperConfig` the loop trains with."""
-    from inspection.typing.config import FeatureConfig, HeadConfig, TyperConfig, method_config
+    """The :class:`~inspection.openset.config.TyperConfig` the loop trains with."""
+    from inspection.openset.config import FeatureConfig, HeadConfig, TyperConfig, method_config
 
     t = settings.typer
     return TyperConfig(
@@ -485,8 +485,8 @@ def train_typer(
             settings.typer.min_types,
         )
         return None
-    from inspection.typing.classifier import OpenSetTyper
-    from inspection.typing.runtime import resize_images
+    from inspection.openset.classifier import OpenSetTyper
+    from inspection.openset.typer_runtime import resize_images
 
     keep = [i for i, t in enumerate(data.defect_types) if t in classes]
     size = settings.typer.image_size
@@ -525,8 +525,8 @@ def export_candidate(
     extra: dict[str, Any] | None = None,
 ) -> Path:
     """Write the candidate bundle to ``directory`` (replaced atomically if it exists)."""
-    from inspection.engine import export_openvino
     from inspection.loop.refiner import RefinedModel
+    from inspection.training import export_openvino
 
     out = Path(directory)
     tmp = out.with_name(out.name + ".tmp")

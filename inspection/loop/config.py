@@ -131,7 +131,7 @@ class TyperSettings(_Strict):
     ``random_views`` extra augmented ones; ``epochs`` of the small typing head.
     ``known_accept_rate``: the operating point stored with the typer (share of known-type
     defects that keep their type; older settings call it ``quantile``). ``method``: the
-    unknown score, ``knn`` by default as in :class:`inspection.typing.config.TyperConfig`
+    unknown score, ``knn`` by default as in :class:`inspection.openset.config.TyperConfig`
     (best on both ``mt-open`` and ``neu-open``, ``bench/results/``).
     """
 

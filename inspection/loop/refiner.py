@@ -9,7 +9,7 @@ cross-validation on the training labels) on a small descriptor of each image:
   standardised the same way;
 * ``pca``: the first ``components`` principal components (fitted on the training images) of
   pooled ImageNet backbone features of the whole input image (EfficientNet-Lite0 last stage,
-  global average + max pooling, the typing features of :mod:`inspection.typing.features`).
+  global average + max pooling, the typing features of :mod:`inspection.openset.features`).
 
 Its logit is the refined raw score. A *guard* keeps the one-class detector in charge of
 anomalies nobody labelled: an image whose one-class score is above ``guard`` (a high quantile of

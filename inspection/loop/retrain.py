@@ -348,9 +348,9 @@ def _run(
     progress: ProgressFn,
     pooled: Any | None,
 ) -> RetrainResult:
-    from inspection.engine import load_trained, split_validation
     from inspection.loop.candidate import TrainingData, build_candidate, export_candidate
     from inspection.loop.gate import decide
+    from inspection.training import load_trained, split_validation
 
     name = ctx.station
     size = int(ctx.meta["input"]["size"])

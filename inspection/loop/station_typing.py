@@ -1,6 +1,6 @@
 """Station-side defect typing with the typer that travels in a model bundle (no torch).
 
-A bundle built by the loop may hold ``typing/`` (an :class:`~inspection.typing.runtime.
+A bundle built by the loop may hold ``typing/`` (an :class:`~inspection.openset.typer_runtime.
 TypingRuntime` bundle: OpenVINO graph + NumPy scorer) trained on the crops operators labelled.
 Two ways for a station to use it, both giving the pipeline's ``Classifier`` callable
 ``(crop (H, W, 3) uint8, anomaly_map (H, W) float32) -> (label, confidence, is_unknown)``:
@@ -47,12 +47,12 @@ def typing_dir(path: str | Path) -> Path | None:
 
 
 class BundleClassifier:
-    """Types crops with one typing bundle (:class:`~inspection.typing.runtime.TypingRuntime`)."""
+    """Types crops with one typing bundle (:class:`~inspection.openset.typer_runtime.TypingRuntime`)."""
 
     def __init__(
         self, directory: str | Path, device: str = "CPU", known_accept_rate: float | None = None
     ) -> None:
-        from inspection.typing.runtime import TypingRuntime
+        from inspection.openset.typer_runtime import TypingRuntime
 
         self.directory = Path(directory)
         self.runtime = TypingRuntime(

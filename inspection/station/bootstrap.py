@@ -1,6 +1,6 @@
 """First models for stations that have none: train on the synthetic line, export, register.
 
-This module imports torch (through :mod:`inspection.engine`), so stations never import it: the
+This module imports torch (through :mod:`inspection.training`), so stations never import it: the
 runner calls :func:`run_bootstrap_subprocess`, which runs ``python -m inspection.station.bootstrap``
 with the station config as JSON on stdin and the database URL in the environment (never on the
 command line, where other users could read it).
@@ -85,7 +85,7 @@ def train_bundle(
     The fit (:func:`inspection.geometry.choose_fit`) is chosen from the shape of the region the
     station scores (the frame or its region of interest) and recorded in the bundle.
     """
-    from inspection import engine
+    from inspection import training
     from inspection.data.imageset import from_samples
     from inspection.data.synthetic import SyntheticLine
     from inspection.detectors import registry
@@ -97,7 +97,7 @@ def train_bundle(
     if cam.type != "synthetic" or spec is None:
         raise ConfigError(f"station {config.id}: bootstrap needs a synthetic camera")
     size = spec.image_size or config.resize or cam.size
-    candidates = engine.auto_candidates(size) if spec.detector == "auto" else None
+    candidates = training.auto_candidates(size) if spec.detector == "auto" else None
     load_size = max(c.image_size for c in candidates) if candidates else size
     line = SyntheticLine(family=cam.family, size=cam.size, seed=cam.seed)
     samples = line.normals(spec.normals, start=TRAIN_INDEX_OFFSET)
@@ -126,13 +126,13 @@ def train_bundle(
     if progress is None:
         progress = _no_progress
     if candidates:
-        trained = engine.train_auto(train_set, candidates=candidates, progress=progress)
+        trained = training.train_auto(train_set, candidates=candidates, progress=progress)
     else:
         detector = registry.create({**spec.config, "type": spec.detector, "image_size": size})
-        trained = engine.train(detector, train_set, progress=progress)
+        trained = training.train(detector, train_set, progress=progress)
     progress("export to OpenVINO", 0, 1)
     extra = {"trained_for": config.id, "bootstrap": True}
-    return engine.export_openvino(trained, out, extra_metadata=extra)
+    return training.export_openvino(trained, out, extra_metadata=extra)
 
 
 def _no_progress(stage: str, done: int, total: int) -> None:

@@ -3,7 +3,7 @@
 The pipeline's classifier is any callable ``(crop (H, W, 3) uint8 RGB, anomaly_map (H, W)
 float32) -> (label, confidence, is_unknown)``; :func:`load_typing_classifier` (the default
 ``classifier.loader`` of a station config) wraps an exported
-:class:`inspection.typing.runtime.TypingRuntime` bundle. Imports no torch.
+:class:`inspection.openset.typer_runtime.TypingRuntime` bundle. Imports no torch.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ def load_typing_classifier(path: str | Path, known_accept_rate: float | None = N
     For an unknown defect the label returned is the closest known type (the pipeline stores
     no type and marks the region unknown).
     """
-    from inspection.typing.runtime import TypingRuntime
+    from inspection.openset.typer_runtime import TypingRuntime
 
     runtime = TypingRuntime(path, batch_size=1, known_accept_rate=known_accept_rate)
 

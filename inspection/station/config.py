@@ -200,7 +200,7 @@ SOURCE_TYPES = ("usb", "stream", "video", "folder", "synthetic")
 class BootstrapConfig(_Model):
     """Train a first model when none exists (synthetic cameras only; runs in a subprocess so the
     station process never imports torch). ``detector``: a registry key or ``auto`` (the
-    default: :func:`inspection.engine.train_auto` keeps the best of padim and patchcore at
+    default: :func:`inspection.training.train_auto` keeps the best of padim and patchcore at
     ``image_size`` and patchcore at 1.25 x it, judged on subtle painted defects), ``normals``:
     good parts rendered for training, ``image_size``: model input side (default: the camera's
     size), ``config``: extra detector settings (not with ``auto``)."""

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from inspection import engine
+from inspection import training
 from inspection.detectors import registry
 from inspection.detectors.base import EXPOSURE_CV_LIMIT, Normalize, exposure_cv
 from inspection.runtime import OpenVinoModel
@@ -52,11 +52,11 @@ def test_standardized_model_exports_and_reloads(tmp_path: Path, key: str) -> Non
     cfg = cls.quick_config().model_copy(update={"photometric": "standardize"})
     if "epochs" in cls.Config.model_fields:
         cfg = cfg.model_copy(update={"epochs": 1})
-    trained = engine.train(cls(cfg), synthetic_set(64, 20, 0, seed=1))
-    bundle = engine.export_openvino(trained, tmp_path / "bundle")
+    trained = training.train(cls(cfg), synthetic_set(64, 20, 0, seed=1))
+    bundle = training.export_openvino(trained, tmp_path / "bundle")
     test = synthetic_set(64, 4, 4, seed=2).images
     torch_scores = trained.detector.predict(test).score
     ov = OpenVinoModel(bundle).predict(test).raw_score
     np.testing.assert_allclose(ov, torch_scores, rtol=1e-2, atol=1e-3)
-    again = engine.load_trained(bundle).detector
+    again = training.load_trained(bundle).detector
     assert again.config.photometric == "standardize" and again.normalize.standardize

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from inspection import engine
+from inspection import training
 from inspection.detectors import registry
 from inspection.detectors.base import STANDARDIZED_MAX
 from inspection.errors import ModelFileError
@@ -40,8 +40,8 @@ def test_standardised_maps_round_trip_and_export(key: str, tmp_path: Path) -> No
     test = synthetic_set(64, 8, 8, seed=2).images
     np.testing.assert_allclose(again.predict(test).score, out.score, rtol=1e-5, atol=1e-5)
 
-    trained = engine.TrainedModel(det, engine.calibrate(out.score, out.anomaly_map), 0.0, 24, 8)
-    engine.export_openvino(trained, tmp_path / "bundle")
+    trained = training.TrainedModel(det, training.calibrate(out.score, out.anomaly_map), 0.0, 24, 8)
+    training.export_openvino(trained, tmp_path / "bundle")
     pred = OpenVinoModel(tmp_path / "bundle").predict(test)
     cls = registry.get(key)
     scale = float(np.ptp(out.anomaly_map)) or 1.0

@@ -25,12 +25,12 @@ from tests.station.conftest import make_station as _make_station
 
 @pytest.fixture(scope="module")
 def padim_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from inspection import engine
+    from inspection import training
     from inspection.detectors import registry
 
     cls = registry.get("padim")
-    trained = engine.train(cls(cls.quick_config()), synthetic_set(64, 32, 0, seed=5))
-    return engine.export_openvino(trained, tmp_path_factory.mktemp("padim") / "bundle")
+    trained = training.train(cls(cls.quick_config()), synthetic_set(64, 32, 0, seed=5))
+    return training.export_openvino(trained, tmp_path_factory.mktemp("padim") / "bundle")
 
 
 @pytest.mark.parametrize(

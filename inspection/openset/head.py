@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from inspection.typing.config import HeadConfig
-from inspection.typing.scoring import NetworkOutputs
+from inspection.openset.config import HeadConfig
+from inspection.openset.scoring import NetworkOutputs
 
 logger = logging.getLogger(__name__)
 

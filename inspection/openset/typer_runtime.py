@@ -1,11 +1,11 @@
 """Station-side defect typing: OpenVINO graph + NumPy scorer, no torch.
 
-A bundle written by :meth:`inspection.typing.classifier.OpenSetTyper.export` holds
+A bundle written by :meth:`inspection.openset.classifier.OpenSetTyper.export` holds
 
 * ``typer.xml`` / ``typer.bin``: raw RGB in [0, 1], (N, 3, S, S) float32 -> pooled backbone
   features (N, D), metric embedding (N, E), logits (N, C); normalisation is inside the graph;
 * ``scorer.npz`` / ``scorer.json``: the selected method's statistics (class means, low-rank
-  precision, Weibull parameters, ...), evaluated by :mod:`inspection.typing.scoring`;
+  precision, Weibull parameters, ...), evaluated by :mod:`inspection.openset.scoring`;
 * ``runtime.json``: method, class names, unknown threshold, input size, config and the
   operating point it was set at (``calibration``: target known-accept rate, out-of-fold rates);
 * ``calibration.npz``: out-of-fold unknown scores of the known training defects, so a station
@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 
 from inspection.errors import ConfigError, ModelFileError
-from inspection.typing.scoring import (
+from inspection.openset.scoring import (
     MethodScores,
     NetworkOutputs,
     ScorerState,
@@ -185,5 +185,5 @@ class TypingRuntime:
         return score(self.state, self.outputs(images))
 
     def predict(self, images: np.ndarray) -> list[TypingResult]:
-        """One :class:`~inspection.typing.scoring.TypingResult` per image."""
+        """One :class:`~inspection.openset.scoring.TypingResult` per image."""
         return results(self.scores(images), self.classes, self.threshold)

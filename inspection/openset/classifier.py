@@ -12,7 +12,7 @@ defect type needs labels, not code. It
 
 Class-mean methods (``mahalanobis``, ``metric``) can also :meth:`~OpenSetTyper.add_class` at once
 from a few images, without retraining. :meth:`~OpenSetTyper.export` writes an OpenVINO graph
-plus NumPy scorer that :class:`inspection.typing.runtime.TypingRuntime` runs without torch.
+plus NumPy scorer that :class:`inspection.openset.typer_runtime.TypingRuntime` runs without torch.
 """
 
 from __future__ import annotations
@@ -28,11 +28,11 @@ import numpy as np
 import torch
 
 from inspection.errors import ConfigError, ModelFileError, NotFittedError
-from inspection.typing.config import MethodConfig, TyperConfig
-from inspection.typing.features import FeatureExtractor, ProgressFn, no_progress
-from inspection.typing.head import TypingHead, TypingNetwork, head_outputs, train_head
-from inspection.typing.methods import add_class_state, fit_state
-from inspection.typing.scoring import (
+from inspection.openset.config import MethodConfig, TyperConfig
+from inspection.openset.features import FeatureExtractor, ProgressFn, no_progress
+from inspection.openset.head import TypingHead, TypingNetwork, head_outputs, train_head
+from inspection.openset.methods import add_class_state, fit_state
+from inspection.openset.scoring import (
     MethodScores,
     NetworkOutputs,
     ScorerState,

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from inspection.typing.config import FeatureConfig, KnnConfig
-from inspection.typing.methods import fit_knn
-from inspection.typing.scoring import NetworkOutputs, knn_distance, score
+from inspection.openset.config import FeatureConfig, KnnConfig
+from inspection.openset.methods import fit_knn
+from inspection.openset.scoring import NetworkOutputs, knn_distance, score
 
 
 def _outputs(rng: np.random.Generator, n: int = 50, d: int = 12) -> NetworkOutputs:
@@ -47,7 +47,7 @@ def test_knn_scores_far_points_higher_and_caps_the_bank(rng: np.random.Generator
 
 
 def test_multi_level_pooling_keeps_the_head_features() -> None:
-    from inspection.typing.features import PooledBackbone
+    from inspection.openset.features import PooledBackbone
 
     head_only = PooledBackbone(FeatureConfig(levels=("head",)), pretrained=False)
     multi = PooledBackbone(FeatureConfig(levels=("blocks.4", "head")), pretrained=False)

@@ -30,8 +30,8 @@ import torch
 from torch import nn
 
 from inspection.backbone import LITE0_MEAN, LITE0_STD, install_offline_weights
-from inspection.typing.config import FeatureConfig
-from inspection.typing.runtime import resize_images, to_nchw
+from inspection.openset.config import FeatureConfig
+from inspection.openset.typer_runtime import resize_images, to_nchw
 
 logger = logging.getLogger(__name__)
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from inspection.typing.classifier import OpenSetTyper
-from inspection.typing.config import MahalanobisConfig, MetricConfig, MspConfig, TyperConfig
+from inspection.openset.classifier import OpenSetTyper
+from inspection.openset.config import MahalanobisConfig, MetricConfig, MspConfig, TyperConfig
 
 from .conftest import NEW, Crops
 

@@ -6,7 +6,7 @@ import pytest
 from pydantic import ValidationError
 
 from inspection.errors import ConfigError
-from inspection.typing.config import (
+from inspection.openset.config import (
     METHODS,
     EnergyConfig,
     OpenMaxConfig,

@@ -35,8 +35,8 @@ import numpy as np
 
 from inspection.bench.report import RESULTS_DIR, markdown_table, stamp, write_results
 from inspection.errors import ConfigError
-from inspection.typing.config import METHODS, TyperConfig, method_config
-from inspection.typing.features import FeatureExtractor, ProgressFn, no_progress
+from inspection.openset.config import METHODS, TyperConfig, method_config
+from inspection.openset.features import FeatureExtractor, ProgressFn, no_progress
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ def evaluate_fold(
     typers: dict[str, Any], test_feats: np.ndarray, test_types: Sequence[str], unknown: str
 ) -> tuple[dict[str, dict[str, Any]], dict[str, np.ndarray]]:
     """Protocol numbers per method for one fold, and the raw unknown scores for figures."""
-    from inspection.typing.metrics import openset_report
+    from inspection.openset.metrics import openset_report
 
     truth = np.array(test_types)
     is_unknown = truth == unknown
@@ -127,7 +127,7 @@ def run(
     protocol: str = PROTOCOL,
 ) -> dict[str, Any]:
     """Run ``protocol`` for ``methods``; write ``<results_dir>/<protocol>.json/.md`` + figures."""
-    from inspection.typing.classifier import fit_typers
+    from inspection.openset.classifier import fit_typers
 
     config = config or TyperConfig()
     unknown_methods = set(methods) - set(METHODS)

@@ -11,7 +11,7 @@ import pytest
 
 from inspection.data.magnetic_tile import DEFECT_CLASSES, NORMAL_CLASS
 from inspection.data.synthetic import SyntheticLine
-from inspection.typing.config import FeatureConfig, HeadConfig, TyperConfig
+from inspection.openset.config import FeatureConfig, HeadConfig, TyperConfig
 
 # Stand-in synthetic defect type for each magnetic-tile class.
 _AS = {
@@ -39,7 +39,7 @@ def _fake_magnetic_tile(root: Path, per_class: int = 8) -> Path:
 
 @pytest.mark.slow
 def test_openset_bench_writes_results_and_figures(tmp_path: Path) -> None:
-    from inspection.typing import bench
+    from inspection.bench import openset_bench as bench
 
     data = _fake_magnetic_tile(tmp_path / "magnetic_tile")
     config = TyperConfig(
@@ -85,8 +85,8 @@ def _fake_neu(root: Path, per_type: int = 10) -> Path:
 
 @pytest.mark.slow
 def test_neu_open_bench_writes_its_own_results(tmp_path: Path) -> None:
+    from inspection.bench import openset_bench as bench
     from inspection.data.neu_surface import DEFECT_TYPES
-    from inspection.typing import bench
 
     data = _fake_neu(tmp_path / "neu")
     config = TyperConfig(
@@ -110,7 +110,7 @@ def test_neu_open_bench_writes_its_own_results(tmp_path: Path) -> None:
 def test_mt_open_fold_trains_on_real_tiles(mt_root: Path) -> None:
     """One real fold at low resolution with few views: the typer beats chance on known types."""
     from inspection.data.magnetic_tile import mt_open
-    from inspection.typing.classifier import OpenSetTyper
+    from inspection.openset.classifier import OpenSetTyper
 
     fold = mt_open(mt_root, size=128)[3]  # Fray unknown: the smallest class
     config = TyperConfig(

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from inspection.data.synthetic import SyntheticLine
-from inspection.typing.config import FeatureConfig, HeadConfig, TyperConfig
-from inspection.typing.crops import crop_defect
+from inspection.openset.config import FeatureConfig, HeadConfig, TyperConfig
+from inspection.openset.crops import crop_defect
 
 KNOWN = ("hole", "stain", "missing")
 NEW = "crack"
@@ -48,7 +48,7 @@ def tiny_config() -> TyperConfig:
 
 @pytest.fixture(scope="session")
 def extractor(tiny_config: TyperConfig):  # type: ignore[no-untyped-def]
-    from inspection.typing.features import FeatureExtractor
+    from inspection.openset.features import FeatureExtractor
 
     return FeatureExtractor(tiny_config.features)
 

@@ -1,8 +1,8 @@
 """Fitting each open-set method's statistics from the trained network's outputs (NumPy/SciPy).
 
-Everything here works on :class:`~inspection.typing.scoring.NetworkOutputs` of *training*
-images and produces a :class:`~inspection.typing.scoring.ScorerState` that
-:func:`inspection.typing.scoring.score` evaluates. Class-mean methods (``mahalanobis``,
+Everything here works on :class:`~inspection.openset.scoring.NetworkOutputs` of *training*
+images and produces a :class:`~inspection.openset.scoring.ScorerState` that
+:func:`inspection.openset.scoring.score` evaluates. Class-mean methods (``mahalanobis``,
 ``metric``) also accept a new class's images later (:func:`add_class_state`) without
 retraining: the new class mean is appended, the shared covariance is kept.
 """
@@ -14,7 +14,7 @@ import logging
 import numpy as np
 
 from inspection.errors import ConfigError, InvalidStateError
-from inspection.typing.config import (
+from inspection.openset.config import (
     EnergyConfig,
     KnnConfig,
     MahalanobisConfig,
@@ -22,7 +22,7 @@ from inspection.typing.config import (
     MetricConfig,
     OpenMaxConfig,
 )
-from inspection.typing.scoring import (
+from inspection.openset.scoring import (
     NetworkOutputs,
     ScorerState,
     knn_normalise,

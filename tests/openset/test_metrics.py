@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from inspection.typing.metrics import openset_report, oscr, oscr_curve
+from inspection.openset.metrics import openset_report, oscr, oscr_curve
 
 
 def test_perfect_separation_and_classification() -> None:

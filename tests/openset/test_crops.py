@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from inspection.typing.crops import crop_defect, defect_box
+from inspection.openset.crops import crop_defect, defect_box
 
 
 def test_box_is_square_contains_region_and_clamps() -> None:

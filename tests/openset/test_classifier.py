@@ -8,15 +8,15 @@ import numpy as np
 import pytest
 
 from inspection.errors import ConfigError, InvalidStateError, NotFittedError
-from inspection.typing.classifier import OpenSetTyper, fit_typers
-from inspection.typing.config import (
+from inspection.openset.classifier import OpenSetTyper, fit_typers
+from inspection.openset.config import (
     METHODS,
     MahalanobisConfig,
     MspConfig,
     TyperConfig,
     method_config,
 )
-from inspection.typing.scoring import TypingResult
+from inspection.openset.scoring import TypingResult
 
 from .conftest import Crops
 
@@ -69,7 +69,7 @@ def test_save_load_and_export_agree(
     new_train: Crops,
     test_crops: Crops,
 ) -> None:  # type: ignore[no-untyped-def]
-    from inspection.typing.runtime import TypingRuntime
+    from inspection.openset.typer_runtime import TypingRuntime
 
     cfg = tiny_config.model_copy(update={"method": MahalanobisConfig()})
     typer = OpenSetTyper(cfg, extractor).fit_features(features[0], known_train.types)

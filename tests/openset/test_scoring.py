@@ -8,14 +8,14 @@ import sys
 import numpy as np
 import pytest
 
-from inspection.typing.config import METHODS, method_config
-from inspection.typing.methods import (
+from inspection.openset.config import METHODS, method_config
+from inspection.openset.methods import (
     add_class_state,
     fit_state,
     fit_weibull_tail,
     shrunk_precision,
 )
-from inspection.typing.scoring import (
+from inspection.openset.scoring import (
     NetworkOutputs,
     ScorerState,
     mahalanobis_sq,
@@ -130,5 +130,5 @@ def test_add_class_state_only_for_class_mean_methods(rng: np.random.Generator) -
 
 
 def test_runtime_imports_no_torch() -> None:
-    code = "import sys, inspection.typing.runtime; assert 'torch' not in sys.modules"
+    code = "import sys, inspection.openset.typer_runtime; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)

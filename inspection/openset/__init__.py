@@ -1,13 +1,13 @@
 """Open-set defect typing: name known defect types, flag unknown ones.
 
 Light to import (no torch): the result type and the configuration live here. Training and
-export (torch) are in :mod:`inspection.typing.classifier` (:class:`OpenSetTyper`); the station
-runs exported bundles with :class:`inspection.typing.runtime.TypingRuntime` (OpenVINO + NumPy).
+export (torch) are in :mod:`inspection.openset.classifier` (:class:`OpenSetTyper`); the station
+runs exported bundles with :class:`inspection.openset.typer_runtime.TypingRuntime` (OpenVINO + NumPy).
 """
 
 from __future__ import annotations
 
-from inspection.typing.config import (
+from inspection.openset.config import (
     METHODS,
     EnergyConfig,
     FeatureConfig,
@@ -22,7 +22,7 @@ from inspection.typing.config import (
     TyperConfig,
     method_config,
 )
-from inspection.typing.scoring import TypingResult
+from inspection.openset.scoring import TypingResult
 
 __all__ = [
     "METHODS",

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from inspection.errors import ConfigError
-from inspection.typing.config import TyperConfig
-from inspection.typing.runtime import operating_point
-from inspection.typing.scoring import operating_threshold
+from inspection.openset.config import TyperConfig
+from inspection.openset.scoring import operating_threshold
+from inspection.openset.typer_runtime import operating_point
 
 
 def test_legacy_quantile_loads_as_known_accept_rate() -> None:
@@ -50,9 +50,9 @@ def test_station_rate_moves_the_threshold_from_stored_scores() -> None:
 def test_exported_bundle_keeps_and_moves_its_operating_point(
     tmp_path: Path, tiny_config: TyperConfig, extractor, features, known_train, test_crops
 ) -> None:  # type: ignore[no-untyped-def]
-    from inspection.typing.classifier import OpenSetTyper
-    from inspection.typing.config import KnnConfig
-    from inspection.typing.runtime import TypingRuntime
+    from inspection.openset.classifier import OpenSetTyper
+    from inspection.openset.config import KnnConfig
+    from inspection.openset.typer_runtime import TypingRuntime
 
     cfg = tiny_config.model_copy(update={"method": KnnConfig(k=2), "known_accept_rate": 0.9})
     typer = OpenSetTyper(cfg, extractor).fit_features(features[0], known_train.types)
@@ -80,7 +80,7 @@ def test_loop_records_the_typer_operating_point() -> None:
     from types import SimpleNamespace
 
     from inspection.loop.retrain import typer_operating_point
-    from inspection.typing.classifier import Calibration
+    from inspection.openset.classifier import Calibration
 
     calib = Calibration(0.5, np.linspace(0, 1, 21), accuracy=0.9, folds=3, target=0.95)
     typer = SimpleNamespace(method="knn", classes=["a", "b"], calibration=calib)
