@@ -27,14 +27,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from inspection.api import charts
-from inspection.api.auth import LoginThrottle, TokenSigner
-from inspection.api.deps import AppContext
+from inspection.api.auth import CSRF_FORM_FIELD, LoginThrottle, TokenSigner
+from inspection.api.deps import AppContext, CurrentUser, optional_user
 from inspection.api.errors import (
     AuthenticationRequiredError,
     LoginThrottledError,
@@ -45,10 +45,12 @@ from inspection.api.metrics import install_metrics
 from inspection.api.settings import ApiSettings
 from inspection.api.users import InvalidCredentialsError
 from inspection.db.engine import check_schema_at_head, make_engine, make_session_factory
+from inspection.db.models import Role
 from inspection.errors import (
     ArtifactNotFoundError,
     DatabaseError,
     ImageDecodeError,
+    InspectionError,
     InvalidCursorError,
     InvalidStateError,
     NotFoundError,
@@ -237,10 +239,20 @@ def _first_line(exc: BaseException | None) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+async def _page_user(request: Request, ctx: AppContext) -> CurrentUser | None:
+    """The logged-in user of an error page (so it keeps the navigation bar), or None when
+    there is none or it cannot be read (the error page itself must not fail)."""
+    try:
+        return await optional_user(request, ctx)
+    except (SQLAlchemyError, InspectionError):  # e.g. the database is what failed
+        log.debug("error page: could not read the user", exc_info=True)
+        return None
+
+
 def install_error_handlers(app: FastAPI, ctx: AppContext) -> None:
     """Map every expected error to a clear 4xx/503 (JSON for the API, a page for browsers)."""
 
-    def respond(
+    async def respond(
         request: Request,
         status: int,
         detail: str,
@@ -249,10 +261,19 @@ def install_error_handlers(app: FastAPI, ctx: AppContext) -> None:
         headers: dict[str, str] | None = None,
     ) -> Response:
         if _wants_html(request):
+            user = await _page_user(request, ctx) if status not in (401, 503) else None
             return ctx.templates.TemplateResponse(
                 request,
                 "error.html",
-                {"status": status, "detail": detail, "user": None, "title": f"Error {status}"},
+                {
+                    "status": status,
+                    "detail": detail,
+                    "user": user,
+                    "csrf": user.csrf if user is not None else None,
+                    "csrf_field": CSRF_FORM_FIELD,
+                    "Role": Role,
+                    "title": f"Error {status}",
+                },
                 status_code=status,
                 headers=headers,
             )
@@ -275,20 +296,20 @@ def install_error_handlers(app: FastAPI, ctx: AppContext) -> None:
         if not _is_api(request) and request.method == "GET":
             target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
             return RedirectResponse(f"/login?next={quote(target, safe='')}", status_code=303)
-        return respond(request, 401, str(exc), headers={"WWW-Authenticate": "Bearer"})
+        return await respond(request, 401, str(exc), headers={"WWW-Authenticate": "Bearer"})
 
     @on(InvalidCredentialsError)
     async def _bad_login(request: Request, exc: InvalidCredentialsError) -> Response:
-        return respond(request, 401, str(exc), headers={"WWW-Authenticate": "Bearer"})
+        return await respond(request, 401, str(exc), headers={"WWW-Authenticate": "Bearer"})
 
     @on(PermissionDeniedError)
     async def _forbidden(request: Request, exc: PermissionDeniedError) -> Response:
-        return respond(request, 403, str(exc))
+        return await respond(request, 403, str(exc))
 
     @on(LoginThrottledError)
     async def _throttled(request: Request, exc: LoginThrottledError) -> Response:
         retry = str(max(1, round(exc.retry_after_s)))
-        return respond(request, 429, str(exc), headers={"Retry-After": retry})
+        return await respond(request, 429, str(exc), headers={"Retry-After": retry})
 
     @on(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> Response:
@@ -301,55 +322,55 @@ def install_error_handlers(app: FastAPI, ctx: AppContext) -> None:
             f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', 'invalid')}"
             for e in errors
         )
-        return respond(request, 422, f"invalid request: {summary}", errors=errors)
+        return await respond(request, 422, f"invalid request: {summary}", errors=errors)
 
     @on(InvalidCursorError)
     async def _bad_cursor(request: Request, exc: InvalidCursorError) -> Response:
-        return respond(request, 400, f"{exc}; start again without a cursor")
+        return await respond(request, 400, f"{exc}; start again without a cursor")
 
     @on(NotFoundError)
     async def _not_found(request: Request, exc: NotFoundError) -> Response:
-        return respond(request, 404, str(exc))
+        return await respond(request, 404, str(exc))
 
     @on(ArtifactNotFoundError)
     async def _artifact_missing(request: Request, exc: ArtifactNotFoundError) -> Response:
         log.warning("artifact missing: %s", exc)
-        return respond(request, 404, "the file is no longer in the artifact store")
+        return await respond(request, 404, "the file is no longer in the artifact store")
 
     @on(UnsafeArtifactKeyError)
     async def _unsafe_key(request: Request, exc: UnsafeArtifactKeyError) -> Response:
         log.warning("refused an unsafe artifact key: %s", exc)
-        return respond(request, 404, "the file is not available")
+        return await respond(request, 404, "the file is not available")
 
     @on(ImageDecodeError)
     async def _corrupt(request: Request, exc: ImageDecodeError) -> Response:
         log.error("stored image cannot be decoded: %s", exc)
-        return respond(request, 500, "the stored image is corrupt and cannot be shown")
+        return await respond(request, 500, "the stored image is corrupt and cannot be shown")
 
     @on(StorageError)
     async def _storage(request: Request, exc: StorageError) -> Response:
         log.error("artifact store error: %s", exc)
-        return respond(request, 503, f"artifact store unavailable: {exc}")
+        return await respond(request, 503, f"artifact store unavailable: {exc}")
 
     @on(InvalidStateError)
     async def _conflict(request: Request, exc: InvalidStateError) -> Response:
-        return respond(request, 409, str(exc))
+        return await respond(request, 409, str(exc))
 
     @on(ValueError)
     async def _bad_value(request: Request, exc: ValueError) -> Response:
-        return respond(request, 400, f"invalid request: {exc}")
+        return await respond(request, 400, f"invalid request: {exc}")
 
     @on(IntegrityError)
     async def _integrity(request: Request, exc: IntegrityError) -> Response:
         log.info("integrity error: %s", _first_line(exc.orig))
-        return respond(
+        return await respond(
             request, 409, "the change conflicts with existing data (duplicate or in use)"
         )
 
     async def _db_down(request: Request, exc: Exception) -> Response:
         reason = _first_line(exc.orig) if isinstance(exc, DBAPIError) else _first_line(exc)
         log.error("database unavailable: %s", reason)
-        return respond(
+        return await respond(
             request,
             503,
             f"database unavailable, try again shortly ({reason})",
@@ -365,4 +386,6 @@ def install_error_handlers(app: FastAPI, ctx: AppContext) -> None:
         detail = exc.detail if isinstance(exc.detail, str) else "request failed"
         if exc.status_code == 404 and detail == "Not Found":
             detail = f"nothing at {request.url.path}"
-        return respond(request, exc.status_code, detail, headers=getattr(exc, "headers", None))
+        return await respond(
+            request, exc.status_code, detail, headers=getattr(exc, "headers", None)
+        )

@@ -32,6 +32,8 @@ from inspection.api.deps import (
     WriteSession,
 )
 from inspection.api.schemas import (
+    IMAGE_THRESHOLD_MAX,
+    IMAGE_THRESHOLD_MIN,
     MAX_ID,
     AuditPageOut,
     CompareOut,
@@ -46,6 +48,8 @@ from inspection.api.schemas import (
     MeOut,
     ModelBriefOut,
     ModelVersionOut,
+    OverlayScaleOut,
+    OverlayStyle,
     QueueCountOut,
     QueuePageOut,
     RetrainJobIn,
@@ -262,7 +266,7 @@ def threshold_preview(
     station_id: IdPath,
     user: Operator,
     session: ReadSession,
-    image_threshold: Annotated[float, Query(ge=0.0, le=100.0)],
+    image_threshold: Annotated[float, Query(ge=IMAGE_THRESHOLD_MIN, le=IMAGE_THRESHOLD_MAX)],
     days: Days = 30,
 ) -> ThresholdPreviewOut:
     """How many of the last ``days`` days' inspections would change verdict."""
@@ -512,14 +516,10 @@ def frame(
     )
 
 
-@router.get(
-    "/inspections/{inspection_id}/overlay.png",
-    tags=["inspections"],
-    response_class=Response,
-    responses=IMAGE_RESPONSES,
-)
-def overlay(inspection_id: IdPath, user: Operator, ctx: Ctx, session: ReadSession) -> Response:
-    """The anomaly heatmap as a transparent PNG the size of the frame."""
+def _heatmap_source(
+    session: Session, inspection_id: int
+) -> tuple[str, tuple[int, int] | None, float | None]:
+    """The stored heatmap's key, the frame's (width, height) and the station's pixel threshold."""
     heatmap = _artifact(session, inspection_id, ArtifactKind.HEATMAP)
     frame_row = session.scalar(
         select(Artifact).where(
@@ -537,12 +537,57 @@ def overlay(inspection_id: IdPath, user: Operator, ctx: Ctx, session: ReadSessio
     if frame_row is not None and frame_row.width_px and frame_row.height_px:
         size = (frame_row.width_px, frame_row.height_px)
     pixel_threshold = station.pixel_threshold if station is not None else None
+    key = heatmap.store_key
     session.close()
-    image = ctx.images.overlay(heatmap.store_key, size=size, pixel_threshold=pixel_threshold)
+    return key, size, pixel_threshold
+
+
+@router.get(
+    "/inspections/{inspection_id}/overlay.png",
+    tags=["inspections"],
+    response_class=Response,
+    responses=IMAGE_RESPONSES,
+)
+def overlay(
+    inspection_id: IdPath,
+    user: Operator,
+    ctx: Ctx,
+    session: ReadSession,
+    style: Annotated[
+        OverlayStyle,
+        Query(description="heat: the coloured map; contour: isolines only (defect stays visible)."),
+    ] = "heat",
+) -> Response:
+    """The anomaly heatmap as a transparent PNG the size of the frame (colour scale: see
+    ``overlay-scale``)."""
+    key, size, pixel_threshold = _heatmap_source(session, inspection_id)
+    image = ctx.images.overlay(key, size=size, pixel_threshold=pixel_threshold, style=style)
     return Response(
         image.data,
         media_type=image.media_type,
         headers={"Cache-Control": "private, max-age=3600"},
+    )
+
+
+@router.get(
+    "/inspections/{inspection_id}/overlay-scale",
+    tags=["inspections"],
+    response_model=OverlayScaleOut,
+    responses=NOT_FOUND,
+)
+def overlay_scale(
+    inspection_id: IdPath, user: Operator, ctx: Ctx, session: ReadSession
+) -> OverlayScaleOut:
+    """The overlay's colour scale in the heatmap's units (per-pixel anomaly score): the value
+    drawn transparent, the value drawn hottest, and the contour levels."""
+    key, _size, pixel_threshold = _heatmap_source(session, inspection_id)
+    scale = ctx.images.overlay_scale(key, pixel_threshold=pixel_threshold)
+    return OverlayScaleOut(
+        vmin=scale.vmin,
+        vmax=scale.vmax,
+        levels=list(scale.levels),
+        pixel_threshold=scale.pixel_threshold,
+        units="per-pixel anomaly score (detector units, as the pixel threshold)",
     )
 
 

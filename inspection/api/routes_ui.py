@@ -45,6 +45,8 @@ from inspection.api.routes_api import (
     inspection_detail,
 )
 from inspection.api.schemas import (
+    IMAGE_THRESHOLD_MAX,
+    IMAGE_THRESHOLD_MIN,
     DefectTypeOut,
     inspection_out,
     model_out,
@@ -450,6 +452,8 @@ def station_page(
         preview=preview,
         days=days,
         can_edit=user.allows(Role.ENGINEER),
+        threshold_min=IMAGE_THRESHOLD_MIN,
+        threshold_max=IMAGE_THRESHOLD_MAX,
         nav="stations",
         title=f"Station {station.name}",
     )
@@ -481,8 +485,11 @@ def save_thresholds(
     try:
         image = _optional_float(image_threshold, "image threshold")
         pixel = _optional_float(pixel_threshold, "pixel threshold")
-        if image is not None and image > 100:
-            raise ValueError("image threshold must be at most 100")
+        if image is not None and not IMAGE_THRESHOLD_MIN <= image <= IMAGE_THRESHOLD_MAX:
+            raise ValueError(
+                f"image threshold must be between {IMAGE_THRESHOLD_MIN:g} and "
+                f"{IMAGE_THRESHOLD_MAX:g} (the normalised score's range)"
+            )
         repo.set_station_thresholds(
             session,
             station_id=station_id,
@@ -528,8 +535,11 @@ def models_page(
         out_a = outs.get(va.id) or model_out(va, stats.get(va.id))
         out_b = outs.get(vb.id) or model_out(vb, stats.get(vb.id))
         compare = {"a": out_a, "b": out_b, "rows": compare_rows(out_a, out_b)}
-    rollback_ok = {
-        sid: bool(models_service.rollback_candidates(session, station_id=sid)) for sid in stations
+    # the version a rollback would reactivate (None: nothing to roll back to), named in the
+    # confirmation the page asks for
+    rollback_to = {
+        sid: next(iter(models_service.rollback_candidates(session, station_id=sid)), None)
+        for sid in stations
     }
     return render(
         request,
@@ -541,7 +551,7 @@ def models_page(
         metric_keys=metric_keys[:5],
         compare=compare,
         jobs=queries.retrain_jobs(session, limit=20),
-        rollback_ok=rollback_ok,
+        rollback_to=rollback_to,
         can_edit=user.allows(Role.ENGINEER),
         ModelStatus=ModelStatus,
         nav="models",

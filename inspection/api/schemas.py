@@ -107,10 +107,28 @@ def station_out(station: Station) -> StationOut:
     )
 
 
+#: The image threshold applies to the normalised score, which stations clip to 0..1: the one
+#: valid range of the API, the threshold form, its number field and its slider.
+IMAGE_THRESHOLD_MIN = 0.0
+IMAGE_THRESHOLD_MAX = 1.0
+
+OverlayStyle = Literal["heat", "contour"]
+
+
+class OverlayScaleOut(_Out):
+    """The colour scale of an inspection's heatmap overlay, in the heatmap's units."""
+
+    vmin: float
+    vmax: float
+    levels: list[float]
+    pixel_threshold: float | None
+    units: str
+
+
 class ThresholdsIn(_In):
     """New thresholds of a station; ``null`` restores the default (0.5 for the image score)."""
 
-    image_threshold: float | None = Field(ge=0.0, le=100.0)
+    image_threshold: float | None = Field(ge=IMAGE_THRESHOLD_MIN, le=IMAGE_THRESHOLD_MAX)
     pixel_threshold: float | None = Field(default=None, ge=0.0, le=1e6)
 
 

@@ -12,6 +12,7 @@ import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi import FastAPI
@@ -23,11 +24,13 @@ from sqlalchemy.orm import Session
 from inspection.api.app import create_app
 from inspection.api.auth import TokenSigner
 from inspection.api.seed import ensure_defect_types, seed_synthetic_inspections
+from inspection.api.server import RunningServer, start_in_thread
 from inspection.api.settings import ApiSettings
 from inspection.api.users import seed_demo_users
 from inspection.db import migrate, repo
 from inspection.db.engine import make_engine, make_session_factory
 from inspection.storage import LocalArtifactStore
+from tests.api.browser import CHROMIUM, CHROMIUM_ARGS, TIMEOUT_MS
 
 SECRET = "test-secret-key-" + "x" * 32
 PASSWORDS = {"operator": "operator-demo", "engineer": "engineer-demo", "admin": "admin-demo"}
@@ -148,3 +151,42 @@ def count(session: Session, sql: str, **params: object) -> int:
     """``SELECT count(*) ...`` helper (a fresh read each time)."""
     session.rollback()
     return int(session.execute(text(sql), params).scalar_one())
+
+
+# -- browser tests (Debian chromium + Playwright; helpers in tests/api/browser.py) -------
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Debian's headless Chromium driven by Playwright (skips when either is missing)."""
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} not found: install Debian's 'chromium' (make system-deps)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.skip("the playwright package is not installed (pip install -e '.[dev]')")
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def server(settings: ApiSettings) -> Iterator[RunningServer]:
+    """The review app on a free localhost port."""
+    with start_in_thread(settings) as running:
+        yield running
+
+
+@pytest.fixture
+def page(browser: Any, server: RunningServer) -> Iterator[Any]:
+    """A fresh browser tab (1440x900) that fails the test on JavaScript errors."""
+    context = browser.new_context(viewport={"width": 1440, "height": 900})
+    tab = context.new_page()
+    tab.set_default_timeout(TIMEOUT_MS)
+    errors: list[str] = []
+    tab.on("pageerror", lambda exc: errors.append(str(exc)))
+    tab.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+    yield tab
+    context.close()
+    assert not errors, f"JavaScript errors: {errors}"

@@ -10,123 +10,17 @@ Debian's ``chromium`` or the Playwright package is missing (never downloads a br
 from __future__ import annotations
 
 import itertools
-import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from inspection.api.server import RunningServer, start_in_thread
-from inspection.api.settings import ApiSettings
+from inspection.api.server import RunningServer
 from inspection.db.models import AuditLog, DefectType, Inspection, OperatorLabel, User, Verdict
-from tests.api.conftest import PASSWORDS
+from tests.api.browser import current_id, login, shot, wait_for, wait_selected
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
-
-CHROMIUM = Path("/usr/bin/chromium")
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-TIMEOUT_MS = 20_000
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    """Debian's headless Chromium driven by Playwright (skips when either is missing)."""
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} not found: install Debian's 'chromium' (make system-deps)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        pytest.skip("the playwright package is not installed (pip install -e '.[dev]')")
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
-
-
-@pytest.fixture
-def server(settings: ApiSettings) -> Iterator[RunningServer]:
-    """The review app on a free localhost port."""
-    with start_in_thread(settings) as running:
-        yield running
-
-
-@pytest.fixture
-def page(browser: Any, server: RunningServer) -> Iterator[Any]:
-    """A fresh browser tab (1440x900) that fails the test on JavaScript errors."""
-    context = browser.new_context(viewport={"width": 1440, "height": 900})
-    tab = context.new_page()
-    tab.set_default_timeout(TIMEOUT_MS)
-    errors: list[str] = []
-    tab.on("pageerror", lambda exc: errors.append(str(exc)))
-    tab.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
-    yield tab
-    context.close()
-    assert not errors, f"JavaScript errors: {errors}"
-
-
-def shot(page: Any, name: str, *, full_page: bool = True) -> None:
-    """Save a screenshot under test-artifacts/ once the page's images have loaded."""
-    ARTIFACTS.mkdir(exist_ok=True)
-    deadline = time.monotonic() + 10
-    visible_loaded = (
-        "() => Array.from(document.images).every("
-        "i => i.complete || i.getBoundingClientRect().top > window.innerHeight)"
-    )
-    while not page.evaluate(visible_loaded):
-        if time.monotonic() > deadline:
-            break
-        time.sleep(0.05)
-    page.screenshot(path=str(ARTIFACTS / f"ui-{name}.png"), full_page=full_page)
-
-
-def login(page: Any, base: str, username: str) -> None:
-    """Log in with the keyboard: type the username, Tab, the password, Enter."""
-    page.goto(f"{base}/login")
-    page.wait_for_selector("#username:focus")
-    page.keyboard.type(username)
-    page.keyboard.press("Tab")
-    page.keyboard.type(PASSWORDS[username])
-    page.keyboard.press("Enter")
-    page.wait_for_url(f"{base}/")
-
-
-def wait_for(page: Any, expression: str, arg: object = None, timeout_s: float = 20.0) -> None:
-    """Poll a JavaScript function until it returns true (``wait_for_function`` compiles its
-    predicate inside the page, which our Content-Security-Policy rightly forbids)."""
-    deadline = time.monotonic() + timeout_s
-    while not page.evaluate(expression, arg):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {expression}")
-        time.sleep(0.02)
-
-
-def current_id(page: Any) -> int:
-    value = page.get_attribute("#review", "data-current-id")
-    assert value, "no inspection selected"
-    return int(value)
-
-
-def wait_selected(page: Any, previous: int) -> int:
-    """Wait until the selection moved away from ``previous``; return the new id."""
-    wait_for(
-        page,
-        "prev => document.getElementById('review').dataset.currentId !== String(prev)",
-        previous,
-    )
-    return current_id(page)
 
 
 def test_operator_reviews_100_items_with_the_keyboard(

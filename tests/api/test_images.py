@@ -8,7 +8,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from inspection.api.images import ImageBytes, LruBytesCache, overlay_rgba
+from inspection.api.images import ImageBytes, LruBytesCache, overlay_rgba, overlay_scale
 from inspection.api.settings import ApiSettings
 from inspection.db.engine import make_engine
 
@@ -81,3 +81,33 @@ def test_lru_cache_is_bounded() -> None:
     assert cache.get((0,)) is None and cache.get((9,)) is not None
     cache.put(("big",), ImageBytes(b"x" * 60, "image/png"))
     assert cache.get(("big",)) is None
+
+
+def test_contour_overlay_and_its_colour_scale(
+    client: TestClient, auth: dict[str, dict[str, str]]
+) -> None:
+    headers = auth["operator"]
+    first = client.get("/api/review-queue?limit=1", headers=headers).json()["items"][0]
+    assert first["regions"], "the queue starts with a flagged part"
+    url = first["overlay_url"]
+    filled = _decode(client.get(url, headers=headers).content)
+    contour = client.get(f"{url}?style=contour", headers=headers)
+    assert contour.status_code == 200
+    lines = _decode(contour.content)
+    assert lines.shape == filled.shape == (256, 256, 4)
+    # isolines only: far fewer pixels painted than the filled map, and those opaque
+    assert 0 < (lines[..., 3] > 0).sum() < (filled[..., 3] > 0).sum()
+    assert client.get(f"{url}?style=x", headers=headers).status_code == 422
+    scale = client.get(f"/api/inspections/{first['id']}/overlay-scale", headers=headers).json()
+    assert scale["pixel_threshold"] == 0.5  # the seeded stations' pixel threshold
+    assert (scale["vmin"], scale["vmax"]) == (0.3, 0.75)
+    assert scale["levels"] == [0.5, 0.625] and "anomaly score" in scale["units"]
+
+
+def test_overlay_scale_without_pixel_threshold_follows_the_map() -> None:
+    heat = np.zeros((40, 40), np.float32)
+    heat[8:32, 8:32] = 2.0
+    scale = overlay_scale(heat, pixel_threshold=None)
+    assert (scale.vmin, scale.vmax, scale.pixel_threshold) == (0.0, 2.0, None)
+    lines = overlay_rgba(heat, size=None, pixel_threshold=None, style="contour")
+    assert lines[20, 20, 3] == 0 and lines[8, 20, 3] > 0  # the inside stays clear

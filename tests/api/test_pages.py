@@ -216,3 +216,57 @@ def test_models_page_shows_the_typer_operating_point(client: TestClient, session
     page = client.get("/models").text
     assert "typer knn: unknown above 0.4321, 95% of known types kept" in page
     assert "0.952" in page and "0.917" in page and "crack, dent" in page
+
+
+def test_error_pages_keep_the_navigation_bar(client: TestClient) -> None:
+    ui_login(client, "engineer")
+    html = {"Accept": "text/html"}
+    for path, status in [("/inspections/999999", 404), ("/admin/users", 403)]:
+        page = client.get(path, headers=html)
+        assert page.status_code == status
+        assert '<nav aria-label="Main">' in page.text and 'href="/review"' in page.text, path
+        assert "Log out" in page.text
+
+
+def test_image_threshold_has_one_range_in_form_api_and_preview(
+    client: TestClient, session: Session, auth: dict[str, dict[str, str]]
+) -> None:
+    csrf = ui_login(client, "engineer")
+    page = client.get("/stations/1").text
+    number = re.search(r'<input type="number" name="image_threshold"[^>]*>', page)
+    slider = re.search(r'<input type="range" id="threshold-slider"[^>]*>', page)
+    assert number is not None and slider is not None
+    bounds = [
+        [float(re.search(rf'{k}="([^"]+)"', tag.group(0)).group(1)) for k in ("min", "max")]  # type: ignore[union-attr]
+        for tag in (number, slider)
+    ]
+    assert bounds[0] == bounds[1] == [0.0, 1.0]
+    saved = client.post(
+        "/stations/1/thresholds",
+        data={"csrf_token": csrf, "image_threshold": "100"},
+        follow_redirects=False,
+    )
+    assert saved.status_code == 303 and "between 0 and 1" in client.get("/stations/1").text
+    station = session.get(Station, 1)
+    assert station is not None and station.image_threshold == pytest.approx(0.5)
+    put = client.put(
+        "/api/stations/1/thresholds", json={"image_threshold": 1.5}, headers=auth["engineer"]
+    )
+    assert put.status_code == 422
+    preview = client.get(
+        "/api/stations/1/threshold-preview?image_threshold=1.5", headers=auth["engineer"]
+    )
+    assert preview.status_code == 422
+
+
+def test_promote_rollback_and_threshold_forms_carry_a_confirmation(client: TestClient) -> None:
+    ui_login(client, "engineer")
+    models = client.get("/models").text
+    promote = re.search(r'<form method="post" action="/models/\d+/promote"[^>]*>', models)
+    assert promote is not None and "data-confirm=" in promote.group(0)
+    assert "becomes the active model" in promote.group(0)
+    rollback = re.search(r'<form method="post" action="/stations/\d+/rollback"[^>]*>', models)
+    assert rollback is not None and "data-confirm=" in rollback.group(0)
+    station = client.get("/stations/1").text
+    assert re.search(r'<form[^>]*id="threshold-form"[^>]*data-confirm=', station)
+    assert '<script type="module" src="/static/js/confirm.js">' in models

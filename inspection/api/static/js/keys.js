@@ -4,7 +4,7 @@ import { el, isTyping } from "./common.js";
 /**
  * Listen for labelling shortcuts and call handlers:
  *   label(verdict, defectType), skip(), undo(), next(), prev(), open(),
- *   and viewer.toggleOverlay() / changeOpacity() / toggleOutlines().
+ *   and viewer.toggleOverlay() / cycleMode() / changeOpacity() / toggleOutlines().
  * Returns an object with setTypes(types) to change the 1-9 mapping.
  */
 export function bindKeys(handlers, viewer, types) {
@@ -67,6 +67,7 @@ export function bindKeys(handlers, viewer, types) {
     else if (key === "Enter") handlers.open();
     else if (key === "h") viewer.toggleOverlay();
     else if (key === "b") viewer.toggleOutlines();
+    else if (key === "v") viewer.cycleMode();
     else if (key === "[") viewer.changeOpacity(-10);
     else if (key === "]") viewer.changeOpacity(10);
     else if (key === "?") helpModal.hidden = false;

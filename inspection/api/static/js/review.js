@@ -49,7 +49,8 @@ function renderItem(item, index) {
     el("img", { src: item.thumb_url || "", alt: "", loading: "lazy" }),
     el(
       "div",
-      { class: "meta" },
+      // The label is shown by CSS (.meta::after reads attr(data-label) of this element).
+      { class: "meta", dataset: { label: labelText(item.label) } },
       el("div", { class: "line1" }, `#${item.id}`, ...badges),
       el("div", { class: "line2" }, `${item.station} · ${fmtTime(item.captured_at)}`),
     ),
