@@ -40,6 +40,7 @@ from inspection.api.errors import (
     LoginThrottledError,
     PermissionDeniedError,
 )
+from inspection.api.hardening import BodyLimit, BodyLimits, OriginCheck, secure_cookie
 from inspection.api.images import ImageService
 from inspection.api.metrics import install_metrics
 from inspection.api.settings import ApiSettings
@@ -82,10 +83,13 @@ SECURITY_HEADERS: list[tuple[bytes, bytes]] = [
 
 
 class SecurityHeaders:
-    """Pure ASGI middleware adding :data:`SECURITY_HEADERS` to every HTTP response."""
+    """Pure ASGI middleware adding :data:`SECURITY_HEADERS` to every HTTP response,
+    ``Cache-Control: no-store`` to API answers and HTML pages, and (``secure_cookies``) the
+    ``Secure`` attribute to every ``Set-Cookie`` (session, login CSRF, flash, deletions)."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, *, secure_cookies: bool = False) -> None:
         self.app = app
+        self.secure_cookies = secure_cookies
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -97,8 +101,16 @@ class SecurityHeaders:
                 headers = list(message.get("headers", []))
                 present = {name.lower() for name, _ in headers}
                 headers.extend(h for h in SECURITY_HEADERS if h[0] not in present)
-                if scope["path"].startswith("/api/") and b"cache-control" not in present:
+                content_type = next((v for k, v in headers if k.lower() == b"content-type"), b"")
+                # API answers and HTML pages (they carry names, labels, CSRF tokens) are never
+                # stored by browsers or proxies; static files and images keep their caching.
+                is_page = content_type.startswith(b"text/html")
+                if (
+                    scope["path"].startswith("/api/") or is_page
+                ) and b"cache-control" not in present:
                     headers.append((b"cache-control", b"no-store"))
+                if self.secure_cookies:
+                    headers = [secure_cookie(name, value) for name, value in headers]
                 message["headers"] = headers
             await send(message)
 
@@ -177,8 +189,18 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     )
     app.state.ctx = ctx
     install_openapi(app)
+    # innermost first: body limit and origin check run before routing, auth and parsing
+    app.add_middleware(
+        BodyLimit,
+        limits=BodyLimits(
+            auth=settings.max_body_auth_bytes,
+            api=settings.max_body_api_bytes,
+            form=settings.max_body_form_bytes,
+        ),
+    )
+    app.add_middleware(OriginCheck, trusted_origins=settings.trusted_origins)
     install_metrics(app, ctx)
-    app.add_middleware(SecurityHeaders)
+    app.add_middleware(SecurityHeaders, secure_cookies=settings.cookie_secure)
     app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
     app.include_router(routes_api.router)
     app.include_router(routes_ui.router)

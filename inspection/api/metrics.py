@@ -17,21 +17,24 @@ tests, do not share counters):
   itself still answers 200).
 
 Live station internals (queue depth, drops, spool size) come from each station's own endpoint
-(:mod:`inspection.station.metrics`). ``/metrics`` needs no login and shows only aggregates and
-station names: keep it on the internal network (the Kubernetes and compose files do not route
-it to the outside).
+(:mod:`inspection.station.metrics`). ``/metrics`` shows only aggregates and station names, and
+needs no user login but ``Authorization: Bearer <token>`` with the token from
+``INSPECTION_API_METRICS_TOKEN`` (401 without it); with no token set it is off (404), unless
+``INSPECTION_API_METRICS_PUBLIC=true`` opts in to an open endpoint, which then belongs on an
+internal-only network or port (the Kubernetes and compose files do not route it outside).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hmac
 import logging
 import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from fastapi import FastAPI
-from fastapi.responses import Response
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -174,8 +177,26 @@ def install_metrics(app: FastAPI, ctx: AppContext) -> CollectorRegistry:
     app.add_middleware(RequestMetrics, registry=registry)
 
     @app.get("/metrics", include_in_schema=False)
-    def metrics() -> Response:
-        """Prometheus text exposition of this app's registry."""
+    def metrics(request: Request) -> Response:
+        """Prometheus text exposition of this app's registry (bearer token, see module doc)."""
+        settings = ctx.settings
+        if settings.metrics_token is not None:
+            expected = f"Bearer {settings.metrics_token.get_secret_value()}".encode()
+            given = request.headers.get("authorization", "").encode()
+            if not hmac.compare_digest(expected, given):
+                return JSONResponse(
+                    {"detail": "metrics need Authorization: Bearer <INSPECTION_API_METRICS_TOKEN>"},
+                    status_code=401,
+                    headers={"WWW-Authenticate": "Bearer"},
+                )
+        elif not settings.metrics_public:
+            return JSONResponse(
+                {
+                    "detail": "metrics are off: set INSPECTION_API_METRICS_TOKEN (or "
+                    "INSPECTION_API_METRICS_PUBLIC=true on an internal-only port)"
+                },
+                status_code=404,
+            )
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     app.state.metrics_registry = registry

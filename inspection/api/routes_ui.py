@@ -124,6 +124,19 @@ def redirect(url: str, *, text: str | None = None, kind: str = "ok") -> Redirect
     return response
 
 
+def _set_login_csrf(response: Response, token: str, *, secure: bool) -> None:
+    """The login form's CSRF cookie (strict, only sent to /login; Secure behind HTTPS)."""
+    response.set_cookie(
+        LOGIN_CSRF_COOKIE,
+        token,
+        max_age=3600,
+        path="/login",
+        httponly=True,
+        samesite="strict",
+        secure=secure,
+    )
+
+
 def _defect_types(session: Session) -> list[dict[str, Any]]:
     return [
         DefectTypeOut(id=t.id, name=t.name, key=i + 1 if i < 9 else None).model_dump()
@@ -153,15 +166,7 @@ def login_page(
     response = render(
         request, ctx, "login.html", None, next=_safe_next(next), login_csrf=token, title="Log in"
     )
-    response.set_cookie(
-        LOGIN_CSRF_COOKIE,
-        token,
-        max_age=3600,
-        path="/login",
-        httponly=True,
-        samesite="strict",
-        secure=ctx.settings.cookie_secure,
-    )
+    _set_login_csrf(response, token, secure=ctx.settings.cookie_secure)
     return response
 
 
@@ -222,9 +227,7 @@ def login(
         username=username,
         title="Log in",
     )
-    response.set_cookie(
-        LOGIN_CSRF_COOKIE, token, max_age=3600, path="/login", httponly=True, samesite="strict"
-    )
+    _set_login_csrf(response, token, secure=ctx.settings.cookie_secure)
     return response
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, field_validator, model_validator
 
 from inspection.api import queries
 from inspection.db.models import (
@@ -128,8 +128,9 @@ class OverlayScaleOut(_Out):
 class ThresholdsIn(_In):
     """New thresholds of a station; ``null`` restores the default (0.5 for the image score)."""
 
-    image_threshold: float | None = Field(ge=IMAGE_THRESHOLD_MIN, le=IMAGE_THRESHOLD_MAX)
-    pixel_threshold: float | None = Field(default=None, ge=0.0, le=1e6)
+    # Strict: JSON numbers only (true, "0.6" are 422, never silently 1.0 or 0.6).
+    image_threshold: StrictFloat | None = Field(ge=IMAGE_THRESHOLD_MIN, le=IMAGE_THRESHOLD_MAX)
+    pixel_threshold: StrictFloat | None = Field(default=None, ge=0.0, le=1e6)
 
 
 class ThresholdPreviewOut(_Out):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from inspection.db.settings import get_settings as get_db_settings
@@ -26,7 +26,7 @@ class ApiSettings(BaseSettings):
     ``secret_key`` signs session cookies and API tokens; when unset a random key is generated
     per process (every session ends when the server restarts), which is fine for the local demo
     and wrong for a plant: set ``INSPECTION_API_SECRET_KEY`` there. ``cookie_secure`` must be
-    true behind HTTPS. ``check_schema`` refuses to start on a database that is not at the newest
+    true behind HTTPS (then every cookie is ``Secure``). ``check_schema`` refuses to start on a database that is not at the newest
     migration; ``auto_migrate`` upgrades it instead (demo convenience).
     """
 
@@ -45,3 +45,20 @@ class ApiSettings(BaseSettings):
     login_lockout_s: float = Field(default=30.0, ge=0)
     #: Live stations count as "offline" when their newest inspection is older than this.
     station_offline_after_s: float = Field(default=300.0, gt=0)
+    #: Largest request body per route kind, bytes (413 above; see inspection.api.hardening).
+    max_body_auth_bytes: int = Field(default=16 * 1024, ge=1024)
+    max_body_api_bytes: int = Field(default=1024 * 1024, ge=1024)
+    max_body_form_bytes: int = Field(default=256 * 1024, ge=1024)
+    #: Origins besides the request's own Host that may send state-changing requests (a
+    #: reverse proxy's public URL), as JSON: '["https://inspection.plant.example"]'.
+    trusted_origins: list[str] = Field(default_factory=list)
+    #: ``GET /metrics`` needs ``Authorization: Bearer <metrics_token>``; without a token it
+    #: is off (404) unless ``metrics_public`` opts in to an unauthenticated endpoint.
+    metrics_token: SecretStr | None = None
+    metrics_public: bool = False
+
+    @field_validator("metrics_token")
+    @classmethod
+    def _no_empty_token(cls, value: SecretStr | None) -> SecretStr | None:
+        """An empty token (``INSPECTION_API_METRICS_TOKEN=``) means none, never "anything"."""
+        return value if value is not None and value.get_secret_value().strip() else None

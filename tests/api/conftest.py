@@ -33,6 +33,7 @@ from inspection.storage import LocalArtifactStore
 from tests.api.browser import CHROMIUM, CHROMIUM_ARGS, TIMEOUT_MS
 
 SECRET = "test-secret-key-" + "x" * 32
+METRICS_TOKEN = "test-metrics-token"
 PASSWORDS = {"operator": "operator-demo", "engineer": "engineer-demo", "admin": "admin-demo"}
 N_PER_STATION = 40
 
@@ -80,6 +81,7 @@ def settings(template: Template, tmp_path: Path) -> ApiSettings:
         artifact_root=template.artifacts,
         secret_key=SecretStr(SECRET),
         login_lockout_s=30.0,
+        metrics_token=SecretStr(METRICS_TOKEN),
     )
 
 

@@ -46,7 +46,9 @@ def _free_port() -> int:
 
 
 def _settings(url: str, **kw: object) -> ApiSettings:
-    return ApiSettings(database_url=url, secret_key=SecretStr(SECRET), **kw)  # type: ignore[arg-type]
+    return ApiSettings(  # type: ignore[arg-type]
+        database_url=url, secret_key=SecretStr(SECRET), metrics_public=True, **kw
+    )
 
 
 def test_ready_and_metrics_on_a_migrated_database(tmp_path: Path) -> None:

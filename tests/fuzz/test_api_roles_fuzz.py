@@ -15,6 +15,8 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 
+from tests.api.conftest import METRICS_TOKEN
+
 pytestmark = pytest.mark.slow
 
 EXAMPLES_PER_OPERATION = 2
@@ -61,4 +63,5 @@ def test_probes_and_metrics_answer_odd_requests(app: FastAPI) -> None:
                 response = client.request(method, path + "?x=%00&y=" + "z" * 5000)
                 assert response.status_code < 500, (method, path, response.status_code)
         assert client.get("/api/ready").json()["status"] == "ready"
-        assert client.get("/metrics").text.count("inspection_api_requests_total") >= 1
+        scrape = client.get("/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
+        assert scrape.text.count("inspection_api_requests_total") >= 1
