@@ -101,6 +101,40 @@ def to_input(images: np.ndarray) -> np.ndarray:
     )
 
 
+#: Precisions a station's ``inference_precision`` may name (``auto``: :func:`resolve_precision`).
+PRECISIONS = ("auto", "f32", "bf16")
+
+
+def cpu_capabilities(core: Any = None) -> list[str]:
+    """OpenVINO's ``OPTIMIZATION_CAPABILITIES`` of the CPU (``BF16``, ``INT8``, ...)."""
+    import openvino as ov
+
+    core = core if core is not None else ov.Core()
+    try:
+        return [str(c) for c in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")]
+    except RuntimeError:
+        return []
+
+
+def resolve_precision(requested: str, meta: dict[str, Any], capabilities: list[str]) -> str:
+    """The ``INFERENCE_PRECISION_HINT`` to compile with.
+
+    ``f32``/``bf16``: as asked. ``auto``: the bundle's verified choice
+    (``model.json`` ``runtime_precision.auto``, written at export by
+    :func:`inspection.precision.check_runtime_precision`: bf16 only when it flipped at most
+    0.5 % of the verdicts on held-out normal and painted images) where this CPU has the units
+    for it; ``f32`` otherwise, and for bundles exported before the check existed.
+    """
+    if requested not in PRECISIONS:
+        raise ValueError(f"inference precision {requested!r}: expected one of {PRECISIONS}")
+    if requested != "auto":
+        return requested
+    choice = str((meta.get("runtime_precision") or {}).get("auto", "f32"))
+    if choice != "f32" and choice.upper() in capabilities:
+        return choice
+    return "f32"
+
+
 #: Size limit of a compile cache folder: older blobs go first (every retrained model adds one).
 CACHE_MAX_MB = 2048
 
@@ -164,7 +198,10 @@ class OpenVinoModel:
         device: OpenVINO device name.
         image_threshold: override of the bundle's raw image threshold (per-station setting).
         num_threads: CPU inference threads (None: OpenVINO's choice).
-        inference_precision: OpenVINO ``INFERENCE_PRECISION_HINT`` ("f32", or "bf16" for speed).
+        inference_precision: OpenVINO ``INFERENCE_PRECISION_HINT``: "f32", "bf16" (faster on
+            CPUs with bf16 units, scores shift slightly), or "auto" (:func:`resolve_precision`:
+            bf16 where the bundle verified it at export and the CPU has it, else f32); the one
+            compiled is :attr:`precision`.
         performance_hint: ``"latency"`` (one inference uses every core) or ``"throughput"``
             (the cores are split into parallel streams; pair it with one :meth:`sibling` per
             scoring thread).
@@ -212,11 +249,14 @@ class OpenVinoModel:
         self.pixel_threshold = float(cal["pixel_threshold"])
         self._span = max(float(cal["score_max"]) - float(cal["score_min"]), 1e-12)
         core = ov.Core()
-        # f32 by default: CPUs with bf16 units would otherwise run an FP32 IR in bf16 and shift
-        # scores by a few percent against the thresholds calibrated in f32.
+        # Never OpenVINO's own default: CPUs with bf16 units would run an FP32 IR in bf16 and
+        # shift scores against the thresholds calibrated in f32 whether or not that is safe.
+        caps = cpu_capabilities(core) if inference_precision == "auto" else []
+        #: the ``INFERENCE_PRECISION_HINT`` compiled with ("f32" or "bf16")
+        self.precision = resolve_precision(inference_precision, self.meta, caps)
         config: dict[str, Any] = {
             "PERFORMANCE_HINT": performance_hint.upper(),
-            "INFERENCE_PRECISION_HINT": inference_precision,
+            "INFERENCE_PRECISION_HINT": self.precision,
         }
         if num_threads:
             config["INFERENCE_NUM_THREADS"] = num_threads

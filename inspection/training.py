@@ -18,7 +18,7 @@ import json
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -56,6 +56,9 @@ class TrainedModel:
     warnings: tuple[str, ...] = ()
     #: How images become the square input (:mod:`inspection.geometry`), from the training set.
     fit: str = "stretch"
+    #: The held-out normal images (N, S, S, 3) uint8 the thresholds were set on, kept for the
+    #: export's precision check (:mod:`inspection.precision`); not saved with the bundle.
+    holdout: np.ndarray | None = field(default=None, repr=False)
 
 
 #: Fewer normal images than this are refused: the threshold would rest on one or two
@@ -157,6 +160,7 @@ def fit_and_calibrate(
         detector.epoch_selection,
         warnings=warnings,
         fit=fit_set.fit,
+        holdout=val_set.images,
     )
 
 
@@ -360,6 +364,8 @@ def export_openvino(
     precision: Precision = "fp32",
     calibration_images: np.ndarray | None = None,
     extra_metadata: dict[str, Any] | None = None,
+    holdout: np.ndarray | None = None,
+    check_precision: bool = True,
 ) -> Path:
     """Save the torch detector and its OpenVINO IR + ``model.json`` into ``directory``.
 
@@ -369,6 +375,11 @@ def export_openvino(
     span orders of magnitude that 8 bits cannot hold, and collapsed to one score. Quantisation
     shifts scores, so the thresholds of an int8 bundle are re-set from its own scores on the same
     normal images (same quantile as the float calibration).
+
+    ``check_precision``: score held-out normal images (``holdout``, else the ones the model was
+    calibrated on) and defects painted onto them at f32 and bf16, and record in ``model.json``
+    (``runtime_precision``) whether bf16 keeps the verdicts (:mod:`inspection.precision`); a
+    station with ``inference_precision: auto`` runs bf16 only then.
     """
     import openvino as ov
 
@@ -407,6 +418,14 @@ def export_openvino(
         assert calibration_images is not None
         meta["calibration"] = _recalibrate(out, calibration_images, model.calibration.quantile)
         meta["calibration_source"] = "int8 graph on the quantisation images (normal)"
+        (out / "model.json").write_text(json.dumps(meta, indent=2))
+    if check_precision:
+        from inspection.precision import check_runtime_precision
+
+        normals = holdout if holdout is not None else model.holdout
+        if normals is not None and normals.shape[1:3] != (size, size):
+            normals = None  # held out at another size (``auto`` candidates): not comparable
+        meta["runtime_precision"] = check_runtime_precision(out, normals, seed=det.config.seed)
         (out / "model.json").write_text(json.dumps(meta, indent=2))
     logger.info("exported %s (%s) to %s", det.key, precision, out)
     return out

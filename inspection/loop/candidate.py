@@ -414,7 +414,15 @@ def build_candidate(
             quantile=settings.quantile,
         )
         info.update(refiner=None, threshold=tinfo)
-    trained = TrainedModel(detector, calibration, 0.0, n_train, len(data.ref_normals), fit=root.fit)
+    trained = TrainedModel(
+        detector,
+        calibration,
+        0.0,
+        n_train,
+        len(data.ref_normals),
+        fit=root.fit,
+        holdout=data.ref_normals,
+    )
     candidate = Candidate(trained, refiner, None, features, info, patch)
     stage("typer")
     crops = data.defect_crops
@@ -552,6 +560,7 @@ def export_candidate(
             trained.n_train,
             trained.n_val,
             fit=trained.fit,
+            holdout=trained.holdout,
         )
     meta = {"loop": {**candidate.info, **(extra or {})}}
     meta["loop"]["refined"] = candidate.refined

@@ -223,11 +223,15 @@ class DetectorSettings(_Model):
     ``source: bundle``: the bundle folder ``path`` (hot-reloaded when its ``model.json``
     changes); ``source: database``: the station's active model version in the database
     (hot-reloaded when another version is activated). ``device``/``num_threads``/
-    ``inference_precision`` go to OpenVINO (``bf16`` halves memory traffic on CPUs with bf16
-    units, at the cost of slightly shifted scores). ``performance_hint``: ``latency`` (each
-    inference uses every core: the shortest verdict) or ``throughput`` (the cores are split into
-    parallel streams, one per scoring worker, set ``pipeline.infer_workers`` to 2 or more: more
-    frames per second for small models). ``cpu_pinning``: pin OpenVINO's inference threads to
+    ``inference_precision`` go to OpenVINO: ``auto`` (the default) runs bf16 where the bundle
+    verified at export that bf16 flips at most 0.5 % of its verdicts and the CPU has bf16 units,
+    f32 otherwise (:func:`inspection.runtime.resolve_precision`); ``bf16`` forces it (half the
+    memory traffic, slightly shifted scores). ``performance_hint``: ``auto`` (the default,
+    chosen with the pipeline's ``auto`` settings from the core count and the bundle:
+    :mod:`inspection.station.tuning`), ``latency`` (each inference uses every core: the
+    shortest verdict) or ``throughput`` (the cores are split into parallel streams, one per
+    scoring worker, set ``pipeline.infer_workers`` to 2 or more: more frames per second for
+    small models). ``cpu_pinning``: pin OpenVINO's inference threads to
     cores (None: OpenVINO's choice, except that several scoring workers with the latency hint,
     each compiling its own model, are never pinned: each would pin to the same first cores).
     ``path`` is also where ``bootstrap`` writes. ``compile_cache``/``cache_dir``: OpenVINO's
@@ -239,8 +243,8 @@ class DetectorSettings(_Model):
     path: Path | None = None
     device: str = "CPU"
     num_threads: int | None = Field(None, ge=1)
-    inference_precision: Literal["f32", "bf16"] = "f32"
-    performance_hint: Literal["latency", "throughput"] = "latency"
+    inference_precision: Literal["auto", "f32", "bf16"] = "auto"
+    performance_hint: Literal["auto", "latency", "throughput"] = "auto"
     cpu_pinning: bool | None = None
     #: OpenVINO compile cache: a restart loads the compiled model instead of compiling it again
     compile_cache: bool = True
@@ -347,7 +351,10 @@ class PipelineConfig(_Model):
     capture order; ``captured_at`` keeps the order); ``requests_per_worker``: inference
     requests each scoring thread keeps in flight (2: the next batch goes to OpenVINO before the
     previous one is thresholded and handed on, so inference never waits for Python; 1:
-    strictly one at a time); ``persist_queue_size``/
+    strictly one at a time). ``batch_size``, ``infer_workers`` and ``requests_per_worker`` are
+    ``auto`` by default: chosen when the station loads its model, from the CPU cores it may use
+    and the bundle (:func:`inspection.station.tuning.resolve_tuning`); a number pins one.
+    ``persist_queue_size``/
     ``persist_batch``: results waiting for the database / written per transaction;
     ``persist_linger_ms``: how long the persist stage waits for more results to fill a batch
     (fewer, larger transactions: less CPU per result; delays only the row, never the verdict);
@@ -358,9 +365,9 @@ class PipelineConfig(_Model):
     """
 
     queue_size: int = Field(8, ge=1)
-    batch_size: int = Field(1, ge=1, le=64)
-    infer_workers: int = Field(1, ge=1, le=8)
-    requests_per_worker: int = Field(2, ge=1, le=4)
+    batch_size: Annotated[int, Field(ge=1, le=64)] | Literal["auto"] = "auto"
+    infer_workers: Annotated[int, Field(ge=1, le=8)] | Literal["auto"] = "auto"
+    requests_per_worker: Annotated[int, Field(ge=1, le=4)] | Literal["auto"] = "auto"
     persist_queue_size: int = Field(256, ge=1)
     persist_batch: int = Field(32, ge=1)
     persist_linger_ms: float = Field(20.0, ge=0, le=1000)

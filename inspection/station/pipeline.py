@@ -72,6 +72,7 @@ from inspection.station.persist import (
 )
 from inspection.station.sources import END, Frame, FrameSource, make_source
 from inspection.station.spool import sink_from_environment
+from inspection.station.tuning import Tuning, resolve_tuning
 from inspection.storage import ArtifactStore, LocalArtifactStore
 from inspection.worker import (
     Backoff,
@@ -424,7 +425,7 @@ class ScoringWorker(Worker):
         self.holding = 0  # scored results waiting for room in the persist queue
         self.drain_then_stop = False
         self._warn_bad = RateLimitedLog(logger)
-        self._depth = station.config.pipeline.requests_per_worker
+        self._depth = station.tuning.requests_per_worker
         self._inflight: deque[_InFlight] = deque()
         self._free_slots = list(range(self._depth))
 
@@ -433,7 +434,7 @@ class ScoringWorker(Worker):
         # Block for a frame only when nothing is in flight; otherwise finish what is running.
         first = get_or_none(st.frames) if not self._inflight else get_or_none_now(st.frames)
         if first is not None:
-            batch = [first, *drain(st.frames, st.config.pipeline.batch_size - 1)]
+            batch = [first, *drain(st.frames, st.tuning.batch_size - 1)]
             self.busy += len(batch)
             try:
                 self._submit(batch)
@@ -694,6 +695,9 @@ class Station:
         self.persist_abort = threading.Event()
         self.ids: StationIds | None = None
         self.active: ActiveModel
+        #: scoring settings with ``auto`` resolved (:mod:`inspection.station.tuning`), set when
+        #: the first model loads
+        self.tuning: Tuning
         self.thresholds = Thresholds()
         self._db_thresholds: tuple[float | None, float | None] = (None, None)
         self.outputs = ResultOutputs(config, self.counters)
@@ -720,22 +724,22 @@ class Station:
     def _load(
         self, bundle: Path, version_id: int | None, sig: tuple[int, int] | None
     ) -> ActiveModel:
-        pipe = self.config.pipeline
-        det = self.config.detector
-        if det.cpu_pinning is None and pipe.infer_workers > 1 and det.performance_hint == "latency":
+        tune = self.tuning
+        det = self.config.detector.model_copy(update={"performance_hint": tune.performance_hint})
+        if det.cpu_pinning is None and tune.infer_workers > 1 and det.performance_hint == "latency":
             det = det.model_copy(update={"cpu_pinning": False})  # one compiled model per worker
         if det.compile_cache and det.cache_dir is None:
             det = det.model_copy(update={"cache_dir": compile_cache_dir(self.config)})
         # Batches are the frames already waiting, 1..batch_size: only batch 1 is a fixed shape.
-        static = 1 if pipe.batch_size == 1 else None
+        static = 1 if tune.batch_size == 1 else None
         first = self.model_loader(bundle, det, static)
         # Throughput hint: one compiled model whose parallel streams the workers share, a
         # request each (where the model offers it); otherwise one compiled model per worker.
         # A worker's further requests in flight are siblings of its own compiled model.
         sibling = getattr(first, "sibling", None)
-        depth = pipe.requests_per_worker if hasattr(first, "submit") else 1
+        depth = tune.requests_per_worker if hasattr(first, "submit") else 1
         models_list: list[ScoringModel] = []
-        for w in range(pipe.infer_workers):
+        for w in range(tune.infer_workers):
             if w == 0:
                 own = first
             elif sibling is not None and det.performance_hint == "throughput":
@@ -762,11 +766,26 @@ class Station:
             model.predict(blank)
         return ActiveModel(models, version_id, bundle, sig, depth)
 
+    def _tune(self, bundle: Path) -> None:
+        """Resolve the ``auto`` scoring settings for the first model (kept across reloads)."""
+        self.tuning = resolve_tuning(self.config, bundle)
+        t = self.tuning
+        logger.info(
+            "station %s: scoring with batch %d, %d worker(s), %d request(s) each, %s hint (%s)",
+            self.config.id,
+            t.batch_size,
+            t.infer_workers,
+            t.requests_per_worker,
+            t.performance_hint,
+            t.reason,
+        )
+
     def _initial_model(self) -> ActiveModel:
         det = self.config.detector
         if det.source == "bundle":
             assert det.path is not None
             bundle = det.path
+            self._tune(bundle)
             sig = _signature(bundle)
             meta = read_metadata(bundle)
             version_id = self._tx(
@@ -786,6 +805,7 @@ class Station:
                 f"station {self.config.id} has no active model version in the database: "
                 "activate one, or add detector.bootstrap to its config"
             )
+        self._tune(Path(settings.artifact_path))
         return self._load(Path(settings.artifact_path), settings.model_version_id, None)
 
     def _apply_thresholds(self, db_image: float | None, db_pixel: float | None) -> None:
@@ -874,7 +894,7 @@ class Station:
         )
         self._scorers = [
             ScoringWorker(f"{name}-score{i}" if i else f"{name}-score", self, i)
-            for i in range(cfg.pipeline.infer_workers)
+            for i in range(self.tuning.infer_workers)
         ]
         self._capture = CaptureWorker(
             f"{name}-capture",
@@ -991,6 +1011,7 @@ class Station:
         )
         elapsed = max(1e-9, end - self.started_at) if self.started_at else 0.0
         active = getattr(self, "active", None)
+        tuning: Tuning | None = getattr(self, "tuning", None)
         return {
             "station": self.config.id,
             "counters": c,
@@ -1008,6 +1029,8 @@ class Station:
             "persisted_per_second": c["persisted"] / elapsed if elapsed else 0.0,
             "latency_ms": self.latency.summary(),
             "model_version_id": active.version_id if active is not None else None,
+            "tuning": tuning.as_dict() if tuning is not None else None,
+            "precision": getattr(active.model, "precision", None) if active is not None else None,
             "thresholds": {"image": self.thresholds.image, "pixel": self.thresholds.pixel},
         }
 

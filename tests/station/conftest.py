@@ -129,7 +129,12 @@ def db(tmp_path: Path) -> Iterator[tuple[Engine, sessionmaker[Session]]]:
 
 
 def make_config(tmp_path: Path, **overrides: Any) -> StationConfig:
-    """A station config on a 32 px synthetic camera with a fake bundle; ``overrides`` merge in."""
+    """A station config on a 32 px synthetic camera with a fake bundle; ``overrides`` merge in.
+
+    One scoring worker with two requests at batch 1 unless overridden: the pipeline tests
+    count model loads and check capture order, which the ``auto`` settings
+    (:mod:`inspection.station.tuning`, tested on their own) would make depend on the cores.
+    """
     from inspection.station.config import deep_merge
 
     bundle = tmp_path / "bundle"
@@ -141,7 +146,14 @@ def make_config(tmp_path: Path, **overrides: Any) -> StationConfig:
         "camera": {"type": "synthetic", "size": 32, "seed": 3, "defect_rate": 0.2, "count": 20},
         "detector": {"source": "bundle", "path": str(bundle)},
         "artifacts_dir": str(tmp_path / "artifacts"),
-        "pipeline": {"reload_poll_s": 0.05, "stats_interval_s": 0, "persist_retry_s": 5},
+        "pipeline": {
+            "reload_poll_s": 0.05,
+            "stats_interval_s": 0,
+            "persist_retry_s": 5,
+            "batch_size": 1,
+            "infer_workers": 1,
+            "requests_per_worker": 2,
+        },
     }
     if overrides.get("camera", {}).get("type", "synthetic") != "synthetic":
         base["camera"] = {}

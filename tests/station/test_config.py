@@ -32,6 +32,11 @@ def test_example_line_loads_with_defaults() -> None:
     assert a.retention.days == 90 and a.retention.frames == "anomalous"
     assert a.detector.source == "database" and b.detector.source == "bundle"
     assert b.roi is not None and b.resize == 128
+    # fast by default: chosen from the cores and the bundle; the example line's two stations
+    # share a machine and take one OpenVINO thread each (stations/example-line/defaults.yaml)
+    assert a.detector.inference_precision == a.detector.performance_hint == "auto"
+    assert a.pipeline.batch_size == a.pipeline.infer_workers == "auto"
+    assert a.detector.num_threads == b.detector.num_threads == 1
 
 
 def _write(path: Path, text: str) -> Path:

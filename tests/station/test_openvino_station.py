@@ -54,7 +54,7 @@ def test_station_runs_openvino_bundle(
     station = _make_station(cfg, factory, model_loader=load_openvino)
     stats = station.run()
     models = station.active.models
-    depth = cfg.pipeline.requests_per_worker
+    depth = station.tuning.requests_per_worker
     assert len(models) == workers * depth  # a request per batch in flight
     assert len({id(m.request) for m in models}) == len(models)  # type: ignore[attr-defined]
     if hint == "throughput":  # the workers shared one compiled model, each with its requests
