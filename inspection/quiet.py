@@ -24,8 +24,9 @@ _FILTERS: tuple[tuple[str, type[Warning], str], ...] = (
     # Export traces the graph with torch.jit.trace (OpenVINO's converter takes the traced
     # module); torch 2.14 marks tracing as deprecated in favour of torch.export.
     (r"`torch\.jit\.trace(_method)?` is deprecated", FutureWarning, ""),
-    # Our detectors turn tensor shapes into Python ints while traced (the anomaly-map resize
-    # matrices): the input size is fixed per exported bundle, so the constant is right.
+    # Detectors that still turn tensor shapes into Python ints while traced (the input size is
+    # fixed per exported bundle, so the constant is right). PaDiM's and the shared map blur's
+    # resize matrices no longer do (fixed at the source; tests/detectors/test_trace_warnings.py).
     (r"Converting a tensor to a Python (integer|float|boolean)", Warning, r"inspection\.detectors"),
 )
 

@@ -72,7 +72,9 @@ class GaussianBlur(nn.Module):
     single-channel Interpolate and Convolution. Call it through ``forward`` so that exported nodes keep the module's name
     (int8 export keeps ``*blur*`` nodes in float). The matrices are cached per shape on the first
     call; exporters run one forward pass before tracing so the traced graph holds them as
-    constants.
+    constants. While traced, shapes are tensors and turning them into Python ints is what
+    ``TracerWarning`` warns about: the traced pass reuses what that eager pass computed (the
+    input size of a bundle is fixed) instead of reading the shapes again.
     """
 
     kernel: torch.Tensor
@@ -83,9 +85,18 @@ class GaussianBlur(nn.Module):
         kernel = gaussian_kernel1d(sigma) if sigma > 0 else torch.ones(1)
         self.register_buffer("kernel", kernel, persistent=False)
         self._matrices: dict[tuple[int, int, int], torch.Tensor] = {}
+        #: the eager pass's (kernel, pad) and (rows, cols) matrices, for the traced pass
+        self._last_clipped: tuple[torch.Tensor, int] | None = None
+        self._last_pair: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def _clipped(self, size: Sequence[int]) -> tuple[torch.Tensor, int]:
         """The 1-D kernel and its padding for maps of ``size`` (H, W)."""
+        if torch.jit.is_tracing() and self._last_clipped is not None:
+            return self._last_clipped
+        self._last_clipped = self._clipped_for(size)
+        return self._last_clipped
+
+    def _clipped_for(self, size: Sequence[int]) -> tuple[torch.Tensor, int]:
         k = self.kernel
         pad = int(k.numel()) // 2
         limit = min(int(size[0]), int(size[1])) - 1
@@ -118,10 +129,14 @@ class GaussianBlur(nn.Module):
     def upsample_smooth(self, amap: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
         """``forward(upsample(amap, size))`` for (N, C, h, w) maps: (N, C, H, W), equal up to
         float rounding (the matrices are built in float64)."""
-        h, w = int(amap.shape[-2]), int(amap.shape[-1])
-        rows = self.axis_matrix(h, int(size[0]), size).to(amap.device)
-        cols = self.axis_matrix(w, int(size[1]), size).to(amap.device)
-        return torch.matmul(torch.matmul(rows, amap), cols.T)
+        if torch.jit.is_tracing() and self._last_pair is not None:
+            rows, cols = self._last_pair
+        else:
+            h, w = int(amap.shape[-2]), int(amap.shape[-1])
+            rows = self.axis_matrix(h, int(size[0]), size)
+            cols = self.axis_matrix(w, int(size[1]), size)
+            self._last_pair = (rows, cols)
+        return torch.matmul(torch.matmul(rows.to(amap.device), amap), cols.to(amap.device).T)
 
 
 def upsample(amap: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
