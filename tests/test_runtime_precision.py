@@ -29,18 +29,18 @@ def test_resolve_precision() -> None:
 
 @pytest.fixture(scope="module")
 def trained():  # type: ignore[no-untyped-def]
-    from inspection import engine
+    from inspection import training
     from inspection.detectors import registry
 
     cls = registry.get("padim")
-    return engine.train(cls(cls.quick_config()), synthetic_set(64, 40, 0, seed=1))
+    return training.train(cls(cls.quick_config()), synthetic_set(64, 40, 0, seed=1))
 
 
 def test_export_records_the_check(trained, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    from inspection import engine
+    from inspection import training
 
     assert trained.holdout is not None and trained.holdout.shape[1:] == (64, 64, 3)
-    bundle = engine.export_openvino(trained, tmp_path / "b")
+    bundle = training.export_openvino(trained, tmp_path / "b")
     rec = json.loads((bundle / "model.json").read_text())["runtime_precision"]
     n = len(trained.holdout)
     assert (rec["n_normal"], rec["n_images"]) == (n, 3 * n)
@@ -59,7 +59,7 @@ def test_export_records_the_check(trained, tmp_path: Path) -> None:  # type: ign
 
 
 def test_no_holdout_means_f32(trained, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    from inspection.engine import TrainedModel, export_openvino
+    from inspection.training import TrainedModel, export_openvino
 
     bare = TrainedModel(trained.detector, trained.calibration, 0.0, 1, 1)
     rec = json.loads((export_openvino(bare, tmp_path / "b") / "model.json").read_text())
@@ -69,12 +69,12 @@ def test_no_holdout_means_f32(trained, tmp_path: Path) -> None:  # type: ignore[
 
 def test_verdict_flips_are_counted(tmp_path: Path, trained) -> None:  # type: ignore[no-untyped-def]
     """A threshold that sits on a score makes bf16's small shifts flip verdicts."""
-    from inspection import engine
+    from inspection import training
     from inspection.precision import check_images, check_runtime_precision
 
     if "BF16" not in cpu_capabilities():
         pytest.skip("this CPU has no bf16 units")
-    bundle = engine.export_openvino(trained, tmp_path / "b", check_precision=False)
+    bundle = training.export_openvino(trained, tmp_path / "b", check_precision=False)
     images, _ = check_images(trained.holdout)
     raw = OpenVinoModel(bundle, inference_precision="f32").infer_raw(images)[0]
     meta = json.loads((bundle / "model.json").read_text())

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from inspection import engine
+from inspection import training
 from inspection.detectors import registry
 from inspection.runtime import OpenVinoModel
 from tests.conftest import synthetic_set
@@ -20,10 +20,10 @@ from tests.conftest import synthetic_set
 def test_export_traces_without_tracer_warnings(key: str, tmp_path: Path) -> None:
     cls = registry.get(key)
     train = synthetic_set(64, 24, 0, seed=1)
-    trained = engine.train(cls(cls.quick_config()), train)
+    trained = training.train(cls(cls.quick_config()), train)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        bundle = engine.export_openvino(trained, tmp_path / "b", check_precision=False)
+        bundle = training.export_openvino(trained, tmp_path / "b", check_precision=False)
     tracer = [w for w in caught if issubclass(w.category, torch.jit.TracerWarning)]
     assert not tracer, [f"{w.filename}:{w.lineno} {w.message}" for w in tracer]
     # and the traced graph still matches the torch model
