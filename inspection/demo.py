@@ -74,9 +74,9 @@ def run_line_with_ui(line: Path, *, host: str, port: int, duration: float | None
 
     from inspection.api.server import start_in_thread
     from inspection.api.settings import ApiSettings
-    from inspection.api.users import demo_accounts_text, seed_demo_users
     from inspection.db.engine import make_engine, make_session_factory
     from inspection.db.settings import get_settings
+    from inspection.services.users import demo_accounts_text, seed_demo_users
     from inspection.station.config import load_line
     from inspection.station.runner import run_stations
 

@@ -95,3 +95,11 @@ class MissingExtraError(InspectionError):
             f"{feature} needs the '{extra}' extra, which this install lacks{missing}: "
             f"pip install 'inspection[{extra}]' (or `make setup` in a clone)"
         )
+
+
+class LoginThrottledError(InspectionError):
+    """Too many failed logins for a username; try again after ``retry_after_s`` (HTTP 429)."""
+
+    def __init__(self, message: str, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s

@@ -33,7 +33,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from inspection.api import charts
-from inspection.api.auth import CSRF_FORM_FIELD, LoginThrottle, TokenSigner
+from inspection.api.auth import CSRF_FORM_FIELD, TokenSigner
 from inspection.api.deps import AppContext, CurrentUser, optional_user
 from inspection.api.errors import (
     AuthenticationRequiredError,
@@ -44,7 +44,6 @@ from inspection.api.hardening import BodyLimit, BodyLimits, OriginCheck, secure_
 from inspection.api.images import ImageService
 from inspection.api.metrics import install_metrics
 from inspection.api.settings import ApiSettings
-from inspection.api.users import InvalidCredentialsError
 from inspection.db.engine import check_schema_at_head, make_engine, make_session_factory
 from inspection.db.models import Role
 from inspection.errors import (
@@ -58,6 +57,7 @@ from inspection.errors import (
     StorageError,
     UnsafeArtifactKeyError,
 )
+from inspection.services.users import InvalidCredentialsError, LoginThrottle
 from inspection.storage import LocalArtifactStore
 
 log = logging.getLogger(__name__)

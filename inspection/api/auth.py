@@ -16,19 +16,16 @@ every higher one. Passwords are only ever compared through :mod:`inspection.db.s
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import logging
 import secrets
-import threading
-import time
-from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 
 from inspection.db.models import Role, User
+from inspection.services.users import password_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -41,16 +38,6 @@ ROLE_RANK: dict[Role, int] = {Role.OPERATOR: 0, Role.ENGINEER: 1, Role.ADMIN: 2}
 def role_allows(have: Role, need: Role) -> bool:
     """Whether a user with role ``have`` may do what ``need`` is required for."""
     return ROLE_RANK[have] >= ROLE_RANK[need]
-
-
-def password_fingerprint(user: User) -> str:
-    """A short digest of the user's password hash: changes whenever the password changes.
-
-    Stored in sessions and tokens so a password reset ends existing logins. Derived from the
-    hash (never the password) and truncated, so it reveals nothing useful.
-    """
-    source = (user.password_hash or "").encode()
-    return hashlib.sha256(source).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -122,45 +109,3 @@ def csrf_matches(expected: str | None, given: str | None) -> bool:
     if not expected or not given:
         return False
     return hmac.compare_digest(expected.encode(), given.encode())
-
-
-class LoginThrottle:
-    """Slows down password guessing: after ``max_failures`` failed logins for one username
-    within ``window_s`` seconds, further attempts are refused for ``lockout_s`` seconds.
-
-    In memory and per process (one app instance per plant server); thread-safe.
-    """
-
-    def __init__(self, *, max_failures: int, lockout_s: float, window_s: float = 300.0) -> None:
-        self.max_failures = max_failures
-        self.lockout_s = lockout_s
-        self.window_s = window_s
-        self._failures: dict[str, deque[float]] = {}
-        self._lock = threading.Lock()
-
-    def retry_after(self, username: str, now: float | None = None) -> float:
-        """Seconds the caller must wait before trying ``username`` again (0: may try now)."""
-        now = time.monotonic() if now is None else now
-        with self._lock:
-            failures = self._failures.get(username.lower())
-            if not failures or len(failures) < self.max_failures:
-                return 0.0
-            wait = failures[-1] + self.lockout_s - now
-            return max(0.0, wait)
-
-    def failed(self, username: str, now: float | None = None) -> None:
-        """Record a failed login for ``username``."""
-        now = time.monotonic() if now is None else now
-        key = username.lower()
-        with self._lock:
-            failures = self._failures.setdefault(key, deque(maxlen=self.max_failures))
-            while failures and now - failures[0] > self.window_s:
-                failures.popleft()
-            failures.append(now)
-            if len(self._failures) > 10_000:  # bound memory under a username spray
-                self._failures.pop(next(iter(self._failures)))
-
-    def succeeded(self, username: str) -> None:
-        """Forget the failures of ``username`` after a successful login."""
-        with self._lock:
-            self._failures.pop(username.lower(), None)

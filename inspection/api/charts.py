@@ -14,7 +14,7 @@ from html import escape
 
 from markupsafe import Markup
 
-from inspection.api.queries import Histogram, YieldPoint
+from inspection.services.line_stats import Histogram, YieldPoint
 
 PAD_LEFT, PAD_RIGHT, PAD_TOP, PAD_BOTTOM = 48, 16, 16, 36
 

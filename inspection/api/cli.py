@@ -72,10 +72,10 @@ def _prepare_demo(settings: ApiSettings) -> None:
     from sqlalchemy import func, select
 
     from inspection.api.seed import ensure_defect_types, seed_synthetic_inspections
-    from inspection.api.users import demo_accounts_text, seed_demo_users
     from inspection.db import migrate
     from inspection.db.engine import make_engine, make_session_factory
     from inspection.db.models import Inspection
+    from inspection.services.users import demo_accounts_text, seed_demo_users
     from inspection.storage import LocalArtifactStore
 
     engine = make_engine(settings.database_url)
@@ -113,11 +113,11 @@ def add_user(
     import re
 
     from inspection.api.schemas import USERNAME_PATTERN
-    from inspection.api.users import create_user
     from inspection.db.engine import make_engine, make_session_factory, run_in_transaction
     from inspection.db.models import Role
     from inspection.db.settings import get_settings
     from inspection.errors import InspectionError
+    from inspection.services.users import create_user
 
     try:
         role_value = Role(role)
@@ -156,9 +156,9 @@ def list_users(db: str | None = typer.Option(None, "--db", help="Database URL.")
     """List accounts (never passwords)."""
     from rich.table import Table
 
-    from inspection.api.queries import list_users as query_users
     from inspection.db.engine import make_engine, make_session_factory
     from inspection.db.settings import get_settings
+    from inspection.services.users import list_users as query_users
 
     engine = make_engine(db or get_settings().database_url)
     try:

@@ -5,8 +5,8 @@ factories, artifact store, signer) are built once by :func:`inspection.api.app.c
 kept in :class:`AppContext` on ``app.state.ctx``.
 
 Sessions: GET routes use :func:`read_session` (SQLite: deferred ``BEGIN``, never waits for the
-write lock); routes that change data use :func:`write_session` and call ``session.commit()``
-themselves when done, so an exception anywhere rolls everything back.
+write lock); routes that change data use :func:`write_session` and pass it to one use case of
+:mod:`inspection.services`, which commits it (or rolls it back) through its unit of work.
 """
 
 from __future__ import annotations
@@ -27,16 +27,16 @@ from inspection.api.auth import (
     CSRF_HEADER,
     SESSION_COOKIE,
     Claims,
-    LoginThrottle,
     TokenSigner,
     csrf_matches,
-    password_fingerprint,
     role_allows,
 )
 from inspection.api.errors import AuthenticationRequiredError, CsrfError, PermissionDeniedError
 from inspection.api.images import ImageService
 from inspection.api.settings import ApiSettings
-from inspection.db.models import Role, User
+from inspection.db.models import Role
+from inspection.services import users
+from inspection.services.users import LoginThrottle
 from inspection.storage import ArtifactStore
 
 log = logging.getLogger(__name__)
@@ -123,11 +123,9 @@ def _claims(request: Request, ctx: AppContext) -> tuple[Claims, str] | None:
 
 def _load_user(ctx: AppContext, claims: Claims, via: str) -> CurrentUser | None:
     with ctx.read_sessions() as session:
-        user = session.get(User, claims.user_id)
-        if user is None or not user.is_active:
+        user = users.session_user(session, user_id=claims.user_id, fingerprint=claims.fingerprint)
+        if user is None:
             return None
-        if password_fingerprint(user) != claims.fingerprint:
-            return None  # the password changed since this login
         return CurrentUser(
             id=user.id,
             username=user.username,

@@ -6,7 +6,14 @@ Errors from the rest of the package (:mod:`inspection.errors`) are mapped to sta
 
 from __future__ import annotations
 
-from inspection.errors import InspectionError
+from inspection.errors import InspectionError, LoginThrottledError
+
+__all__ = [
+    "AuthenticationRequiredError",
+    "CsrfError",
+    "LoginThrottledError",
+    "PermissionDeniedError",
+]
 
 
 class AuthenticationRequiredError(InspectionError):
@@ -19,11 +26,3 @@ class PermissionDeniedError(InspectionError):
 
 class CsrfError(PermissionDeniedError):
     """A cookie-authenticated state change came without the session's CSRF token (HTTP 403)."""
-
-
-class LoginThrottledError(InspectionError):
-    """Too many failed logins for a username; try again after ``retry_after_s`` (HTTP 429)."""
-
-    def __init__(self, message: str, retry_after_s: float) -> None:
-        super().__init__(message)
-        self.retry_after_s = retry_after_s

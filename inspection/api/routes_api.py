@@ -20,7 +20,6 @@ from pydantic import BaseModel, ConfigDict
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from inspection.api import queries, users
 from inspection.api.deps import (
     Admin,
     AnyUser,
@@ -82,11 +81,13 @@ from inspection.db.models import (
     Inspection,
     ModelVersion,
     Station,
-    User,
     Verdict,
 )
 from inspection.errors import NotFoundError
+from inspection.services import audit as audit_service
+from inspection.services import jobs, labelling, line_stats, thresholds, users
 from inspection.services import models as models_service
+from inspection.services import review_queue as queue_reads
 
 log = logging.getLogger(__name__)
 
@@ -131,13 +132,6 @@ def aware(value: dt.datetime | None) -> dt.datetime | None:
 def actor_of(user: CurrentUser) -> repo.Actor:
     """The audit-log actor of a request."""
     return repo.Actor(name=user.username, user_id=user.id)
-
-
-def _db_user(session: Session, user: CurrentUser) -> User:
-    found = session.get(User, user.id)
-    if found is None:  # deleted between authentication and now
-        raise NotFoundError(f"user {user.id} does not exist")
-    return found
 
 
 # -- health and auth -----------------------------------------------------------------------
@@ -187,22 +181,13 @@ def ready(ctx: Ctx) -> ReadyOut:
 )
 def issue_token(body: TokenRequest, ctx: Ctx, session: WriteSession) -> TokenOut:
     """Exchange a username and password for a bearer token (valid for a shift)."""
-    try:
-        user = users.authenticate(
-            session, ctx.throttle, username=body.username, password=body.password
-        )
-    except users.InvalidCredentialsError:
-        session.commit()  # keep the audit entry of the failed attempt
-        raise
-    token = ctx.signer.new_token(user)
-    out = TokenOut(
-        access_token=token,
+    user = users.login(session, ctx.throttle, username=body.username, password=body.password)
+    return TokenOut(
+        access_token=ctx.signer.new_token(user),
         expires_in=ctx.signer.token_max_age_s,
         username=user.username,
         role=user.role,
     )
-    session.commit()
-    return out
 
 
 @router.get("/auth/me", tags=["auth"], response_model=MeOut)
@@ -223,7 +208,7 @@ def me(user: AnyUser) -> MeOut:
 @router.get("/stations", tags=["stations"], response_model=list[StationOut])
 def list_stations(user: Operator, session: ReadSession) -> list[StationOut]:
     """Every station with its thresholds."""
-    return [station_out(s) for s in queries.stations_by_id(session).values()]
+    return [station_out(s) for s in queue_reads.stations_by_id(session).values()]
 
 
 @router.get(
@@ -244,16 +229,14 @@ def set_thresholds(
     station_id: IdPath, body: ThresholdsIn, user: Engineer, session: WriteSession
 ) -> StationOut:
     """Change a station's thresholds (engineer; audited; takes effect without retraining)."""
-    station = repo.set_station_thresholds(
+    station = thresholds.set_thresholds(
         session,
         station_id=station_id,
         image_threshold=body.image_threshold,
         pixel_threshold=body.pixel_threshold,
-        changed_by=actor_of(user),
+        actor=actor_of(user),
     )
-    out = station_out(station)
-    session.commit()
-    return out
+    return station_out(station)
 
 
 @router.get(
@@ -271,7 +254,7 @@ def threshold_preview(
 ) -> ThresholdPreviewOut:
     """How many of the last ``days`` days' inspections would change verdict."""
     since = dt.datetime.now(dt.UTC) - dt.timedelta(days=days)
-    preview = queries.threshold_preview(
+    preview = thresholds.threshold_preview(
         session, station_id=station_id, proposed=image_threshold, since=since
     )
     return preview_out(preview)
@@ -297,7 +280,7 @@ class StationSummaryOut(BaseModel):
 @router.get("/overview", tags=["stations"], response_model=list[StationSummaryOut])
 def overview(user: Operator, ctx: Ctx, session: ReadSession) -> list[StationSummaryOut]:
     """The line overview: every station's last 24 h, throughput and newest inspections."""
-    summaries = queries.station_summaries(
+    summaries = line_stats.station_summaries(
         session, offline_after_s=ctx.settings.station_offline_after_s
     )
     return [
@@ -351,21 +334,22 @@ def review_queue(
     Keyset pagination: pass the previous page's ``next_cursor`` (stable while new inspections
     arrive and items are labelled).
     """
-    page = repo.review_queue(
+    page = queue_reads.queue_page(
         session,
         station_id=station_id,
         since=aware(since),
         until=aware(until),
         min_score=min_score,
         defect_type=defect_type,
-        unlabelled_only=not include_labelled,
+        include_labelled=include_labelled,
         limit=limit,
         cursor=cursor,
     )
-    stations = queries.stations_by_id(session)
-    labels = queries.latest_labels(session, [i.id for i in page.items]) if include_labelled else {}
     return QueuePageOut(
-        items=[inspection_out(i, stations.get(i.station_id), labels.get(i.id)) for i in page.items],
+        items=[
+            inspection_out(i, page.stations.get(i.station_id), page.labels.get(i.id))
+            for i in page.items
+        ],
         next_cursor=page.next_cursor,
     )
 
@@ -382,7 +366,7 @@ def review_queue_count(
     include_labelled: bool = False,
 ) -> QueueCountOut:
     """How many inspections wait in the queue with these filters (counted up to 10,000)."""
-    count, capped = queries.queue_count(
+    count, capped = queue_reads.queue_count(
         session,
         station_id=station_id,
         since=aware(since),
@@ -406,7 +390,7 @@ def list_inspections(
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
 ) -> InspectionListOut:
     """Inspections newest first, with offset pagination and the total count."""
-    items, total = queries.inspections_page(
+    items, total = queue_reads.inspections_page(
         session,
         station_id=station_id,
         verdict=verdict,
@@ -415,8 +399,8 @@ def list_inspections(
         limit=limit,
         offset=offset,
     )
-    stations = queries.stations_by_id(session)
-    labels = queries.latest_labels(session, [i.id for i in items])
+    stations = queue_reads.stations_by_id(session)
+    labels = queue_reads.latest_labels(session, [i.id for i in items])
     return InspectionListOut(
         items=[inspection_out(i, stations.get(i.station_id), labels.get(i.id)) for i in items],
         total=total,
@@ -428,24 +412,16 @@ def list_inspections(
 
 def inspection_detail(session: Session, inspection_id: int) -> InspectionDetailOut:
     """Everything the detail page and ``GET /api/inspections/{id}`` show."""
-    inspection = repo.get_inspection(session, inspection_id)
-    station = session.get(Station, inspection.station_id)
-    labels = queries.label_rows(session, inspection_id=inspection_id)
-    history = queries.inspection_history(session, inspection_id=inspection_id)
-    model = (
-        session.get(ModelVersion, inspection.model_version_id)
-        if inspection.model_version_id is not None
-        else None
-    )
-    base = inspection_out(inspection, station, labels[-1] if labels else None)
+    d = queue_reads.inspection_detail(session, inspection_id)
+    base = inspection_out(d.inspection, d.station, d.labels[-1] if d.labels else None)
     return InspectionDetailOut(
         **base.model_dump(exclude={"regions", "label"}),
         regions=base.regions,
         label=base.label,
-        labels=[label_out(label) for label in labels],
-        history=[history_out(h) for h in history],
-        model_version=_brief(model),
-        pixel_threshold=station.pixel_threshold if station is not None else None,
+        labels=[label_out(label) for label in d.labels],
+        history=[history_out(h) for h in d.history],
+        model_version=_brief(d.model_version),
+        pixel_threshold=d.station.pixel_threshold if d.station is not None else None,
     )
 
 
@@ -601,7 +577,7 @@ def list_labels(inspection_id: IdPath, user: Operator, session: ReadSession) -> 
     """Every label of the inspection, oldest first."""
     if session.get(Inspection, inspection_id) is None:
         raise NotFoundError(f"inspection {inspection_id} does not exist")
-    return [label_out(x) for x in queries.label_rows(session, inspection_id=inspection_id)]
+    return [label_out(x) for x in queue_reads.label_rows(session, inspection_id=inspection_id)]
 
 
 @router.get(
@@ -615,7 +591,7 @@ def history(inspection_id: IdPath, user: Operator, session: ReadSession) -> list
     if session.get(Inspection, inspection_id) is None:
         raise NotFoundError(f"inspection {inspection_id} does not exist")
     return [
-        history_out(h) for h in queries.inspection_history(session, inspection_id=inspection_id)
+        history_out(h) for h in queue_reads.inspection_history(session, inspection_id=inspection_id)
     ]
 
 
@@ -631,17 +607,15 @@ def add_label(
 ) -> LabelOut:
     """Label an inspection: ``pass`` (OK) or ``fail`` with a defect type (new names create a
     new type). Earlier labels are kept; the newest is current."""
-    label = queries.add_label_audited(
+    label = labelling.add_label(
         session,
         inspection_id=inspection_id,
-        user=_db_user(session, user),
+        user_id=user.id,
         verdict=body.verdict,
         defect_type=body.defect_type,
         note=body.note,
     )
-    out = label_out(label)
-    session.commit()
-    return out
+    return label_out(label)
 
 
 @router.delete(
@@ -652,10 +626,7 @@ def add_label(
 )
 def undo_label(inspection_id: IdPath, user: Operator, session: WriteSession) -> UndoOut:
     """Undo your newest label on the inspection (it returns to the queue; audited)."""
-    snapshot = queries.undo_last_label(
-        session, inspection_id=inspection_id, user=_db_user(session, user)
-    )
-    session.commit()
+    snapshot = labelling.undo_label(session, inspection_id=inspection_id, user_id=user.id)
     return UndoOut(inspection_id=inspection_id, undone=snapshot)
 
 
@@ -663,8 +634,7 @@ def undo_label(inspection_id: IdPath, user: Operator, session: WriteSession) -> 
 def defect_types(user: Operator, session: ReadSession) -> list[DefectTypeOut]:
     """Known defect types by name; the first nine have labelling keys 1-9."""
     return [
-        DefectTypeOut(id=t.id, name=t.name, key=i + 1 if i < 9 else None)
-        for i, t in enumerate(repo.list_defect_types(session))
+        DefectTypeOut(id=t.id, name=t.name, key=key) for t, key in labelling.defect_types(session)
     ]
 
 
@@ -718,7 +688,9 @@ def chart_yield(
 ) -> YieldOut:
     """First-pass yield per hour (up to 3 days) or per day."""
     since, until = _window(days)
-    points, bucket = queries.yield_series(session, station_id=station_id, since=since, until=until)
+    points, bucket = line_stats.yield_series(
+        session, station_id=station_id, since=since, until=until
+    )
     return YieldOut(
         bucket=bucket,
         points=[
@@ -738,11 +710,11 @@ def chart_scores(
 ) -> HistogramOut:
     """Normalised-score histogram (OK / defect / unlabelled) and the station's threshold."""
     since, until = _window(days)
-    hist = queries.score_histogram(
+    hist = line_stats.score_histogram(
         session, station_id=station_id, since=since, until=until, bins=bins
     )
     threshold = (
-        queries.image_threshold(repo.get_station(session, station_id))
+        queue_reads.image_threshold(repo.get_station(session, station_id))
         if station_id is not None
         else None
     )
@@ -755,7 +727,7 @@ def chart_pareto(
 ) -> list[ParetoRowOut]:
     """Detected defect regions per type, most frequent first."""
     since, until = _window(days)
-    rows = queries.defect_pareto(session, station_id=station_id, since=since, until=until)
+    rows = line_stats.defect_pareto(session, station_id=station_id, since=since, until=until)
     return [ParetoRowOut(defect_type=name, count=n) for name, n in rows]
 
 
@@ -767,8 +739,8 @@ def list_models(
     user: Operator, session: ReadSession, station_id: OptStation = None
 ) -> list[ModelVersionOut]:
     """Model versions newest first, with production statistics."""
-    versions = queries.model_versions(session, station_id=station_id)
-    stats = queries.model_inspection_stats(session, [v.id for v in versions])
+    versions = models_service.model_versions(session, station_id=station_id)
+    stats = models_service.model_inspection_stats(session, [v.id for v in versions])
     return [model_out(v, stats.get(v.id)) for v in versions]
 
 
@@ -803,8 +775,11 @@ def compare_models(
     b: Annotated[int, Query(ge=1, le=MAX_ID)],
 ) -> CompareOut:
     """Two model versions side by side (``delta`` = b - a)."""
-    va, vb = queries.get_model_version(session, a), queries.get_model_version(session, b)
-    stats = queries.model_inspection_stats(session, [va.id, vb.id])
+    va, vb = (
+        models_service.get_model_version(session, a),
+        models_service.get_model_version(session, b),
+    )
+    stats = models_service.model_inspection_stats(session, [va.id, vb.id])
     out_a, out_b = model_out(va, stats.get(va.id)), model_out(vb, stats.get(vb.id))
     return CompareOut(a=out_a, b=out_b, rows=compare_rows(out_a, out_b))
 
@@ -817,8 +792,8 @@ def compare_models(
 )
 def get_model(model_version_id: IdPath, user: Operator, session: ReadSession) -> ModelVersionOut:
     """One model version."""
-    version = queries.get_model_version(session, model_version_id)
-    stats = queries.model_inspection_stats(session, [version.id])
+    version = models_service.get_model_version(session, model_version_id)
+    stats = models_service.model_inspection_stats(session, [version.id])
     return model_out(version, stats.get(version.id))
 
 
@@ -830,12 +805,10 @@ def get_model(model_version_id: IdPath, user: Operator, session: ReadSession) ->
 )
 def promote(model_version_id: IdPath, user: Engineer, session: WriteSession) -> ModelVersionOut:
     """Make the version its station's active model (engineer; the old one is retired)."""
-    version = models_service.promote_model(
+    version = models_service.promote(
         session, model_version_id=model_version_id, actor=actor_of(user)
     )
-    out = model_out(version)
-    session.commit()
-    return out
+    return model_out(version)
 
 
 @router.post(
@@ -851,15 +824,13 @@ def rollback(
     body: Annotated[RollbackIn | None, Body()] = None,
 ) -> ModelVersionOut:
     """Reactivate the station's previous model (or ``to_version_id``) (engineer)."""
-    version = models_service.rollback_model(
+    version = models_service.rollback(
         session,
         station_id=station_id,
         actor=actor_of(user),
         to_version_id=body.to_version_id if body is not None else None,
     )
-    out = model_out(version)
-    session.commit()
-    return out
+    return model_out(version)
 
 
 @router.get("/retrain-jobs", tags=["retraining"], response_model=list[RetrainJobOut])
@@ -867,7 +838,7 @@ def list_jobs(
     user: Operator, session: ReadSession, limit: Annotated[int, Query(ge=1, le=200)] = 50
 ) -> list[RetrainJobOut]:
     """The newest retraining jobs."""
-    return [job_out(j) for j in queries.retrain_jobs(session, limit=limit)]
+    return [job_out(j) for j in jobs.retrain_jobs(session, limit=limit)]
 
 
 @router.post(
@@ -879,19 +850,14 @@ def list_jobs(
 )
 def create_job(body: RetrainJobIn, user: Engineer, session: WriteSession) -> RetrainJobOut:
     """Queue a retraining job for a station (engineer; audited)."""
-    repo.get_station(session, body.station_id)
-    if body.base_model_version_id is not None:
-        queries.get_model_version(session, body.base_model_version_id)
-    job = repo.create_retrain_job(
+    job = jobs.request_retraining(
         session,
         station_id=body.station_id,
         base_model_version_id=body.base_model_version_id,
         detector_type=body.detector_type,
         requested_by=user.id,
     )
-    out = job_out(job)
-    session.commit()
-    return out
+    return job_out(job)
 
 
 @router.post(
@@ -902,10 +868,7 @@ def create_job(body: RetrainJobIn, user: Engineer, session: WriteSession) -> Ret
 )
 def cancel_job(job_id: IdPath, user: Engineer, session: WriteSession) -> RetrainJobOut:
     """Cancel a queued job, or ask a running one to stop (engineer; audited)."""
-    job = repo.request_cancel(session, job_id=job_id, requested_by=actor_of(user))
-    out = job_out(job)
-    session.commit()
-    return out
+    return job_out(jobs.cancel(session, job_id=job_id, actor=actor_of(user)))
 
 
 # -- users and audit -----------------------------------------------------------------------
@@ -914,13 +877,13 @@ def cancel_job(job_id: IdPath, user: Engineer, session: WriteSession) -> Retrain
 @router.get("/users", tags=["users"], response_model=list[UserOut])
 def list_users(user: Admin, session: ReadSession) -> list[UserOut]:
     """Every account (admin)."""
-    return [user_out(u) for u in queries.list_users(session)]
+    return [user_out(u) for u in users.list_users(session)]
 
 
 @router.post("/users", tags=["users"], status_code=201, response_model=UserOut, responses=CONFLICT)
 def create_user(body: UserIn, user: Admin, session: WriteSession) -> UserOut:
     """Create an account (admin; audited; the password is stored as an argon2 hash)."""
-    created = users.create_user(
+    created = users.add_user(
         session,
         username=body.username,
         role=body.role,
@@ -928,9 +891,7 @@ def create_user(body: UserIn, user: Admin, session: WriteSession) -> UserOut:
         display_name=body.display_name,
         created_by=actor_of(user),
     )
-    out = user_out(created)
-    session.commit()
-    return out
+    return user_out(created)
 
 
 @router.patch(
@@ -941,7 +902,7 @@ def create_user(body: UserIn, user: Admin, session: WriteSession) -> UserOut:
 )
 def update_user(user_id: IdPath, body: UserPatch, user: Admin, session: WriteSession) -> UserOut:
     """Change role, active flag, display name or password (admin; audited)."""
-    changed = users.update_user(
+    changed = users.change_user(
         session,
         user_id=user_id,
         actor=actor_of(user),
@@ -950,9 +911,7 @@ def update_user(user_id: IdPath, body: UserPatch, user: Admin, session: WriteSes
         password=body.password,
         display_name=body.display_name,
     )
-    out = user_out(changed)
-    session.commit()
-    return out
+    return user_out(changed)
 
 
 @router.get("/audit", tags=["audit"], response_model=AuditPageOut)
@@ -965,7 +924,7 @@ def audit(
     actor: Annotated[str | None, Query(max_length=100)] = None,
 ) -> AuditPageOut:
     """The audit log newest first (engineer); page with ``before_id``."""
-    rows = queries.audit_page(
+    rows = audit_service.audit_page(
         session, limit=limit, before_id=before_id, entity_type=entity_type, actor=actor
     )
     return AuditPageOut(

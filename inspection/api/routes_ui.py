@@ -19,7 +19,7 @@ from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy.orm import Session
 
-from inspection.api import charts, queries, users
+from inspection.api import charts
 from inspection.api.auth import CSRF_FORM_FIELD, SESSION_COOKIE
 from inspection.api.deps import (
     Admin,
@@ -31,7 +31,6 @@ from inspection.api.deps import (
     ReadSession,
     WriteSession,
 )
-from inspection.api.errors import LoginThrottledError
 from inspection.api.routes_api import (
     MAX_ID,
     Days,
@@ -54,7 +53,9 @@ from inspection.api.schemas import (
 )
 from inspection.db import repo
 from inspection.db.models import Inspection, ModelStatus, Role
-from inspection.errors import InspectionError, NotFoundError
+from inspection.errors import InspectionError, LoginThrottledError, NotFoundError
+from inspection.services import audit as audit_service
+from inspection.services import jobs, labelling, line_stats, review_queue, thresholds, users
 from inspection.services import models as models_service
 
 log = logging.getLogger(__name__)
@@ -139,8 +140,8 @@ def _set_login_csrf(response: Response, token: str, *, secure: bool) -> None:
 
 def _defect_types(session: Session) -> list[dict[str, Any]]:
     return [
-        DefectTypeOut(id=t.id, name=t.name, key=i + 1 if i < 9 else None).model_dump()
-        for i, t in enumerate(repo.list_defect_types(session))
+        DefectTypeOut(id=t.id, name=t.name, key=key).model_dump()
+        for t, key in labelling.defect_types(session)
     ]
 
 
@@ -188,11 +189,8 @@ def login(
         error, status = "Your login form expired; please try again.", 403
     else:
         try:
-            found = users.authenticate(
-                session, ctx.throttle, username=username.strip(), password=password
-            )
+            found = users.login(session, ctx.throttle, username=username.strip(), password=password)
         except users.InvalidCredentialsError:
-            session.commit()
             error = "Wrong username or password, or the account is deactivated."
         except LoginThrottledError as exc:
             error, status = (
@@ -201,7 +199,6 @@ def login(
             )
         else:
             cookie, _csrf = ctx.signer.new_session(found)
-            session.commit()
             done = RedirectResponse(_safe_next(next), status_code=303)
             done.set_cookie(
                 SESSION_COOKIE,
@@ -234,10 +231,7 @@ def login(
 @router.post("/logout")
 def logout(user: Operator, session: WriteSession) -> Response:
     """End the session (audited)."""
-    repo.write_audit(
-        session, actor=actor_of(user), action="user.logout", entity_type="user", entity_id=user.id
-    )
-    session.commit()
+    users.logout(session, actor=actor_of(user))
     response = RedirectResponse("/login", status_code=303)
     response.delete_cookie(SESSION_COOKIE, path="/")
     return response
@@ -249,7 +243,7 @@ def logout(user: Operator, session: WriteSession) -> Response:
 @router.get("/", response_class=HTMLResponse)
 def overview(request: Request, ctx: Ctx, user: Operator, session: ReadSession) -> Response:
     """Each station's newest frames, pass/fail counts, throughput and health."""
-    summaries = queries.station_summaries(
+    summaries = line_stats.station_summaries(
         session, offline_after_s=ctx.settings.station_offline_after_s
     )
     totals = {
@@ -288,20 +282,19 @@ def review(
     include_labelled: bool = False,
 ) -> Response:
     """The review queue with one-key labelling (see the page's ``?`` help)."""
-    page = repo.review_queue(
+    page = review_queue.queue_page(
         session,
         station_id=station_id,
         since=aware(since),
         until=aware(until),
         min_score=min_score,
         defect_type=defect_type,
-        unlabelled_only=not include_labelled,
+        include_labelled=include_labelled,
         limit=QUEUE_PAGE,
     )
-    stations = queries.stations_by_id(session)
-    labels = queries.latest_labels(session, [i.id for i in page.items]) if include_labelled else {}
+    stations = page.stations
     items = [
-        inspection_out(i, stations.get(i.station_id), labels.get(i.id)).model_dump(mode="json")
+        inspection_out(i, stations.get(i.station_id), page.labels.get(i.id)).model_dump(mode="json")
         for i in page.items
     ]
     filters = {
@@ -344,7 +337,7 @@ def detail(
     current = session.get(Inspection, inspection_id)
     if current is None:  # deleted between the two reads
         raise NotFoundError(f"inspection {inspection_id} does not exist")
-    prev_id, next_id = queries.station_neighbours(session, current)
+    prev_id, next_id = review_queue.station_neighbours(session, current)
     payload = {
         "item": data.model_dump(mode="json"),
         "defect_types": _defect_types(session),
@@ -379,14 +372,16 @@ def charts_page(
 ) -> Response:
     """Yield over time, score histogram with the threshold, defect Pareto."""
     since, until = _window_days(days)
-    stations = queries.stations_by_id(session)
+    stations = review_queue.stations_by_id(session)
     station = stations.get(station_id) if station_id is not None else None
     if station_id is not None and station is None:
         repo.get_station(session, station_id)  # raises NotFoundError -> 404
-    points, bucket = queries.yield_series(session, station_id=station_id, since=since, until=until)
-    hist = queries.score_histogram(session, station_id=station_id, since=since, until=until)
-    pareto = queries.defect_pareto(session, station_id=station_id, since=since, until=until)
-    threshold = queries.image_threshold(station)
+    points, bucket = line_stats.yield_series(
+        session, station_id=station_id, since=since, until=until
+    )
+    hist = line_stats.score_histogram(session, station_id=station_id, since=since, until=until)
+    pareto = line_stats.defect_pareto(session, station_id=station_id, since=since, until=until)
+    threshold = review_queue.image_threshold(station)
     n_pass = sum(p.n_pass for p in points)
     n_fail = sum(p.n_fail for p in points)
     return render(
@@ -416,7 +411,7 @@ def charts_page(
 @router.get("/stations", response_class=HTMLResponse)
 def stations_page(request: Request, ctx: Ctx, user: Operator, session: ReadSession) -> Response:
     """Every station with its thresholds."""
-    stations = list(queries.stations_by_id(session).values())
+    stations = list(review_queue.stations_by_id(session).values())
     return render(
         request,
         ctx,
@@ -440,9 +435,9 @@ def station_page(
     """A station's thresholds with a live preview of how many past verdicts would flip."""
     station = repo.get_station(session, station_id)
     since, until = _window_days(days)
-    threshold = queries.image_threshold(station)
-    hist = queries.score_histogram(session, station_id=station_id, since=since, until=until)
-    preview = queries.threshold_preview(
+    threshold = review_queue.image_threshold(station)
+    hist = line_stats.score_histogram(session, station_id=station_id, since=since, until=until)
+    preview = thresholds.threshold_preview(
         session, station_id=station_id, proposed=threshold, since=since
     )
     return render(
@@ -488,21 +483,14 @@ def save_thresholds(
     try:
         image = _optional_float(image_threshold, "image threshold")
         pixel = _optional_float(pixel_threshold, "pixel threshold")
-        if image is not None and not IMAGE_THRESHOLD_MIN <= image <= IMAGE_THRESHOLD_MAX:
-            raise ValueError(
-                f"image threshold must be between {IMAGE_THRESHOLD_MIN:g} and "
-                f"{IMAGE_THRESHOLD_MAX:g} (the normalised score's range)"
-            )
-        repo.set_station_thresholds(
+        thresholds.set_thresholds(
             session,
             station_id=station_id,
             image_threshold=image,
             pixel_threshold=pixel,
-            changed_by=actor_of(user),
+            actor=actor_of(user),
         )
-        session.commit()
     except (ValueError, InspectionError) as exc:
-        session.rollback()
         return redirect(back, text=str(exc), kind="error")
     return redirect(back, text="Thresholds saved; stations apply them to new frames.")
 
@@ -520,9 +508,9 @@ def models_page(
     b: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
 ) -> Response:
     """Model versions per station: metrics, compare two, promote, roll back, retrain."""
-    stations = queries.stations_by_id(session)
-    versions = queries.model_versions(session)
-    stats = queries.model_inspection_stats(session, [v.id for v in versions])
+    stations = review_queue.stations_by_id(session)
+    versions = models_service.model_versions(session)
+    stats = models_service.model_inspection_stats(session, [v.id for v in versions])
     outs = {v.id: model_out(v, stats.get(v.id)) for v in versions}
     by_station: dict[int | None, list[Any]] = {}
     for v in versions:
@@ -534,7 +522,10 @@ def models_page(
                 metric_keys.append(key)
     compare = None
     if a is not None and b is not None:
-        va, vb = queries.get_model_version(session, a), queries.get_model_version(session, b)
+        va, vb = (
+            models_service.get_model_version(session, a),
+            models_service.get_model_version(session, b),
+        )
         out_a = outs.get(va.id) or model_out(va, stats.get(va.id))
         out_b = outs.get(vb.id) or model_out(vb, stats.get(vb.id))
         compare = {"a": out_a, "b": out_b, "rows": compare_rows(out_a, out_b)}
@@ -553,7 +544,7 @@ def models_page(
         by_station=by_station,
         metric_keys=metric_keys[:5],
         compare=compare,
-        jobs=queries.retrain_jobs(session, limit=20),
+        jobs=jobs.retrain_jobs(session, limit=20),
         rollback_to=rollback_to,
         can_edit=user.allows(Role.ENGINEER),
         ModelStatus=ModelStatus,
@@ -566,30 +557,22 @@ def models_page(
 def promote(model_version_id: IdPath, user: Engineer, session: WriteSession) -> Response:
     """Promote a model version (engineer)."""
     try:
-        version = models_service.promote_model(
+        version = models_service.promote(
             session, model_version_id=model_version_id, actor=actor_of(user)
         )
-        name = version.name
-        session.commit()
     except InspectionError as exc:
-        session.rollback()
         return redirect("/models", text=str(exc), kind="error")
-    return redirect("/models", text=f"{name} is now active.")
+    return redirect("/models", text=f"{version.name} is now active.")
 
 
 @router.post("/stations/{station_id}/rollback")
 def rollback(station_id: IdPath, user: Engineer, session: WriteSession) -> Response:
     """Roll a station back to its previous model (engineer)."""
     try:
-        version = models_service.rollback_model(
-            session, station_id=station_id, actor=actor_of(user)
-        )
-        name = version.name
-        session.commit()
+        version = models_service.rollback(session, station_id=station_id, actor=actor_of(user))
     except InspectionError as exc:
-        session.rollback()
         return redirect("/models", text=str(exc), kind="error")
-    return redirect("/models", text=f"Rolled back: {name} is active again.")
+    return redirect("/models", text=f"Rolled back: {version.name} is active again.")
 
 
 @router.post("/retrain-jobs")
@@ -600,31 +583,20 @@ def request_retraining(
 ) -> Response:
     """Queue a retraining job for a station (engineer)."""
     try:
-        repo.get_station(session, station_id)
-        active = repo.get_active_model(session, station_id)
-        job = repo.create_retrain_job(
-            session,
-            station_id=station_id,
-            base_model_version_id=active.id if active is not None else None,
-            detector_type=active.detector_type if active is not None else None,
-            requested_by=user.id,
+        job = jobs.request_retraining(
+            session, station_id=station_id, requested_by=user.id, from_active=True
         )
-        job_id = job.id
-        session.commit()
     except InspectionError as exc:
-        session.rollback()
         return redirect("/models", text=str(exc), kind="error")
-    return redirect("/models", text=f"Retraining job {job_id} queued.")
+    return redirect("/models", text=f"Retraining job {job.id} queued.")
 
 
 @router.post("/retrain-jobs/{job_id}/cancel")
 def cancel_retraining(job_id: IdPath, user: Engineer, session: WriteSession) -> Response:
     """Cancel a retraining job (engineer)."""
     try:
-        repo.request_cancel(session, job_id=job_id, requested_by=actor_of(user))
-        session.commit()
+        jobs.cancel(session, job_id=job_id, actor=actor_of(user))
     except InspectionError as exc:
-        session.rollback()
         return redirect("/models", text=str(exc), kind="error")
     return redirect("/models", text=f"Retraining job {job_id}: cancel requested.")
 
@@ -640,7 +612,7 @@ def users_page(request: Request, ctx: Ctx, user: Admin, session: ReadSession) ->
         ctx,
         "users.html",
         user,
-        accounts=queries.list_users(session),
+        accounts=users.list_users(session),
         roles=list(Role),
         nav="users",
         title="Users",
@@ -666,7 +638,7 @@ def create_user(
             password=password,
             display_name=display_name.strip() or None,
         )
-        users.create_user(
+        users.add_user(
             session,
             username=body.username,
             role=body.role,
@@ -674,9 +646,7 @@ def create_user(
             display_name=body.display_name,
             created_by=actor_of(user),
         )
-        session.commit()
     except (ValueError, InspectionError) as exc:
-        session.rollback()
         message = str(exc).splitlines()[0] if str(exc) else "invalid input"
         if "username" in str(exc) and "pattern" in str(exc):
             message = "Usernames are 3-64 letters, digits, '.', '_' or '-'."
@@ -697,7 +667,7 @@ def update_user(
 ) -> Response:
     """Change an account's role, active flag or password (admin)."""
     try:
-        users.update_user(
+        users.change_user(
             session,
             user_id=user_id,
             actor=actor_of(user),
@@ -705,9 +675,7 @@ def update_user(
             is_active=None if is_active is None else is_active == "true",
             password=password or None,
         )
-        session.commit()
     except (ValueError, InspectionError) as exc:
-        session.rollback()
         return redirect("/admin/users", text=str(exc), kind="error")
     return redirect("/admin/users", text="Account updated.")
 
@@ -724,7 +692,7 @@ def audit_page(
 ) -> Response:
     """The audit log, newest first (engineer)."""
     limit = 100
-    rows = queries.audit_page(
+    rows = audit_service.audit_page(
         session,
         limit=limit,
         before_id=before_id,

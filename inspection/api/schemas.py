@@ -11,7 +11,6 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, field_validator, model_validator
 
-from inspection.api import queries
 from inspection.db.models import (
     ArtifactKind,
     AuditLog,
@@ -26,6 +25,12 @@ from inspection.db.models import (
     Station,
     User,
     Verdict,
+)
+from inspection.services import review_queue
+from inspection.services.thresholds import (
+    IMAGE_THRESHOLD_MAX,
+    IMAGE_THRESHOLD_MIN,
+    ThresholdPreview,
 )
 
 USERNAME_PATTERN = r"^[A-Za-z0-9_.-]{3,64}$"
@@ -101,16 +106,11 @@ def station_out(station: Station) -> StationOut:
         description=station.description,
         image_threshold=station.image_threshold,
         pixel_threshold=station.pixel_threshold,
-        effective_image_threshold=queries.image_threshold(station),
+        effective_image_threshold=review_queue.image_threshold(station),
         thresholds_updated_at=station.thresholds_updated_at,
         retention_days=station.retention_days,
     )
 
-
-#: The image threshold applies to the normalised score, which stations clip to 0..1: the one
-#: valid range of the API, the threshold form, its number field and its slider.
-IMAGE_THRESHOLD_MIN = 0.0
-IMAGE_THRESHOLD_MAX = 1.0
 
 OverlayStyle = Literal["heat", "contour"]
 
@@ -148,7 +148,7 @@ class ThresholdPreviewOut(_Out):
     contradicted: int
 
 
-def preview_out(preview: queries.ThresholdPreview) -> ThresholdPreviewOut:
+def preview_out(preview: ThresholdPreview) -> ThresholdPreviewOut:
     """API view of a threshold preview."""
     return ThresholdPreviewOut(
         station_id=preview.station_id,
@@ -266,9 +266,9 @@ def inspection_out(
     inspection: Inspection, station: Station | None, label: OperatorLabel | None
 ) -> InspectionOut:
     """API view of an inspection (regions with types and artifacts must be loaded)."""
-    threshold = queries.image_threshold(station)
-    frame = queries.first_artifact(inspection, ArtifactKind.FRAME)
-    heatmap = queries.first_artifact(inspection, ArtifactKind.HEATMAP)
+    threshold = review_queue.image_threshold(station)
+    frame = review_queue.first_artifact(inspection, ArtifactKind.FRAME)
+    heatmap = review_queue.first_artifact(inspection, ArtifactKind.HEATMAP)
     base = f"/api/inspections/{inspection.id}"
     return InspectionOut(
         id=inspection.id,
@@ -279,7 +279,7 @@ def inspection_out(
         norm_score=inspection.norm_score,
         threshold=threshold,
         verdict=inspection.verdict,
-        uncertain=queries.is_uncertain(inspection.norm_score, threshold),
+        uncertain=review_queue.is_uncertain(inspection.norm_score, threshold),
         has_unknown=inspection.has_unknown,
         predicted_type=predicted_type(inspection),
         regions=[region_out(r) for r in inspection.regions],

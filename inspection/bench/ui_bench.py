@@ -84,8 +84,8 @@ class UiBenchConfig:
 def _setup_stations(session: Session, store_root: Path) -> list[dict[str, Any]]:
     """Stations, model versions, the operator account and a pool of stored frames each."""
     from inspection.api.seed import ensure_defect_types, ensure_station, render_pool
-    from inspection.api.users import create_user
     from inspection.db.models import Role
+    from inspection.services.users import create_user
     from inspection.storage import LocalArtifactStore
 
     store = LocalArtifactStore(store_root)

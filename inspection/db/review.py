@@ -41,6 +41,20 @@ class ReviewPage:
     next_cursor: str | None = None
 
 
+def window_filters(
+    station_id: int | None, since: dt.datetime | None, until: dt.datetime | None
+) -> list[ColumnElement[bool]]:
+    """``captured_at`` in ``[since, until)`` and ``station_id`` (each only when given)."""
+    filters: list[ColumnElement[bool]] = []
+    if station_id is not None:
+        filters.append(Inspection.station_id == station_id)
+    if since is not None:
+        filters.append(Inspection.captured_at >= since)
+    if until is not None:
+        filters.append(Inspection.captured_at < until)
+    return filters
+
+
 def get_inspection(session: Session, inspection_id: int) -> Inspection:
     """One inspection with its regions, artifacts and labels loaded."""
     inspection = session.scalar(

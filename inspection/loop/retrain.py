@@ -39,20 +39,17 @@ from inspection.db import repo
 from inspection.db.engine import run_in_transaction
 from inspection.db.models import Inspection, JobStatus, OperatorLabel
 from inspection.detectors.base import ProgressFn, no_progress
-from inspection.errors import ConfigError, InspectionError, ModelFileError
+from inspection.errors import InspectionError, ModelFileError
 from inspection.loop.config import RetrainSettings
 from inspection.loop.dataset import DEFECT, NORMAL, labelled_inspections, load_images, split_holdout
 from inspection.loop.jobs import JobReporter, RetrainBusyError, RetrainCancelled, start_job
+from inspection.loop.normals import NormalSource, as_normals, default_normal_source
 from inspection.station.config import StationConfig
 from inspection.storage import ArtifactStore
 
 logger = logging.getLogger(__name__)
 
 STAGES = ("assemble", "detector", "refiner", "typer", "export", "evaluate", "gate", "promote")
-
-#: The root model's training normals at a model input size, in its training order (brought to
-#: the square with the root model's fit, ``model.json`` ``input.fit``).
-NormalSource = Callable[[int], ImageSet]
 
 
 @dataclass
@@ -88,82 +85,6 @@ def label_watermark(session: Session, station_id: int) -> int:
         .where(Inspection.station_id == station_id)
     )
     return int(newest or 0)
-
-
-# -- base normals --------------------------------------------------------------------------------
-
-
-def folder_normals(
-    folder: str | Path, roi: tuple[int, int, int, int] | None, fit: str = "stretch"
-) -> NormalSource:
-    """Normal images of a folder (sorted by name), preprocessed like the station does (region
-    of interest, the model's ``fit``)."""
-    from inspection.data.imageset import read_image
-    from inspection.runtime import preprocess_box
-
-    root = Path(folder)
-
-    def load(size: int) -> ImageSet:
-        paths = sorted(
-            p
-            for p in root.iterdir()
-            if p.suffix.lower() in {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
-        )
-        if not paths:
-            raise ConfigError(f"normals_dir {root} holds no images")
-        done = [preprocess_box(read_image(p), size, roi, fit) for p in paths]
-        return _normal_set([d[0] for d in done], [d[1] for d in done], [str(p) for p in paths], fit)
-
-    return load
-
-
-def _normal_set(images: list[np.ndarray], boxes: list[Any], ids: list[str], fit: str) -> ImageSet:
-    from inspection.data.imageset import from_samples
-
-    masks = [np.zeros(im.shape[:2], bool) for im in images]
-    return from_samples(
-        images, masks, [None] * len(images), ids, fit, boxes if fit == "pad" else None
-    )
-
-
-def bootstrap_normals(config: StationConfig, fit: str = "stretch") -> NormalSource:
-    """The synthetic good parts a bootstrapped station's first model was trained on (with the
-    model's ``fit``)."""
-    from inspection.data.synthetic import SyntheticLine
-    from inspection.runtime import preprocess_box
-    from inspection.station.bootstrap import TRAIN_INDEX_OFFSET
-
-    cam = config.camera
-    spec = config.detector.bootstrap
-    if cam.type != "synthetic" or spec is None:
-        raise ConfigError(f"station {config.id} has no synthetic bootstrap")
-    roi = config.roi.as_tuple() if config.roi is not None else None
-
-    def load(size: int) -> ImageSet:
-        line = SyntheticLine(family=cam.family, size=cam.size, seed=cam.seed)
-        samples = line.normals(spec.normals, start=TRAIN_INDEX_OFFSET)
-        done = [preprocess_box(s.image, size, roi, fit) for s in samples]
-        ids = [str(s.index) for s in samples]
-        return _normal_set([d[0] for d in done], [d[1] for d in done], ids, fit)
-
-    return load
-
-
-def default_normal_source(
-    config: StationConfig | None, settings: RetrainSettings, fit: str = "stretch"
-) -> NormalSource | None:
-    """``settings.normals_dir``, else the station's synthetic bootstrap, else None (images
-    brought to the square with the root model's ``fit``)."""
-    roi = config.roi.as_tuple() if config is not None and config.roi is not None else None
-    if settings.normals_dir is not None:
-        return folder_normals(settings.normals_dir, roi, fit)
-    if (
-        config is not None
-        and config.detector.bootstrap is not None
-        and config.camera.type == "synthetic"
-    ):
-        return bootstrap_normals(config, fit)
-    return None
 
 
 # -- the job ------------------------------------------------------------------------------------
@@ -318,19 +239,48 @@ def _remove(path: Path) -> None:
             shutil.rmtree(p, ignore_errors=True)
 
 
-def _as_normals(
-    source: NormalSource | ImageSet | None, size: int, fit: str = "stretch"
-) -> ImageSet | None:
-    if source is None:
-        return None
-    normals = source if isinstance(source, ImageSet) else source(size)
-    if len(normals) and normals.images.shape[1] != size:
-        raise ConfigError(
-            f"base normals are {normals.images.shape[1]} px, the model needs {size} px"
-        )
-    if len(normals) and normals.fit != fit:
-        raise ConfigError(f"base normals are loaded with fit {normals.fit}, the model's is {fit}")
-    return normals
+@dataclass
+class _Job:
+    """What every step of one retraining job needs."""
+
+    ctx: _Context
+    config: StationConfig | None
+    settings: RetrainSettings
+    jid: int
+    reporter: JobReporter
+    step: Callable[..., None]
+    store: ArtifactStore
+    session_factory: sessionmaker[Session]
+    actor: str
+
+    @property
+    def size(self) -> int:
+        """The model's input size in pixels."""
+        return int(self.ctx.meta["input"]["size"])
+
+    @property
+    def fit(self) -> str:
+        """How images reach the square input (the root's, inherited by candidates)."""
+        return str(self.ctx.meta["input"].get("fit", "stretch"))
+
+
+@dataclass
+class _BaseNormals:
+    """The root model's validation normals, split between the refiner and the holdout."""
+
+    fit: ImageSet | None
+    refiner: np.ndarray
+    holdout: np.ndarray
+    holdout_ids: list[str]
+
+
+@dataclass
+class _Prepared:
+    """Step 1's output: the candidate's training data and the labelled holdout."""
+
+    data: Any  # inspection.loop.candidate.TrainingData
+    hold_images: np.ndarray
+    hold_labels: np.ndarray
 
 
 def _run(
@@ -348,66 +298,49 @@ def _run(
     progress: ProgressFn,
     pooled: Any | None,
 ) -> RetrainResult:
-    from inspection.loop.candidate import TrainingData, build_candidate, export_candidate
-    from inspection.loop.gate import decide
-    from inspection.training import load_trained, split_validation
+    from inspection.loop.candidate import build_candidate
+    from inspection.training import load_trained
 
-    name = ctx.station
-    size = int(ctx.meta["input"]["size"])
-    fit = str(ctx.meta["input"].get("fit", "stretch"))  # the root's, inherited by candidates
-    roi = config.roi.as_tuple() if config is not None and config.roi is not None else None
-    seed = _holdout_seed(settings, jid)
+    job = _Job(ctx, config, settings, jid, reporter, step, store, session_factory, actor)
     if config is not None and config.detector.source == "bundle":
         reporter.log(
             "note: this station runs its bundle path (detector.source: bundle); a promotion "
             "changes the database only — copy the bundle there to deploy it"
         )
+    prepared = _assemble(job, base_normals)  # 1.
+    if isinstance(prepared, RetrainResult):
+        return prepared
+    root = load_trained(ctx.root)  # 2-4.
+    candidate = build_candidate(
+        root, prepared.data, settings, pooled=pooled, progress=progress, stage=step
+    )
+    reporter.log(f"candidate: {candidate.info}")
+    bundle = _export(job, candidate, out_dir)
+    cand_metrics, act_metrics, decision = _evaluate(job, bundle, prepared)  # 5.
+    return _register_and_promote(job, candidate, bundle, cand_metrics, act_metrics, decision)
 
-    # 1. assemble ---------------------------------------------------------------------------
-    step("assemble", message=f"assembling labelled data of station {name}")
-    with session_factory() as session:
+
+def _assemble(job: _Job, base_normals: NormalSource | ImageSet | None) -> _Prepared | RetrainResult:
+    """Step 1: labelled inspections split into train and holdout (recorded in the job), plus
+    the root's validation normals; a finished :class:`RetrainResult` when there is too little."""
+    from inspection.loop.candidate import TrainingData
+
+    ctx, settings, reporter, jid = job.ctx, job.settings, job.reporter, job.jid
+    size, fit = job.size, job.fit
+    config = job.config
+    roi = config.roi.as_tuple() if config is not None and config.roi is not None else None
+    seed = _holdout_seed(settings, jid)
+    job.step("assemble", message=f"assembling labelled data of station {ctx.station}")
+    with job.session_factory() as session:
         assembly = labelled_inspections(session, ctx.station_id)
     counts = assembly.counts()
     if len(assembly.items) < max(1, settings.min_new_labels):
-        reason = (
-            f"nothing to learn: {len(assembly.items)} usable labelled inspections "
-            f"(need {max(1, settings.min_new_labels)})"
-        )
-        reporter.finish(
-            JobStatus.SUCCEEDED, metrics={"counts": counts, "skipped": reason}, message=reason
-        )
-        return RetrainResult(
-            name,
-            jid,
-            "succeeded",
-            reason=reason,
-            metrics={"counts": counts},
-            active_version_id=ctx.active_id,
-        )
+        return _nothing_to_learn(job, len(assembly.items), counts)
     train_items, hold_items = split_holdout(assembly.items, settings.holdout.fraction, seed)
-    train_px = load_images(train_items, store, size, roi, fit)
-    hold_px = load_images(hold_items, store, size, roi, fit)
-    normals = _as_normals(base_normals or default_normal_source(config, settings, fit), size, fit)
-    root_seed = int((ctx.meta.get("config") or {}).get("seed", 0))
-    ref_fit: ImageSet | None = None
-    ref_refiner = np.zeros((0, size, size, 3), np.uint8)
-    ref_hold = np.zeros((0, size, size, 3), np.uint8)
-    ref_hold_ids: list[str] = []
-    if normals is not None and len(normals) >= 4:
-        ref_fit, ref_val = split_validation(normals, 0.15, root_seed)
-        if int(ctx.meta.get("n_val", len(ref_val))) != len(ref_val):
-            reporter.log(
-                f"warning: base normals give {len(ref_val)} validation images, the root model "
-                f"recorded {ctx.meta.get('n_val')}; are they the images it was trained on?"
-            )
-        order = np.random.default_rng(seed).permutation(len(ref_val))
-        n_hold = max(1, round(settings.holdout.base_normal_fraction * len(ref_val)))
-        hold_idx, ref_idx = np.sort(order[:n_hold]), np.sort(order[n_hold:])
-        ref_hold = ref_val.images[hold_idx]
-        ref_hold_ids = [ref_val.ids[i] for i in hold_idx]
-        ref_refiner = ref_val.images[ref_idx]
-    else:
-        reporter.log("no base normals available: holdout and refiner use confirmed normals only")
+    train_px = load_images(train_items, job.store, size, roi, fit)
+    hold_px = load_images(hold_items, job.store, size, roi, fit)
+    normals = as_normals(base_normals or default_normal_source(config, settings, fit), size, fit)
+    base = _base_normals(job, normals, seed)
 
     def of_kind(px: Any, kind: str) -> np.ndarray:
         idx = [i for i, it in enumerate(px.items) if it.kind == kind]
@@ -415,8 +348,7 @@ def _run(
 
     confirmed = of_kind(train_px, NORMAL)
     defect_idx = [i for i, it in enumerate(train_px.items) if it.kind == DEFECT]
-    if len(ref_refiner) == 0:  # fall back: calibrate on confirmed normals
-        ref_refiner = confirmed
+    ref_refiner = base.refiner if len(base.refiner) else confirmed  # fall back: confirmed
     data = TrainingData(
         confirmed_normals=confirmed,
         defects=of_kind(train_px, DEFECT),
@@ -425,33 +357,21 @@ def _run(
         defect_frames=[train_px.frames[i] for i in defect_idx],
         roi=roi,
         ref_normals=ref_refiner,
-        base=ref_fit,
+        base=base.fit,
     )
-    hold_images = np.concatenate([hold_px.images, ref_hold])
+    hold_images = np.concatenate([hold_px.images, base.holdout])
     hold_labels = np.concatenate(
         [
             np.array([it.kind == DEFECT for it in hold_px.items], dtype=int),
-            np.zeros(len(ref_hold), dtype=int),
+            np.zeros(len(base.holdout), dtype=int),
         ]
     )
-
-    def record_split(session: Session) -> None:
-        repo.add_training_items(
-            session, retrain_job_id=jid, inspection_ids=[i.inspection_id for i in train_px.items]
-        )
-        repo.add_training_items(
-            session,
-            retrain_job_id=jid,
-            inspection_ids=[i.inspection_id for i in hold_px.items],
-            split="holdout",
-        )
-
-    run_in_transaction(session_factory, record_split, what=f"retrain job {jid}: training set")
+    _record_split(job, [i.inspection_id for i in train_px.items], hold_px)
     counts.update(
         train_normals=len(confirmed),
         train_defects=len(defect_idx),
         holdout_labelled=len(hold_px.items),
-        holdout_base_normals=len(ref_hold),
+        holdout_base_normals=len(base.holdout),
         refiner_base_normals=len(ref_refiner),
         unreadable=len(train_px.failed) + len(hold_px.failed),
     )
@@ -459,52 +379,173 @@ def _run(
         {
             "counts": counts,
             "types": assembly.type_counts(),
-            "holdout": {"seed": seed, "base_normal_ids": ref_hold_ids},
+            "holdout": {"seed": seed, "base_normal_ids": base.holdout_ids},
         }
     )
     reporter.log(f"data: {counts}")
+    return _Prepared(data, hold_images, hold_labels)
 
-    # 2-4. candidate -------------------------------------------------------------------------
-    root = load_trained(ctx.root)
-    candidate = build_candidate(root, data, settings, pooled=pooled, progress=progress, stage=step)
-    reporter.log(f"candidate: {candidate.info}")
-    step("export", message=f"exporting candidate to {out_dir}")
-    bundle = export_candidate(
+
+def _nothing_to_learn(job: _Job, n_items: int, counts: dict[str, Any]) -> RetrainResult:
+    need = max(1, job.settings.min_new_labels)
+    reason = f"nothing to learn: {n_items} usable labelled inspections (need {need})"
+    job.reporter.finish(
+        JobStatus.SUCCEEDED, metrics={"counts": counts, "skipped": reason}, message=reason
+    )
+    return RetrainResult(
+        job.ctx.station,
+        job.jid,
+        "succeeded",
+        reason=reason,
+        metrics={"counts": counts},
+        active_version_id=job.ctx.active_id,
+    )
+
+
+def _base_normals(job: _Job, normals: ImageSet | None, seed: int) -> _BaseNormals:
+    """The root's validation normals (never fitted by any model): part holdout, the rest
+    for the refiner; empty without base normals."""
+    from inspection.training import split_validation
+
+    size, ctx = job.size, job.ctx
+    empty = np.zeros((0, size, size, 3), np.uint8)
+    if normals is None or len(normals) < 4:
+        job.reporter.log(
+            "no base normals available: holdout and refiner use confirmed normals only"
+        )
+        return _BaseNormals(None, empty, empty.copy(), [])
+    root_seed = int((ctx.meta.get("config") or {}).get("seed", 0))
+    ref_fit, ref_val = split_validation(normals, 0.15, root_seed)
+    if int(ctx.meta.get("n_val", len(ref_val))) != len(ref_val):
+        job.reporter.log(
+            f"warning: base normals give {len(ref_val)} validation images, the root model "
+            f"recorded {ctx.meta.get('n_val')}; are they the images it was trained on?"
+        )
+    order = np.random.default_rng(seed).permutation(len(ref_val))
+    n_hold = max(1, round(job.settings.holdout.base_normal_fraction * len(ref_val)))
+    hold_idx, ref_idx = np.sort(order[:n_hold]), np.sort(order[n_hold:])
+    return _BaseNormals(
+        ref_fit,
+        ref_val.images[ref_idx],
+        ref_val.images[hold_idx],
+        [ref_val.ids[i] for i in hold_idx],
+    )
+
+
+def _record_split(job: _Job, train_ids: list[int], hold_px: Any) -> None:
+    def record(session: Session) -> None:
+        repo.add_training_items(session, retrain_job_id=job.jid, inspection_ids=train_ids)
+        repo.add_training_items(
+            session,
+            retrain_job_id=job.jid,
+            inspection_ids=[i.inspection_id for i in hold_px.items],
+            split="holdout",
+        )
+
+    run_in_transaction(job.session_factory, record, what=f"retrain job {job.jid}: training set")
+
+
+def _export(job: _Job, candidate: Any, out_dir: Path) -> Path:
+    """Step 4: the candidate bundle under ``out_dir``."""
+    from inspection.loop.candidate import export_candidate
+
+    job.step("export", message=f"exporting candidate to {out_dir}")
+    return export_candidate(
         candidate,
         out_dir,
-        precision=settings.precision,
+        precision=job.settings.precision,
         extra={
-            "root_bundle": str(ctx.root.resolve()),
-            "job_id": jid,
-            "station": name,
-            "parent_bundle": str(ctx.active_bundle),
+            "root_bundle": str(job.ctx.root.resolve()),
+            "job_id": job.jid,
+            "station": job.ctx.station,
+            "parent_bundle": str(job.ctx.active_bundle),
         },
     )
 
-    # 5. evaluate + gate ----------------------------------------------------------------------
-    step(
+
+def _evaluate(
+    job: _Job, bundle: Path, prepared: _Prepared
+) -> tuple[dict[str, Any], dict[str, Any] | None, Any]:
+    """Step 5: candidate and active bundle scored on the same holdout, then the gate."""
+    from inspection.loop.gate import decide, model_metrics
+
+    hold_images, hold_labels = prepared.hold_images, prepared.hold_labels
+    job.step(
         "evaluate",
         message=f"scoring candidate and active model on {len(hold_images)} holdout images",
     )
-    from inspection.loop.gate import model_metrics
-
-    target = settings.gate.target_recall
+    target = job.settings.gate.target_recall
     cand_scores, cand_thr = score_bundle(bundle, hold_images)
     cand_metrics = model_metrics(cand_scores, hold_labels, cand_thr, target)
     act_metrics: dict[str, float | None] | None = None
     try:
-        act_scores, act_thr = score_bundle(ctx.active_bundle, hold_images)
+        act_scores, act_thr = score_bundle(job.ctx.active_bundle, hold_images)
         act_metrics = model_metrics(act_scores, hold_labels, act_thr, target)
     except (ModelFileError, InspectionError) as exc:
-        reporter.log(f"active model could not be scored ({exc}); gate compares against nothing")
-    step("gate")
-    decision = decide(settings.gate, cand_metrics, act_metrics)
-    reporter.log(("promote: " if decision.promote else "not promoted: ") + decision.reason)
+        job.reporter.log(f"active model could not be scored ({exc}); gate compares against nothing")
+    job.step("gate")
+    decision = decide(job.settings.gate, cand_metrics, act_metrics)
+    job.reporter.log(("promote: " if decision.promote else "not promoted: ") + decision.reason)
+    return cand_metrics, act_metrics, decision
 
-    # 6. register + promote -------------------------------------------------------------------
-    step("promote")
+
+def _register_and_promote(
+    job: _Job,
+    candidate: Any,
+    bundle: Path,
+    cand_metrics: dict[str, Any],
+    act_metrics: dict[str, Any] | None,
+    decision: Any,
+) -> RetrainResult:
+    """Step 6: register the candidate as a model version (always), make it active when the
+    gate passed, and finish the job."""
+    job.step("promote")
+    version_id = _register(job, candidate, bundle, cand_metrics, act_metrics, decision)
+    active_after = job.ctx.active_id
+    if decision.promote:
+        job.reporter.check_cancel()
+        from inspection.loop.promotion import promote
+
+        change = promote(job.session_factory, model_version_id=version_id, actor=job.actor)
+        active_after = change.active_version_id
+    final = {
+        "candidate_version_id": version_id,
+        "promoted": decision.promote,
+        "gate": decision.to_dict(),
+        "candidate": cand_metrics,
+        "active": act_metrics,
+        "candidate_info": candidate.info,
+        "bundle": str(bundle),
+    }
+    summary = (
+        f"candidate version {version_id} "
+        + ("promoted" if decision.promote else "kept as candidate")
+        + f": {decision.reason}"
+    )
+    job.reporter.finish(JobStatus.SUCCEEDED, metrics=final, message=summary)
+    return RetrainResult(
+        job.ctx.station,
+        job.jid,
+        "succeeded",
+        promoted=decision.promote,
+        candidate_version_id=version_id,
+        active_version_id=active_after,
+        reason=decision.reason,
+        metrics=final,
+    )
+
+
+def _register(
+    job: _Job,
+    candidate: Any,
+    bundle: Path,
+    cand_metrics: dict[str, Any],
+    act_metrics: dict[str, Any] | None,
+    decision: Any,
+) -> int:
     from inspection.runtime import read_metadata
 
+    ctx, jid = job.ctx, job.jid
     meta = read_metadata(bundle)
     version_metrics = {
         "holdout": cand_metrics,
@@ -531,43 +572,11 @@ def _run(
             metrics=version_metrics,
             parent_id=ctx.active_id,
             training_job_id=jid,
-            registered_by=actor,
+            registered_by=job.actor,
         )
         return version.id
 
-    version_id = run_in_transaction(session_factory, register, what=f"retrain job {jid}: register")
-    active_after = ctx.active_id
-    if decision.promote:
-        reporter.check_cancel()
-        from inspection.loop.promotion import promote
-
-        change = promote(session_factory, model_version_id=version_id, actor=actor)
-        active_after = change.active_version_id
-    final = {
-        "candidate_version_id": version_id,
-        "promoted": decision.promote,
-        "gate": decision.to_dict(),
-        "candidate": cand_metrics,
-        "active": act_metrics,
-        "candidate_info": candidate.info,
-        "bundle": str(bundle),
-    }
-    summary = (
-        f"candidate version {version_id} "
-        + ("promoted" if decision.promote else "kept as candidate")
-        + f": {decision.reason}"
-    )
-    reporter.finish(JobStatus.SUCCEEDED, metrics=final, message=summary)
-    return RetrainResult(
-        name,
-        jid,
-        "succeeded",
-        promoted=decision.promote,
-        candidate_version_id=version_id,
-        active_version_id=active_after,
-        reason=decision.reason,
-        metrics=final,
-    )
+    return run_in_transaction(job.session_factory, register, what=f"retrain job {jid}: register")
 
 
 def score_bundle(bundle: str | Path, images: np.ndarray) -> tuple[np.ndarray, float]:

@@ -10,13 +10,15 @@ commits: the caller owns the transaction.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
-from sqlalchemy import select
+from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
 from inspection.db import repo
-from inspection.db.models import ModelStatus, ModelVersion
+from inspection.db.models import Inspection, ModelStatus, ModelVersion, Verdict
 from inspection.errors import InvalidStateError, NotFoundError
+from inspection.services.uow import unit_of_work
 
 log = logging.getLogger(__name__)
 
@@ -136,3 +138,68 @@ def rollback_model(
         current.id if current is not None else None,
     )
     return target
+
+
+def promote(session: Session, *, model_version_id: int, actor: Actor) -> ModelVersion:
+    """:func:`promote_model` as one use case: committed (rolled back when it raises)."""
+    with unit_of_work(session):
+        return promote_model(session, model_version_id=model_version_id, actor=actor)
+
+
+def rollback(
+    session: Session, *, station_id: int, actor: Actor, to_version_id: int | None = None
+) -> ModelVersion:
+    """:func:`rollback_model` as one use case: committed (rolled back when it raises)."""
+    with unit_of_work(session):
+        return rollback_model(
+            session, station_id=station_id, actor=actor, to_version_id=to_version_id
+        )
+
+
+# -- reading model versions ----------------------------------------------------------------
+
+
+def model_versions(session: Session, *, station_id: int | None = None) -> list[ModelVersion]:
+    """Model versions newest first (see :func:`repo.list_model_versions`)."""
+    return repo.list_model_versions(session, station_id=station_id)
+
+
+def get_model_version(session: Session, model_version_id: int) -> ModelVersion:
+    """One model version.
+
+    Raises:
+        NotFoundError: no such version.
+    """
+    version = session.get(ModelVersion, model_version_id)
+    if version is None:
+        raise NotFoundError(f"model version {model_version_id} does not exist")
+    return version
+
+
+def model_inspection_stats(
+    session: Session, model_version_ids: Sequence[int]
+) -> dict[int, dict[str, float | int | None]]:
+    """Per model version: inspections scored, fail rate and mean latency (production numbers
+    beside the offline metrics)."""
+    if not model_version_ids:
+        return {}
+    rows = session.execute(
+        select(
+            Inspection.model_version_id,
+            func.count(),
+            func.sum(case((Inspection.verdict == Verdict.FAIL, 1), else_=0)),
+            func.avg(Inspection.latency_ms),
+        )
+        .where(Inspection.model_version_id.in_(list(model_version_ids)))
+        .group_by(Inspection.model_version_id)
+    ).tuples()
+    stats: dict[int, dict[str, float | int | None]] = {}
+    for version_id, n, fails, latency in rows:
+        if version_id is None:
+            continue
+        stats[version_id] = {
+            "inspections": int(n),
+            "fail_rate": float(fails or 0) / int(n) if n else None,
+            "mean_latency_ms": float(latency) if latency is not None else None,
+        }
+    return stats

@@ -1,7 +1,7 @@
 """Fixtures for the review app: a migrated SQLite database seeded once per session with demo
 accounts and synthetic inspections, copied fresh for every test, and clients on it.
 
-Accounts (defaults of :data:`inspection.api.users.DEMO_ACCOUNTS`): ``operator`` /
+Accounts (defaults of :data:`inspection.services.users.DEMO_ACCOUNTS`): ``operator`` /
 ``operator-demo``, ``engineer`` / ``engineer-demo``, ``admin`` / ``admin-demo``.
 Bearer tokens are signed directly (logins cost an argon2 check each, about half a second).
 """
@@ -26,9 +26,9 @@ from inspection.api.auth import TokenSigner
 from inspection.api.seed import ensure_defect_types, seed_synthetic_inspections
 from inspection.api.server import RunningServer, start_in_thread
 from inspection.api.settings import ApiSettings
-from inspection.api.users import seed_demo_users
 from inspection.db import migrate, repo
 from inspection.db.engine import make_engine, make_session_factory
+from inspection.services.users import seed_demo_users
 from inspection.storage import LocalArtifactStore
 from tests.api.browser import CHROMIUM, CHROMIUM_ARGS, TIMEOUT_MS
 

@@ -7,13 +7,18 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from inspection.api.auth import LoginThrottle, TokenSigner
+from inspection.api.auth import TokenSigner
 from inspection.api.cli import serve_command, users_app
-from inspection.api.users import DEMO_ACCOUNTS, demo_accounts_text, seed_demo_users
 from inspection.db import migrate, repo
 from inspection.db.engine import make_engine, make_session_factory
 from inspection.db.models import Role, User
 from inspection.db.security import verify_password
+from inspection.services.users import (
+    DEMO_ACCOUNTS,
+    LoginThrottle,
+    demo_accounts_text,
+    seed_demo_users,
+)
 
 runner = CliRunner()
 

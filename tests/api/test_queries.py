@@ -9,8 +9,9 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
-from inspection.api import charts, queries
+from inspection.api import charts
 from inspection.db.models import Verdict
+from inspection.services import line_stats
 from tests.api.conftest import count
 
 
@@ -101,7 +102,7 @@ def test_overview_counts(
 
 def test_station_summary_health_states(session: Session) -> None:
     later = dt.datetime.now(dt.UTC) + dt.timedelta(days=3)
-    summaries = queries.station_summaries(session, now=later)
+    summaries = line_stats.station_summaries(session, now=later)
     assert {s.health for s in summaries} == {"offline"}
     assert all(s.total == 0 for s in summaries)
 
@@ -112,11 +113,11 @@ def _parse(svg: str) -> ET.Element:
 
 def test_svg_charts_are_well_formed_and_escape_text() -> None:
     points = [
-        queries.YieldPoint(dt.datetime(2025, 1, 1, h, tzinfo=dt.UTC), 90 + h, 10 - h)
+        line_stats.YieldPoint(dt.datetime(2025, 1, 1, h, tzinfo=dt.UTC), 90 + h, 10 - h)
         for h in range(8)
     ]
     _parse(charts.yield_chart(points, "hour"))
-    hist = queries.Histogram(
+    hist = line_stats.Histogram(
         hi=1.0,
         bins=4,
         counts={"ok": [1, 2, 0, 0], "defect": [0, 0, 3, 9], "unlabelled": [5, 0, 0, 1]},

@@ -1,4 +1,11 @@
-"""User accounts: login checks, creating and changing users, and the demo accounts.
+"""Users and sessions: who may log in, accounts and their changes, and the demo accounts.
+
+The one home of the account rules: login checks with throttling (:class:`LoginThrottle`,
+:func:`login`), which logins stay valid (:func:`session_user`: an active account whose password
+has not changed since the login, :func:`password_fingerprint`), logging out, creating and
+changing users. The web layer only carries credentials (signed cookies and bearer tokens in
+:mod:`inspection.api.auth`) and calls these functions. Server-side revocable sessions and
+persisted throttling belong here too.
 
 Passwords go to :mod:`inspection.db.security` (argon2id) and nowhere else: they are never
 logged, never stored in the audit log, never echoed in errors. Every change is audited.
@@ -12,20 +19,24 @@ caller shows them once on the console (:func:`demo_accounts_text`); they are not
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import os
 import secrets
+import threading
+import time
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from inspection.api.auth import LoginThrottle
-from inspection.api.errors import LoginThrottledError
 from inspection.db import repo
 from inspection.db.models import Role, User, utcnow
 from inspection.db.security import hash_password, needs_rehash, verify_password
-from inspection.errors import InvalidStateError, NotFoundError
+from inspection.errors import InvalidStateError, LoginThrottledError, NotFoundError
+from inspection.services.uow import unit_of_work
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +102,46 @@ def authenticate(
     )
     session.flush()
     return user
+
+
+def login(session: Session, throttle: LoginThrottle, *, username: str, password: str) -> User:
+    """:func:`authenticate` as one use case: committed, also when the credentials are wrong
+    (the ``user.login_failed`` audit row stays).
+
+    Raises:
+        LoginThrottledError: too many recent failures for this username.
+        InvalidCredentialsError: unknown user, deactivated user or wrong password.
+    """
+    with unit_of_work(session, commit_on=(InvalidCredentialsError,)):
+        return authenticate(session, throttle, username=username, password=password)
+
+
+def session_user(session: Session, *, user_id: int, fingerprint: str) -> User | None:
+    """The user a login (cookie or token) belongs to while it is still valid: the account
+    exists, is active and its password has not changed since the login; None otherwise."""
+    user = session.get(User, user_id)
+    if user is None or not user.is_active:
+        return None
+    if password_fingerprint(user) != fingerprint:
+        return None  # the password changed since this login
+    return user
+
+
+def logout(session: Session, *, actor: repo.Actor) -> None:
+    """Record that a user ended their session (``user.logout``); committed."""
+    with unit_of_work(session):
+        repo.write_audit(
+            session,
+            actor=actor,
+            action="user.logout",
+            entity_type="user",
+            entity_id=actor.user_id if actor.user_id is not None else actor.name,
+        )
+
+
+def list_users(session: Session) -> list[User]:
+    """Every user, by username."""
+    return list(session.scalars(select(User).order_by(User.username)))
 
 
 def create_user(
@@ -246,3 +297,102 @@ def demo_accounts_text(accounts: list[DemoAccount]) -> str:
                 "unchanged)"
             )
     return "\n".join(lines)
+
+
+def add_user(
+    session: Session,
+    *,
+    username: str,
+    role: Role | str,
+    password: str,
+    display_name: str | None = None,
+    created_by: repo.Actor | int | str | None = None,
+) -> User:
+    """:func:`create_user` as one use case: committed (rolled back when it raises)."""
+    with unit_of_work(session):
+        return create_user(
+            session,
+            username=username,
+            role=role,
+            password=password,
+            display_name=display_name,
+            created_by=created_by,
+        )
+
+
+def change_user(
+    session: Session,
+    *,
+    user_id: int,
+    actor: repo.Actor,
+    role: Role | None = None,
+    is_active: bool | None = None,
+    password: str | None = None,
+    display_name: str | None = None,
+) -> User:
+    """:func:`update_user` as one use case: committed (rolled back when it raises)."""
+    with unit_of_work(session):
+        return update_user(
+            session,
+            user_id=user_id,
+            actor=actor,
+            role=role,
+            is_active=is_active,
+            password=password,
+            display_name=display_name,
+        )
+
+
+# -- login throttling ----------------------------------------------------------------------
+
+
+class LoginThrottle:
+    """Slows down password guessing: after ``max_failures`` failed logins for one username
+    within ``window_s`` seconds, further attempts are refused for ``lockout_s`` seconds.
+
+    In memory and per process (one app instance per plant server); thread-safe.
+    """
+
+    def __init__(self, *, max_failures: int, lockout_s: float, window_s: float = 300.0) -> None:
+        self.max_failures = max_failures
+        self.lockout_s = lockout_s
+        self.window_s = window_s
+        self._failures: dict[str, deque[float]] = {}
+        self._lock = threading.Lock()
+
+    def retry_after(self, username: str, now: float | None = None) -> float:
+        """Seconds the caller must wait before trying ``username`` again (0: may try now)."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            failures = self._failures.get(username.lower())
+            if not failures or len(failures) < self.max_failures:
+                return 0.0
+            wait = failures[-1] + self.lockout_s - now
+            return max(0.0, wait)
+
+    def failed(self, username: str, now: float | None = None) -> None:
+        """Record a failed login for ``username``."""
+        now = time.monotonic() if now is None else now
+        key = username.lower()
+        with self._lock:
+            failures = self._failures.setdefault(key, deque(maxlen=self.max_failures))
+            while failures and now - failures[0] > self.window_s:
+                failures.popleft()
+            failures.append(now)
+            if len(self._failures) > 10_000:  # bound memory under a username spray
+                self._failures.pop(next(iter(self._failures)))
+
+    def succeeded(self, username: str) -> None:
+        """Forget the failures of ``username`` after a successful login."""
+        with self._lock:
+            self._failures.pop(username.lower(), None)
+
+
+def password_fingerprint(user: User) -> str:
+    """A short digest of the user's password hash: changes whenever the password changes.
+
+    Stored in sessions and tokens so a password reset ends existing logins. Derived from the
+    hash (never the password) and truncated, so it reveals nothing useful.
+    """
+    source = (user.password_hash or "").encode()
+    return hashlib.sha256(source).hexdigest()[:16]

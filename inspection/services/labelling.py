@@ -1,0 +1,123 @@
+"""Labelling: an operator's verdict on an inspection, its undo, and the defect types to pick.
+
+Labels are never changed: a new label is added (the newest is current) and an undo deletes the
+operator's own newest one; both are audited on the inspection (``label.add``, ``label.undo``).
+Each use case commits its own work (:func:`inspection.services.uow.unit_of_work`).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, selectinload
+
+from inspection.db import repo
+from inspection.db.models import DefectType, Inspection, OperatorLabel, User, Verdict
+from inspection.errors import NotFoundError
+from inspection.services.uow import unit_of_work
+
+log = logging.getLogger(__name__)
+
+#: Defect types get the labelling keys 1-9, in name order.
+KEYED_TYPES = 9
+
+
+def defect_types(session: Session) -> list[tuple[DefectType, int | None]]:
+    """Known defect types by name, each with its labelling key (1-9 for the first nine)."""
+    return [
+        (t, i + 1 if i < KEYED_TYPES else None)
+        for i, t in enumerate(repo.list_defect_types(session))
+    ]
+
+
+def _user(session: Session, user_id: int) -> User:
+    found = session.get(User, user_id)
+    if found is None:  # deleted between authentication and now
+        raise NotFoundError(f"user {user_id} does not exist")
+    return found
+
+
+def label_snapshot(label: OperatorLabel) -> dict[str, Any]:
+    """A JSON-serialisable description of a label, for the audit log."""
+    return {
+        "label_id": label.id,
+        "user_id": label.user_id,
+        "verdict": label.verdict.value,
+        "defect_type": label.defect_type.name if label.defect_type is not None else None,
+        "note": label.note,
+    }
+
+
+def add_label(
+    session: Session,
+    *,
+    inspection_id: int,
+    user_id: int,
+    verdict: Verdict,
+    defect_type: str | None,
+    note: str | None,
+) -> OperatorLabel:
+    """Label an inspection ``pass`` or ``fail`` (with a defect type; a new name creates the
+    type) and audit it (``label.add``); committed.
+
+    Raises:
+        NotFoundError: no such inspection or user.
+    """
+    with unit_of_work(session):
+        user = _user(session, user_id)
+        label = repo.add_label(
+            session,
+            inspection_id=inspection_id,
+            user_id=user.id,
+            verdict=verdict,
+            defect_type=defect_type,
+            note=note,
+        )
+        session.refresh(label, ["defect_type"])
+        repo.write_audit(
+            session,
+            actor=repo.Actor(name=user.username, user_id=user.id),
+            action="label.add",
+            entity_type="inspection",
+            entity_id=inspection_id,
+            after=label_snapshot(label),
+        )
+        return label
+
+
+def undo_label(session: Session, *, inspection_id: int, user_id: int) -> dict[str, Any]:
+    """Remove the user's newest label of the inspection (the operator's undo) and audit it;
+    committed. Returns what was undone.
+
+    The inspection returns to the review queue; the audit log keeps what was undone
+    (``label.undo``, ``before``).
+
+    Raises:
+        NotFoundError: the inspection or user does not exist, or the user has no label on it.
+    """
+    with unit_of_work(session):
+        user = _user(session, user_id)
+        label = session.scalar(
+            select(OperatorLabel)
+            .where(OperatorLabel.inspection_id == inspection_id, OperatorLabel.user_id == user.id)
+            .order_by(OperatorLabel.id.desc())
+            .limit(1)
+            .options(selectinload(OperatorLabel.defect_type))
+        )
+        if label is None:
+            if session.get(Inspection, inspection_id) is None:
+                raise NotFoundError(f"inspection {inspection_id} does not exist")
+            raise NotFoundError(f"you have no label on inspection {inspection_id} to undo")
+        snapshot = label_snapshot(label)
+        session.delete(label)
+        repo.write_audit(
+            session,
+            actor=repo.Actor(name=user.username, user_id=user.id),
+            action="label.undo",
+            entity_type="inspection",
+            entity_id=inspection_id,
+            before=snapshot,
+        )
+        return snapshot

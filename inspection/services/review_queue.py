@@ -1,0 +1,264 @@
+"""The review queue's read model: what to review next, inspection lists and one inspection.
+
+Reads only (the labelling rules are :mod:`inspection.services.labelling`). The queue's filters
+are :func:`inspection.db.review.review_filters`, shared by its page and its count. Every query is
+one SQL statement with a window, so the pages stay fast with hundreds of thousands of
+inspections (``inspection bench ui`` measures them).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from sqlalchemy import func, literal, select, tuple_
+from sqlalchemy.orm import Session, selectinload
+
+from inspection.db import repo
+from inspection.db.models import (
+    Artifact,
+    ArtifactKind,
+    AuditLog,
+    DefectRegion,
+    Inspection,
+    ModelVersion,
+    OperatorLabel,
+    Station,
+    UTCDateTime,
+    Verdict,
+)
+from inspection.db.review import review_filters, window_filters
+
+log = logging.getLogger(__name__)
+
+#: Image threshold of a station that has none configured (normalised scores: 0.5).
+DEFAULT_IMAGE_THRESHOLD = 0.5
+#: Scores this close to the threshold are "uncertain" in the queue.
+UNCERTAIN_MARGIN = 0.1
+QUEUE_COUNT_CAP = 10_000
+
+
+def image_threshold(station: Station | None) -> float:
+    """The image-level threshold of ``station`` on the normalised score."""
+    if station is None or station.image_threshold is None:
+        return DEFAULT_IMAGE_THRESHOLD
+    return float(station.image_threshold)
+
+
+def is_uncertain(score: float, threshold: float) -> bool:
+    """Whether a normalised score is close enough to the threshold to need a second look."""
+    return abs(score - threshold) < UNCERTAIN_MARGIN
+
+
+def stations_by_id(session: Session) -> dict[int, Station]:
+    """Every station, keyed by id (there are few; pages look them up per item)."""
+    return {s.id: s for s in session.scalars(select(Station).order_by(Station.name))}
+
+
+def first_artifact(inspection: Inspection, kind: ArtifactKind) -> Artifact | None:
+    """The inspection's first artifact of ``kind`` (whole-frame, not a region crop), or None."""
+    for artifact in inspection.artifacts:
+        if artifact.kind == kind and artifact.region_id is None:
+            return artifact
+    return None
+
+
+def latest_labels(session: Session, inspection_ids: Iterable[int]) -> dict[int, OperatorLabel]:
+    """The newest label of each inspection (by anyone), with user and defect type loaded."""
+    ids = sorted(set(inspection_ids))
+    if not ids:
+        return {}
+    newest = (
+        select(func.max(OperatorLabel.id))
+        .where(OperatorLabel.inspection_id.in_(ids))
+        .group_by(OperatorLabel.inspection_id)
+    )
+    rows = session.scalars(
+        select(OperatorLabel)
+        .where(OperatorLabel.id.in_(newest))
+        .options(selectinload(OperatorLabel.user), selectinload(OperatorLabel.defect_type))
+    )
+    return {label.inspection_id: label for label in rows}
+
+
+@dataclass(frozen=True)
+class QueuePage:
+    """One page of the review queue with what rendering it needs."""
+
+    items: list[Inspection]
+    next_cursor: str | None
+    stations: dict[int, Station]
+    labels: dict[int, OperatorLabel]
+
+
+def queue_page(
+    session: Session,
+    *,
+    station_id: int | None = None,
+    since: dt.datetime | None = None,
+    until: dt.datetime | None = None,
+    min_score: float | None = None,
+    defect_type: str | None = None,
+    include_labelled: bool = False,
+    limit: int = 50,
+    cursor: str | None = None,
+) -> QueuePage:
+    """What to review next: unknown defect types first, then by descending score.
+
+    Keyset pagination through ``cursor`` (see :func:`inspection.db.review.review_queue`);
+    ``labels`` holds the newest label of each item when ``include_labelled``.
+    """
+    page = repo.review_queue(
+        session,
+        station_id=station_id,
+        since=since,
+        until=until,
+        min_score=min_score,
+        defect_type=defect_type,
+        unlabelled_only=not include_labelled,
+        limit=limit,
+        cursor=cursor,
+    )
+    labels = latest_labels(session, [i.id for i in page.items]) if include_labelled else {}
+    return QueuePage(page.items, page.next_cursor, stations_by_id(session), labels)
+
+
+def queue_count(
+    session: Session,
+    *,
+    station_id: int | None = None,
+    since: dt.datetime | None = None,
+    until: dt.datetime | None = None,
+    min_score: float | None = None,
+    defect_type: str | None = None,
+    unlabelled_only: bool = True,
+    cap: int = QUEUE_COUNT_CAP,
+) -> tuple[int, bool]:
+    """How many inspections the review queue holds with these filters, counting at most ``cap``.
+
+    Returns ``(count, capped)``; ``capped`` is true when there are more than ``cap``.
+    """
+    filters = review_filters(
+        session,
+        station_id=station_id,
+        since=since,
+        until=until,
+        min_score=min_score,
+        defect_type=defect_type,
+        unlabelled_only=unlabelled_only,
+    )
+    if filters is None:
+        return 0, False
+    limited = select(Inspection.id).where(*filters).limit(cap + 1).subquery()
+    count = int(session.scalar(select(func.count()).select_from(limited)) or 0)
+    return min(count, cap), count > cap
+
+
+def inspections_page(
+    session: Session,
+    *,
+    station_id: int | None,
+    verdict: Verdict | None,
+    since: dt.datetime | None,
+    until: dt.datetime | None,
+    limit: int,
+    offset: int,
+) -> tuple[list[Inspection], int]:
+    """One page of inspections newest first (regions with types and artifacts loaded) and
+    the total count matching the filters."""
+    filters = window_filters(station_id, since, until)
+    if verdict is not None:
+        filters.append(Inspection.verdict == verdict)
+    items = list(
+        session.scalars(
+            select(Inspection)
+            .where(*filters)
+            .order_by(Inspection.captured_at.desc(), Inspection.id.desc())
+            .limit(limit)
+            .offset(offset)
+            .options(
+                selectinload(Inspection.regions).selectinload(DefectRegion.defect_type),
+                selectinload(Inspection.artifacts),
+            )
+        )
+    )
+    total = int(session.scalar(select(func.count()).select_from(Inspection).where(*filters)) or 0)
+    return items, total
+
+
+@dataclass(frozen=True)
+class InspectionDetail:
+    """One inspection with its station, every label, its labelling history and model."""
+
+    inspection: Inspection
+    station: Station | None
+    labels: list[OperatorLabel]
+    history: list[AuditLog]
+    model_version: ModelVersion | None
+
+
+def inspection_detail(session: Session, inspection_id: int) -> InspectionDetail:
+    """Everything the detail page and ``GET /api/inspections/{id}`` show.
+
+    Raises:
+        NotFoundError: no such inspection.
+    """
+    inspection = repo.get_inspection(session, inspection_id)
+    model = (
+        session.get(ModelVersion, inspection.model_version_id)
+        if inspection.model_version_id is not None
+        else None
+    )
+    return InspectionDetail(
+        inspection=inspection,
+        station=session.get(Station, inspection.station_id),
+        labels=label_rows(session, inspection_id=inspection_id),
+        history=inspection_history(session, inspection_id=inspection_id),
+        model_version=model,
+    )
+
+
+def label_rows(session: Session, *, inspection_id: int) -> list[OperatorLabel]:
+    """Every label of the inspection, oldest first, with user and defect type loaded."""
+    return list(
+        session.scalars(
+            select(OperatorLabel)
+            .where(OperatorLabel.inspection_id == inspection_id)
+            .order_by(OperatorLabel.id)
+            .options(selectinload(OperatorLabel.user), selectinload(OperatorLabel.defect_type))
+        )
+    )
+
+
+def station_neighbours(session: Session, inspection: Inspection) -> tuple[int | None, int | None]:
+    """Ids of the same station's previous and next inspection by capture time (index-backed)."""
+    key = tuple_(Inspection.captured_at, Inspection.id)
+    here = tuple_(literal(inspection.captured_at, UTCDateTime()), literal(inspection.id))
+    same = Inspection.station_id == inspection.station_id
+    previous = session.scalar(
+        select(Inspection.id)
+        .where(same, key < here)
+        .order_by(Inspection.captured_at.desc(), Inspection.id.desc())
+        .limit(1)
+    )
+    following = session.scalar(
+        select(Inspection.id)
+        .where(same, key > here)
+        .order_by(Inspection.captured_at, Inspection.id)
+        .limit(1)
+    )
+    return previous, following
+
+
+def inspection_history(session: Session, *, inspection_id: int, limit: int = 200) -> list[AuditLog]:
+    """Audit-log rows about the inspection (labels added and undone), newest first."""
+    return list(
+        session.scalars(
+            select(AuditLog)
+            .where(AuditLog.entity_type == "inspection", AuditLog.entity_id == str(inspection_id))
+            .order_by(AuditLog.id.desc())
+            .limit(limit)
+        )
+    )
