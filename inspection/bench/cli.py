@@ -236,6 +236,20 @@ def station(
         min=0,
         help="Interleaved station/anomalib pairs on each detector's fastest variant (0: none).",
     ),
+    defaults_pairs: int = typer.Option(
+        5,
+        min=0,
+        help="Back-to-back pairs of the station at its default settings (a process alone) and "
+        "anomalib's inferencer at its defaults, plus start times and memory (0: none).",
+    ),
+    only_defaults: bool = typer.Option(
+        False, "--only-defaults", help="Only the defaults section (no variants, precisions)."
+    ),
+    lean_python: str = typer.Option(
+        "", help="The lean install's interpreter, for lean_install_mb (empty: not measured)."
+    ),
+    start_repeats: int = typer.Option(3, min=1, help="Starts of each kind per detector."),
+    name: str = typer.Option("station", help="Results file name."),
     quick: bool = typer.Option(False, "--quick", help="Quick configs (tiny training)."),
     reuse: bool = typer.Option(True, "--reuse/--retrain", help="Reuse bundles of earlier runs."),
     workdir: Path = typer.Option(
@@ -243,7 +257,8 @@ def station(
     ),
     results_dir: Path = typer.Option(Path("bench/results"), help="Where results are written."),
 ) -> None:
-    """Station runtime end to end per detector (frames/s, latency, drops, vs anomalib)."""
+    """Station runtime end to end per detector (frames/s, latency, drops, vs anomalib), and the
+    station at its default settings against anomalib at its defaults."""
     from rich.console import Console
 
     from inspection.bench import station_bench as bench
@@ -268,8 +283,17 @@ def station(
         reuse=reuse,
         pairs=pairs,
         progress=console.print,
+        defaults_pairs=defaults_pairs,
+        only_defaults=only_defaults,
+        lean_python=lean_python or None,
+        start_repeats=start_repeats,
+        name=name,
     )
-    console.print(markdown_table(payload["runs"], bench.COLUMNS))
+    if payload["runs"]:
+        console.print(markdown_table(payload["runs"], bench.COLUMNS))
+    if payload["defaults"]:
+        rows = [{"detector": k, **v} for k, v in payload["defaults"].items()]
+        console.print(markdown_table(rows, bench.DEFAULTS_COLUMNS))
     for p in payload.get("paired", []):
         console.print(
             f"{p['detector']} {p['variant']}: median {p['median_speedup_vs_anomalib']:.2f}x "

@@ -21,6 +21,12 @@ earlier run), export FP32 (and FP16 / INT8), then
   tensors by name, which our IR does not set, so it gets a copy of the IR with the two outputs
   named ``pred_score`` and ``anomaly_map`` (the graph is unchanged).
 
+* **at its defaults** (``defaults``, issue #20): the station with no setting in its file (every
+  ``auto``) in a process of its own, against anomalib's inferencer at anomalib's defaults, in
+  ``defaults_pairs`` back-to-back pairs, plus that process's cold/warm start and peak RSS
+  (:mod:`inspection.bench.start_bench`) and ``lean_install_mb`` (the lean interpreter's
+  environment, when given).
+
 The bench may import torch and anomalib (training, the comparison); the station it measures
 does not. Numbers depend on everything else running on the machine: the load average during
 each run is recorded with it.
@@ -30,10 +36,13 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import json
 import logging
 import os
 import shutil
 import statistics
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -79,6 +88,21 @@ PACED_COLUMNS = [
     "persisted_p99_ms",
 ]
 PRECISION_COLUMNS = ["detector", "precision", "image_auroc", "openvino_fps", "bundle_mib"]
+DEFAULTS_COLUMNS = [
+    "detector",
+    "frames_per_second",
+    "anomalib_default_fps",
+    "speedup_median",
+    "speedup_min",
+    "speedup_max",
+    "pairs",
+    "warm_start_s",
+    "cold_start_s",
+    "rss_mib",
+    "settings",
+    "all_frames_accounted",
+    "load_avg",
+]
 
 #: Modest training settings per detector so the bench trains each in minutes on 2 cores.
 MODEST: dict[str, dict[str, Any]] = {
@@ -125,6 +149,8 @@ class Variant:
             "infer_workers": self.infer_workers,
             "hint": self.hint,
             "requests_per_worker": self.requests_per_worker,
+            # f32, as SAME_AS_STATION: the variants compare like for like with anomalib at f32
+            "precision": "f32",
         }
 
     @classmethod
@@ -192,14 +218,19 @@ def prepare_bundles(
 
     base = workdir / key
     wanted = {p: base / p for p in precisions}
-    if reuse and all(_bundle_ok(p) for p in wanted.values()):
+    if reuse and all(_bundle_ok(p) and _precision_checked(p) for p in wanted.values()):
         return wanted
     line = SyntheticLine("disc", size=size, seed=0)
     samples = line.normals(normals, start=TRAIN_OFFSET)
     images = np.stack([s.image for s in samples])
+    # good parts no model has seen, for the export's precision check (inspection.precision)
+    holdout = np.stack([s.image for s in line.normals(48, start=TRAIN_OFFSET + normals)])
     fp32 = base / "fp32"
     if reuse and _bundle_ok(fp32):
         trained = training.load_trained(fp32)
+        if not _precision_checked(fp32):  # exported before the check: export again
+            progress(f"{key}: re-exporting fp32 with the precision check")
+            training.export_openvino(trained, fp32, precision="fp32", holdout=holdout)
     else:
         cls = registry.get(key)
         if quick:
@@ -214,9 +245,9 @@ def prepare_bundles(
             [str(s.index) for s in samples],
         )
         trained = training.train(cls(config), train_set)
-        training.export_openvino(trained, fp32, precision="fp32")
+        training.export_openvino(trained, fp32, precision="fp32", holdout=holdout)
     for precision, path in wanted.items():
-        if path == fp32 or (reuse and _bundle_ok(path)):
+        if path == fp32 or (reuse and _bundle_ok(path) and _precision_checked(path)):
             continue
         progress(f"{key}: exporting {precision}")
         training.export_openvino(
@@ -224,8 +255,16 @@ def prepare_bundles(
             path,
             precision=precision,  # type: ignore[arg-type]
             calibration_images=images[: min(64, len(images))],
+            holdout=holdout,
         )
     return wanted
+
+
+def _precision_checked(bundle: Path) -> bool:
+    """Whether the bundle carries the export's precision check (``runtime_precision``)."""
+    from inspection.runtime import read_metadata
+
+    return "runtime_precision" in read_metadata(bundle)
 
 
 def _test_set(size: int, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -405,19 +444,21 @@ def station_run(
     *,
     size: int,
     frames: int,
-    batch_size: int = 1,
+    batch_size: int | str = "auto",
     camera_fps: float | None = None,
     cache: int = 64,
     num_threads: int | None = None,
-    infer_workers: int = 1,
-    hint: str = "latency",
-    requests_per_worker: int = 2,
+    infer_workers: int | str = "auto",
+    hint: str = "auto",
+    requests_per_worker: int | str = "auto",
+    precision: str = "auto",
 ) -> dict[str, Any]:
     """Run the station pipeline once on a fresh SQLite database; its stats plus CPU and RSS.
 
     ``camera_fps`` None: the camera always has the next frame (``overflow: wait``) and the run
     ends after ``frames`` frames; else the camera runs at that rate and drops frames when
-    scoring is behind, for ``frames / camera_fps`` seconds.
+    scoring is behind, for ``frames / camera_fps`` seconds. Settings left at ``"auto"`` are
+    the station's defaults (:mod:`inspection.station.tuning`, ``inference_precision: auto``).
     """
     import psutil
 
@@ -451,6 +492,7 @@ def station_run(
                 "path": str(bundle),
                 "num_threads": num_threads,
                 "performance_hint": hint,
+                "inference_precision": precision,
             },
             "artifacts_dir": str(run_dir / "artifacts"),
             "pipeline": {
@@ -483,6 +525,8 @@ def station_run(
         "infer_workers": infer_workers,
         "requests_per_worker": requests_per_worker,
         "hint": hint,
+        "tuning": stats.get("tuning"),
+        "precision": stats.get("precision"),
         "camera_fps": camera_fps,
         "frames_per_second": c["persisted"] / max(stats["persisting_s"], 1e-9),
         "p50_ms": lat.get("verdict", {}).get("p50"),
@@ -493,6 +537,7 @@ def station_run(
         "frames_scored": c["scored"],
         "frames_persisted": c["persisted"],
         "frames_dropped": c["dropped"],
+        "frames_bad": c["bad_frames"],
         "frames_anomalous": c["anomalous"],
         "persist_failures": c["persist_failures"],
         "cpu_percent": 100.0 * cpu_s / (t1 - t0),
@@ -527,6 +572,10 @@ def _measure(
     reuse: bool,
     pairs: int,
     progress: Progress,
+    defaults_pairs: int = 0,
+    only_defaults: bool = False,
+    python: str | None = None,
+    start_repeats: int = 3,
 ) -> None:
     """All measurements of one detector, appended to ``payload``'s tables."""
     bundles = prepare_bundles(
@@ -540,6 +589,26 @@ def _measure(
         progress=progress,
     )
     fp32 = bundles["fp32"]
+    if defaults_pairs:
+        try:
+            payload["defaults"][key] = defaults_row(
+                key,
+                fp32,
+                test_images,
+                python=python or sys.executable,
+                pairs=defaults_pairs,
+                size=size,
+                frames=frames,
+                anomalib_seconds=min(3.0, anomalib_seconds),
+                start_repeats=start_repeats,
+                workdir=workdir,
+                progress=progress,
+            )
+        except Exception as exc:  # keep the other tables
+            logger.exception("station defaults failed for %s", key)
+            payload["errors"][f"{key} (defaults)"] = f"{type(exc).__name__}: {exc}"
+    if only_defaults:
+        return
     progress(f"{key}: accuracy and speed per precision")
     payload["precision"].extend(
         precision_rows(key, bundles, test_images, test_labels, 2.0 if quick else 5.0)
@@ -670,6 +739,138 @@ def paired_runs(
     }
 
 
+# -- the station at its defaults, a process alone ----------------------------------------------
+
+
+def _alone_main() -> None:
+    """:func:`station_alone`'s subprocess: one :func:`station_run` at the station's defaults."""
+    args = json.loads(sys.argv[1])
+    out = station_run(
+        Path(args["bundle"]), Path(args["workdir"]), size=args["size"], frames=args["frames"]
+    )
+    print("RESULT " + json.dumps(out), flush=True)
+
+
+def station_alone(
+    python: str, bundle: Path, workdir: Path, *, size: int, frames: int, timeout_s: float = 1800
+) -> dict[str, Any]:
+    """:func:`station_run` at every default setting in a fresh ``python`` process that imports
+    only what the station does (not the bench's torch and anomalib): its result dict."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    args = {"bundle": str(bundle), "workdir": str(workdir), "size": size, "frames": frames}
+    code = "from inspection.bench.station_bench import _alone_main; _alone_main()"
+    proc = subprocess.run(
+        [python, "-c", code, json.dumps(args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    if proc.returncode != 0 or not lines:
+        raise RuntimeError(f"station process exited with {proc.returncode}: {proc.stderr[-2000:]}")
+    result: dict[str, Any] = json.loads(lines[-1][len("RESULT ") :])
+    return result
+
+
+def _accounted(run: dict[str, Any]) -> bool:
+    """Every frame captured was scored, dropped or bad, and every scored one persisted."""
+    return (
+        run["frames_captured"] == (run["frames_scored"] + run["frames_dropped"] + run["frames_bad"])
+        and run["frames_scored"] == run["frames_persisted"] + run["persist_failures"]
+    )
+
+
+def _settings_label(run: dict[str, Any]) -> str:
+    t = run.get("tuning") or {}
+    return (
+        f"b{t.get('batch_size')} w{t.get('infer_workers')} r{t.get('requests_per_worker')} "
+        f"{t.get('performance_hint')} {run.get('precision')}"
+    )
+
+
+def defaults_row(
+    key: str,
+    bundle: Path,
+    test_images: np.ndarray,
+    *,
+    python: str,
+    pairs: int,
+    size: int,
+    frames: int,
+    anomalib_seconds: float,
+    start_repeats: int,
+    workdir: Path,
+    progress: Progress,
+) -> dict[str, Any]:
+    """The station at its default settings against anomalib's ``OpenVINOInferencer`` at its
+    defaults (OpenVINO's: bf16 on CPUs with bf16 units), ``pairs`` back-to-back pairs on the
+    same IR, then the station process's start times and memory (:mod:`start_bench`).
+
+    Each pair: anomalib's inferencer in this process (best of three windows), then a station
+    process alone (:func:`station_alone`, camera always ready, every result persisted) for
+    about 8 s at anomalib's rate. ``speedup_median`` = the median of the pairs' ratios.
+    """
+    from inspection.bench.start_bench import measure_detector
+
+    rows: list[dict[str, Any]] = []
+    last: dict[str, Any] = {}
+    for pair in range(pairs):
+        progress(f"{key}: defaults pair {pair + 1}/{pairs}, anomalib's defaults then the station's")
+        with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+            theirs = anomalib_fps(bundle, test_images, anomalib_seconds, Path(tmp), None)
+        n = max(frames, min(12_000, int(8 * theirs)))
+        last = station_alone(python, bundle, workdir / key / "defaults", size=size, frames=n)
+        rows.append(
+            {
+                "anomalib_default_fps": theirs,
+                "station_fps": last["frames_per_second"],
+                "ratio": last["frames_per_second"] / theirs,
+                "frames": n,
+                "frames_captured": last["frames_captured"],
+                "frames_persisted": last["frames_persisted"],
+                "frames_dropped": last["frames_dropped"],
+                "accounted": _accounted(last),
+                "rss_mib": last["rss_mib"],
+                "load_avg": last["load_avg"],
+            }
+        )
+    progress(f"{key}: station process start (cold / warm compile cache) and memory, alone")
+    start = measure_detector(
+        python, bundle, workdir / "start-defaults" / key, repeats=start_repeats, rss_run_s=5.0
+    )
+    ratios = [r["ratio"] for r in rows]
+    return {
+        "frames_per_second": statistics.median(r["station_fps"] for r in rows),
+        "anomalib_default_fps": statistics.median(r["anomalib_default_fps"] for r in rows),
+        "speedup_median": statistics.median(ratios),
+        "speedup_min": min(ratios),
+        "speedup_max": max(ratios),
+        "pairs": len(rows),
+        "warm_start_s": start["warm_start_s"],
+        "cold_start_s": start["cold_start_s"],
+        "no_cache_start_s": start["no_cache_start_s"],
+        "rss_mib": start["rss_mib"],
+        "tuning": last.get("tuning"),
+        "precision": last.get("precision"),
+        "settings": _settings_label(last),
+        "all_frames_accounted": all(r["accounted"] for r in rows),
+        "load_avg": statistics.mean([*(r["load_avg"] for r in rows), start["load_avg"]]),
+        "runs": rows,
+        "starts_s": start["starts_s"],
+    }
+
+
+def lean_install_mb(python: str | None) -> dict[str, Any] | None:
+    """Size of the lean install (no ``train`` extra) whose interpreter is ``python``, and
+    whether torch is importable there (None: no lean interpreter given)."""
+    if not python:
+        return None
+    from inspection.bench.start_bench import environment
+
+    return environment(python)
+
+
 def run(
     keys: Sequence[str],
     *,
@@ -686,10 +887,21 @@ def run(
     reuse: bool = True,
     pairs: int = 5,
     progress: Progress = _log,
+    defaults_pairs: int = 5,
+    only_defaults: bool = False,
+    python: str | None = None,
+    lean_python: str | None = None,
+    start_repeats: int = 3,
+    name: str = NAME,
 ) -> dict[str, Any]:
-    """Measure every detector in ``keys``; write ``<results_dir>/station.json`` and ``.md``.
+    """Measure every detector in ``keys``; write ``<results_dir>/<name>.json`` and ``.md``.
 
     ``pairs``: interleaved station/anomalib pairs per detector on its fastest variant (0: none).
+    ``defaults_pairs``: pairs of the station at its default settings, a process alone, against
+    anomalib's inferencer at its defaults, plus the station's start times and memory (the
+    ``defaults`` section; 0: none); ``only_defaults``: nothing else. ``python``: interpreter
+    of the station processes (default: this one); ``lean_python``: the lean install's, for
+    ``lean_install_mb``.
     """
     payload: dict[str, Any] = {
         **stamp(),
@@ -700,7 +912,11 @@ def run(
         "runs": [],
         "paired": [],
         "precision": [],
+        "defaults": {},
     }
+    lean = lean_install_mb(lean_python)
+    payload["lean_install_mb"] = lean["env_mb"] if lean else None
+    payload["lean_install"] = lean
     precisions = list(dict.fromkeys(["fp32", *precisions]))
     workdir.mkdir(parents=True, exist_ok=True)
     test_images, test_labels = _test_set(size, 24 if quick else 100)
@@ -717,6 +933,10 @@ def run(
         "reuse": reuse,
         "pairs": pairs,
         "progress": progress,
+        "defaults_pairs": defaults_pairs,
+        "only_defaults": only_defaults,
+        "python": python,
+        "start_repeats": start_repeats,
     }
     payload["errors"] = {}
     for key in keys:
@@ -725,7 +945,7 @@ def run(
         except Exception as exc:  # one detector failing must not lose the others' numbers
             logger.exception("station bench failed for %s", key)
             payload["errors"][key] = f"{type(exc).__name__}: {exc}"
-    write_results(NAME, payload, markdown(payload), results_dir)
+    write_results(name, payload, markdown(payload), results_dir)
     return payload
 
 
@@ -737,6 +957,11 @@ def markdown(payload: dict[str, Any]) -> str:
         "result persisted (frames and heatmaps kept for anomalous parts only). "
         "`load_avg` = the machine's 1-minute load average during the run (other jobs share "
         "the machine). Method: `inspection/bench/station_bench.py`.",
+    ]
+    parts += _defaults_markdown(payload)
+    if not payload["runs"] and not payload["precision"]:  # --only-defaults
+        return "\n\n".join(parts + _errors_markdown(payload))
+    parts += [
         "## Throughput: camera always ready",
         "`variant` = b<frames per inference call> t<OpenVINO threads per model, auto = all "
         "cores> w<parallel scoring workers> r<inference requests each worker keeps in flight: "
@@ -789,10 +1014,44 @@ def markdown(payload: dict[str, Any]) -> str:
             f"## Per-stage latency at {payload['camera_fps']:g} frames/s (ms)",
             markdown_table(stage_rows, cols),
         ]
+    return "\n\n".join(parts + _errors_markdown(payload))
+
+
+def _errors_markdown(payload: dict[str, Any]) -> list[str]:
     errors = payload.get("errors") or {}
-    if errors:
-        parts += ["## Failed", "\n".join(f"- {k}: {v}" for k, v in errors.items())]
-    return "\n\n".join(parts)
+    if not errors:
+        return []
+    return ["## Failed", "\n".join(f"- {k}: {v}" for k, v in errors.items())]
+
+
+def _defaults_markdown(payload: dict[str, Any]) -> list[str]:
+    defaults = payload.get("defaults") or {}
+    lean = payload.get("lean_install")
+    parts = ["## At its defaults: the station alone against anomalib at its defaults"]
+    parts.append(
+        f"Lean install (no `train` extra, `{lean['python']}`): {lean['env_mb']:.0f} MB on disk, "
+        f"torch importable: {lean['torch_importable']}."
+        if lean
+        else "Lean install: not measured in this run (no `--lean-python`)."
+    )
+    if not defaults:
+        return parts
+    parts += [
+        "The station with no setting in its file (batch, workers, requests in flight, "
+        "performance hint and precision `auto`: `inspection/station/tuning.py`, "
+        "`inspection.runtime.resolve_precision`) in a process of its own (it imports only what "
+        "the station does), camera always ready, every result persisted, against anomalib's "
+        "`OpenVINOInferencer` at its defaults (OpenVINO's: bf16 on CPUs with bf16 units; best "
+        "of three windows) on the same IR, back to back `pairs` times; `speedup_median` = the "
+        "median of the pairs' ratios. `settings` = what `auto` chose (b<batch> w<workers> "
+        "r<requests per worker> hint precision). `cold_start_s`/`warm_start_s` = "
+        "`inspection station run` start -> first stored result with an empty / filled OpenVINO "
+        "compile cache, `rss_mib` = that process's peak resident memory while scoring "
+        "(`inspection/bench/start_bench.py`). `all_frames_accounted`: captured = scored + "
+        "dropped + bad and scored = persisted + failed in every run.",
+        markdown_table([{"detector": k, **v} for k, v in defaults.items()], DEFAULTS_COLUMNS),
+    ]
+    return parts
 
 
 def _paired_markdown(paired: Sequence[dict[str, Any]]) -> list[str]:

@@ -139,8 +139,10 @@ def test_station_bench_quick(
         results_dir=tmp_path / "results",
         quick=True,
         pairs=2,
+        defaults_pairs=0,
     )
     assert payload["errors"] == {}
+    assert payload["defaults"] == {} and payload["lean_install_mb"] is None
     (paired,) = payload["paired"]
     assert paired["pairs"] == 2 and paired["variant"] in [r["variant"] for r in payload["runs"]]
     assert paired["min_speedup"] <= paired["median_speedup_vs_anomalib"] <= paired["max_speedup"]
@@ -157,6 +159,57 @@ def test_station_bench_quick(
     assert {"commit", "date", "machine", "runs"} <= saved.keys()
     page = (tmp_path / "results" / "station.md").read_text()
     assert page.startswith("# station") and "## Paired" in page
+
+
+def test_station_bench_defaults_quick(
+    tmp_path: Path, padim_bundle: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The ``defaults`` section: the station at its default settings in a process of its own
+    against anomalib's inferencer at its defaults, and the station process's starts and RSS."""
+    import shutil
+    import sys
+
+    from inspection.bench import station_bench
+
+    monkeypatch.chdir(tmp_path)
+    workdir = Path("work")
+    shutil.copytree(padim_bundle, workdir / "padim" / "fp32")
+    payload = station_bench.run(
+        ["padim"],
+        size=64,
+        frames=20,
+        precisions=("fp32",),
+        anomalib_seconds=0.5,
+        workdir=workdir,
+        results_dir=tmp_path / "results",
+        quick=True,
+        defaults_pairs=2,
+        only_defaults=True,
+        start_repeats=1,
+        lean_python=sys.executable,  # stands in for a lean interpreter: the size is measured
+        name="station-defaults",
+    )
+    assert payload["errors"] == {}
+    assert payload["runs"] == [] and payload["paired"] == []  # --only-defaults
+    row = payload["defaults"]["padim"]
+    assert {
+        "frames_per_second",
+        "anomalib_default_fps",
+        "speedup_median",
+        "warm_start_s",
+        "cold_start_s",
+        "rss_mib",
+    } <= row.keys()
+    assert row["pairs"] == len(row["runs"]) == 2 and row["all_frames_accounted"]
+    assert row["speedup_min"] <= row["speedup_median"] <= row["speedup_max"]
+    assert row["frames_per_second"] > 0 and row["anomalib_default_fps"] > 0
+    assert row["warm_start_s"] > 0 and row["cold_start_s"] > 0 and row["rss_mib"] > 50
+    assert row["tuning"]["batch_size"] >= 1 and row["precision"] in ("f32", "bf16")
+    assert payload["lean_install_mb"] > 0
+    saved = json.loads((tmp_path / "results" / "station-defaults.json").read_text())
+    assert {"commit", "date", "machine", "defaults", "lean_install_mb"} <= saved.keys()
+    page = (tmp_path / "results" / "station-defaults.md").read_text()
+    assert "## At its defaults" in page and "## Throughput" not in page
 
 
 def test_submitted_inference_equals_synchronous(padim_bundle: Path) -> None:
