@@ -34,6 +34,7 @@ from inspection.api.schemas import (
     IMAGE_THRESHOLD_MAX,
     IMAGE_THRESHOLD_MIN,
     MAX_ID,
+    AuditOut,
     AuditPageOut,
     CompareOut,
     CompareRowOut,
@@ -63,15 +64,10 @@ from inspection.api.schemas import (
     UserIn,
     UserOut,
     UserPatch,
-    audit_out,
-    history_out,
     inspection_out,
-    job_out,
     label_out,
     model_out,
-    preview_out,
     station_out,
-    user_out,
 )
 from inspection.db import repo
 from inspection.db.engine import check_schema_at_head
@@ -257,7 +253,7 @@ def threshold_preview(
     preview = thresholds.threshold_preview(
         session, station_id=station_id, proposed=image_threshold, since=since
     )
-    return preview_out(preview)
+    return ThresholdPreviewOut.model_validate(preview)
 
 
 class StationSummaryOut(BaseModel):
@@ -304,9 +300,7 @@ def overview(user: Operator, ctx: Ctx, session: ReadSession) -> list[StationSumm
 def _brief(version: ModelVersion | None) -> ModelBriefOut | None:
     if version is None:
         return None
-    return ModelBriefOut(
-        id=version.id, name=version.name, detector_type=version.detector_type, status=version.status
-    )
+    return ModelBriefOut.model_validate(version)
 
 
 # -- review queue and inspections ----------------------------------------------------------
@@ -419,7 +413,7 @@ def inspection_detail(session: Session, inspection_id: int) -> InspectionDetailO
         regions=base.regions,
         label=base.label,
         labels=[label_out(label) for label in d.labels],
-        history=[history_out(h) for h in d.history],
+        history=[HistoryEntryOut.model_validate(h) for h in d.history],
         model_version=_brief(d.model_version),
         pixel_threshold=d.station.pixel_threshold if d.station is not None else None,
     )
@@ -591,7 +585,8 @@ def history(inspection_id: IdPath, user: Operator, session: ReadSession) -> list
     if session.get(Inspection, inspection_id) is None:
         raise NotFoundError(f"inspection {inspection_id} does not exist")
     return [
-        history_out(h) for h in queue_reads.inspection_history(session, inspection_id=inspection_id)
+        HistoryEntryOut.model_validate(h)
+        for h in queue_reads.inspection_history(session, inspection_id=inspection_id)
     ]
 
 
@@ -838,7 +833,7 @@ def list_jobs(
     user: Operator, session: ReadSession, limit: Annotated[int, Query(ge=1, le=200)] = 50
 ) -> list[RetrainJobOut]:
     """The newest retraining jobs."""
-    return [job_out(j) for j in jobs.retrain_jobs(session, limit=limit)]
+    return [RetrainJobOut.model_validate(j) for j in jobs.retrain_jobs(session, limit=limit)]
 
 
 @router.post(
@@ -857,7 +852,7 @@ def create_job(body: RetrainJobIn, user: Engineer, session: WriteSession) -> Ret
         detector_type=body.detector_type,
         requested_by=user.id,
     )
-    return job_out(job)
+    return RetrainJobOut.model_validate(job)
 
 
 @router.post(
@@ -868,7 +863,7 @@ def create_job(body: RetrainJobIn, user: Engineer, session: WriteSession) -> Ret
 )
 def cancel_job(job_id: IdPath, user: Engineer, session: WriteSession) -> RetrainJobOut:
     """Cancel a queued job, or ask a running one to stop (engineer; audited)."""
-    return job_out(jobs.cancel(session, job_id=job_id, actor=actor_of(user)))
+    return RetrainJobOut.model_validate(jobs.cancel(session, job_id=job_id, actor=actor_of(user)))
 
 
 # -- users and audit -----------------------------------------------------------------------
@@ -877,7 +872,7 @@ def cancel_job(job_id: IdPath, user: Engineer, session: WriteSession) -> Retrain
 @router.get("/users", tags=["users"], response_model=list[UserOut])
 def list_users(user: Admin, session: ReadSession) -> list[UserOut]:
     """Every account (admin)."""
-    return [user_out(u) for u in users.list_users(session)]
+    return [UserOut.model_validate(u) for u in users.list_users(session)]
 
 
 @router.post("/users", tags=["users"], status_code=201, response_model=UserOut, responses=CONFLICT)
@@ -891,7 +886,7 @@ def create_user(body: UserIn, user: Admin, session: WriteSession) -> UserOut:
         display_name=body.display_name,
         created_by=actor_of(user),
     )
-    return user_out(created)
+    return UserOut.model_validate(created)
 
 
 @router.patch(
@@ -911,7 +906,7 @@ def update_user(user_id: IdPath, body: UserPatch, user: Admin, session: WriteSes
         password=body.password,
         display_name=body.display_name,
     )
-    return user_out(changed)
+    return UserOut.model_validate(changed)
 
 
 @router.get("/audit", tags=["audit"], response_model=AuditPageOut)
@@ -928,6 +923,6 @@ def audit(
         session, limit=limit, before_id=before_id, entity_type=entity_type, actor=actor
     )
     return AuditPageOut(
-        items=[audit_out(r) for r in rows],
+        items=[AuditOut.model_validate(r) for r in rows],
         next_before_id=rows[-1].id if len(rows) == limit else None,
     )

@@ -1,7 +1,10 @@
 """Request and response bodies of the REST API (pydantic v2), and their builders from rows.
 
-Responses are built from ORM rows by the ``*_out`` functions here, so the API and the
-server-rendered pages show the same fields. Timestamps are UTC ISO 8601.
+Responses are read from ORM rows by attribute name (pydantic ``from_attributes``:
+``UserOut.model_validate(user)``); the few computed fields (a station's effective threshold,
+an inspection's URLs, a model's production statistics) are added by the ``*_out`` functions
+here, so the API and the server-rendered pages show the same fields. Timestamps are UTC
+ISO 8601.
 """
 
 from __future__ import annotations
@@ -13,14 +16,12 @@ from pydantic import BaseModel, ConfigDict, Field, StrictFloat, field_validator,
 
 from inspection.db.models import (
     ArtifactKind,
-    AuditLog,
-    DefectRegion,
+    DefectType,
     Inspection,
     JobStatus,
     ModelStatus,
     ModelVersion,
     OperatorLabel,
-    RetrainJob,
     Role,
     Station,
     User,
@@ -30,7 +31,6 @@ from inspection.services import review_queue
 from inspection.services.thresholds import (
     IMAGE_THRESHOLD_MAX,
     IMAGE_THRESHOLD_MIN,
-    ThresholdPreview,
 )
 
 USERNAME_PATTERN = r"^[A-Za-z0-9_.-]{3,64}$"
@@ -48,6 +48,35 @@ class _In(BaseModel):
 
 class _Out(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+class _FromRow(_Out):
+    """A response read from an ORM row or a dataclass by attribute name."""
+
+    model_config = ConfigDict(extra="forbid", from_attributes=True)
+
+
+class _Row:
+    """``row`` seen with some attributes added or replaced: the computed fields of a response
+    read with ``from_attributes``."""
+
+    def __init__(self, row: object, **extra: object) -> None:
+        self._row = row
+        self._extra = extra
+
+    def __getattr__(self, name: str) -> object:
+        extra = self.__dict__["_extra"]
+        return extra[name] if name in extra else getattr(self.__dict__["_row"], name)
+
+
+def _name(value: object) -> object:
+    """A defect type as its name (other values unchanged)."""
+    return value.name if isinstance(value, DefectType) else value
+
+
+def _as_dict(value: object) -> object:
+    """A JSON column that may be NULL as a (copied) dict."""
+    return dict(value or {}) if value is None or isinstance(value, dict) else value
 
 
 # -- auth ----------------------------------------------------------------------------------
@@ -83,7 +112,7 @@ class MeOut(_Out):
 # -- stations ------------------------------------------------------------------------------
 
 
-class StationOut(_Out):
+class StationOut(_FromRow):
     """A station and its thresholds (``effective_image_threshold`` applies the default)."""
 
     id: int
@@ -99,17 +128,8 @@ class StationOut(_Out):
 
 def station_out(station: Station) -> StationOut:
     """API view of a station."""
-    return StationOut(
-        id=station.id,
-        name=station.name,
-        line_id=station.line_id,
-        description=station.description,
-        image_threshold=station.image_threshold,
-        pixel_threshold=station.pixel_threshold,
-        effective_image_threshold=review_queue.image_threshold(station),
-        thresholds_updated_at=station.thresholds_updated_at,
-        retention_days=station.retention_days,
-    )
+    effective = review_queue.image_threshold(station)
+    return StationOut.model_validate(_Row(station, effective_image_threshold=effective))
 
 
 OverlayStyle = Literal["heat", "contour"]
@@ -133,7 +153,7 @@ class ThresholdsIn(_In):
     pixel_threshold: StrictFloat | None = Field(default=None, ge=0.0, le=1e6)
 
 
-class ThresholdPreviewOut(_Out):
+class ThresholdPreviewOut(_FromRow):
     """How many past inspections would change verdict at the proposed threshold."""
 
     station_id: int
@@ -148,26 +168,10 @@ class ThresholdPreviewOut(_Out):
     contradicted: int
 
 
-def preview_out(preview: ThresholdPreview) -> ThresholdPreviewOut:
-    """API view of a threshold preview."""
-    return ThresholdPreviewOut(
-        station_id=preview.station_id,
-        current=preview.current,
-        proposed=preview.proposed,
-        since=preview.since,
-        total=preview.total,
-        to_fail=preview.to_fail,
-        to_pass=preview.to_pass,
-        flips=preview.flips,
-        confirmed=preview.confirmed,
-        contradicted=preview.contradicted,
-    )
-
-
 # -- inspections ---------------------------------------------------------------------------
 
 
-class RegionOut(_Out):
+class RegionOut(_FromRow):
     """A defect region: box in frame pixels, predicted type or ``is_unknown``."""
 
     id: int
@@ -181,24 +185,10 @@ class RegionOut(_Out):
     confidence: float | None
     is_unknown: bool
 
-
-def region_out(region: DefectRegion) -> RegionOut:
-    """API view of a region (its defect type must be loaded)."""
-    return RegionOut(
-        id=region.id,
-        x=region.x,
-        y=region.y,
-        w=region.w,
-        h=region.h,
-        area_px=region.area_px,
-        score=region.score,
-        defect_type=region.defect_type.name if region.defect_type is not None else None,
-        confidence=region.confidence,
-        is_unknown=region.is_unknown,
-    )
+    _type_name = field_validator("defect_type", mode="before")(_name)
 
 
-class LabelOut(_Out):
+class LabelOut(_FromRow):
     """An operator's label."""
 
     id: int
@@ -208,20 +198,20 @@ class LabelOut(_Out):
     note: str | None
     created_at: dt.datetime
 
+    _type_name = field_validator("defect_type", mode="before")(_name)
+
+    @field_validator("user", mode="before")
+    @classmethod
+    def _username(cls, value: object) -> object:
+        return value.username if isinstance(value, User) else value
+
 
 def label_out(label: OperatorLabel) -> LabelOut:
     """API view of a label (user and defect type must be loaded)."""
-    return LabelOut(
-        id=label.id,
-        user=label.user.username,
-        verdict=label.verdict,
-        defect_type=label.defect_type.name if label.defect_type is not None else None,
-        note=label.note,
-        created_at=label.created_at,
-    )
+    return LabelOut.model_validate(label)
 
 
-class InspectionOut(_Out):
+class InspectionOut(_FromRow):
     """One inspection as the queue and lists show it.
 
     ``threshold`` is the station's image threshold on ``norm_score``; ``uncertain`` means the
@@ -270,29 +260,21 @@ def inspection_out(
     frame = review_queue.first_artifact(inspection, ArtifactKind.FRAME)
     heatmap = review_queue.first_artifact(inspection, ArtifactKind.HEATMAP)
     base = f"/api/inspections/{inspection.id}"
-    return InspectionOut(
-        id=inspection.id,
-        station_id=inspection.station_id,
+    computed = _Row(
+        inspection,
         station=station.name if station is not None else str(inspection.station_id),
-        captured_at=inspection.captured_at,
-        raw_score=inspection.raw_score,
-        norm_score=inspection.norm_score,
         threshold=threshold,
-        verdict=inspection.verdict,
         uncertain=review_queue.is_uncertain(inspection.norm_score, threshold),
-        has_unknown=inspection.has_unknown,
         predicted_type=predicted_type(inspection),
-        regions=[region_out(r) for r in inspection.regions],
-        model_version_id=inspection.model_version_id,
-        latency_ms=inspection.latency_ms,
         width=frame.width_px if frame is not None else None,
         height=frame.height_px if frame is not None else None,
         frame_url=f"{base}/frame" if frame is not None else None,
         thumb_url=f"{base}/frame?max_side=160" if frame is not None else None,
         overlay_url=f"{base}/overlay.png" if heatmap is not None else None,
         detail_url=f"/inspections/{inspection.id}",
-        label=label_out(label) if label is not None else None,
+        label=label,
     )
+    return InspectionOut.model_validate(computed)
 
 
 class QueuePageOut(_Out):
@@ -319,7 +301,7 @@ class InspectionListOut(_Out):
     next_offset: int | None
 
 
-class HistoryEntryOut(_Out):
+class HistoryEntryOut(_FromRow):
     """An audit-log entry about an inspection (``label.add``, ``label.undo``)."""
 
     at: dt.datetime
@@ -329,14 +311,7 @@ class HistoryEntryOut(_Out):
     after: dict[str, Any] | None
 
 
-def history_out(row: AuditLog) -> HistoryEntryOut:
-    """API view of an inspection's audit entry."""
-    return HistoryEntryOut(
-        at=row.at, actor=row.actor, action=row.action, before=row.before, after=row.after
-    )
-
-
-class ModelBriefOut(_Out):
+class ModelBriefOut(_FromRow):
     """The model version that scored an inspection."""
 
     id: int
@@ -389,7 +364,7 @@ class DefectTypeOut(_Out):
 # -- models and jobs -----------------------------------------------------------------------
 
 
-class ModelVersionOut(_Out):
+class ModelVersionOut(_FromRow):
     """A model version with its offline metrics and production statistics."""
 
     id: int
@@ -407,27 +382,14 @@ class ModelVersionOut(_Out):
     retired_at: dt.datetime | None
     production: dict[str, float | int | None]
 
+    _json_columns = field_validator("metrics", "config", mode="before")(_as_dict)
+
 
 def model_out(
     version: ModelVersion, production: dict[str, float | int | None] | None = None
 ) -> ModelVersionOut:
     """API view of a model version."""
-    return ModelVersionOut(
-        id=version.id,
-        station_id=version.station_id,
-        name=version.name,
-        detector_type=version.detector_type,
-        status=version.status,
-        artifact_path=version.artifact_path,
-        metrics=dict(version.metrics or {}),
-        config=dict(version.config or {}),
-        parent_id=version.parent_id,
-        training_job_id=version.training_job_id,
-        created_at=version.created_at,
-        activated_at=version.activated_at,
-        retired_at=version.retired_at,
-        production=production or {},
-    )
+    return ModelVersionOut.model_validate(_Row(version, production=production or {}))
 
 
 class CompareRowOut(_Out):
@@ -461,7 +423,7 @@ class RetrainJobIn(_In):
     detector_type: str | None = Field(default=None, max_length=64)
 
 
-class RetrainJobOut(_Out):
+class RetrainJobOut(_FromRow):
     """A retraining job."""
 
     id: int
@@ -476,28 +438,13 @@ class RetrainJobOut(_Out):
     started_at: dt.datetime | None
     finished_at: dt.datetime | None
 
-
-def job_out(job: RetrainJob) -> RetrainJobOut:
-    """API view of a retraining job."""
-    return RetrainJobOut(
-        id=job.id,
-        station_id=job.station_id,
-        base_model_version_id=job.base_model_version_id,
-        detector_type=job.detector_type,
-        status=job.status,
-        cancel_requested=job.cancel_requested,
-        metrics=dict(job.metrics or {}),
-        error=job.error,
-        created_at=job.created_at,
-        started_at=job.started_at,
-        finished_at=job.finished_at,
-    )
+    _json_columns = field_validator("metrics", mode="before")(_as_dict)
 
 
 # -- users and audit -----------------------------------------------------------------------
 
 
-class UserOut(_Out):
+class UserOut(_FromRow):
     """A user account (never the password hash)."""
 
     id: int
@@ -507,19 +454,6 @@ class UserOut(_Out):
     is_active: bool
     created_at: dt.datetime
     last_login_at: dt.datetime | None
-
-
-def user_out(user: User) -> UserOut:
-    """API view of a user."""
-    return UserOut(
-        id=user.id,
-        username=user.username,
-        display_name=user.display_name,
-        role=user.role,
-        is_active=user.is_active,
-        created_at=user.created_at,
-        last_login_at=user.last_login_at,
-    )
 
 
 class UserIn(_In):
@@ -547,7 +481,7 @@ class UserPatch(_In):
         return value
 
 
-class AuditOut(_Out):
+class AuditOut(_FromRow):
     """An audit-log entry."""
 
     id: int
@@ -558,20 +492,6 @@ class AuditOut(_Out):
     entity_id: str
     before: dict[str, Any] | None
     after: dict[str, Any] | None
-
-
-def audit_out(row: AuditLog) -> AuditOut:
-    """API view of an audit-log row."""
-    return AuditOut(
-        id=row.id,
-        at=row.at,
-        actor=row.actor,
-        action=row.action,
-        entity_type=row.entity_type,
-        entity_id=row.entity_id,
-        before=row.before,
-        after=row.after,
-    )
 
 
 class AuditPageOut(_Out):
