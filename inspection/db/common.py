@@ -1,9 +1,7 @@
 """What every data-access module shares: the audit log and who made a change, lookups
 that raise :class:`~inspection.errors.NotFoundError`, argument checks, table counts.
 
-Every function takes an open :class:`~sqlalchemy.orm.Session` first and keyword arguments
-after it; none commits (the caller owns the transaction, e.g. with
-:func:`inspection.db.engine.run_in_transaction`).
+Conventions of every data-access module: :mod:`inspection.db`.
 """
 
 from __future__ import annotations

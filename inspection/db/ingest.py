@@ -1,9 +1,7 @@
 """Recording inspections from stations: one at a time, or in bulk with idempotency keys
 (a key stored twice keeps the first row), with regions and artifact rows.
 
-Every function takes an open :class:`~sqlalchemy.orm.Session` first and keyword arguments
-after it; none commits (the caller owns the transaction, e.g. with
-:func:`inspection.db.engine.run_in_transaction`).
+Conventions of every data-access module: :mod:`inspection.db`.
 """
 
 from __future__ import annotations

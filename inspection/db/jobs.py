@@ -1,9 +1,7 @@
 """Retraining jobs: creation, state changes, cancellation, claiming the next queued job, and
 the inspections a model version was trained on.
 
-Every function takes an open :class:`~sqlalchemy.orm.Session` first and keyword arguments
-after it; none commits (the caller owns the transaction, e.g. with
-:func:`inspection.db.engine.run_in_transaction`).
+Conventions of every data-access module: :mod:`inspection.db`.
 """
 
 from __future__ import annotations

@@ -1,9 +1,7 @@
 """Reading inspections back: one with everything loaded, filtered lists, the review queue
 (unknown types first, then by score, cursor-paginated) and operator labels.
 
-Every function takes an open :class:`~sqlalchemy.orm.Session` first and keyword arguments
-after it; none commits (the caller owns the transaction, e.g. with
-:func:`inspection.db.engine.run_in_transaction`).
+Conventions of every data-access module: :mod:`inspection.db`.
 """
 
 from __future__ import annotations
