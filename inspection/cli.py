@@ -49,7 +49,8 @@ def main() -> None:
     """Console-script entry point.
 
     A command that needs an extra this install lacks (the lean station install has no torch)
-    prints which one to install and exits with code 2 instead of an import traceback.
+    prints which one to install and exits with code 69
+    (:data:`inspection.extras.EXIT_MISSING_EXTRA`) instead of an import traceback.
     """
     from inspection.errors import MissingExtraError
     from inspection.extras import EXIT_MISSING_EXTRA, as_missing_extra

@@ -15,8 +15,10 @@ from inspection.errors import MissingExtraError
 
 logger = logging.getLogger(__name__)
 
-#: Exit code of a CLI command that needs an extra this install lacks.
-EXIT_MISSING_EXTRA = 2
+#: Exit code of a CLI command that needs an extra this install lacks: sysexits' EX_UNAVAILABLE
+#: ("a support program does not exist"), distinct from click's 2 (usage error) and from
+#: ``inspection retrain``'s 1 failed / 2 another retrain running / 3 cancelled.
+EXIT_MISSING_EXTRA = 69
 
 #: Top-level modules each extra brings, the first ones checked by :func:`require_extra`.
 EXTRA_MODULES: dict[str, tuple[str, ...]] = {

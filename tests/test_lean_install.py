@@ -4,7 +4,7 @@ Two layers:
 
 * always on, cheap: the station, the runtime, the API and the CLI import with every module of
   the ``train`` extra blocked (a meta-path finder that refuses them), and a command that needs
-  training says which extra to install (exit code 2) instead of an import traceback;
+  training says which extra to install (exit code 69) instead of an import traceback;
 * ``lean`` (runs in ``.ci/run``): a fresh venv, ``pip install <repo>`` without extras, a station
   run there on a bundle exported by the full install, the API served from there, ``import torch``
   failing there, and the install's size on disk (target <= 600 MB).
@@ -139,6 +139,14 @@ def test_station_without_model_names_the_extra(tmp_path: Path) -> None:
     out = proc.stdout + proc.stderr
     assert "pip install 'inspection[train]'" in " ".join(out.split())
     assert "Traceback" not in out
+
+
+def test_missing_extra_exit_code_is_its_own() -> None:
+    """Scripts can tell "install the train extra" from a usage error (click: 2) and from
+    ``inspection retrain``'s documented outcomes (1 failed, 2 busy, 3 cancelled)."""
+    from inspection.loop.cli import EXIT_BUSY, EXIT_CANCELLED, EXIT_FAILED
+
+    assert EXIT_MISSING_EXTRA not in {0, 2, EXIT_FAILED, EXIT_BUSY, EXIT_CANCELLED}
 
 
 def test_pyproject_splits_the_train_extra() -> None:
