@@ -40,8 +40,6 @@ LONG_FUNCTIONS: dict[str, str] = {
     "bench/station_bench.py::station_run": _NOT_YET_SPLIT,
     "bench/station_bench.py::_measure": _NOT_YET_SPLIT,
     "bench/suite.py::render_markdown": "the report's text, one paragraph after another",
-    "bench/ui_bench.py::seed_bulk": _NOT_YET_SPLIT,
-    "bench/ui_bench.py::run": _NOT_YET_SPLIT,
     "db/testing.py::start_temporary_postgres": _NOT_YET_SPLIT,
     "loop/retrain.py::retrain": "a 35-line docstring of its arguments; the body is the job's "
     "start, the cancel hook and the error handling",

@@ -99,6 +99,24 @@ def _setup_stations(session: Session, store_root: Path) -> list[dict[str, Any]]:
     return stations
 
 
+def _artifact_row(data: Any, inspection_id: int, created_at: dt.datetime) -> dict[str, Any]:
+    """An ``artifact`` row for a pool frame or heatmap stored once and shared by inspections."""
+    return {
+        "inspection_id": inspection_id,
+        "region_id": None,
+        "kind": data.kind,
+        "store_key": data.store_key,
+        "sha256": data.sha256,
+        "size_bytes": data.size_bytes,
+        "media_type": data.media_type,
+        "width_px": data.width_px,
+        "height_px": data.height_px,
+        "heatmap_max": data.heatmap_max,
+        "heatmap_mean": data.heatmap_mean,
+        "created_at": created_at,
+    }
+
+
 def seed_bulk(engine: Engine, store_root: Path, config: UiBenchConfig) -> dict[str, float]:
     """Fill the database with ``config.n_inspections`` inspections by bulk inserts."""
     factory = make_session_factory(engine)
@@ -163,23 +181,9 @@ def seed_bulk(engine: Engine, store_root: Path, config: UiBenchConfig) -> dict[s
                         "created_at": captured,
                     }
                 )
-                for data in (part.frame, part.heatmap):
-                    artifacts.append(
-                        {
-                            "inspection_id": next_id,
-                            "region_id": None,
-                            "kind": data.kind,
-                            "store_key": data.store_key,
-                            "sha256": data.sha256,
-                            "size_bytes": data.size_bytes,
-                            "media_type": data.media_type,
-                            "width_px": data.width_px,
-                            "height_px": data.height_px,
-                            "heatmap_max": data.heatmap_max,
-                            "heatmap_mean": data.heatmap_mean,
-                            "created_at": captured,
-                        }
-                    )
+                artifacts += [
+                    _artifact_row(d, next_id, captured) for d in (part.frame, part.heatmap)
+                ]
                 if rng.random() < config.label_fraction:
                     labels.append(
                         {
@@ -317,138 +321,122 @@ def _row(name: str, kind: str, times: list[float], target: bool) -> dict[str, An
     }
 
 
-def run(config: UiBenchConfig, results_dir: Path) -> dict[str, Any]:
-    """Seed, serve, measure; write ``ui.json`` and ``ui.md``; return the payload."""
-    rng = random.Random(config.seed + 1)
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
-    with tempfile.TemporaryDirectory(prefix="inspection-ui-bench-") as tmp:
-        root = Path(tmp)
-        db_file = root / "ui.db"
-        db_url = f"sqlite:///{db_file}"
-        artifacts = root / "artifacts"
-        engine = make_engine(db_url)
-        try:
-            migrate.upgrade(engine)
-            seeded = seed_bulk(engine, artifacts, config)
-        finally:
-            engine.dispose()
-        log.info("seeded %d inspections in %.1f s", config.n_inspections, seeded["seed_s"])
-        db_mib = sum(p.stat().st_size for p in root.glob("ui.db*")) / 2**20
-        n = config.n_inspections
+#: One measured target: name, kind, client, URL of request i, request count, counts toward
+#: the p95 target (False: for reference).
+Target = tuple[str, str, httpx.Client, Callable[[int], str], int, bool]
 
-        def random_id(_: int) -> int:
-            return rng.randint(1, n)
 
-        rows = []
-        with serve_subprocess(db_url, artifacts, root / "server.log") as url:
-            client = _browser_client(url)
-            token = client.post(
-                "/api/auth/token", json={"username": ACCOUNT[0], "password": ACCOUNT[1]}
-            ).json()["access_token"]
-            api = httpx.Client(
-                base_url=url, timeout=30, headers={"Authorization": f"Bearer {token}"}
-            )
-            cursors: list[str] = []
+def _next_page_urls(api: httpx.Client) -> Callable[[int], str]:
+    """URLs of the review queue's following pages (walks up to 40 pages, then starts over)."""
+    cursors: list[str] = []
 
-            def next_page(i: int) -> str:
-                if not cursors or len(cursors) > 40:
-                    cursors.clear()
-                    first = api.get("/api/review-queue?limit=50").json()
-                    cursors.append(first["next_cursor"])
-                cursor = cursors[-1]
-                page = api.get(f"/api/review-queue?limit=50&cursor={cursor}").json()
-                cursors.append(page["next_cursor"])
-                return f"/api/review-queue?limit=50&cursor={cursor}"
+    def next_page(i: int) -> str:
+        if not cursors or len(cursors) > 40:
+            cursors.clear()
+            first = api.get("/api/review-queue?limit=50").json()
+            cursors.append(first["next_cursor"])
+        cursor = cursors[-1]
+        page = api.get(f"/api/review-queue?limit=50&cursor={cursor}").json()
+        cursors.append(page["next_cursor"])
+        return f"/api/review-queue?limit=50&cursor={cursor}"
 
-            plan: list[tuple[str, str, httpx.Client, Callable[[int], str], int, bool]] = [
-                ("/review", "page", client, lambda i: "/review", config.n_requests, True),
-                (
-                    "/review?station_id&min_score",
-                    "page",
-                    client,
-                    lambda i: f"/review?station_id={1 + i % 4}&min_score=0.6",
-                    config.n_requests,
-                    True,
-                ),
-                (
-                    "/inspections/{id}",
-                    "page",
-                    client,
-                    lambda i: f"/inspections/{random_id(i)}",
-                    config.n_requests,
-                    True,
-                ),
-                (
-                    "GET /api/review-queue",
-                    "api",
-                    api,
-                    lambda i: "/api/review-queue?limit=50",
-                    config.n_requests,
-                    True,
-                ),
-                (
-                    "GET /api/review-queue (next page)",
-                    "api",
-                    api,
-                    next_page,
-                    config.n_requests,
-                    True,
-                ),
-                (
-                    "GET /api/review-queue?defect_type",
-                    "api",
-                    api,
-                    lambda i: "/api/review-queue?limit=50&defect_type=crack",
-                    config.n_requests,
-                    True,
-                ),
-                (
-                    "GET /api/review-queue/count",
-                    "api",
-                    api,
-                    lambda i: "/api/review-queue/count",
-                    config.n_requests,
-                    True,
-                ),
-                (
-                    "GET /api/inspections/{id}",
-                    "api",
-                    api,
-                    lambda i: f"/api/inspections/{random_id(i)}",
-                    config.n_requests,
-                    True,
-                ),
-                (
-                    "GET /api/inspections/{id}/overlay.png",
-                    "image",
-                    api,
-                    lambda i: f"/api/inspections/{random_id(i)}/overlay.png",
-                    config.n_reference_requests,
-                    False,
-                ),
-                (
-                    "/ (line overview)",
-                    "page",
-                    client,
-                    lambda i: "/",
-                    config.n_reference_requests,
-                    False,
-                ),
-                (
-                    "/charts (7 days)",
-                    "page",
-                    client,
-                    lambda i: "/charts",
-                    config.n_reference_requests,
-                    False,
-                ),
-            ]
-            for name, kind, http, urls, count, is_target in plan:
-                times = measure(http, urls, count)
-                rows.append(_row(name, kind, times, is_target))
-                log.info("%s: p95 %.1f ms", name, rows[-1]["p95_ms"])
-            api.close()
-            client.close()
+    return next_page
+
+
+def _plan(
+    config: UiBenchConfig, client: httpx.Client, api: httpx.Client, rng: random.Random
+) -> list[Target]:
+    """What is measured, in order: pages (browser session) and API (bearer token)."""
+    n = config.n_inspections
+
+    def random_id(_: int) -> int:
+        return rng.randint(1, n)
+
+    many, few = config.n_requests, config.n_reference_requests
+    queue = "/api/review-queue"
+    return [
+        ("/review", "page", client, lambda i: "/review", many, True),
+        (
+            "/review?station_id&min_score",
+            "page",
+            client,
+            lambda i: f"/review?station_id={1 + i % 4}&min_score=0.6",
+            many,
+            True,
+        ),
+        ("/inspections/{id}", "page", client, lambda i: f"/inspections/{random_id(i)}", many, True),
+        (f"GET {queue}", "api", api, lambda i: f"{queue}?limit=50", many, True),
+        (f"GET {queue} (next page)", "api", api, _next_page_urls(api), many, True),
+        (
+            f"GET {queue}?defect_type",
+            "api",
+            api,
+            lambda i: f"{queue}?limit=50&defect_type=crack",
+            many,
+            True,
+        ),
+        (f"GET {queue}/count", "api", api, lambda i: f"{queue}/count", many, True),
+        (
+            "GET /api/inspections/{id}",
+            "api",
+            api,
+            lambda i: f"/api/inspections/{random_id(i)}",
+            many,
+            True,
+        ),
+        (
+            "GET /api/inspections/{id}/overlay.png",
+            "image",
+            api,
+            lambda i: f"/api/inspections/{random_id(i)}/overlay.png",
+            few,
+            False,
+        ),
+        ("/ (line overview)", "page", client, lambda i: "/", few, False),
+        ("/charts (7 days)", "page", client, lambda i: "/charts", few, False),
+    ]
+
+
+def _seed_database(root: Path, config: UiBenchConfig) -> tuple[str, Path, dict[str, float], float]:
+    """A migrated, seeded SQLite database under ``root``: its URL, the artifact folder, the
+    seeding figures and the database's size in MiB."""
+    db_url = f"sqlite:///{root / 'ui.db'}"
+    artifacts = root / "artifacts"
+    engine = make_engine(db_url)
+    try:
+        migrate.upgrade(engine)
+        seeded = seed_bulk(engine, artifacts, config)
+    finally:
+        engine.dispose()
+    log.info("seeded %d inspections in %.1f s", config.n_inspections, seeded["seed_s"])
+    db_mib = sum(p.stat().st_size for p in root.glob("ui.db*")) / 2**20
+    return db_url, artifacts, seeded, db_mib
+
+
+def _measure_served(
+    db_url: str, artifacts: Path, root: Path, config: UiBenchConfig, rng: random.Random
+) -> list[dict[str, Any]]:
+    """Serve the database in a subprocess and time every target of :func:`_plan`."""
+    rows = []
+    with serve_subprocess(db_url, artifacts, root / "server.log") as url:
+        client = _browser_client(url)
+        token = client.post(
+            "/api/auth/token", json={"username": ACCOUNT[0], "password": ACCOUNT[1]}
+        ).json()["access_token"]
+        api = httpx.Client(base_url=url, timeout=30, headers={"Authorization": f"Bearer {token}"})
+        for name, kind, http, urls, count, is_target in _plan(config, client, api, rng):
+            times = measure(http, urls, count)
+            rows.append(_row(name, kind, times, is_target))
+            log.info("%s: p95 %.1f ms", name, rows[-1]["p95_ms"])
+        api.close()
+        client.close()
+    return rows
+
+
+def _report(
+    config: UiBenchConfig, seeded: dict[str, float], db_mib: float, rows: list[dict[str, Any]]
+) -> tuple[dict[str, Any], str]:
+    """The results' JSON payload and markdown text (load average read now)."""
     load = os.getloadavg() if hasattr(os, "getloadavg") else (0.0, 0.0, 0.0)
     targets = [r for r in rows if r["meets_target"] is not None]
     payload: dict[str, Any] = {
@@ -477,5 +465,17 @@ def run(config: UiBenchConfig, results_dir: Path) -> dict[str, Any]:
         f"Load average during the run: {', '.join(f'{v:.2f}' for v in load)} "
         "(shared machine).\n\n" + markdown_table(rows, COLUMNS) + "\n"
     )
+    return payload, markdown
+
+
+def run(config: UiBenchConfig, results_dir: Path) -> dict[str, Any]:
+    """Seed, serve, measure; write ``ui.json`` and ``ui.md``; return the payload."""
+    rng = random.Random(config.seed + 1)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
+    with tempfile.TemporaryDirectory(prefix="inspection-ui-bench-") as tmp:
+        root = Path(tmp)
+        db_url, artifacts, seeded, db_mib = _seed_database(root, config)
+        rows = _measure_served(db_url, artifacts, root, config, rng)
+    payload, markdown = _report(config, seeded, db_mib, rows)
     write_results(NAME, payload, markdown, results_dir)
     return payload

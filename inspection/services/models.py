@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from inspection.db import repo
 from inspection.db.models import Inspection, ModelStatus, ModelVersion, Verdict
 from inspection.errors import InvalidStateError, NotFoundError
-from inspection.services.uow import unit_of_work
+from inspection.services.uow import committed
 
 log = logging.getLogger(__name__)
 
@@ -140,20 +140,9 @@ def rollback_model(
     return target
 
 
-def promote(session: Session, *, model_version_id: int, actor: Actor) -> ModelVersion:
-    """:func:`promote_model` as one use case: committed (rolled back when it raises)."""
-    with unit_of_work(session):
-        return promote_model(session, model_version_id=model_version_id, actor=actor)
-
-
-def rollback(
-    session: Session, *, station_id: int, actor: Actor, to_version_id: int | None = None
-) -> ModelVersion:
-    """:func:`rollback_model` as one use case: committed (rolled back when it raises)."""
-    with unit_of_work(session):
-        return rollback_model(
-            session, station_id=station_id, actor=actor, to_version_id=to_version_id
-        )
+#: :func:`promote_model` and :func:`rollback_model` as use cases (each committed).
+promote = committed(promote_model)
+rollback = committed(rollback_model)
 
 
 # -- reading model versions ----------------------------------------------------------------

@@ -13,15 +13,17 @@ neither commits nor rolls back; the outermost one owns the transaction.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TypeVar
+from typing import Concatenate, ParamSpec, TypeVar
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from inspection.db.engine import run_in_transaction
 
 T = TypeVar("T")
+P = ParamSpec("P")
 
 _DEPTH = "inspection.uow_depth"
 
@@ -66,3 +68,16 @@ def transaction(
         return fn(session)
 
     return run_in_transaction(factory, once, what=what)
+
+
+def committed(step: Callable[Concatenate[Session, P], T]) -> Callable[Concatenate[Session, P], T]:
+    """The use case that runs ``step`` (a function that does not commit: a building block
+    other use cases and jobs combine) as one unit of work on the caller's session."""
+
+    @functools.wraps(step)
+    def use_case(session: Session, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        with unit_of_work(session):
+            return step(session, *args, **kwargs)
+
+    use_case.__doc__ = f"{step.__doc__ or ''}\n\nCommitted as one unit of work."
+    return use_case

@@ -36,7 +36,7 @@ from inspection.db import repo
 from inspection.db.models import Role, User, utcnow
 from inspection.db.security import hash_password, needs_rehash, verify_password
 from inspection.errors import InvalidStateError, LoginThrottledError, NotFoundError
-from inspection.services.uow import unit_of_work
+from inspection.services.uow import committed, unit_of_work
 
 log = logging.getLogger(__name__)
 
@@ -299,48 +299,9 @@ def demo_accounts_text(accounts: list[DemoAccount]) -> str:
     return "\n".join(lines)
 
 
-def add_user(
-    session: Session,
-    *,
-    username: str,
-    role: Role | str,
-    password: str,
-    display_name: str | None = None,
-    created_by: repo.Actor | int | str | None = None,
-) -> User:
-    """:func:`create_user` as one use case: committed (rolled back when it raises)."""
-    with unit_of_work(session):
-        return create_user(
-            session,
-            username=username,
-            role=role,
-            password=password,
-            display_name=display_name,
-            created_by=created_by,
-        )
-
-
-def change_user(
-    session: Session,
-    *,
-    user_id: int,
-    actor: repo.Actor,
-    role: Role | None = None,
-    is_active: bool | None = None,
-    password: str | None = None,
-    display_name: str | None = None,
-) -> User:
-    """:func:`update_user` as one use case: committed (rolled back when it raises)."""
-    with unit_of_work(session):
-        return update_user(
-            session,
-            user_id=user_id,
-            actor=actor,
-            role=role,
-            is_active=is_active,
-            password=password,
-            display_name=display_name,
-        )
+#: :func:`create_user` and :func:`update_user` as use cases (each committed).
+add_user = committed(create_user)
+change_user = committed(update_user)
 
 
 # -- login throttling ----------------------------------------------------------------------
