@@ -57,7 +57,7 @@ from inspection.errors import (
     StorageError,
     UnsafeArtifactKeyError,
 )
-from inspection.services.users import InvalidCredentialsError, LoginThrottle
+from inspection.services.sessions import InvalidCredentialsError, LoginThrottle
 from inspection.storage import LocalArtifactStore
 
 log = logging.getLogger(__name__)
@@ -153,7 +153,10 @@ def build_context(settings: ApiSettings) -> AppContext:
             token_max_age_s=settings.token_max_age_s,
         ),
         throttle=LoginThrottle(
-            max_failures=settings.login_max_failures, lockout_s=settings.login_lockout_s
+            free_failures=settings.login_max_failures,
+            lockout_s=settings.login_lockout_s,
+            max_lockout_s=max(settings.login_lockout_s, settings.login_max_lockout_s),
+            new_address_delay_s=settings.login_busy_delay_s,
         ),
         templates=make_templates(),
     )
@@ -161,7 +164,7 @@ def build_context(settings: ApiSettings) -> AppContext:
 
 def create_app(settings: ApiSettings | None = None) -> FastAPI:
     """Build the review app for ``settings`` (default: from the environment)."""
-    from inspection.api import routes_api, routes_ui
+    from inspection.api import routes_api, routes_sessions, routes_ui
 
     settings = settings or ApiSettings()
     ctx = build_context(settings)
@@ -204,6 +207,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
     app.include_router(routes_api.router)
     app.include_router(routes_ui.router)
+    app.include_router(routes_sessions.router)
     install_error_handlers(app, ctx)
     return app
 

@@ -3,8 +3,11 @@
 Both are stateless and signed with the app's secret key (itsdangerous, HMAC-SHA256):
 
 * The **session cookie** ``inspection_session`` (HttpOnly, SameSite=Lax) holds the user id, a
-  random CSRF token and the user's password-hash fingerprint, so changing a password or
-  deactivating a user ends the user's sessions. Every state-changing request authenticated by
+  random CSRF token, a random session id, the user's password-hash fingerprint and session
+  generation. Whether those still stand is decided on the server for every request
+  (:func:`inspection.services.sessions.session_user`): logout revokes the session id, and a
+  password change, deactivation or "sign out everywhere" raises the generation, so the old
+  cookie gets 401 although its signature is still good. Every state-changing request authenticated by
   the cookie must echo the CSRF token in the ``X-CSRF-Token`` header (JavaScript) or a
   ``csrf_token`` form field (HTML forms).
 * **Bearer tokens** (``Authorization: Bearer ...`` from ``POST /api/auth/token``) carry the same
@@ -25,7 +28,7 @@ from typing import Any
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 
 from inspection.db.models import Role, User
-from inspection.services.users import password_fingerprint
+from inspection.services.sessions import new_session_id, password_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +45,13 @@ def role_allows(have: Role, need: Role) -> bool:
 
 @dataclass(frozen=True)
 class Claims:
-    """What a valid session cookie or token says: who, and (cookies only) the CSRF token."""
+    """What a valid session cookie or token says: who, which login (``sid``, ``generation``),
+    and (cookies only) the CSRF token."""
 
     user_id: int
     fingerprint: str
+    generation: int
+    sid: str
     csrf: str | None = None
 
 
@@ -61,9 +67,7 @@ class TokenSigner:
     def new_session(self, user: User) -> tuple[str, str]:
         """A signed session cookie value for ``user`` and its fresh CSRF token."""
         csrf = secrets.token_urlsafe(24)
-        value = self._session.dumps(
-            {"uid": user.id, "fp": password_fingerprint(user), "csrf": csrf}
-        )
+        value = self._session.dumps({**_login_claims(user), "csrf": csrf})
         return value, csrf
 
     def read_session(self, value: str) -> Claims | None:
@@ -71,18 +75,26 @@ class TokenSigner:
         data = self._loads(self._session, value, self.session_max_age_s)
         if data is None or not isinstance(data.get("csrf"), str):
             return None
-        return Claims(user_id=data["uid"], fingerprint=data["fp"], csrf=data["csrf"])
+        return Claims(
+            user_id=data["uid"],
+            fingerprint=data["fp"],
+            generation=data["gen"],
+            sid=data["sid"],
+            csrf=data["csrf"],
+        )
 
     def new_token(self, user: User) -> str:
         """A bearer token for ``user`` (valid ``token_max_age_s`` seconds)."""
-        return self._token.dumps({"uid": user.id, "fp": password_fingerprint(user)})
+        return self._token.dumps(_login_claims(user))
 
     def read_token(self, value: str) -> Claims | None:
         """The claims of a bearer token, or None when forged, malformed or expired."""
         data = self._loads(self._token, value, self.token_max_age_s)
         if data is None:
             return None
-        return Claims(user_id=data["uid"], fingerprint=data["fp"])
+        return Claims(
+            user_id=data["uid"], fingerprint=data["fp"], generation=data["gen"], sid=data["sid"]
+        )
 
     @staticmethod
     def _loads(
@@ -99,9 +111,22 @@ class TokenSigner:
             not isinstance(data, dict)
             or not isinstance(data.get("uid"), int)
             or not isinstance(data.get("fp"), str)
+            or not isinstance(data.get("gen"), int)
+            or not isinstance(data.get("sid"), str)
         ):
             return None
         return data
+
+
+def _login_claims(user: User) -> dict[str, Any]:
+    """The claims of a new login of ``user``: who, the password fingerprint, the session
+    generation and a fresh random session id."""
+    return {
+        "uid": user.id,
+        "fp": password_fingerprint(user),
+        "gen": user.session_generation or 0,
+        "sid": new_session_id(),
+    }
 
 
 def csrf_matches(expected: str | None, given: str | None) -> bool:

@@ -11,6 +11,7 @@ write lock); routes that change data use :func:`write_session` and pass it to on
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -34,9 +35,10 @@ from inspection.api.auth import (
 from inspection.api.errors import AuthenticationRequiredError, CsrfError, PermissionDeniedError
 from inspection.api.images import ImageService
 from inspection.api.settings import ApiSettings
-from inspection.db.models import Role
-from inspection.services import users
-from inspection.services.users import LoginThrottle
+from inspection.db import repo
+from inspection.db.models import Role, utcnow
+from inspection.services import sessions
+from inspection.services.sessions import LoginThrottle
 from inspection.storage import ArtifactStore
 
 log = logging.getLogger(__name__)
@@ -63,7 +65,8 @@ class AppContext:
 class CurrentUser:
     """The authenticated user of a request (a detached snapshot, safe across sessions).
 
-    ``via`` is ``"cookie"`` (browser session, has ``csrf``) or ``"token"`` (bearer token).
+    ``via`` is ``"cookie"`` (browser session, has ``csrf``) or ``"token"`` (bearer token);
+    ``sid`` is the login's session id (what logout revokes).
     """
 
     id: int
@@ -71,6 +74,7 @@ class CurrentUser:
     display_name: str | None
     role: Role
     via: str
+    sid: str = ""
     csrf: str | None = None
 
     def allows(self, role: Role) -> bool:
@@ -81,6 +85,12 @@ class CurrentUser:
     def label(self) -> str:
         """Name to show in the UI."""
         return self.display_name or self.username
+
+
+def client_address(request: Request) -> str:
+    """The client's address (the peer, or the address a trusted proxy forwarded, as uvicorn's
+    ``--forwarded-allow-ips`` decides); what failed logins are counted per."""
+    return request.client.host if request.client is not None else "unknown"
 
 
 def get_ctx(request: Request) -> AppContext:
@@ -123,7 +133,13 @@ def _claims(request: Request, ctx: AppContext) -> tuple[Claims, str] | None:
 
 def _load_user(ctx: AppContext, claims: Claims, via: str) -> CurrentUser | None:
     with ctx.read_sessions() as session:
-        user = users.session_user(session, user_id=claims.user_id, fingerprint=claims.fingerprint)
+        user = sessions.session_user(
+            session,
+            user_id=claims.user_id,
+            fingerprint=claims.fingerprint,
+            generation=claims.generation,
+            sid=claims.sid,
+        )
         if user is None:
             return None
         return CurrentUser(
@@ -132,6 +148,7 @@ def _load_user(ctx: AppContext, claims: Claims, via: str) -> CurrentUser | None:
             display_name=user.display_name,
             role=user.role,
             via=via,
+            sid=claims.sid,
             csrf=claims.csrf,
         )
 
@@ -171,6 +188,17 @@ async def current_user(
                 f"{CSRF_FORM_FIELD} form field) from the page you are on, or reload it"
             )
     return user
+
+
+def end_login(ctx: AppContext, session: Session, user: CurrentUser) -> None:
+    """Revoke the login that authenticated this request (cookie or token) on the server."""
+    max_age = ctx.signer.token_max_age_s if user.via == "token" else ctx.signer.session_max_age_s
+    sessions.logout(
+        session,
+        actor=repo.Actor(name=user.username, user_id=user.id),
+        sid=user.sid,
+        expires_at=utcnow() + dt.timedelta(seconds=max_age),
+    )
 
 
 def require(role: Role) -> Callable[..., CurrentUser]:

@@ -15,7 +15,7 @@ import logging
 import math
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Path, Query, Response
+from fastapi import APIRouter, Body, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -29,6 +29,7 @@ from inspection.api.deps import (
     Operator,
     ReadSession,
     WriteSession,
+    client_address,
 )
 from inspection.api.schemas import (
     IMAGE_THRESHOLD_MAX,
@@ -81,7 +82,7 @@ from inspection.db.models import (
 )
 from inspection.errors import NotFoundError
 from inspection.services import audit as audit_service
-from inspection.services import jobs, labelling, line_stats, thresholds, users
+from inspection.services import jobs, labelling, line_stats, sessions, thresholds, users
 from inspection.services import models as models_service
 from inspection.services import review_queue as queue_reads
 
@@ -175,9 +176,16 @@ def ready(ctx: Ctx) -> ReadyOut:
     response_model=TokenOut,
     responses={429: {"model": ErrorOut, "description": "Too many failed logins."}},
 )
-def issue_token(body: TokenRequest, ctx: Ctx, session: WriteSession) -> TokenOut:
-    """Exchange a username and password for a bearer token (valid for a shift)."""
-    user = users.login(session, ctx.throttle, username=body.username, password=body.password)
+def issue_token(body: TokenRequest, request: Request, ctx: Ctx, session: WriteSession) -> TokenOut:
+    """Exchange a username and password for a bearer token (valid for a shift; ended early by
+    ``POST /api/auth/logout``)."""
+    user = sessions.login(
+        session,
+        ctx.throttle,
+        username=body.username,
+        password=body.password,
+        address=client_address(request),
+    )
     return TokenOut(
         access_token=ctx.signer.new_token(user),
         expires_in=ctx.signer.token_max_age_s,

@@ -17,6 +17,7 @@ from urllib.parse import quote, unquote, urlencode
 
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
 from inspection.api import charts
@@ -30,6 +31,8 @@ from inspection.api.deps import (
     Operator,
     ReadSession,
     WriteSession,
+    client_address,
+    end_login,
 )
 from inspection.api.routes_api import (
     MAX_ID,
@@ -55,7 +58,15 @@ from inspection.db import repo
 from inspection.db.models import Inspection, ModelStatus, Role
 from inspection.errors import InspectionError, LoginThrottledError, NotFoundError
 from inspection.services import audit as audit_service
-from inspection.services import jobs, labelling, line_stats, review_queue, thresholds, users
+from inspection.services import (
+    jobs,
+    labelling,
+    line_stats,
+    review_queue,
+    sessions,
+    thresholds,
+    users,
+)
 from inspection.services import models as models_service
 
 log = logging.getLogger(__name__)
@@ -189,8 +200,14 @@ def login(
         error, status = "Your login form expired; please try again.", 403
     else:
         try:
-            found = users.login(session, ctx.throttle, username=username.strip(), password=password)
-        except users.InvalidCredentialsError:
+            found = sessions.login(
+                session,
+                ctx.throttle,
+                username=username.strip(),
+                password=password,
+                address=client_address(request),
+            )
+        except sessions.InvalidCredentialsError:
             error = "Wrong username or password, or the account is deactivated."
         except LoginThrottledError as exc:
             error, status = (
@@ -229,9 +246,9 @@ def login(
 
 
 @router.post("/logout")
-def logout(user: Operator, session: WriteSession) -> Response:
-    """End the session (audited)."""
-    users.logout(session, actor=actor_of(user))
+def logout(ctx: Ctx, user: Operator, session: WriteSession) -> Response:
+    """End the session on the server (its cookie gets 401 from now on; audited)."""
+    end_login(ctx, session, user)
     response = RedirectResponse("/login", status_code=303)
     response.delete_cookie(SESSION_COOKIE, path="/")
     return response
@@ -614,9 +631,22 @@ def users_page(request: Request, ctx: Ctx, user: Admin, session: ReadSession) ->
         user,
         accounts=users.list_users(session),
         roles=list(Role),
+        min_password_length=users.MIN_PASSWORD_LENGTH,
         nav="users",
         title="Users",
     )
+
+
+def _account_error(exc: Exception) -> str:
+    """The one line an admin sees for a refused account form (never the password)."""
+    if isinstance(exc, ValidationError):
+        error = exc.errors()[0]
+        if error["loc"] and error["loc"][0] == "username":
+            return "Usernames are 3-64 letters, digits, '.', '_' or '-'."
+        if error["type"] == "string_too_short":
+            return f"Passwords need at least {users.MIN_PASSWORD_LENGTH} characters."
+        return str(error["msg"]).removeprefix("Value error, ")
+    return str(exc).splitlines()[0] if str(exc) else "invalid input"
 
 
 @router.post("/admin/users")
@@ -647,12 +677,7 @@ def create_user(
             created_by=actor_of(user),
         )
     except (ValueError, InspectionError) as exc:
-        message = str(exc).splitlines()[0] if str(exc) else "invalid input"
-        if "username" in str(exc) and "pattern" in str(exc):
-            message = "Usernames are 3-64 letters, digits, '.', '_' or '-'."
-        elif "password" in str(exc) and "at least" in str(exc):
-            message = f"Passwords need at least {users.MIN_PASSWORD_LENGTH} characters."
-        return redirect("/admin/users", text=message, kind="error")
+        return redirect("/admin/users", text=_account_error(exc), kind="error")
     return redirect("/admin/users", text=f"Account {username} created.")
 
 

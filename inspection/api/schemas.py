@@ -32,10 +32,11 @@ from inspection.services.thresholds import (
     IMAGE_THRESHOLD_MAX,
     IMAGE_THRESHOLD_MIN,
 )
+from inspection.services.users import MIN_PASSWORD_LENGTH, check_password_policy
 
 USERNAME_PATTERN = r"^[A-Za-z0-9_.-]{3,64}$"
 DEFECT_TYPE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9 _-]{0,63}$"
-MIN_PASSWORD_LENGTH = 8
+
 #: Largest id accepted anywhere (beyond it SQLite cannot even compare the value).
 MAX_ID = 2**53
 
@@ -464,6 +465,11 @@ class UserIn(_In):
     password: str = Field(min_length=MIN_PASSWORD_LENGTH, max_length=1024)
     display_name: str | None = Field(default=None, max_length=200)
 
+    @model_validator(mode="after")
+    def _password_policy(self) -> UserIn:
+        check_password_policy(self.password, username=self.username)
+        return self
+
 
 class UserPatch(_In):
     """Changes to a user account; omitted fields stay as they are."""
@@ -476,8 +482,8 @@ class UserPatch(_In):
     @field_validator("password")
     @classmethod
     def _not_blank(cls, value: str | None) -> str | None:
-        if value is not None and not value.strip():
-            raise ValueError("password must not be blank")
+        if value is not None:
+            check_password_policy(value)
         return value
 
 

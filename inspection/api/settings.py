@@ -41,8 +41,14 @@ class ApiSettings(BaseSettings):
     check_schema: bool = True
     auto_migrate: bool = False
     overlay_cache_mib: int = Field(default=64, ge=0)
+    #: Failed logins per (username, client address): after ``login_max_failures`` that address
+    #: is refused for ``login_lockout_s``, doubling per further failure up to
+    #: ``login_max_lockout_s``; other addresses are only delayed by ``login_busy_delay_s``
+    #: while the username has that many recent failures (inspection.services.sessions).
     login_max_failures: int = Field(default=5, ge=1)
     login_lockout_s: float = Field(default=30.0, ge=0)
+    login_max_lockout_s: float = Field(default=900.0, ge=0, le=3600)
+    login_busy_delay_s: float = Field(default=2.0, ge=0, le=10)
     #: Live stations count as "offline" when their newest inspection is older than this.
     station_offline_after_s: float = Field(default=300.0, gt=0)
     #: Largest request body per route kind, bytes (413 above; see inspection.api.hardening).

@@ -33,6 +33,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    func,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -209,9 +210,15 @@ class Camera(Base):
 
 
 class User(Base):
-    """A person using the UI/API. ``password_hash`` is an argon2 hash, never a password."""
+    """A person using the UI/API. ``password_hash`` is an argon2 hash, never a password.
+
+    Usernames are unique regardless of case (``uq_users_username_lower``), so "OP1" and "op1"
+    cannot both exist. ``session_generation`` is part of every session cookie and token; raising
+    it (password change, deactivation, "sign out everywhere") ends all of the user's logins.
+    """
 
     __tablename__ = "users"
+    __table_args__ = (Index("uq_users_username_lower", func.lower(text("username")), unique=True),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     username: Mapped[str] = mapped_column(String(64), unique=True)
@@ -221,6 +228,34 @@ class User(Base):
     is_active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     last_login_at: Mapped[dt.datetime | None]
+    session_generation: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+
+
+class RevokedSession(Base):
+    """A single login (cookie or bearer token, by its random session id) ended before it
+    expired: by ``POST /logout`` or ``POST /api/auth/logout``. Rows past ``expires_at`` are
+    useless (the signature has expired too) and are purged when new ones are written."""
+
+    __tablename__ = "revoked_session"
+
+    sid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    revoked_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[dt.datetime] = mapped_column(index=True)
+
+
+class LoginFailure(Base):
+    """Failed logins per (lower-cased username, client address), persisted so a restart does
+    not reset them: ``failures`` within the window and the time until which this pair is
+    refused (``locked_until``; grows with every failure past the free ones)."""
+
+    __tablename__ = "login_failure"
+
+    username: Mapped[str] = mapped_column(String(64), primary_key=True)
+    address: Mapped[str] = mapped_column(String(64), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    last_failure_at: Mapped[dt.datetime] = mapped_column(index=True)
+    locked_until: Mapped[dt.datetime | None]
 
 
 class DefectType(Base):

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from inspection.db.common import Actor, write_audit
@@ -52,5 +52,9 @@ def create_user(
 
 
 def get_user_by_username(session: Session, username: str) -> User | None:
-    """The user called ``username``, or None."""
-    return session.scalar(select(User).where(User.username == username))
+    """The user called ``username`` regardless of case ("OP1" finds "op1"), or None.
+
+    Usernames are unique regardless of case (index ``uq_users_username_lower``), so there is at
+    most one; the lookup uses that index.
+    """
+    return session.scalar(select(User).where(func.lower(User.username) == username.lower()))

@@ -2,7 +2,7 @@
 accounts and synthetic inspections, copied fresh for every test, and clients on it.
 
 Accounts (defaults of :data:`inspection.services.users.DEMO_ACCOUNTS`): ``operator`` /
-``operator-demo``, ``engineer`` / ``engineer-demo``, ``admin`` / ``admin-demo``.
+``operator-demo``, ``engineer`` / ``engineer-demo``, ``admin`` / ``admin-demo-pass``.
 Bearer tokens are signed directly (logins cost an argon2 check each, about half a second).
 """
 
@@ -34,7 +34,7 @@ from tests.api.browser import CHROMIUM, CHROMIUM_ARGS, TIMEOUT_MS
 
 SECRET = "test-secret-key-" + "x" * 32
 METRICS_TOKEN = "test-metrics-token"
-PASSWORDS = {"operator": "operator-demo", "engineer": "engineer-demo", "admin": "admin-demo"}
+PASSWORDS = {"operator": "operator-demo", "engineer": "engineer-demo", "admin": "admin-demo-pass"}
 N_PER_STATION = 40
 
 

@@ -15,7 +15,6 @@ from inspection.db.models import Role, User
 from inspection.db.security import verify_password
 from inspection.services.users import (
     DEMO_ACCOUNTS,
-    LoginThrottle,
     demo_accounts_text,
     seed_demo_users,
 )
@@ -96,18 +95,6 @@ def test_token_signer_rejects_tampering_and_other_keys() -> None:
     cookie, csrf = signer.new_session(user)
     session = signer.read_session(cookie)
     assert session is not None and session.csrf == csrf
-
-
-def test_login_throttle_window() -> None:
-    throttle = LoginThrottle(max_failures=3, lockout_s=10.0, window_s=60.0)
-    for t in (0.0, 1.0):
-        throttle.failed("Ann", now=t)
-    assert throttle.retry_after("ann", now=2.0) == 0.0
-    throttle.failed("ann", now=2.0)
-    assert throttle.retry_after("ann", now=3.0) == pytest.approx(9.0)
-    assert throttle.retry_after("ann", now=20.0) == 0.0
-    throttle.succeeded("ann")
-    assert throttle.retry_after("ann", now=3.0) == 0.0
 
 
 def test_serve_demo_preparation_seeds_once(

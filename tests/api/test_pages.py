@@ -126,20 +126,35 @@ def test_user_admin_forms(client: TestClient, session: Session) -> None:
             "csrf_token": csrf,
             "username": "anna",
             "role": "operator",
-            "password": "anna-pass-1",
+            "password": "anna-pass-long",
         },
     )
     assert "Account anna created" in page.text
     page = client.post(
         "/admin/users",
-        data={"csrf_token": csrf, "username": "b", "role": "operator", "password": "anna-pass-1"},
+        data={
+            "csrf_token": csrf,
+            "username": "b",
+            "role": "operator",
+            "password": "anna-pass-long",
+        },
     )
     assert "Usernames are" in page.text
     page = client.post(
         "/admin/users",
         data={"csrf_token": csrf, "username": "bob", "role": "operator", "password": "short"},
     )
-    assert "at least 8" in page.text
+    assert "at least 12" in page.text
+    page = client.post(
+        "/admin/users",
+        data={
+            "csrf_token": csrf,
+            "username": "bob",
+            "role": "operator",
+            "password": "password1234",
+        },
+    )
+    assert "too common" in page.text
     anna = count(session, "SELECT id FROM users WHERE username = 'anna'")
     page = client.post(f"/admin/users/{anna}", data={"csrf_token": csrf, "role": "engineer"})
     assert "Account updated" in page.text
@@ -147,6 +162,8 @@ def test_user_admin_forms(client: TestClient, session: Session) -> None:
         count(session, "SELECT count(*) FROM users WHERE username = 'anna' AND role = 'engineer'")
         == 1
     )
+    page = client.post(f"/admin/users/{anna}/sign-out-everywhere", data={"csrf_token": csrf})
+    assert "anna was signed out everywhere" in page.text
 
 
 def test_detail_page_links_the_stations_neighbours_in_capture_order(

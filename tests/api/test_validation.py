@@ -135,7 +135,7 @@ def test_malformed_json_is_422(client: TestClient, auth: dict[str, dict[str, str
         (
             "POST",
             "/api/users",
-            {"username": "operator", "role": "operator", "password": "12345678"},
+            {"username": "operator", "role": "operator", "password": "a-fresh-long-secret"},
             409,
         ),
     ],
