@@ -366,6 +366,7 @@ def export_openvino(
     extra_metadata: dict[str, Any] | None = None,
     holdout: np.ndarray | None = None,
     check_precision: bool = True,
+    compress_weights: bool = True,
 ) -> Path:
     """Save the torch detector and its OpenVINO IR + ``model.json`` into ``directory``.
 
@@ -380,6 +381,11 @@ def export_openvino(
     calibrated on) and defects painted onto them at f32 and bf16, and record in ``model.json``
     (``runtime_precision``) whether bf16 keeps the verdicts (:mod:`inspection.precision`); a
     station with ``inference_precision: auto`` runs bf16 only then.
+
+    ``compress_weights`` (``fp32`` exports only): when bf16 passed that check, store the weights
+    as fp16 if f32 and bf16 on the fp16 file still keep the f32 weights' verdicts (half the
+    file, much less resident memory in a station); ``model.json`` ``weights`` says which
+    (``f32``, ``fp16``, ``int8``). A bundle whose check fails keeps f32 weights.
     """
     import openvino as ov
 
@@ -413,6 +419,7 @@ def export_openvino(
         )
     ov.save_model(ov_model, out / "model.xml", compress_to_fp16=precision == "fp16")
     meta = _metadata(model, precision, extra_metadata)
+    meta["weights"] = {"fp16": "fp16", "int8": "int8"}.get(precision, "f32")
     (out / "model.json").write_text(json.dumps(meta, indent=2))
     if precision == "int8":
         assert calibration_images is not None
@@ -425,7 +432,14 @@ def export_openvino(
         normals = holdout if holdout is not None else model.holdout
         if normals is not None and normals.shape[1:3] != (size, size):
             normals = None  # held out at another size (``auto`` candidates): not comparable
-        meta["runtime_precision"] = check_runtime_precision(out, normals, seed=det.config.seed)
+        record = check_runtime_precision(
+            out,
+            normals,
+            seed=det.config.seed,
+            ov_model=ov_model if precision == "fp32" and compress_weights else None,
+        )
+        meta["runtime_precision"] = record
+        meta["weights"] = record["weights"]
         (out / "model.json").write_text(json.dumps(meta, indent=2))
     logger.info("exported %s (%s) to %s", det.key, precision, out)
     return out

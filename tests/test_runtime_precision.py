@@ -65,6 +65,7 @@ def test_no_holdout_means_f32(trained, tmp_path: Path) -> None:  # type: ignore[
     rec = json.loads((export_openvino(bare, tmp_path / "b") / "model.json").read_text())
     assert rec["runtime_precision"]["auto"] == "f32"
     assert rec["runtime_precision"]["candidates"]["bf16"]["verified"] is False
+    assert rec["weights"] == rec["runtime_precision"]["weights"] == "f32"
 
 
 def test_verdict_flips_are_counted(tmp_path: Path, trained) -> None:  # type: ignore[no-untyped-def]
@@ -86,3 +87,83 @@ def test_verdict_flips_are_counted(tmp_path: Path, trained) -> None:  # type: ig
     bf16 = rec["candidates"]["bf16"]
     assert bf16["max_rel_score_shift"] > 0  # bf16 did run
     assert rec["auto"] == ("bf16" if bf16["flip_rate"] <= 0.005 else "f32")
+
+
+@pytest.fixture(scope="module")
+def unseen() -> np.ndarray:
+    """Good parts the model has not seen: no normal sits on the threshold by construction."""
+    return synthetic_set(64, 24, 0, seed=7).images
+
+
+def _threshold_in_a_gap(trained, images: np.ndarray):  # type: ignore[no-untyped-def]
+    """``trained`` with its image threshold in the widest gap between the check images' scores:
+    no verdict sits on the threshold, so only a real loss of precision flips one."""
+    import dataclasses
+
+    from inspection.precision import check_images
+
+    checked, _ = check_images(images, seed=trained.detector.config.seed)
+    scores = np.sort(trained.detector.predict(checked).score)
+    i = int(np.argmax(np.diff(scores)))
+    cal = dataclasses.replace(trained.calibration, image_threshold=float(scores[i : i + 2].mean()))
+    return dataclasses.replace(trained, calibration=cal)
+
+
+def test_checked_bundle_keeps_fp16_weights_within_the_recorded_shift(  # type: ignore[no-untyped-def]
+    trained, unseen: np.ndarray, tmp_path: Path
+) -> None:
+    """bf16 verified: the bundle stores fp16 weights, and the file a station loads (checked
+    again after compression) scores within what ``model.json`` records against f32 weights."""
+    from inspection import training
+    from inspection.precision import check_images
+
+    if "BF16" not in cpu_capabilities():
+        pytest.skip("this CPU has no bf16 units: nothing is verified, weights stay f32")
+    trained = _threshold_in_a_gap(trained, unseen)
+    bundle = training.export_openvino(trained, tmp_path / "b", holdout=unseen)
+    meta = json.loads((bundle / "model.json").read_text())
+    rec = meta["runtime_precision"]
+    assert rec["auto"] == "bf16" and meta["weights"] == rec["weights"] == "fp16", rec
+    assert set(rec["candidates"]) == {"f32", "bf16"}
+    assert rec["f32_weights"]["bf16"]["ok"]  # the first check, on f32 weights
+    plain = training.export_openvino(
+        trained, tmp_path / "f32", holdout=unseen, check_precision=False
+    )
+    assert json.loads((plain / "model.json").read_text())["weights"] == "f32"
+    assert (bundle / "model.bin").stat().st_size < 0.6 * (plain / "model.bin").stat().st_size
+    assert not (bundle / ".fp16-weights").exists()
+
+    images, _ = check_images(unseen, seed=trained.detector.config.seed)
+    ref_model = OpenVinoModel(plain, inference_precision="f32")
+    ref = np.concatenate(
+        [ref_model.infer_raw(images[i : i + 8])[0] for i in range(0, len(images), 8)]
+    )
+    threshold = ref_model.image_threshold
+    scale = max(float(np.abs(ref).max()), abs(threshold), 1e-12)
+    for name in ("f32", "bf16"):
+        model = OpenVinoModel(bundle, inference_precision=name)
+        raw = np.concatenate(
+            [model.infer_raw(images[i : i + 8])[0] for i in range(0, len(images), 8)]
+        )
+        flips = int(np.count_nonzero((raw > threshold) != (ref > threshold)))
+        assert flips <= rec["max_flip_rate"] * len(images)
+        shift = float(np.abs(raw - ref).max()) / scale
+        assert shift <= rec["candidates"][name]["max_rel_score_shift"] * 1.01 + 1e-6, name
+    assert OpenVinoModel(bundle, inference_precision="auto").precision == "bf16"
+
+
+def test_failed_check_keeps_f32_weights(  # type: ignore[no-untyped-def]
+    trained, unseen: np.ndarray, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bundle whose check fails (here: a limit no precision meets) keeps f32 weights."""
+    from inspection import precision, training
+
+    monkeypatch.setattr(precision, "MAX_FLIP_RATE", -1.0)
+    bundle = training.export_openvino(trained, tmp_path / "b", holdout=unseen)
+    meta = json.loads((bundle / "model.json").read_text())
+    assert meta["runtime_precision"]["auto"] == "f32"
+    assert meta["weights"] == meta["runtime_precision"]["weights"] == "f32"
+    assert "f32" not in meta["runtime_precision"]["candidates"]  # no fp16 file was tried
+    plain = training.export_openvino(trained, tmp_path / "f32", check_precision=False)
+    assert (bundle / "model.bin").stat().st_size == (plain / "model.bin").stat().st_size
+    assert OpenVinoModel(bundle, inference_precision="auto").precision == "f32"

@@ -261,10 +261,11 @@ def prepare_bundles(
 
 
 def _precision_checked(bundle: Path) -> bool:
-    """Whether the bundle carries the export's precision check (``runtime_precision``)."""
+    """Whether the bundle carries the export's precision check (``runtime_precision``) with
+    its choice of weights (fp16 where the check passed)."""
     from inspection.runtime import read_metadata
 
-    return "runtime_precision" in read_metadata(bundle)
+    return "weights" in read_metadata(bundle).get("runtime_precision", {})
 
 
 def _test_set(size: int, n: int) -> tuple[np.ndarray, np.ndarray]:
