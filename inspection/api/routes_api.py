@@ -423,7 +423,7 @@ def inspection_detail(session: Session, inspection_id: int) -> InspectionDetailO
         labels=[label_out(label) for label in d.labels],
         history=[HistoryEntryOut.model_validate(h) for h in d.history],
         model_version=_brief(d.model_version),
-        pixel_threshold=d.station.pixel_threshold if d.station is not None else None,
+        pixel_threshold=queue_reads.pixel_threshold(d.station),
     )
 
 
@@ -514,7 +514,7 @@ def _heatmap_source(
     size = None
     if frame_row is not None and frame_row.width_px and frame_row.height_px:
         size = (frame_row.width_px, frame_row.height_px)
-    pixel_threshold = station.pixel_threshold if station is not None else None
+    pixel_threshold = queue_reads.pixel_threshold(station)
     key = heatmap.store_key
     session.close()
     return key, size, pixel_threshold

@@ -114,7 +114,10 @@ class MeOut(_Out):
 
 
 class StationOut(_FromRow):
-    """A station and its thresholds (``effective_image_threshold`` applies the default)."""
+    """A station and its thresholds: ``image_threshold``/``pixel_threshold`` are the operators'
+    (UI override, null when unset); ``effective_image_threshold`` is what the station applies
+    and ``image_threshold_source`` where it comes from ("UI override", "station config":
+    the station's file, or "model calibration": 0.5 on the normalised score)."""
 
     id: int
     name: str
@@ -123,14 +126,22 @@ class StationOut(_FromRow):
     image_threshold: float | None
     pixel_threshold: float | None
     effective_image_threshold: float
+    image_threshold_source: str
+    config_image_threshold: float | None
+    effective_pixel_threshold: float | None
     thresholds_updated_at: dt.datetime | None
     retention_days: int | None
 
 
 def station_out(station: Station) -> StationOut:
     """API view of a station."""
-    effective = review_queue.image_threshold(station)
-    return StationOut.model_validate(_Row(station, effective_image_threshold=effective))
+    row = _Row(
+        station,
+        effective_image_threshold=review_queue.image_threshold(station),
+        image_threshold_source=review_queue.threshold_source(station),
+        effective_pixel_threshold=review_queue.pixel_threshold(station),
+    )
+    return StationOut.model_validate(row)
 
 
 OverlayStyle = Literal["heat", "contour"]

@@ -173,6 +173,11 @@ class Station(Base):
     heatmap when segmenting defect regions; both are changed without retraining and every change
     is written to the audit log. ``retention_days`` is how long plain passes are kept
     (``None``: forever).
+
+    ``config_image_threshold`` and ``config_pixel_threshold`` are what the station's own
+    configuration file says, written by the station every time it starts; a station applies
+    the operators' threshold when set, else its file's, else 0.5 (the model's calibrated
+    threshold on the normalised score), and the UI shows which (services/thresholds.py).
     """
 
     __tablename__ = "station"
@@ -186,6 +191,8 @@ class Station(Base):
     thresholds_updated_at: Mapped[dt.datetime | None]
     retention_days: Mapped[int | None]
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    config_image_threshold: Mapped[float | None]
+    config_pixel_threshold: Mapped[float | None]
 
     line: Mapped[Line] = relationship(back_populates="stations")
     cameras: Mapped[list[Camera]] = relationship(back_populates="station")

@@ -159,6 +159,22 @@ def set_station_thresholds(
     return station
 
 
+def record_config_thresholds(
+    session: Session,
+    *,
+    station_id: int,
+    image_threshold: float | None,
+    pixel_threshold: float | None,
+) -> Station:
+    """Store the thresholds of the station's own configuration file (what it applies while the
+    operators have set none); not audited: the file is the authority and this only mirrors it."""
+    station = get_station(session, station_id)
+    station.config_image_threshold = image_threshold
+    station.config_pixel_threshold = pixel_threshold
+    session.flush()
+    return station
+
+
 def get_or_create_defect_type(session: Session, name: str) -> DefectType:
     """The defect type ``name`` (stripped, lower-cased), created when new.
 

@@ -33,18 +33,47 @@ from inspection.db.review import review_filters, window_filters
 
 log = logging.getLogger(__name__)
 
-#: Image threshold of a station that has none configured (normalised scores: 0.5).
+#: Image threshold of a station that has none configured: the model's calibrated threshold,
+#: which the normalised score puts at 0.5.
 DEFAULT_IMAGE_THRESHOLD = 0.5
+#: Where the threshold a station applies comes from (:func:`threshold_source`).
+SOURCE_UI = "UI override"
+SOURCE_CONFIG = "station config"
+SOURCE_MODEL = "model calibration"
 #: Scores this close to the threshold are "uncertain" in the queue.
 UNCERTAIN_MARGIN = 0.1
 QUEUE_COUNT_CAP = 10_000
 
 
 def image_threshold(station: Station | None) -> float:
-    """The image-level threshold of ``station`` on the normalised score."""
-    if station is None or station.image_threshold is None:
+    """The image-level threshold ``station`` applies on the normalised score: the operators'
+    (UI override), else its configuration file's, else the model's calibrated 0.5 (the same
+    order as the station's own ``_apply_thresholds``)."""
+    if station is None:
         return DEFAULT_IMAGE_THRESHOLD
-    return float(station.image_threshold)
+    for value in (station.image_threshold, station.config_image_threshold):
+        if value is not None:
+            return float(value)
+    return DEFAULT_IMAGE_THRESHOLD
+
+
+def threshold_source(station: Station | None) -> str:
+    """Where :func:`image_threshold` comes from: :data:`SOURCE_UI`, :data:`SOURCE_CONFIG` or
+    :data:`SOURCE_MODEL`."""
+    if station is not None and station.image_threshold is not None:
+        return SOURCE_UI
+    if station is not None and station.config_image_threshold is not None:
+        return SOURCE_CONFIG
+    return SOURCE_MODEL
+
+
+def pixel_threshold(station: Station | None) -> float | None:
+    """The heatmap threshold ``station`` applies: the operators', else its file's, else None
+    (the model's own)."""
+    if station is None:
+        return None
+    value = station.pixel_threshold
+    return value if value is not None else station.config_pixel_threshold
 
 
 def is_uncertain(score: float, threshold: float) -> bool:

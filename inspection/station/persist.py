@@ -90,8 +90,9 @@ class StationIds:
 def register_station(session: Session, config: StationConfig) -> StationIds:
     """Create or update the station (and its line and camera) described by ``config``.
 
-    Thresholds are deliberately not written: the database's per-station thresholds belong to
-    the operators; the file's thresholds apply only while the database has none.
+    The operators' thresholds are deliberately not written: they belong to the operators. The
+    file's thresholds are recorded as the station's configured ones (``config_*_threshold``),
+    which it applies while the operators have set none, so the UI can show what applies.
     """
     station = repo.upsert_station(
         session,
@@ -99,6 +100,12 @@ def register_station(session: Session, config: StationConfig) -> StationIds:
         line_name=config.line,
         description=config.description,
         retention_days=config.retention.days,
+    )
+    repo.record_config_thresholds(
+        session,
+        station_id=station.id,
+        image_threshold=config.image_threshold,
+        pixel_threshold=config.pixel_threshold,
     )
     cam = config.camera
     settings: dict[str, Any] = {"type": cam.type}
