@@ -102,6 +102,13 @@ TypeName = Annotated[
     str | None, Query(min_length=1, max_length=64, description="Predicted defect type name.")
 ]
 Days = Annotated[int, Query(ge=1, le=3650, description="Window: the last this many days.")]
+IncludePasses = Annotated[
+    bool,
+    Query(
+        description="Also list clear passes (by default the queue holds the parts the station "
+        "flagged plus the uncertain band just below its threshold)."
+    ),
+]
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorOut, "description": "Not logged in."},
@@ -326,12 +333,15 @@ def review_queue(
     include_labelled: Annotated[
         bool, Query(description="Also list inspections that already have a label.")
     ] = False,
+    include_passes: IncludePasses = False,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[
         str | None, Query(max_length=200, description="next_cursor of the previous page.")
     ] = None,
 ) -> QueuePageOut:
-    """What to review next: unknown defect types first, then by descending score.
+    """What to review next: the parts the stations flagged and the uncertain ones just below
+    their threshold (``include_passes`` adds clear passes), unknown defect types first, then by
+    descending score.
 
     Keyset pagination: pass the previous page's ``next_cursor`` (stable while new inspections
     arrive and items are labelled).
@@ -344,6 +354,7 @@ def review_queue(
         min_score=min_score,
         defect_type=defect_type,
         include_labelled=include_labelled,
+        include_passes=include_passes,
         limit=limit,
         cursor=cursor,
     )
@@ -366,8 +377,10 @@ def review_queue_count(
     min_score: MinScore = None,
     defect_type: TypeName = None,
     include_labelled: bool = False,
+    include_passes: IncludePasses = False,
 ) -> QueueCountOut:
-    """How many inspections wait in the queue with these filters (counted up to 10,000)."""
+    """How many inspections wait in the queue with these filters (counted up to 10,000); with
+    the default filters, the overview's "flagged, not reviewed"."""
     count, capped = queue_reads.queue_count(
         session,
         station_id=station_id,
@@ -376,6 +389,7 @@ def review_queue_count(
         min_score=min_score,
         defect_type=defect_type,
         unlabelled_only=not include_labelled,
+        include_passes=include_passes,
     )
     return QueueCountOut(count=count, capped=capped)
 

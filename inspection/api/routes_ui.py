@@ -297,8 +297,10 @@ def review(
     min_score: MinScore = None,
     defect_type: TypeName = None,
     include_labelled: bool = False,
+    include_passes: bool = False,
 ) -> Response:
-    """The review queue with one-key labelling (see the page's ``?`` help)."""
+    """The review queue with one-key labelling (see the page's ``?`` help): flagged and
+    uncertain parts; passes only with ``include_passes``."""
     page = review_queue.queue_page(
         session,
         station_id=station_id,
@@ -307,6 +309,7 @@ def review(
         min_score=min_score,
         defect_type=defect_type,
         include_labelled=include_labelled,
+        include_passes=include_passes,
         limit=QUEUE_PAGE,
     )
     stations = page.stations
@@ -321,6 +324,7 @@ def review(
         "min_score": min_score,
         "defect_type": defect_type,
         "include_labelled": include_labelled,
+        "include_passes": include_passes,
     }
     query = urlencode({k: v for k, v in filters.items() if v not in (None, False)})
     data = {

@@ -10,9 +10,10 @@ import base64
 import binascii
 import datetime as dt
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 
-from sqlalchemy import ColumnElement, Select, exists, func, select, tuple_
+from sqlalchemy import ColumnElement, Select, case, exists, func, or_, select, tuple_
 from sqlalchemy.orm import Session, selectinload
 
 from inspection.db.common import check_limit, get_existing, require_aware
@@ -122,9 +123,16 @@ def review_filters(
     min_score: float | None,
     defect_type: str | None,
     unlabelled_only: bool,
+    review_floor: Mapping[int, float] | None = None,
+    default_floor: float = 0.4,
 ) -> list[ColumnElement[bool]] | None:
     """The review queue's WHERE clauses (its page and its count share them); None when they
-    match nothing (a defect type nobody has created)."""
+    match nothing (a defect type nobody has created).
+
+    ``review_floor`` (station id -> normalised score; ``default_floor`` for stations not in
+    it) keeps only what needs a person: parts the station flagged, and parts scoring above
+    the floor (the uncertain band below the station's threshold). None keeps passes too.
+    """
     defect_type_id: int | None = None
     if defect_type is not None:
         defect_type_id = session.scalar(
@@ -150,6 +158,15 @@ def review_filters(
         )
     if unlabelled_only:
         filters.append(~exists().where(OperatorLabel.inspection_id == Inspection.id))
+    if review_floor is not None:
+        floor: ColumnElement[float] | float
+        if station_id is not None:
+            floor = review_floor.get(station_id, default_floor)
+        elif review_floor:
+            floor = case(dict(review_floor), value=Inspection.station_id, else_=default_floor)
+        else:
+            floor = default_floor
+        filters.append(or_(Inspection.verdict == Verdict.FAIL, Inspection.norm_score > floor))
     return filters
 
 
@@ -162,6 +179,8 @@ def review_queue(
     min_score: float | None = None,
     defect_type: str | None = None,
     unlabelled_only: bool = True,
+    review_floor: Mapping[int, float] | None = None,
+    default_floor: float = 0.4,
     limit: int = 50,
     offset: int = 0,
     cursor: str | None = None,
@@ -170,7 +189,8 @@ def review_queue(
 
     Order: inspections with an unknown-type region first, then by descending normalised score
     (clear anomalies, then the uncertain ones near the threshold, then clear passes), newest id
-    breaking ties. ``defect_type`` keeps inspections with a region of that (predicted) type.
+    breaking ties. ``defect_type`` keeps inspections with a region of that (predicted) type;
+    ``review_floor`` leaves out passes below the uncertain band (:func:`review_filters`).
     Page with ``cursor`` (keyset, stable while new inspections arrive; preferred) or
     ``offset``. ``since`` is inclusive, ``until`` exclusive.
     """
@@ -182,6 +202,8 @@ def review_queue(
         min_score=min_score,
         defect_type=defect_type,
         unlabelled_only=unlabelled_only,
+        review_floor=review_floor,
+        default_floor=default_floor,
     )
     if filters is None:
         return ReviewPage(items=[])

@@ -25,15 +25,22 @@ from inspection.db.models import (
     Verdict,
     utcnow,
 )
-from inspection.db.review import window_filters
-from inspection.services.review_queue import image_threshold, stations_by_id
+from inspection.db.review import review_filters, window_filters
+from inspection.services.review_queue import (
+    DEFAULT_IMAGE_THRESHOLD,
+    UNCERTAIN_MARGIN,
+    image_threshold,
+    review_floors,
+    stations_by_id,
+)
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class StationSummary:
-    """What the line overview shows for one station (counts over the last 24 h)."""
+    """What the line overview shows for one station: pass/fail counts over the last 24 h;
+    ``to_review`` is its default review queue (flagged or uncertain, not labelled, any time)."""
 
     station: Station
     threshold: float
@@ -61,6 +68,24 @@ class StationSummary:
     def per_minute(self) -> float:
         """Throughput over the last hour, in inspections per minute."""
         return self.last_hour / 60.0
+
+
+def _default_queue(session: Session, stations: dict[int, Station]) -> list[ColumnElement[bool]]:
+    """The default review queue's filters (flagged or uncertain, not labelled, any time): what
+    the overview counts as "flagged, not reviewed", so the two numbers agree."""
+    filters = review_filters(
+        session,
+        station_id=None,
+        since=None,
+        until=None,
+        min_score=None,
+        defect_type=None,
+        unlabelled_only=True,
+        review_floor=review_floors(stations),
+        default_floor=DEFAULT_IMAGE_THRESHOLD - UNCERTAIN_MARGIN,
+    )
+    assert filters is not None  # only a defect-type filter can match nothing
+    return filters
 
 
 def station_summaries(
@@ -106,11 +131,7 @@ def station_summaries(
             summaries[station_id].mean_latency_ms = float(latency) if latency is not None else None
     review = session.execute(
         select(Inspection.station_id, func.count())
-        .where(
-            Inspection.captured_at >= day_ago,
-            Inspection.verdict == Verdict.FAIL,
-            ~exists().where(OperatorLabel.inspection_id == Inspection.id),
-        )
+        .where(*_default_queue(session, stations))
         .group_by(Inspection.station_id)
     ).tuples()
     for station_id, n in review:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from sqlalchemy import func, literal, select, tuple_
@@ -81,6 +81,12 @@ def is_uncertain(score: float, threshold: float) -> bool:
     return abs(score - threshold) < UNCERTAIN_MARGIN
 
 
+def review_floors(stations: Mapping[int, Station]) -> dict[int, float]:
+    """Per station, the score above which an unflagged part still needs a person: the start
+    of the uncertain band below the threshold it applies (:func:`is_uncertain`)."""
+    return {sid: image_threshold(s) - UNCERTAIN_MARGIN for sid, s in stations.items()}
+
+
 def stations_by_id(session: Session) -> dict[int, Station]:
     """Every station, keyed by id (there are few; pages look them up per item)."""
     return {s.id: s for s in session.scalars(select(Station).order_by(Station.name))}
@@ -131,14 +137,19 @@ def queue_page(
     min_score: float | None = None,
     defect_type: str | None = None,
     include_labelled: bool = False,
+    include_passes: bool = False,
     limit: int = 50,
     cursor: str | None = None,
 ) -> QueuePage:
     """What to review next: unknown defect types first, then by descending score.
 
-    Keyset pagination through ``cursor`` (see :func:`inspection.db.review.review_queue`);
-    ``labels`` holds the newest label of each item when ``include_labelled``.
+    By default the parts the stations flagged plus the uncertain band just below each
+    station's threshold (:func:`review_floors`), the same set the overview counts as "flagged,
+    not reviewed"; ``include_passes`` adds the clear passes. Keyset pagination through
+    ``cursor`` (see :func:`inspection.db.review.review_queue`); ``labels`` holds the newest
+    label of each item when ``include_labelled``.
     """
+    stations = stations_by_id(session)
     page = repo.review_queue(
         session,
         station_id=station_id,
@@ -147,11 +158,13 @@ def queue_page(
         min_score=min_score,
         defect_type=defect_type,
         unlabelled_only=not include_labelled,
+        review_floor=None if include_passes else review_floors(stations),
+        default_floor=DEFAULT_IMAGE_THRESHOLD - UNCERTAIN_MARGIN,
         limit=limit,
         cursor=cursor,
     )
     labels = latest_labels(session, [i.id for i in page.items]) if include_labelled else {}
-    return QueuePage(page.items, page.next_cursor, stations_by_id(session), labels)
+    return QueuePage(page.items, page.next_cursor, stations, labels)
 
 
 def queue_count(
@@ -163,9 +176,11 @@ def queue_count(
     min_score: float | None = None,
     defect_type: str | None = None,
     unlabelled_only: bool = True,
+    include_passes: bool = False,
     cap: int = QUEUE_COUNT_CAP,
 ) -> tuple[int, bool]:
-    """How many inspections the review queue holds with these filters, counting at most ``cap``.
+    """How many inspections the review queue holds with these filters (by default flagged
+    plus uncertain, as :func:`queue_page`), counting at most ``cap``.
 
     Returns ``(count, capped)``; ``capped`` is true when there are more than ``cap``.
     """
@@ -177,6 +192,8 @@ def queue_count(
         min_score=min_score,
         defect_type=defect_type,
         unlabelled_only=unlabelled_only,
+        review_floor=None if include_passes else review_floors(stations_by_id(session)),
+        default_floor=DEFAULT_IMAGE_THRESHOLD - UNCERTAIN_MARGIN,
     )
     if filters is None:
         return 0, False

@@ -31,7 +31,7 @@ def test_operator_reviews_100_items_with_the_keyboard(
     shot(page, "login")
     login(page, base, "operator")
     shot(page, "overview")
-    page.goto(f"{base}/review")
+    page.goto(f"{base}/review?include_passes=true")  # 100 labels: more than the flagged ones
     page.wait_for_selector("#queue-list li.selected")
     wait_for(page, "() => document.getElementById('queue-count').textContent !== '…'")
     wait_for(page, "() => document.getElementById('frame-img').complete")

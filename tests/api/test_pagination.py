@@ -26,7 +26,7 @@ def test_queue_cursor_walks_every_item_once_in_priority_order(
     client: TestClient, auth: dict[str, dict[str, str]], session: Session
 ) -> None:
     total = count(session, "SELECT count(*) FROM inspection")
-    pages = _queue_pages(client, auth["operator"], "", limit=7)
+    pages = _queue_pages(client, auth["operator"], "&include_passes=true", limit=7)
     items = [item for page in pages for item in page]
     assert len(items) == total
     assert len({item["id"] for item in items}) == total
@@ -34,7 +34,9 @@ def test_queue_cursor_walks_every_item_once_in_priority_order(
     keys = [(item["has_unknown"], item["norm_score"], item["id"]) for item in items]
     assert keys == sorted(keys, reverse=True)
     assert items[0]["has_unknown"], "unknown defect types come first"
-    counted = client.get("/api/review-queue/count", headers=auth["operator"]).json()
+    counted = client.get(
+        "/api/review-queue/count?include_passes=true", headers=auth["operator"]
+    ).json()
     assert counted == {"count": total, "capped": False}
 
 
@@ -42,7 +44,9 @@ def test_queue_cursor_is_stable_while_items_are_labelled(
     client: TestClient, auth: dict[str, dict[str, str]], session: Session
 ) -> None:
     total = count(session, "SELECT count(*) FROM inspection")
-    first = client.get("/api/review-queue?limit=10", headers=auth["operator"]).json()
+    first = client.get(
+        "/api/review-queue?limit=10&include_passes=true", headers=auth["operator"]
+    ).json()
     for item in first["items"][:5]:
         response = client.post(
             f"/api/inspections/{item['id']}/labels",
@@ -54,16 +58,20 @@ def test_queue_cursor_is_stable_while_items_are_labelled(
     cursor = first["next_cursor"]
     while cursor:
         page = client.get(
-            f"/api/review-queue?limit=10&cursor={cursor}", headers=auth["operator"]
+            f"/api/review-queue?limit=10&include_passes=true&cursor={cursor}",
+            headers=auth["operator"],
         ).json()
         rest.extend(page["items"])
         cursor = page["next_cursor"]
     seen = {i["id"] for i in first["items"]} | {i["id"] for i in rest}
     assert len(seen) == total
-    fresh = client.get("/api/review-queue?limit=200", headers=auth["operator"]).json()["items"]
+    fresh = client.get(
+        "/api/review-queue?limit=200&include_passes=true", headers=auth["operator"]
+    ).json()["items"]
     assert len(fresh) == total - 5
     everything = client.get(
-        "/api/review-queue?limit=200&include_labelled=true", headers=auth["operator"]
+        "/api/review-queue?limit=200&include_labelled=true&include_passes=true",
+        headers=auth["operator"],
     ).json()["items"]
     assert len(everything) == total
     labelled = [i for i in everything if i["label"] is not None]
