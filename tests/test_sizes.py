@@ -41,8 +41,6 @@ LONG_FUNCTIONS: dict[str, str] = {
     "bench/station_bench.py::_measure": _NOT_YET_SPLIT,
     "bench/suite.py::render_markdown": "the report's text, one paragraph after another",
     "db/testing.py::start_temporary_postgres": _NOT_YET_SPLIT,
-    "loop/retrain.py::retrain": "a 35-line docstring of its arguments; the body is the job's "
-    "start, the cancel hook and the error handling",
     "train.py::train_command": "a typer command whose options take most of its lines",
 }
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from inspection.db.models import (
@@ -350,3 +350,13 @@ def split_holdout(
     train.sort(key=lambda i: i.inspection_id)
     holdout.sort(key=lambda i: i.inspection_id)
     return train, holdout
+
+
+def label_watermark(session: Session, station_id: int) -> int:
+    """The newest label id of the station's inspections (0: none); changes with every label."""
+    newest = session.scalar(
+        select(func.max(OperatorLabel.id))
+        .join(Inspection, Inspection.id == OperatorLabel.inspection_id)
+        .where(Inspection.station_id == station_id)
+    )
+    return int(newest or 0)

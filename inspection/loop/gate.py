@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -195,3 +196,16 @@ def decide(
         act,
         config.tolerance,
     )
+
+
+def score_bundle(bundle: str | Path, images: np.ndarray) -> tuple[np.ndarray, float]:
+    """Raw scores of ``images`` under a bundle as the station runs it, and its threshold."""
+    from inspection.runtime import OpenVinoModel
+
+    model = OpenVinoModel(bundle)
+    if len(images) == 0:
+        return np.zeros(0, np.float32), model.image_threshold
+    raw = np.concatenate(
+        [model.predict(images[i : i + 8]).raw_score for i in range(0, len(images), 8)]
+    )
+    return raw, model.image_threshold

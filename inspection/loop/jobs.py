@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import select
@@ -189,6 +190,29 @@ class JobReporter:
         with self.session_factory() as session:
             job = session.get(RetrainJob, self.job_id)
             return bool(job is not None and job.cancel_requested)
+
+    def stage_marker(
+        self,
+        progress: Callable[[str, int, int], None],
+        cancel: Callable[[], bool] = lambda: False,
+    ) -> Callable[..., None]:
+        """The job's ``step(stage, done=0, total=0, message=None)``: checks ``cancel`` and the
+        job's cancel flag, records the stage, reports ``progress``.
+
+        Raises (from ``step``):
+            RetrainCancelled: cancelled by ``cancel`` (scheduler stopping) or by a person.
+        """
+
+        def step(stage: str, done: int = 0, total: int = 0, message: str | None = None) -> None:
+            if cancel():
+                raise RetrainCancelled(
+                    f"retrain job {self.job_id} was cancelled (scheduler stopping)"
+                )
+            self.check_cancel()
+            self.stage(stage, done, total, message)
+            progress(stage, done, total)
+
+        return step
 
     def check_cancel(self) -> None:
         """Raise :class:`RetrainCancelled` when cancellation was requested."""

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from inspection.db import repo
 from inspection.db.engine import run_in_transaction
-from inspection.db.models import ModelVersion
+from inspection.db.models import ModelVersion, Station
 from inspection.services.models import promote_model, rollback_model
 
 logger = logging.getLogger(__name__)
@@ -33,6 +33,16 @@ class ModelChange:
     artifact_path: str
 
 
+def _change(station: Station, previous: ModelVersion | None, active: ModelVersion) -> ModelChange:
+    return ModelChange(
+        station.name,
+        station.id,
+        active.id,
+        previous.id if previous is not None else None,
+        active.artifact_path,
+    )
+
+
 def promote(
     session_factory: sessionmaker[Session], *, model_version_id: int, actor: str | int | None
 ) -> ModelChange:
@@ -44,14 +54,7 @@ def promote(
         previous = repo.get_active_model(session, station_id) if station_id is not None else None
         promoted = promote_model(session, model_version_id=model_version_id, actor=actor)
         assert promoted.station_id is not None
-        station = repo.get_station(session, promoted.station_id)
-        return ModelChange(
-            station.name,
-            station.id,
-            promoted.id,
-            previous.id if previous is not None else None,
-            promoted.artifact_path,
-        )
+        return _change(repo.get_station(session, promoted.station_id), previous, promoted)
 
     return run_in_transaction(session_factory, tx, what=f"promote model {model_version_id}")
 
@@ -76,13 +79,7 @@ def rollback(
         target = rollback_model(
             session, station_id=row.id, actor=actor, to_version_id=to_version_id
         )
-        return ModelChange(
-            row.name,
-            row.id,
-            target.id,
-            previous.id if previous is not None else None,
-            target.artifact_path,
-        )
+        return _change(row, previous, target)
 
     change = run_in_transaction(session_factory, tx, what=f"roll back station {station}")
     logger.info(

@@ -31,17 +31,24 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from inspection.data.imageset import ImageSet
 from inspection.db import repo
 from inspection.db.engine import run_in_transaction
-from inspection.db.models import Inspection, JobStatus, OperatorLabel
+from inspection.db.models import JobStatus
 from inspection.detectors.base import ProgressFn, no_progress
 from inspection.errors import InspectionError, ModelFileError
 from inspection.loop.config import RetrainSettings
-from inspection.loop.dataset import DEFECT, NORMAL, labelled_inspections, load_images, split_holdout
+from inspection.loop.dataset import (
+    DEFECT,
+    NORMAL,
+    label_watermark,
+    labelled_inspections,
+    load_images,
+    split_holdout,
+)
+from inspection.loop.gate import GateDecision, score_bundle
 from inspection.loop.jobs import JobReporter, RetrainBusyError, RetrainCancelled, start_job
 from inspection.loop.normals import NormalSource, as_normals, default_normal_source
 from inspection.station.config import StationConfig
@@ -75,16 +82,6 @@ class RetrainResult:
     active_version_id: int | None = None
     reason: str = ""
     metrics: dict[str, Any] = field(default_factory=dict)
-
-
-def label_watermark(session: Session, station_id: int) -> int:
-    """The newest label id of the station's inspections (0: none); changes with every label."""
-    newest = session.scalar(
-        select(func.max(OperatorLabel.id))
-        .join(Inspection, Inspection.id == OperatorLabel.inspection_id)
-        .where(Inspection.station_id == station_id)
-    )
-    return int(newest or 0)
 
 
 # -- the job ------------------------------------------------------------------------------------
@@ -173,34 +170,13 @@ def retrain(
         "active_bundle": str(ctx.active_bundle),
         **(job_extra or {}),
     }
-
-    def begin(session: Session) -> tuple[int, int]:
-        watermark = label_watermark(session, ctx.station_id)
-        job = start_job(
-            session,
-            station_id=ctx.station_id,
-            config={**job_config, "label_watermark": watermark},
-            base_model_version_id=ctx.active_id,
-            detector_type=str(ctx.meta.get("detector")),
-            requested_by=requested_by,
-            job_id=job_id,
-            max_runtime_h=settings.max_runtime_h,
-        )
-        return job.id, watermark
-
     try:
-        jid, _ = run_in_transaction(session_factory, begin, what=f"start retrain of {name}")
+        jid = _start(session_factory, ctx, settings, job_config, requested_by, job_id)
     except RetrainBusyError as exc:
         logger.warning("%s", exc)
         return RetrainResult(name, None, "busy", reason=str(exc))
     reporter = JobReporter(session_factory, jid, STAGES)
-
-    def step(stage: str, done: int = 0, total: int = 0, message: str | None = None) -> None:
-        if cancel():
-            raise RetrainCancelled(f"retrain job {jid} was cancelled (scheduler stopping)")
-        reporter.check_cancel()
-        reporter.stage(stage, done, total, message)
-        progress(stage, done, total)
+    step = reporter.stage_marker(progress, cancel)
 
     out_dir = settings.models_dir / name / f"job-{jid}"
     try:
@@ -229,6 +205,37 @@ def retrain(
         reporter.finish(JobStatus.FAILED, error=detail, message=f"failed: {detail}")
         _remove(out_dir)
         return RetrainResult(name, jid, "failed", reason=detail)
+
+
+def _start(
+    session_factory: sessionmaker[Session],
+    ctx: _Context,
+    settings: RetrainSettings,
+    job_config: dict[str, Any],
+    requested_by: int | None,
+    job_id: int | None,
+) -> int:
+    """Create (or claim the queued ``job_id``) the running job; its id.
+
+    Raises:
+        RetrainBusyError: another job of the station is running.
+    """
+
+    def begin(session: Session) -> int:
+        watermark = label_watermark(session, ctx.station_id)
+        job = start_job(
+            session,
+            station_id=ctx.station_id,
+            config={**job_config, "label_watermark": watermark},
+            base_model_version_id=ctx.active_id,
+            detector_type=str(ctx.meta.get("detector")),
+            requested_by=requested_by,
+            job_id=job_id,
+            max_runtime_h=settings.max_runtime_h,
+        )
+        return job.id
+
+    return run_in_transaction(session_factory, begin, what=f"start retrain of {ctx.station}")
 
 
 def _remove(path: Path) -> None:
@@ -316,8 +323,8 @@ def _run(
     )
     reporter.log(f"candidate: {candidate.info}")
     bundle = _export(job, candidate, out_dir)
-    cand_metrics, act_metrics, decision = _evaluate(job, bundle, prepared)  # 5.
-    return _register_and_promote(job, candidate, bundle, cand_metrics, act_metrics, decision)
+    evaluation = _evaluate(job, bundle, prepared)  # 5.
+    return _register_and_promote(job, candidate, bundle, evaluation)
 
 
 def _assemble(job: _Job, base_normals: NormalSource | ImageSet | None) -> _Prepared | RetrainResult:
@@ -463,9 +470,16 @@ def _export(job: _Job, candidate: Any, out_dir: Path) -> Path:
     )
 
 
-def _evaluate(
-    job: _Job, bundle: Path, prepared: _Prepared
-) -> tuple[dict[str, Any], dict[str, Any] | None, Any]:
+@dataclass
+class _Evaluation:
+    """Step 5's output: both models' holdout metrics and the gate's decision."""
+
+    candidate: dict[str, Any]
+    active: dict[str, Any] | None
+    decision: GateDecision
+
+
+def _evaluate(job: _Job, bundle: Path, prepared: _Prepared) -> _Evaluation:
     """Step 5: candidate and active bundle scored on the same holdout, then the gate."""
     from inspection.loop.gate import decide, model_metrics
 
@@ -486,21 +500,17 @@ def _evaluate(
     job.step("gate")
     decision = decide(job.settings.gate, cand_metrics, act_metrics)
     job.reporter.log(("promote: " if decision.promote else "not promoted: ") + decision.reason)
-    return cand_metrics, act_metrics, decision
+    return _Evaluation(cand_metrics, act_metrics, decision)
 
 
 def _register_and_promote(
-    job: _Job,
-    candidate: Any,
-    bundle: Path,
-    cand_metrics: dict[str, Any],
-    act_metrics: dict[str, Any] | None,
-    decision: Any,
+    job: _Job, candidate: Any, bundle: Path, evaluation: _Evaluation
 ) -> RetrainResult:
     """Step 6: register the candidate as a model version (always), make it active when the
     gate passed, and finish the job."""
     job.step("promote")
-    version_id = _register(job, candidate, bundle, cand_metrics, act_metrics, decision)
+    version_id = _register(job, candidate, bundle, evaluation)
+    decision = evaluation.decision
     active_after = job.ctx.active_id
     if decision.promote:
         job.reporter.check_cancel()
@@ -512,8 +522,8 @@ def _register_and_promote(
         "candidate_version_id": version_id,
         "promoted": decision.promote,
         "gate": decision.to_dict(),
-        "candidate": cand_metrics,
-        "active": act_metrics,
+        "candidate": evaluation.candidate,
+        "active": evaluation.active,
         "candidate_info": candidate.info,
         "bundle": str(bundle),
     }
@@ -535,22 +545,17 @@ def _register_and_promote(
     )
 
 
-def _register(
-    job: _Job,
-    candidate: Any,
-    bundle: Path,
-    cand_metrics: dict[str, Any],
-    act_metrics: dict[str, Any] | None,
-    decision: Any,
-) -> int:
+def _register(job: _Job, candidate: Any, bundle: Path, evaluation: _Evaluation) -> int:
+    """The candidate as a model version of the station (its metrics: holdout, gate,
+    calibration); its id."""
     from inspection.runtime import read_metadata
 
     ctx, jid = job.ctx, job.jid
     meta = read_metadata(bundle)
     version_metrics = {
-        "holdout": cand_metrics,
-        "active_holdout": act_metrics,
-        "gate": decision.to_dict(),
+        "holdout": evaluation.candidate,
+        "active_holdout": evaluation.active,
+        "gate": evaluation.decision.to_dict(),
         "calibration": meta.get("calibration", {}),
     }
 
@@ -577,19 +582,6 @@ def _register(
         return version.id
 
     return run_in_transaction(job.session_factory, register, what=f"retrain job {jid}: register")
-
-
-def score_bundle(bundle: str | Path, images: np.ndarray) -> tuple[np.ndarray, float]:
-    """Raw scores of ``images`` under a bundle as the station runs it, and its threshold."""
-    from inspection.runtime import OpenVinoModel
-
-    model = OpenVinoModel(bundle)
-    if len(images) == 0:
-        return np.zeros(0, np.float32), model.image_threshold
-    raw = np.concatenate(
-        [model.predict(images[i : i + 8]).raw_score for i in range(0, len(images), 8)]
-    )
-    return raw, model.image_threshold
 
 
 def typer_operating_point(typer: Any | None) -> dict[str, Any] | None:

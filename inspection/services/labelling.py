@@ -39,6 +39,20 @@ def _user(session: Session, user_id: int) -> User:
     return found
 
 
+def _audit(
+    session: Session, user: User, action: str, inspection_id: int, **change: dict[str, Any]
+) -> None:
+    """An audit-log row about the inspection by ``user`` (``before`` and/or ``after``)."""
+    repo.write_audit(
+        session,
+        actor=repo.Actor(name=user.username, user_id=user.id),
+        action=action,
+        entity_type="inspection",
+        entity_id=inspection_id,
+        **change,
+    )
+
+
 def label_snapshot(label: OperatorLabel) -> dict[str, Any]:
     """A JSON-serialisable description of a label, for the audit log."""
     return {
@@ -76,14 +90,7 @@ def add_label(
             note=note,
         )
         session.refresh(label, ["defect_type"])
-        repo.write_audit(
-            session,
-            actor=repo.Actor(name=user.username, user_id=user.id),
-            action="label.add",
-            entity_type="inspection",
-            entity_id=inspection_id,
-            after=label_snapshot(label),
-        )
+        _audit(session, user, "label.add", inspection_id, after=label_snapshot(label))
         return label
 
 
@@ -112,12 +119,5 @@ def undo_label(session: Session, *, inspection_id: int, user_id: int) -> dict[st
             raise NotFoundError(f"you have no label on inspection {inspection_id} to undo")
         snapshot = label_snapshot(label)
         session.delete(label)
-        repo.write_audit(
-            session,
-            actor=repo.Actor(name=user.username, user_id=user.id),
-            action="label.undo",
-            entity_type="inspection",
-            entity_id=inspection_id,
-            before=snapshot,
-        )
+        _audit(session, user, "label.undo", inspection_id, before=snapshot)
         return snapshot

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
@@ -23,6 +24,32 @@ from inspection.services.uow import committed
 log = logging.getLogger(__name__)
 
 Actor = int | str | repo.Actor | None
+
+
+def _activate(
+    session: Session,
+    version: ModelVersion,
+    actor: Actor,
+    intent: tuple[str, str, int],
+    *,
+    before: dict[str, Any],
+    after: dict[str, Any],
+) -> None:
+    """Make ``version`` active (the repo retires the station's previous one and audits the
+    status changes) and audit the intent: ``(action, entity type, entity id)``."""
+    repo.set_model_status(
+        session, model_version_id=version.id, status=ModelStatus.ACTIVE, changed_by=actor
+    )
+    action, entity_type, entity_id = intent
+    repo.write_audit(
+        session,
+        actor=actor,
+        action=action,
+        entity_type=entity_type,
+        entity_id=entity_id,
+        before=before,
+        after=after,
+    )
 
 
 def promote_model(session: Session, *, model_version_id: int, actor: Actor) -> ModelVersion:
@@ -46,15 +73,11 @@ def promote_model(session: Session, *, model_version_id: int, actor: Actor) -> M
         )
     previous = repo.get_active_model(session, version.station_id)
     previous_id = previous.id if previous is not None else None
-    repo.set_model_status(
-        session, model_version_id=version.id, status=ModelStatus.ACTIVE, changed_by=actor
-    )
-    repo.write_audit(
+    _activate(
         session,
-        actor=actor,
-        action="model_version.promote",
-        entity_type="model_version",
-        entity_id=version.id,
+        version,
+        actor,
+        ("model_version.promote", "model_version", version.id),
         before={"active_model_version_id": previous_id},
         after={"active_model_version_id": version.id, "station_id": version.station_id},
     )
@@ -119,15 +142,11 @@ def rollback_model(
             raise InvalidStateError(
                 f"model version {target.id} was never active; promote it instead of rolling back"
             )
-    repo.set_model_status(
-        session, model_version_id=target.id, status=ModelStatus.ACTIVE, changed_by=actor
-    )
-    repo.write_audit(
+    _activate(
         session,
-        actor=actor,
-        action="station.rollback",
-        entity_type="station",
-        entity_id=station_id,
+        target,
+        actor,
+        ("station.rollback", "station", station_id),
         before={"active_model_version_id": current.id if current is not None else None},
         after={"active_model_version_id": target.id},
     )
