@@ -22,7 +22,6 @@ LONG_MODULES: dict[str, str] = {
     "splitting it by tag is left for a follow-up (#21)",
     "api/routes_ui.py": "the server-rendered pages, one router; split by page group is left "
     "for a follow-up (#21)",
-    "bench/load_bench.py": _NOT_YET_SPLIT,
     "bench/loop_bench.py": _NOT_YET_SPLIT,
     "bench/station_bench.py": _NOT_YET_SPLIT,
     "station/pipeline.py": "the station's hot path kept in one module on purpose (one place to "
@@ -33,8 +32,6 @@ LONG_MODULES: dict[str, str] = {
 LONG_FUNCTIONS: dict[str, str] = {
     "api/app.py::install_error_handlers": "one small handler per exception type, registered "
     "in one place",
-    "bench/db_bench.py::bench_engine": _NOT_YET_SPLIT,
-    "bench/load_bench.py::run_once": _NOT_YET_SPLIT,
     "bench/loop_bench.py::_novel_types": _NOT_YET_SPLIT,
     "bench/loop_bench.py::run_cycle": _NOT_YET_SPLIT,
     "bench/station_bench.py::station_run": _NOT_YET_SPLIT,

@@ -156,11 +156,10 @@ def _timed_queries(
     return times
 
 
-def bench_engine(engine: Engine, config: BenchConfig) -> dict[str, Any]:
-    """Run the insert/label/query measurements on one migrated, empty database."""
-    rng = random.Random(config.seed)
-    factory = make_session_factory(engine)
-    reader = make_session_factory(engine, read_only=True)
+def _seed_plant(
+    factory: sessionmaker[Session], config: BenchConfig
+) -> tuple[list[int], list[int], int]:
+    """Stations, operators and one model version: their ids."""
     with factory.begin() as session:
         stations = [
             repo.upsert_station(session, name=f"bench-{i}", line_name="bench").id
@@ -176,8 +175,19 @@ def bench_engine(engine: Engine, config: BenchConfig) -> dict[str, Any]:
             detector_type="patchcore",
             artifact_path="models/bench",
         ).id
+    return stations, users, model_id
 
-    # Batched inserts.
+
+def _time_inserts(
+    engine: Engine,
+    config: BenchConfig,
+    rng: random.Random,
+    stations: list[int],
+    model_id: int,
+) -> tuple[float, list[int], float]:
+    """Seconds to insert ``config.n_inspections`` in batches of ``config.batch_size``, the
+    inserted ids, and seconds for ``config.n_single_commit`` more, one transaction each."""
+    factory = make_session_factory(engine)
     start = time.perf_counter()
     for batch_start in range(0, config.n_inspections, config.batch_size):
         items = [
@@ -194,22 +204,27 @@ def bench_engine(engine: Engine, config: BenchConfig) -> dict[str, Any]:
     with factory() as session:
         ids = list(session.scalars(select(Inspection.id).order_by(Inspection.id)))
     log.info("%s: %d inspections in %.1f s", engine.dialect.name, len(ids), insert_s)
-
-    # One transaction per inspection (a lone result).
     start = time.perf_counter()
     for offset in range(config.n_single_commit):
         index = config.n_inspections + offset
         args = _inspection_args(rng, stations[index % len(stations)], index, model_id)
         with factory.begin() as session:
             repo.record_inspection(session, **args)
-    single_s = time.perf_counter() - start
+    return insert_s, ids, time.perf_counter() - start
 
-    # Labels, batched like a busy review session.
-    labelled = rng.sample(ids, int(len(ids) * config.label_fraction))
+
+def _time_labels(
+    factory: sessionmaker[Session],
+    labelled: list[int],
+    batch_size: int,
+    rng: random.Random,
+    users: list[int],
+) -> float:
+    """Seconds to label ``labelled``, batched like a busy review session."""
     start = time.perf_counter()
-    for batch_start in range(0, len(labelled), config.batch_size):
+    for batch_start in range(0, len(labelled), batch_size):
         with factory.begin() as session:
-            for inspection_id in labelled[batch_start : batch_start + config.batch_size]:
+            for inspection_id in labelled[batch_start : batch_start + batch_size]:
                 repo.add_label(
                     session,
                     inspection_id=inspection_id,
@@ -217,14 +232,23 @@ def bench_engine(engine: Engine, config: BenchConfig) -> dict[str, Any]:
                     verdict=rng.choice([Verdict.PASS, Verdict.FAIL]),
                     defect_type=rng.choice([None, *DEFECT_TYPES]),
                 )
-    labels_s = time.perf_counter() - start
+    return time.perf_counter() - start
 
+
+def _analyze(engine: Engine) -> None:
+    """Planner statistics, as a maintained database has them."""
     if engine.dialect.name == "postgresql":
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             conn.execute(text("VACUUM ANALYZE"))
     else:
         with engine.begin() as conn:
             conn.execute(text("ANALYZE"))
+
+
+def _time_reads(
+    reader: sessionmaker[Session], config: BenchConfig, stations: list[int]
+) -> dict[str, list[float]]:
+    """Milliseconds of each read: queue first page, filtered, next page, listing."""
 
     def first_page(session: Session, qrng: random.Random) -> object:
         return repo.review_queue(session, station_id=qrng.choice(stations), limit=50)
@@ -257,12 +281,25 @@ def bench_engine(engine: Engine, config: BenchConfig) -> dict[str, Any]:
     def listing(session: Session, qrng: random.Random) -> object:
         return repo.list_inspections(session, station_id=qrng.choice(stations), limit=50)
 
-    queries = {
+    return {
         "review": _timed_queries(reader, config.n_queries, first_page),
         "review_filtered": _timed_queries(reader, config.n_queries, filtered),
         "review_next_page": _timed_queries(reader, config.n_queries, next_page),
         "list": _timed_queries(reader, config.n_queries, listing),
     }
+
+
+def bench_engine(engine: Engine, config: BenchConfig) -> dict[str, Any]:
+    """Run the insert/label/query measurements on one migrated, empty database."""
+    rng = random.Random(config.seed)
+    factory = make_session_factory(engine)
+    reader = make_session_factory(engine, read_only=True)
+    stations, users, model_id = _seed_plant(factory, config)
+    insert_s, ids, single_s = _time_inserts(engine, config, rng, stations, model_id)
+    labelled = rng.sample(ids, int(len(ids) * config.label_fraction))
+    labels_s = _time_labels(factory, labelled, config.batch_size, rng, users)
+    _analyze(engine)
+    queries = _time_reads(reader, config, stations)
     with reader() as session:
         counts = repo.table_counts(session)
     total = config.n_inspections

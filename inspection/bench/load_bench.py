@@ -37,18 +37,16 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
+from inspection.bench.load_station import MODEL_SIZE, station_main
 from inspection.bench.report import stamp, write_results
-from inspection.station.sources import END, Frame, FrameSource, ReadResult, _stamp
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +66,6 @@ COLUMNS = (
     "spool_discarded",
     "persist_failures",
 )
-MODEL_SIZE = 32
 
 
 @dataclass(frozen=True)
@@ -98,215 +95,6 @@ class LoadConfig:
             raise ValueError("the fault run kills two stations: use --stations 2 or more")
         if self.faults and self.outage_s >= self.duration_s * 0.6:
             raise ValueError("outage_s must be shorter than 60 % of duration_s")
-
-
-# -- the simulated station (child process) -----------------------------------------------------
-
-
-class FakeScorer:
-    """A fast stand-in model: the anomaly map is the frame's brightness (0..1)."""
-
-    size = MODEL_SIZE
-    image_threshold = 0.5
-    pixel_threshold = 0.5
-
-    def predict(self, images: np.ndarray) -> Any:
-        from inspection.runtime import Prediction
-
-        amap = images.astype(np.float32).mean(axis=3) / 255.0
-        raw = amap.reshape(len(images), -1).max(axis=1).astype(np.float32)
-        score = np.clip(raw, 0.0, 1.0).astype(np.float32)
-        return Prediction(raw, score, amap, raw > self.image_threshold)
-
-
-def _frames(size: int) -> tuple[np.ndarray, np.ndarray]:
-    """A good part (dim texture) and a defective one (the same with a bright scratch)."""
-    rng = np.random.default_rng(0)
-    good = rng.integers(20, 90, (size, size, 3), dtype=np.uint8)
-    bad = good.copy()
-    bad[size // 3 : size // 3 + max(2, size // 16), size // 4 : size * 3 // 4] = 250
-    return good, bad
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
-class DurableCamera(FrameSource):
-    """Frames due at ``t0 + n / fps`` for ``n < total``; resumes at its fsync'd checkpoint.
-
-    The checkpoint is the oldest frame not yet acknowledged (:meth:`ack`, called when a
-    result is durable), so a restarted station re-delivers every frame it had not made durable.
-    """
-
-    overflow: Literal["drop", "wait"] = "wait"
-
-    def __init__(
-        self,
-        station: str,
-        *,
-        t0: float,
-        fps: float,
-        total: int,
-        checkpoint: Path,
-        size: int,
-        defect_every: int,
-    ) -> None:
-        self.station = station
-        self.t0 = t0
-        self.fps = fps
-        self.total = total
-        self.checkpoint = checkpoint
-        self.defect_every = defect_every
-        self.good, self.bad = _frames(size)
-        self._lock = threading.Lock()
-        self._pending: set[int] = set()
-        self._last_save = 0.0
-        self.resumed_at = 0
-        if checkpoint.exists():
-            self.resumed_at = int(json.loads(checkpoint.read_text())["next"])
-        self.next = self.resumed_at
-        self.high = self.resumed_at  # highest frame delivered + 1 by this process
-
-    def describe(self) -> str:
-        return f"sim:{self.station}"
-
-    def open(self) -> None:
-        """Nothing to connect (the camera is simulated)."""
-
-    def close(self) -> None:
-        """Save the checkpoint."""
-        self._save(force=True)
-
-    def read(self) -> ReadResult:
-        n = self.next
-        if n >= self.total:
-            return END
-        wait = self.t0 + n / self.fps - time.time()
-        if wait > 0:
-            time.sleep(min(wait, 0.1))
-            if wait > 0.1:
-                return None
-        with self._lock:
-            self._pending.add(n)
-            self.next = n + 1
-            self.high = max(self.high, n + 1)
-        defect = zlib.crc32(f"{self.station}:{n}".encode()) % self.defect_every == 0
-        image = self.bad if defect else self.good
-        return _stamp(Frame(image, f"sim:{self.station}:{n}", key=f"{self.station}-{n:07d}"))
-
-    def ack(self, keys: Sequence[str]) -> None:
-        """These results are durable: move the checkpoint past them."""
-        with self._lock:
-            for key in keys:
-                self._pending.discard(int(key.rsplit("-", 1)[1]))
-        self._save()
-
-    def _save(self, force: bool = False) -> None:
-        now = time.monotonic()
-        if not force and now - self._last_save < 0.2:
-            return
-        with self._lock:
-            position = min(self._pending) if self._pending else self.next
-            self._last_save = now
-        _write_atomic(self.checkpoint, json.dumps({"next": position}))
-
-
-class TimedSink:
-    """Wraps the station's sink: times each write (per result) and acknowledges the camera."""
-
-    def __init__(self, inner: Any, camera: DurableCamera) -> None:
-        self.inner = inner
-        self.camera = camera
-        self.write_ms: list[float] = []
-        self._lock = threading.Lock()
-
-    def write(self, items: Sequence[Any]) -> None:
-        t0 = time.perf_counter()
-        self.inner.write(items)
-        ms = (time.perf_counter() - t0) * 1000
-        with self._lock:
-            self.write_ms.extend([ms] * len(items))
-        self.camera.ack([i.idempotency_key for i in items])
-
-    def start(self) -> None:
-        start = getattr(self.inner, "start", None)
-        if callable(start):
-            start()
-
-    def stop(self, timeout_s: float = 10.0) -> Any:
-        stop = getattr(self.inner, "stop", None)
-        return stop(timeout_s) if callable(stop) else None
-
-
-def station_main(spec_path: str) -> None:
-    """Child process: run one simulated station until its camera has delivered every frame."""
-    from sqlalchemy.exc import DBAPIError
-
-    from inspection.db.engine import make_engine, make_session_factory
-    from inspection.errors import DatabaseError
-    from inspection.station.config import parse_station_config
-    from inspection.station.pipeline import Station
-    from inspection.storage import LocalArtifactStore
-
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    spec = json.loads(Path(spec_path).read_text())
-    config = parse_station_config(spec["config"])
-    camera = DurableCamera(
-        config.id,
-        t0=spec["t0"],
-        fps=spec["fps"],
-        total=spec["total"],
-        checkpoint=Path(spec["checkpoint"]),
-        size=spec["frame_size"],
-        defect_every=spec["defect_every"],
-    )
-    engine = make_engine(os.environ["INSPECTION_DATABASE_URL"], pool_size=4)
-    station = Station(
-        config,
-        session_factory=make_session_factory(engine),
-        store=LocalArtifactStore(config.artifacts_dir),
-        source=camera,
-        model_loader=lambda bundle, settings, batch: FakeScorer(),
-    )
-    timed = TimedSink(station.sink, camera)
-    station.sink = timed
-    while True:  # a station restarted during an outage waits for the database to register
-        try:
-            station.start()
-            break
-        except (DatabaseError, DBAPIError) as exc:
-            logger.warning("database not reachable yet, retrying start: %s", exc)
-            time.sleep(1.0)
-    logger.info("station %s resumed at frame %d", config.id, camera.resumed_at)
-    while not station.capture_finished:
-        time.sleep(0.2)
-    stats = station.stop()
-    engine.dispose()
-    report = {
-        "station": config.id,
-        "resumed_at": camera.resumed_at,
-        "produced": camera.high,
-        "counters": stats["counters"],
-        "latency_ms": stats["latency_ms"],
-        "write_ms": timed.write_ms,
-        "spool_left": _spool_left(station),
-    }
-    _write_atomic(Path(spec["report"]), json.dumps(report))
-
-
-def _spool_left(station: Any) -> int:
-    from inspection.station.spool import SpoolingSink
-
-    sink = getattr(station.sink, "inner", station.sink)
-    return sink.spool.stats().items if isinstance(sink, SpoolingSink) else 0
 
 
 # -- PostgreSQL control --------------------------------------------------------------------
@@ -385,7 +173,7 @@ class StationProc:
         self.incarnations += 1
         log = open(self.log, "ab")  # noqa: SIM115 - owned by the child
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "inspection.bench.load_bench", str(self.spec)],
+            [sys.executable, "-m", "inspection.bench.load_station", str(self.spec)],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -493,40 +281,27 @@ def _count(url: str) -> tuple[int, int, dict[str, int]]:
     return rows, distinct, per_station
 
 
-def run_once(
-    name: str,
-    cfg: LoadConfig,
-    server_url: str,
-    workdir: Path,
-    *,
-    faults: bool,
-    progress: Callable[[str], None],
-) -> RunResult:
-    """One run on a fresh database: start the stations, inject faults, count."""
+def _fresh_database(server_url: str, name: str) -> str:
+    """A new, migrated database ``load_<name>`` on the server: its URL (3 s connect timeout)."""
     from sqlalchemy.engine import make_url
 
     from inspection.db import migrate
     from inspection.db.engine import make_engine
     from inspection.db.testing import create_database
 
-    db_name = f"load_{name}"
-    url = create_database(server_url, db_name)
+    url = create_database(server_url, f"load_{name}")
     url = make_url(url).update_query_dict({"connect_timeout": "3"}).render_as_string(False)
     engine = make_engine(url)
     migrate.upgrade(engine)
     engine.dispose()
-    run_dir = workdir / name
-    for sub in ("specs", "reports", "camera", "spool", "logs"):
-        (run_dir / sub).mkdir(parents=True, exist_ok=True)
-    bundle = _fake_bundle(workdir / "bundle")
+    return url
+
+
+def _start_stations(
+    cfg: LoadConfig, run_dir: Path, bundle: Path, env: dict[str, str], t0: float
+) -> list[StationProc]:
+    """One process per station, each with its spec file; cameras start together at ``t0``."""
     total = round(cfg.duration_s * cfg.fps)
-    t0 = time.time() + 5.0  # every camera starts together, after the processes are up
-    env = {
-        **os.environ,
-        "INSPECTION_DATABASE_URL": url,
-        "INSPECTION_SPOOL_DIR": str(run_dir / "spool"),
-    }
-    env.pop("INSPECTION_METRICS_PORT", None)
     stations: list[StationProc] = []
     for i in range(cfg.stations):
         sname = f"load-{i:02d}"
@@ -550,56 +325,57 @@ def run_once(
         sp.spec.write_text(json.dumps(spec))
         sp.start(env)
         stations.append(sp)
-    result = RunResult(name=name)
+    return stations
 
-    def event(what: str, **extra: Any) -> None:
-        at = round(time.time() - t0, 2)
-        result.events.append({"t_s": at, "event": what, **extra})
-        progress(f"{name}: t={at:.1f}s {what} {extra if extra else ''}")
 
-    progress(f"{name}: {cfg.stations} stations x {cfg.fps:g} fps x {cfg.duration_s:g} s")
-    if faults:
-        pg = PostgresControl(url)
-        outage_at = t0 + cfg.duration_s * 0.3
-        time.sleep(max(0.0, outage_at - time.time()))
-        pg.stop()
-        event("postgresql stopped")
-        # SIGKILL one station mid spool write (a .tmp record exists at that instant).
-        time.sleep(cfg.outage_s * 0.4)
-        victim = stations[0]
-        caught = _wait_for_tmp(victim.spool, timeout_s=cfg.outage_s * 0.4)
-        assert victim.proc is not None
-        victim.proc.send_signal(signal.SIGKILL)
-        victim.proc.wait()
-        event(
-            "SIGKILL during spool write",
-            station=victim.name,
-            tmp_record_seen=caught,
-            spool_records=_records(victim.spool),
-        )
-        victim.start(env)
-        event("restarted", station=victim.name)
-        time.sleep(max(0.0, outage_at + cfg.outage_s - time.time()))
-        pg.start()
-        event("postgresql started")
-        # SIGKILL another station while it replays its spool into the database.
-        victim = stations[1]
-        deadline = time.monotonic() + 15.0
-        before = _records(victim.spool)
-        while time.monotonic() < deadline and _records(victim.spool) >= before > 0:
-            time.sleep(0.002)  # kill right after its first replayed records were deleted
-        assert victim.proc is not None
-        victim.proc.send_signal(signal.SIGKILL)
-        victim.proc.wait()
-        event(
-            "SIGKILL during replay",
-            station=victim.name,
-            spool_records_before=before,
-            spool_records=_records(victim.spool),
-        )
-        victim.start(env)
-        event("restarted", station=victim.name)
-    deadline = t0 + cfg.duration_s + 600.0
+Event = Callable[..., None]
+
+
+def _kill_and_restart(
+    victim: StationProc, env: dict[str, str], event: Event, what: str, **seen: Any
+) -> None:
+    """SIGKILL ``victim`` now, record ``what`` (with its spool's records left), restart it."""
+    assert victim.proc is not None
+    victim.proc.send_signal(signal.SIGKILL)
+    victim.proc.wait()
+    event(what, station=victim.name, **seen, spool_records=_records(victim.spool))
+    victim.start(env)
+    event("restarted", station=victim.name)
+
+
+def _inject_faults(
+    cfg: LoadConfig,
+    url: str,
+    t0: float,
+    stations: list[StationProc],
+    env: dict[str, str],
+    event: Event,
+) -> None:
+    """A database outage, one station killed mid spool write during it, another killed while
+    it replays its spool after it."""
+    pg = PostgresControl(url)
+    outage_at = t0 + cfg.duration_s * 0.3
+    time.sleep(max(0.0, outage_at - time.time()))
+    pg.stop()
+    event("postgresql stopped")
+    # SIGKILL one station mid spool write (a .tmp record exists at that instant).
+    time.sleep(cfg.outage_s * 0.4)
+    caught = _wait_for_tmp(stations[0].spool, timeout_s=cfg.outage_s * 0.4)
+    _kill_and_restart(stations[0], env, event, "SIGKILL during spool write", tmp_record_seen=caught)
+    time.sleep(max(0.0, outage_at + cfg.outage_s - time.time()))
+    pg.start()
+    event("postgresql started")
+    # SIGKILL another station while it replays its spool into the database.
+    victim = stations[1]
+    deadline = time.monotonic() + 15.0
+    before = _records(victim.spool)
+    while time.monotonic() < deadline and _records(victim.spool) >= before > 0:
+        time.sleep(0.002)  # kill right after its first replayed records were deleted
+    _kill_and_restart(victim, env, event, "SIGKILL during replay", spool_records_before=before)
+
+
+def _wait_all(stations: list[StationProc], deadline: float, event: Event) -> None:
+    """Wait for every station to finish (killed when past ``deadline``)."""
     for sp in stations:
         assert sp.proc is not None
         try:
@@ -609,6 +385,21 @@ def run_once(
             sp.proc.wait()
             event("station did not finish", station=sp.name)
     event("all stations finished")
+
+
+STATION_COUNTERS = (
+    "captured",
+    "persisted",
+    "dropped",
+    "spooled",
+    "replayed",
+    "spool_discarded",
+    "persist_failures",
+)
+
+
+def _collect(result: RunResult, stations: list[StationProc], url: str) -> None:
+    """Add the stations' reports and the database's counts to ``result``."""
     rows, distinct, per_station = _count(url)
     write_ms: list[float] = []
     e2e: list[float] = []
@@ -632,18 +423,7 @@ def run_once(
             "incarnations": sp.incarnations,
             "resumed_at": rep["resumed_at"],
             "end_to_end_p99_ms": round(e2e_p99, 1),
-            "counters": {
-                k: c.get(k, 0)
-                for k in (
-                    "captured",
-                    "persisted",
-                    "dropped",
-                    "spooled",
-                    "replayed",
-                    "spool_discarded",
-                    "persist_failures",
-                )
-            },
+            "counters": {k: c.get(k, 0) for k in STATION_COUNTERS},
         }
     result.stored = rows
     result.duplicates = rows - distinct
@@ -655,6 +435,43 @@ def run_once(
         result.p50_write_ms = round(float(np.percentile(arr, 50)), 2)
         result.max_write_ms = round(float(arr.max()), 2)
     result.p99_end_to_end_ms = round(max(e2e, default=0.0), 1)
+
+
+def run_once(
+    name: str,
+    cfg: LoadConfig,
+    server_url: str,
+    workdir: Path,
+    *,
+    faults: bool,
+    progress: Callable[[str], None],
+) -> RunResult:
+    """One run on a fresh database: start the stations, inject faults, count."""
+    url = _fresh_database(server_url, name)
+    run_dir = workdir / name
+    for sub in ("specs", "reports", "camera", "spool", "logs"):
+        (run_dir / sub).mkdir(parents=True, exist_ok=True)
+    bundle = _fake_bundle(workdir / "bundle")
+    t0 = time.time() + 5.0  # every camera starts together, after the processes are up
+    env = {
+        **os.environ,
+        "INSPECTION_DATABASE_URL": url,
+        "INSPECTION_SPOOL_DIR": str(run_dir / "spool"),
+    }
+    env.pop("INSPECTION_METRICS_PORT", None)
+    stations = _start_stations(cfg, run_dir, bundle, env, t0)
+    result = RunResult(name=name)
+
+    def event(what: str, **extra: Any) -> None:
+        at = round(time.time() - t0, 2)
+        result.events.append({"t_s": at, "event": what, **extra})
+        progress(f"{name}: t={at:.1f}s {what} {extra if extra else ''}")
+
+    progress(f"{name}: {cfg.stations} stations x {cfg.fps:g} fps x {cfg.duration_s:g} s")
+    if faults:
+        _inject_faults(cfg, url, t0, stations, env, event)
+    _wait_all(stations, t0 + cfg.duration_s + 600.0, event)
+    _collect(result, stations, url)
     progress(
         f"{name}: produced {result.produced}, stored {result.stored}, duplicates "
         f"{result.duplicates}, missing {result.missing}, p99 write {result.p99_write_ms} ms"
@@ -722,10 +539,6 @@ def _markdown(payload: dict[str, Any]) -> str:
     verdict = "produced == stored, no duplicates" if payload["ok"] else "FAILED: see runs"
     lines.append(f"Result: {verdict}.")
     return "\n".join(lines)
-
-
-if __name__ == "__main__":
-    station_main(sys.argv[1])
 
 
 __all__ = ["COLUMNS", "LoadConfig", "PostgresControl", "run", "run_once", "station_main"]
