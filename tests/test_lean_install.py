@@ -59,7 +59,10 @@ LEAN_MODULES = (
     "inspection.api.app",
     "inspection.api.server",
     "inspection.api.routes_api",
+    "inspection.api.routes_api_inspections",
+    "inspection.api.routes_api_manage",
     "inspection.api.routes_ui",
+    "inspection.api.routes_ui_manage",
     "inspection.db.cli",
     "inspection.worker",
 )

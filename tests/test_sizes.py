@@ -18,10 +18,6 @@ _NOT_YET_SPLIT = "not yet split into named steps (issue #21, left for a follow-u
 
 #: module path (relative to ``inspection/``) -> why it is longer than MAX_MODULE_LINES.
 LONG_MODULES: dict[str, str] = {
-    "api/routes_api.py": "one router per URL prefix keeps the OpenAPI tags together; "
-    "splitting it by tag is left for a follow-up (#21)",
-    "api/routes_ui.py": "the server-rendered pages, one router; split by page group is left "
-    "for a follow-up (#21)",
     "bench/loop_bench.py": _NOT_YET_SPLIT,
     "bench/station_bench.py": _NOT_YET_SPLIT,
     "station/pipeline.py": "the station's hot path kept in one module on purpose (one place to "

@@ -164,7 +164,14 @@ def build_context(settings: ApiSettings) -> AppContext:
 
 def create_app(settings: ApiSettings | None = None) -> FastAPI:
     """Build the review app for ``settings`` (default: from the environment)."""
-    from inspection.api import routes_api, routes_sessions, routes_ui
+    from inspection.api import (
+        routes_api,
+        routes_api_inspections,
+        routes_api_manage,
+        routes_sessions,
+        routes_ui,
+        routes_ui_manage,
+    )
 
     settings = settings or ApiSettings()
     ctx = build_context(settings)
@@ -206,7 +213,10 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.add_middleware(SecurityHeaders, secure_cookies=settings.cookie_secure)
     app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
     app.include_router(routes_api.router)
+    app.include_router(routes_api_inspections.router)
+    app.include_router(routes_api_manage.router)
     app.include_router(routes_ui.router)
+    app.include_router(routes_ui_manage.router)
     app.include_router(routes_sessions.router)
     install_error_handlers(app, ctx)
     return app

@@ -1,0 +1,397 @@
+"""The REST API's review queue, inspections (frames, overlays) and labels: parse the request,
+call one service of :mod:`inspection.services`, render the response (see :mod:`.routes_api`)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Response
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from inspection.api.deps import (
+    Ctx,
+    Operator,
+    ReadSession,
+    WriteSession,
+)
+from inspection.api.routes_api import (
+    ERRORS,
+    NOT_FOUND,
+    IdPath,
+    IncludePasses,
+    MinScore,
+    OptStation,
+    Since,
+    TypeName,
+    Until,
+    aware,
+    model_brief,
+)
+from inspection.api.schemas import (
+    DefectTypeOut,
+    HistoryEntryOut,
+    InspectionDetailOut,
+    InspectionListOut,
+    LabelIn,
+    LabelOut,
+    OverlayScaleOut,
+    OverlayStyle,
+    QueueCountOut,
+    QueuePageOut,
+    UndoOut,
+    inspection_out,
+    label_out,
+)
+from inspection.db.models import (
+    Artifact,
+    ArtifactKind,
+    Inspection,
+    Station,
+    Verdict,
+)
+from inspection.errors import NotFoundError
+from inspection.services import labelling
+from inspection.services import review_queue as queue_reads
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/api", responses=ERRORS)
+
+
+# -- review queue and inspections ----------------------------------------------------------
+
+
+@router.get("/review-queue", tags=["review"], response_model=QueuePageOut)
+def review_queue(
+    user: Operator,
+    session: ReadSession,
+    station_id: OptStation = None,
+    since: Since = None,
+    until: Until = None,
+    min_score: MinScore = None,
+    defect_type: TypeName = None,
+    include_labelled: Annotated[
+        bool, Query(description="Also list inspections that already have a label.")
+    ] = False,
+    include_passes: IncludePasses = False,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Annotated[
+        str | None, Query(max_length=200, description="next_cursor of the previous page.")
+    ] = None,
+) -> QueuePageOut:
+    """What to review next: the parts the stations flagged and the uncertain ones just below
+    their threshold (``include_passes`` adds clear passes), unknown defect types first, then by
+    descending score.
+
+    Keyset pagination: pass the previous page's ``next_cursor`` (stable while new inspections
+    arrive and items are labelled).
+    """
+    page = queue_reads.queue_page(
+        session,
+        station_id=station_id,
+        since=aware(since),
+        until=aware(until),
+        min_score=min_score,
+        defect_type=defect_type,
+        include_labelled=include_labelled,
+        include_passes=include_passes,
+        limit=limit,
+        cursor=cursor,
+    )
+    return QueuePageOut(
+        items=[
+            inspection_out(i, page.stations.get(i.station_id), page.labels.get(i.id))
+            for i in page.items
+        ],
+        next_cursor=page.next_cursor,
+    )
+
+
+@router.get("/review-queue/count", tags=["review"], response_model=QueueCountOut)
+def review_queue_count(
+    user: Operator,
+    session: ReadSession,
+    station_id: OptStation = None,
+    since: Since = None,
+    until: Until = None,
+    min_score: MinScore = None,
+    defect_type: TypeName = None,
+    include_labelled: bool = False,
+    include_passes: IncludePasses = False,
+) -> QueueCountOut:
+    """How many inspections wait in the queue with these filters (counted up to 10,000); with
+    the default filters, the overview's "flagged, not reviewed"."""
+    count, capped = queue_reads.queue_count(
+        session,
+        station_id=station_id,
+        since=aware(since),
+        until=aware(until),
+        min_score=min_score,
+        defect_type=defect_type,
+        unlabelled_only=not include_labelled,
+        include_passes=include_passes,
+    )
+    return QueueCountOut(count=count, capped=capped)
+
+
+@router.get("/inspections", tags=["inspections"], response_model=InspectionListOut)
+def list_inspections(
+    user: Operator,
+    session: ReadSession,
+    station_id: OptStation = None,
+    verdict: Verdict | None = None,
+    since: Since = None,
+    until: Until = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+) -> InspectionListOut:
+    """Inspections newest first, with offset pagination and the total count."""
+    items, total = queue_reads.inspections_page(
+        session,
+        station_id=station_id,
+        verdict=verdict,
+        since=aware(since),
+        until=aware(until),
+        limit=limit,
+        offset=offset,
+    )
+    stations = queue_reads.stations_by_id(session)
+    labels = queue_reads.latest_labels(session, [i.id for i in items])
+    return InspectionListOut(
+        items=[inspection_out(i, stations.get(i.station_id), labels.get(i.id)) for i in items],
+        total=total,
+        limit=limit,
+        offset=offset,
+        next_offset=offset + limit if offset + limit < total else None,
+    )
+
+
+def inspection_detail(session: Session, inspection_id: int) -> InspectionDetailOut:
+    """Everything the detail page and ``GET /api/inspections/{id}`` show."""
+    d = queue_reads.inspection_detail(session, inspection_id)
+    base = inspection_out(d.inspection, d.station, d.labels[-1] if d.labels else None)
+    return InspectionDetailOut(
+        **base.model_dump(exclude={"regions", "label"}),
+        regions=base.regions,
+        label=base.label,
+        labels=[label_out(label) for label in d.labels],
+        history=[HistoryEntryOut.model_validate(h) for h in d.history],
+        model_version=model_brief(d.model_version),
+        pixel_threshold=queue_reads.pixel_threshold(d.station),
+    )
+
+
+@router.get(
+    "/inspections/{inspection_id}",
+    tags=["inspections"],
+    response_model=InspectionDetailOut,
+    responses=NOT_FOUND,
+)
+def get_inspection(
+    inspection_id: IdPath, user: Operator, session: ReadSession
+) -> InspectionDetailOut:
+    """One inspection with regions, every label, labelling history and its model version."""
+    return inspection_detail(session, inspection_id)
+
+
+def _artifact(session: Session, inspection_id: int, kind: ArtifactKind) -> Artifact:
+    artifact = session.scalar(
+        select(Artifact)
+        .where(
+            Artifact.inspection_id == inspection_id,
+            Artifact.kind == kind,
+            Artifact.region_id.is_(None),
+        )
+        .order_by(Artifact.id)
+        .limit(1)
+    )
+    if artifact is None:
+        if session.get(Inspection, inspection_id) is None:
+            raise NotFoundError(f"inspection {inspection_id} does not exist")
+        raise NotFoundError(f"inspection {inspection_id} has no stored {kind.value}")
+    return artifact
+
+
+IMAGE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"image/png": {}, "image/jpeg": {}}, "description": "The image."},
+    **NOT_FOUND,
+}
+
+
+@router.get(
+    "/inspections/{inspection_id}/frame",
+    tags=["inspections"],
+    response_class=Response,
+    responses=IMAGE_RESPONSES,
+)
+def frame(
+    inspection_id: IdPath,
+    user: Operator,
+    ctx: Ctx,
+    session: ReadSession,
+    max_side: Annotated[
+        int | None, Query(ge=16, le=4096, description="Thumbnail: longest side in pixels.")
+    ] = None,
+) -> Response:
+    """The captured frame (``max_side``: a JPEG thumbnail)."""
+    artifact = _artifact(session, inspection_id, ArtifactKind.FRAME)
+    session.close()  # release the connection before file I/O
+    image = (
+        ctx.images.thumbnail(artifact.store_key, max_side)
+        if max_side is not None
+        else ctx.images.frame(artifact.store_key)
+    )
+    return Response(
+        image.data,
+        media_type=image.media_type,
+        headers={"Cache-Control": "private, max-age=86400", "ETag": f'"{artifact.sha256}"'},
+    )
+
+
+def _heatmap_source(
+    session: Session, inspection_id: int
+) -> tuple[str, tuple[int, int] | None, float | None]:
+    """The stored heatmap's key, the frame's (width, height) and the station's pixel threshold."""
+    heatmap = _artifact(session, inspection_id, ArtifactKind.HEATMAP)
+    frame_row = session.scalar(
+        select(Artifact).where(
+            Artifact.inspection_id == inspection_id,
+            Artifact.kind == ArtifactKind.FRAME,
+            Artifact.region_id.is_(None),
+        )
+    )
+    station = session.scalar(
+        select(Station)
+        .join(Inspection, Inspection.station_id == Station.id)
+        .where(Inspection.id == inspection_id)
+    )
+    size = None
+    if frame_row is not None and frame_row.width_px and frame_row.height_px:
+        size = (frame_row.width_px, frame_row.height_px)
+    pixel_threshold = queue_reads.pixel_threshold(station)
+    key = heatmap.store_key
+    session.close()
+    return key, size, pixel_threshold
+
+
+@router.get(
+    "/inspections/{inspection_id}/overlay.png",
+    tags=["inspections"],
+    response_class=Response,
+    responses=IMAGE_RESPONSES,
+)
+def overlay(
+    inspection_id: IdPath,
+    user: Operator,
+    ctx: Ctx,
+    session: ReadSession,
+    style: Annotated[
+        OverlayStyle,
+        Query(description="heat: the coloured map; contour: isolines only (defect stays visible)."),
+    ] = "heat",
+) -> Response:
+    """The anomaly heatmap as a transparent PNG the size of the frame (colour scale: see
+    ``overlay-scale``)."""
+    key, size, pixel_threshold = _heatmap_source(session, inspection_id)
+    image = ctx.images.overlay(key, size=size, pixel_threshold=pixel_threshold, style=style)
+    return Response(
+        image.data,
+        media_type=image.media_type,
+        headers={"Cache-Control": "private, max-age=3600"},
+    )
+
+
+@router.get(
+    "/inspections/{inspection_id}/overlay-scale",
+    tags=["inspections"],
+    response_model=OverlayScaleOut,
+    responses=NOT_FOUND,
+)
+def overlay_scale(
+    inspection_id: IdPath, user: Operator, ctx: Ctx, session: ReadSession
+) -> OverlayScaleOut:
+    """The overlay's colour scale in the heatmap's units (per-pixel anomaly score): the value
+    drawn transparent, the value drawn hottest, and the contour levels."""
+    key, _size, pixel_threshold = _heatmap_source(session, inspection_id)
+    scale = ctx.images.overlay_scale(key, pixel_threshold=pixel_threshold)
+    return OverlayScaleOut(
+        vmin=scale.vmin,
+        vmax=scale.vmax,
+        levels=list(scale.levels),
+        pixel_threshold=scale.pixel_threshold,
+        units="per-pixel anomaly score (detector units, as the pixel threshold)",
+    )
+
+
+@router.get(
+    "/inspections/{inspection_id}/labels",
+    tags=["labels"],
+    response_model=list[LabelOut],
+    responses=NOT_FOUND,
+)
+def list_labels(inspection_id: IdPath, user: Operator, session: ReadSession) -> list[LabelOut]:
+    """Every label of the inspection, oldest first."""
+    if session.get(Inspection, inspection_id) is None:
+        raise NotFoundError(f"inspection {inspection_id} does not exist")
+    return [label_out(x) for x in queue_reads.label_rows(session, inspection_id=inspection_id)]
+
+
+@router.get(
+    "/inspections/{inspection_id}/history",
+    tags=["labels"],
+    response_model=list[HistoryEntryOut],
+    responses=NOT_FOUND,
+)
+def history(inspection_id: IdPath, user: Operator, session: ReadSession) -> list[HistoryEntryOut]:
+    """Labels added and undone on the inspection, newest first (from the audit log)."""
+    if session.get(Inspection, inspection_id) is None:
+        raise NotFoundError(f"inspection {inspection_id} does not exist")
+    return [
+        HistoryEntryOut.model_validate(h)
+        for h in queue_reads.inspection_history(session, inspection_id=inspection_id)
+    ]
+
+
+@router.post(
+    "/inspections/{inspection_id}/labels",
+    tags=["labels"],
+    status_code=201,
+    response_model=LabelOut,
+    responses=NOT_FOUND,
+)
+def add_label(
+    inspection_id: IdPath, body: LabelIn, user: Operator, session: WriteSession
+) -> LabelOut:
+    """Label an inspection: ``pass`` (OK) or ``fail`` with a defect type (new names create a
+    new type). Earlier labels are kept; the newest is current."""
+    label = labelling.add_label(
+        session,
+        inspection_id=inspection_id,
+        user_id=user.id,
+        verdict=body.verdict,
+        defect_type=body.defect_type,
+        note=body.note,
+    )
+    return label_out(label)
+
+
+@router.delete(
+    "/inspections/{inspection_id}/labels/latest",
+    tags=["labels"],
+    response_model=UndoOut,
+    responses=NOT_FOUND,
+)
+def undo_label(inspection_id: IdPath, user: Operator, session: WriteSession) -> UndoOut:
+    """Undo your newest label on the inspection (it returns to the queue; audited)."""
+    snapshot = labelling.undo_label(session, inspection_id=inspection_id, user_id=user.id)
+    return UndoOut(inspection_id=inspection_id, undone=snapshot)
+
+
+@router.get("/defect-types", tags=["labels"], response_model=list[DefectTypeOut])
+def defect_types(user: Operator, session: ReadSession) -> list[DefectTypeOut]:
+    """Known defect types by name; the first nine have labelling keys 1-9."""
+    return [
+        DefectTypeOut(id=t.id, name=t.name, key=key) for t, key in labelling.defect_types(session)
+    ]
