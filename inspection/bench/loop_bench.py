@@ -244,145 +244,109 @@ def _label(
     return [i for _, i in chosen]
 
 
-def _novel_types(
-    candidate_bundle: Path,
-    base_bundle: Path,
-    test: ImageSet,
-    train_normals: ImageSet,
-    job: dict[str, Any],
-    train_indices: list[int],
-    split: Split,
-    before: Scored,
-    settings: Any,
-    progress: ProgressFn,
-) -> dict[str, Any]:
-    """Leave-one-type-out: refit refiner and typer without each labelled type; measure it."""
-    from inspection.loop.candidate import typer_config
-    from inspection.loop.dataset import station_crop
-    from inspection.loop.gate import auroc, fpr_at_recall
-    from inspection.loop.patch_refiner import (
-        PatchMaps,
-        PatchRefinerParams,
-        fit_patch_refiner,
-        padim_maps,
-        refined_maps,
-    )
-    from inspection.openset.classifier import OpenSetTyper
-    from inspection.openset.features import FeatureExtractor
-    from inspection.openset.typer_runtime import resize_images
-    from inspection.training import load_trained, split_validation
+def _loop_database(folder: Path, base_bundle: Path) -> tuple[Any, Any, int, int]:
+    """A fresh SQLite database in ``folder`` with the bench station running ``base_bundle``:
+    engine, session factory, station id and the base model version's id."""
+    from inspection.db import migrate, repo
+    from inspection.db.engine import make_engine, make_session_factory, run_in_transaction
+    from inspection.db.models import ModelStatus
 
-    candidate = load_trained(candidate_bundle).detector
-    root = load_trained(base_bundle).detector
-    size = candidate.config.image_size
-    types = np.array(test.defect_types)
-    defects = [i for i in train_indices if types[i] != GOOD]
-    confirmed = [i for i in train_indices if types[i] == GOOD]
-    _, val = split_validation(train_normals, 0.15, int(root.config.seed))
-    held = set(job["metrics"]["holdout"]["base_normal_ids"])
-    ref_idx = [k for k, ident in enumerate(val.ids) if ident not in held]
-    progress("novel types: patch features", 0, 4)
-    d_maps = padim_maps(candidate, test.images[defects])
-    n_maps = PatchMaps.concat(
-        [padim_maps(candidate, val.images[ref_idx])]
-        + ([padim_maps(root, test.images[confirmed])] if confirmed else [])
-    )
-    e_maps = padim_maps(candidate, test.images[split.evaluation])
-    progress("novel types: patch features", 4, 4)
-    patch_file = candidate_bundle / "loop" / "patch_refiner.json"
-    full = PatchRefinerParams.load(candidate_bundle / "loop") if patch_file.is_file() else None
-    cfg = settings.refiner
-    eval_types = types[split.evaluation]
-    eval_normal = eval_types == GOOD
-    counts = Counter(types[defects])
-    per_type: dict[str, dict[str, Any]] = {}
-    # typer inputs: crops re-cut with the full candidate's map, as the retrain does
-    t_cfg = settings.typer
-    full_maps = (
-        refined_maps(candidate, full, d_maps, size)[1]
-        if full is not None
-        else np.zeros((len(defects), 1, size, size), np.float32)
-    )
-    cand_meta = json.loads((candidate_bundle / "model.json").read_text())
-    pix = float(cand_meta["calibration"]["pixel_threshold"])
-    from inspection.data.imageset import read_image
+    engine = make_engine(f"sqlite:///{folder / 'loop.db'}")
+    migrate.upgrade(engine)
+    factory = make_session_factory(engine)
 
-    train_crops = [
-        station_crop(read_image(test.ids[i]), m, pix)
-        for i, m in zip(defects, full_maps, strict=True)
-    ]
-    eval_def = [i for i in split.evaluation if types[i] != GOOD]
-    eval_def_pos = [int(np.flatnonzero(split.evaluation == i)[0]) for i in eval_def]
-    eval_maps_full = (
-        refined_maps(candidate, full, e_maps.take(eval_def_pos), size)[1]
-        if full is not None
-        else np.zeros((len(eval_def), 1, size, size), np.float32)
-    )
-    eval_crops = [
-        station_crop(read_image(test.ids[i]), m, pix)
-        for i, m in zip(eval_def, eval_maps_full, strict=True)
-    ]
-    extractor = FeatureExtractor(typer_config(settings, 2).features)
-    t_size = t_cfg.image_size
-    train_views = extractor.extract_views(
-        np.stack([resize_images(c[None], t_size)[0] for c in train_crops])
-    )
-    eval_feats = extractor.extract(
-        np.stack([resize_images(c[None], t_size)[0] for c in eval_crops])
-    )
-    eval_def_types = types[eval_def]
-    for j, kind in enumerate(sorted(counts)):
-        progress("novel types: leave one type out", j, len(counts))
-        keep = np.array([types[i] != kind for i in defects])
-        entry: dict[str, Any] = {"labelled": int(counts[kind])}
-        positives = eval_types == kind
-        mask = positives | eval_normal
-        y = positives[mask].astype(int)
-        entry["fpr_at_95_recall_before"] = fpr_at_recall(
-            before.raw[split.evaluation][mask], y, 0.95
+    def setup(session: Any) -> tuple[int, int]:
+        station = repo.upsert_station(session, name=STATION, line_name="mt-bench")
+        version = repo.register_model_version(
+            session,
+            station_id=station.id,
+            name="padim-base",
+            detector_type="padim",
+            artifact_path=str(base_bundle.resolve()),
         )
-        if full is not None and keep.sum() >= 2:
-            params = fit_patch_refiner(
-                d_maps.take(np.flatnonzero(keep)),
-                n_maps,
-                top_k=cfg.top_k,
-                c=cfg.c,
-                max_normal_patches=cfg.max_normal_patches,
+        repo.set_model_status(session, model_version_id=version.id, status=ModelStatus.ACTIVE)
+        return station.id, version.id
+
+    station_id, base_version = run_in_transaction(factory, setup)
+    return engine, factory, station_id, base_version
+
+
+def _finished_job(factory: Any, job_id: int | None) -> tuple[dict[str, Any], set[int]]:
+    """The retraining job's metrics and config, and the inspections it trained on."""
+    from sqlalchemy import select
+
+    from inspection.db.models import RetrainJob, TrainingSetItem
+
+    with factory() as session:
+        job = session.get(RetrainJob, job_id)
+        assert job is not None
+        job_record = {"metrics": dict(job.metrics), "config": dict(job.config)}
+        train_ids = set(
+            session.scalars(
+                select(TrainingSetItem.inspection_id).where(
+                    TrainingSetItem.retrain_job_id == job.id, TrainingSetItem.split == "train"
+                )
             )
-            scores, _ = refined_maps(candidate, params, e_maps, size)
-            entry["fpr_at_95_recall_after"] = fpr_at_recall(scores[mask], y, 0.95)
-        # typer without this type
-        labels = [str(types[i]) for i in defects]
-        keep_t = [k for k, lab in enumerate(labels) if lab != kind]
-        kept_labels = [labels[k] for k in keep_t]
-        per_class = Counter(kept_labels)
-        classes = [c for c, n in per_class.items() if n >= t_cfg.min_per_type]
-        if len(classes) >= t_cfg.min_types:
-            use = [k for k in keep_t if labels[k] in classes]
-            typer = OpenSetTyper(typer_config(settings, min(per_class[c] for c in classes)))
-            typer.fit_features(train_views[use], [labels[k] for k in use])
-            res = typer.predict_features(eval_feats)
-            unknown = np.array([r.is_unknown for r in res])
-            score = np.array([r.unknown_score for r in res])
-            novel = eval_def_types == kind
-            known = np.isin(eval_def_types, classes)
-            entry["flagged_unknown"] = float(unknown[novel].mean()) if novel.any() else None
-            entry["known_flagged_unknown"] = float(unknown[known].mean()) if known.any() else None
-            entry["unknown_auroc"] = auroc(score[novel | known], novel[novel | known].astype(int))
-        per_type[str(kind)] = entry
-    progress("novel types: leave one type out", len(counts), len(counts))
+        )
+    return job_record, train_ids
 
-    def mean(key: str) -> float | None:
-        vals = [e[key] for e in per_type.values() if e.get(key) is not None]
-        return float(np.mean(vals)) if vals else None
 
+def _cycle_row(
+    n_labels: int,
+    labelled: Any,
+    test: ImageSet,
+    split: Split,
+    base: Scored,
+    base_bundle: Path,
+    result: Any,
+    job_record: dict[str, Any],
+    cand: Scored,
+    seconds: float,
+) -> dict[str, Any]:
+    """Detection before and after the cycle on the evaluation images, and the job's record."""
+    from inspection.loop.gate import auroc, fpr_at_recall
+
+    ev = split.evaluation
+    y = (np.array(test.defect_types)[ev] != GOOD).astype(int)
+    after_bundle = Path(result.metrics["bundle"]) if result.promoted else base_bundle
+    after = cand if result.promoted else None
+    after_raw = after.raw if after is not None else base.raw[ev]
+    kinds = Counter(test.defect_types[i] for i in labelled)
+    before_fpr = fpr_at_recall(base.raw[ev], y, 0.95)
+    after_fpr = fpr_at_recall(after_raw, y, 0.95)
+    threshold = cand.threshold if result.promoted else base.threshold
+    metrics = job_record["metrics"]
     return {
-        "per_type": per_type,
-        "novel_type_fpr_at_95_recall_before": mean("fpr_at_95_recall_before"),
-        "novel_type_fpr_at_95_recall_after": mean("fpr_at_95_recall_after"),
-        "novel_flagged_unknown_after": mean("flagged_unknown"),
-        "known_flagged_unknown_after": mean("known_flagged_unknown"),
-        "unknown_auroc_after": mean("unknown_auroc"),
+        "labels": n_labels,
+        "labelled_defects": sum(v for k, v in kinds.items() if k != GOOD),
+        "labelled_false_positives": kinds.get(GOOD, 0),
+        "labelled_types": {k: v for k, v in sorted(kinds.items()) if k != GOOD},
+        "fpr_at_95_recall_before": before_fpr,
+        "fpr_at_95_recall_after": after_fpr,
+        "relative_fpr_reduction": (
+            (before_fpr - after_fpr) / before_fpr if before_fpr and after_fpr is not None else None
+        ),
+        "auroc_before": auroc(base.raw[ev], y),
+        "auroc_after": auroc(after_raw, y),
+        "candidate_fpr_at_95_recall": fpr_at_recall(cand.raw, y, 0.95),
+        "promoted": result.promoted,
+        "gate": metrics.get("gate"),
+        "holdout_candidate": metrics.get("candidate"),
+        "holdout_active": metrics.get("active"),
+        "threshold_after": {
+            "recall": float(np.mean(after_raw[y == 1] > threshold)),
+            "fpr": float(np.mean(after_raw[y == 0] > threshold)),
+        },
+        "threshold_before": {
+            "recall": float(np.mean(base.raw[ev][y == 1] > base.threshold)),
+            "fpr": float(np.mean(base.raw[ev][y == 0] > base.threshold)),
+        },
+        "refiner": metrics.get("candidate_info", {}).get("refiner"),
+        "job_counts": metrics.get("counts"),
+        "after_bundle": str(after_bundle),
+        "retrain_seconds": round(seconds, 1),
+        "novel_flagged_unknown_before": 1.0,
+        "known_flagged_unknown_before": 1.0,
     }
 
 
@@ -399,11 +363,7 @@ def run_cycle(
     progress: ProgressFn = no_progress,
 ) -> dict[str, Any]:
     """One labelling + retraining cycle in a fresh database; the numbers of one results row."""
-    from inspection.db import migrate, repo
-    from inspection.db.engine import make_engine, make_session_factory, run_in_transaction
-    from inspection.db.models import ModelStatus, RetrainJob
     from inspection.loop.config import RetrainSettings
-    from inspection.loop.gate import auroc, fpr_at_recall
     from inspection.loop.retrain import retrain
     from inspection.storage import LocalArtifactStore
 
@@ -411,24 +371,8 @@ def run_cycle(
     if folder.exists():
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
-    engine = make_engine(f"sqlite:///{folder / 'loop.db'}")
-    migrate.upgrade(engine)
-    factory = make_session_factory(engine)
+    engine, factory, station_id, base_version = _loop_database(folder, base_bundle)
     store = LocalArtifactStore(folder / "artifacts")
-
-    def setup(session: Any) -> tuple[int, int]:
-        station = repo.upsert_station(session, name=STATION, line_name="mt-bench")
-        version = repo.register_model_version(
-            session,
-            station_id=station.id,
-            name="padim-base",
-            detector_type="padim",
-            artifact_path=str(base_bundle.resolve()),
-        )
-        repo.set_model_status(session, model_version_id=version.id, status=ModelStatus.ACTIVE)
-        return station.id, version.id
-
-    station_id, base_version = run_in_transaction(factory, setup)
     recorded = _record_stream(factory, store, station_id, base_version, test, split.stream, base)
     labelled = _label(factory, test, recorded, n_labels)
     settings = RetrainSettings(models_dir=folder / "models", holdout={"seed": 0})
@@ -447,73 +391,20 @@ def run_cycle(
         engine.dispose()
         raise RuntimeError(f"retrain with {n_labels} labels {result.status}: {result.reason}")
     candidate_bundle = Path(result.metrics["bundle"])
-    with factory() as session:
-        job = session.get(RetrainJob, result.job_id)
-        assert job is not None
-        job_record = {"metrics": dict(job.metrics), "config": dict(job.config)}
-        from sqlalchemy import select
-
-        from inspection.db.models import TrainingSetItem
-
-        train_ids = set(
-            session.scalars(
-                select(TrainingSetItem.inspection_id).where(
-                    TrainingSetItem.retrain_job_id == job.id, TrainingSetItem.split == "train"
-                )
-            )
-        )
+    job_record, train_ids = _finished_job(factory, result.job_id)
     engine.dispose()
     by_row = {rid: i for rid, i, _ in recorded}
     train_indices = sorted(by_row[r] for r in train_ids)
-    ev = split.evaluation
-    y = (np.array(test.defect_types)[ev] != GOOD).astype(int)
-    after_bundle = candidate_bundle if result.promoted else base_bundle
-    cand = score_images(candidate_bundle, test.images[ev], progress)
-    after = cand if result.promoted else None
-    after_raw = after.raw if after is not None else base.raw[ev]
-    kinds = Counter(test.defect_types[i] for i in labelled)
-    before_fpr = fpr_at_recall(base.raw[ev], y, 0.95)
-    after_fpr = fpr_at_recall(after_raw, y, 0.95)
-    row: dict[str, Any] = {
-        "labels": n_labels,
-        "labelled_defects": sum(v for k, v in kinds.items() if k != GOOD),
-        "labelled_false_positives": kinds.get(GOOD, 0),
-        "labelled_types": {k: v for k, v in sorted(kinds.items()) if k != GOOD},
-        "fpr_at_95_recall_before": before_fpr,
-        "fpr_at_95_recall_after": after_fpr,
-        "relative_fpr_reduction": (
-            (before_fpr - after_fpr) / before_fpr if before_fpr and after_fpr is not None else None
-        ),
-        "auroc_before": auroc(base.raw[ev], y),
-        "auroc_after": auroc(after_raw, y),
-        "candidate_fpr_at_95_recall": fpr_at_recall(cand.raw, y, 0.95),
-        "promoted": result.promoted,
-        "gate": job_record["metrics"].get("gate"),
-        "holdout_candidate": job_record["metrics"].get("candidate"),
-        "holdout_active": job_record["metrics"].get("active"),
-        "threshold_after": {
-            "recall": float(
-                np.mean(after_raw[y == 1] > (cand.threshold if result.promoted else base.threshold))
-            ),
-            "fpr": float(
-                np.mean(after_raw[y == 0] > (cand.threshold if result.promoted else base.threshold))
-            ),
-        },
-        "threshold_before": {
-            "recall": float(np.mean(base.raw[ev][y == 1] > base.threshold)),
-            "fpr": float(np.mean(base.raw[ev][y == 0] > base.threshold)),
-        },
-        "refiner": job_record["metrics"].get("candidate_info", {}).get("refiner"),
-        "job_counts": job_record["metrics"].get("counts"),
-        "after_bundle": str(after_bundle),
-        "retrain_seconds": round(seconds, 1),
-        "novel_flagged_unknown_before": 1.0,
-        "known_flagged_unknown_before": 1.0,
-    }
-    row.update(_typing_accuracy(candidate_bundle, test, ev, cand))
+    cand = score_images(candidate_bundle, test.images[split.evaluation], progress)
+    row = _cycle_row(
+        n_labels, labelled, test, split, base, base_bundle, result, job_record, cand, seconds
+    )
+    row.update(_typing_accuracy(candidate_bundle, test, split.evaluation, cand))
     if novel:
+        from inspection.bench.loop_novel import novel_types
+
         row.update(
-            _novel_types(
+            novel_types(
                 candidate_bundle,
                 base_bundle,
                 test,
