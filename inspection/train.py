@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal, cast, get_args
 
@@ -75,14 +77,12 @@ def train_command(
     from inspection.extras import require_extra
 
     require_extra("inspection train")  # before torch: the lean install says which extra to add
-    from pydantic import ValidationError
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from inspection import training
     from inspection.data.folder import load_mvtec_folder, load_normal_folder
     from inspection.detectors import registry
-    from inspection.errors import ConfigError, InspectionError, UnknownDetectorError
+    from inspection.errors import InspectionError, UnknownDetectorError
     from inspection.geometry import FITS, Fit
 
     console = Console(stderr=True)
@@ -105,15 +105,7 @@ def train_command(
             load_size = training.QUICK_AUTO_LOAD_SIZE if quick else training.AUTO_LOAD_SIZE
             seed = 0
         else:
-            settings = (cls.quick_config() if quick else cls.Config(type=detector)).model_dump()
-            if config is not None:
-                settings.update(_read_config(config))
-            if size is not None:
-                settings["image_size"] = size
-            try:
-                cfg = cls.Config.model_validate(settings)
-            except ValidationError as exc:
-                raise ConfigError(f"detector settings for {detector}: {exc}") from None
+            cfg = _detector_config(cls, detector, quick=quick, config=config, size=size)
             load_size, seed = cfg.image_size, cfg.seed
         mvtec = (images / "train" / "good").is_dir()
         test = None
@@ -124,21 +116,7 @@ def train_command(
         console.print(f"{len(normals)} normal images from {images} at {load_size} px")
         how = "chosen from the images' shapes" if fit == "auto" else "as asked"
         console.print(f"fit: {normals.fit} ({how})")
-        with Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=console,
-        ) as bar:
-            tasks: dict[str, Any] = {}
-
-            def progress(stage: str, done: int, total: int) -> None:
-                key = stage.split(" (", maxsplit=1)[0]
-                if key not in tasks:
-                    tasks[key] = bar.add_task(stage, total=max(total, 1))
-                bar.update(tasks[key], completed=done, total=max(total, 1), description=stage)
-
+        with _progress_bar(console) as progress:
             if cls is None:
                 trained = training.train_auto(
                     normals, val_fraction, quantile, progress, seed=seed, quick=quick
@@ -159,6 +137,59 @@ def train_command(
     except (InspectionError, ValueError) as exc:
         console.print(f"[red]error:[/] {exc}")
         raise typer.Exit(2) from None
+    _print_summary(console, trained, bundle, quantile, report)
+
+
+@contextmanager
+def _progress_bar(console: Any) -> Iterator[Callable[[str, int, int], None]]:
+    """A ``progress(stage, done, total)`` callback drawing one bar per stage."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    ) as bar:
+        tasks: dict[str, Any] = {}
+
+        def progress(stage: str, done: int, total: int) -> None:
+            key = stage.split(" (", maxsplit=1)[0]
+            if key not in tasks:
+                tasks[key] = bar.add_task(stage, total=max(total, 1))
+            bar.update(tasks[key], completed=done, total=max(total, 1), description=stage)
+
+        yield progress
+
+
+def _detector_config(
+    cls: Any, detector: str, *, quick: bool, config: Path | None, size: int | None
+) -> Any:
+    """The detector's settings: its defaults (or quick ones), a YAML file's, ``--size``.
+
+    Raises:
+        ConfigError: the settings do not validate.
+    """
+    from pydantic import ValidationError
+
+    from inspection.errors import ConfigError
+
+    settings = (cls.quick_config() if quick else cls.Config(type=detector)).model_dump()
+    if config is not None:
+        settings.update(_read_config(config))
+    if size is not None:
+        settings["image_size"] = size
+    try:
+        return cls.Config.model_validate(settings)
+    except ValidationError as exc:
+        raise ConfigError(f"detector settings for {detector}: {exc}") from None
+
+
+def _print_summary(
+    console: Any, trained: Any, bundle: Path, quantile: float, report: dict[str, Any] | None
+) -> None:
+    """What was trained, its threshold and choices, the evaluation and the bundle's path."""
     cal = json.loads((bundle / "model.json").read_text())["calibration"]
     if trained.auto_selection:
         auto_sel = trained.auto_selection

@@ -150,57 +150,9 @@ def start_temporary_postgres(
         os.chown(pwfile, runner.uid, runner.gid)
     started = False
     try:
-        result = runner.run(
-            [
-                str(bindir / "initdb"),
-                "-D",
-                str(datadir),
-                "-U",
-                _SUPERUSER,
-                "--pwfile",
-                str(pwfile),
-                "--auth-host=scram-sha-256",
-                "--auth-local=scram-sha-256",
-                "--encoding=UTF8",
-                "--no-locale",
-                "--no-sync",
-            ]
-        )
-        if result.returncode != 0:
-            raise PostgresUnavailableError(f"initdb failed: {result.stderr.strip()[-2000:]}")
-        settings = [
-            "-c listen_addresses=127.0.0.1",
-            "-c unix_socket_directories=''",
-            "-c max_connections=50",
-        ]
-        if not durable:
-            settings += ["-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off"]
-        port = 0
-        for _attempt in range(3):
-            port = _free_port()
-            result = runner.run(
-                [
-                    str(bindir / "pg_ctl"),
-                    "-D",
-                    str(datadir),
-                    "-l",
-                    str(logfile),
-                    "-w",
-                    "-t",
-                    "60",
-                    "-o",
-                    " ".join([f"-p {port}", *settings]),
-                    "start",
-                ]
-            )
-            if result.returncode == 0:
-                started = True
-                break
-        if not started:
-            server_log = logfile.read_text(errors="replace")[-2000:] if logfile.exists() else ""
-            raise PostgresUnavailableError(
-                f"pg_ctl start failed: {result.stderr.strip()[-1000:]}\n{server_log}"
-            )
+        _initdb(runner, bindir, datadir, pwfile)
+        port = _pg_start(runner, bindir, datadir, logfile, durable)
+        started = True
         admin_url = URL.create(
             "postgresql+psycopg",
             username=_SUPERUSER,
@@ -222,8 +174,69 @@ def start_temporary_postgres(
             pwfile.unlink(missing_ok=True)
 
 
-def create_database(url: str | URL, name: str) -> str:
-    """Create an empty database ``name`` on the server of ``url``; return a URL to it."""
+def _initdb(runner: _RunAs, bindir: Path, datadir: Path, pwfile: Path) -> None:
+    """A new cluster in ``datadir`` whose superuser's password is in ``pwfile``."""
+    result = runner.run(
+        [
+            str(bindir / "initdb"),
+            "-D",
+            str(datadir),
+            "-U",
+            _SUPERUSER,
+            "--pwfile",
+            str(pwfile),
+            "--auth-host=scram-sha-256",
+            "--auth-local=scram-sha-256",
+            "--encoding=UTF8",
+            "--no-locale",
+            "--no-sync",
+        ]
+    )
+    if result.returncode != 0:
+        raise PostgresUnavailableError(f"initdb failed: {result.stderr.strip()[-2000:]}")
+
+
+def _pg_start(runner: _RunAs, bindir: Path, datadir: Path, logfile: Path, durable: bool) -> int:
+    """Start the cluster on a free 127.0.0.1 port (three tries); the port.
+
+    Raises:
+        PostgresUnavailableError: it did not start (with the server log's end).
+    """
+    settings = [
+        "-c listen_addresses=127.0.0.1",
+        "-c unix_socket_directories=''",
+        "-c max_connections=50",
+    ]
+    if not durable:
+        settings += ["-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off"]
+    for _attempt in range(3):
+        port = _free_port()
+        result = runner.run(
+            [
+                str(bindir / "pg_ctl"),
+                "-D",
+                str(datadir),
+                "-l",
+                str(logfile),
+                "-w",
+                "-t",
+                "60",
+                "-o",
+                " ".join([f"-p {port}", *settings]),
+                "start",
+            ]
+        )
+        if result.returncode == 0:
+            return port
+    server_log = logfile.read_text(errors="replace")[-2000:] if logfile.exists() else ""
+    raise PostgresUnavailableError(
+        f"pg_ctl start failed: {result.stderr.strip()[-1000:]}\n{server_log}"
+    )
+
+
+def _on_server(url: str | URL, name: str, statement: str) -> URL:
+    """Run ``statement`` (``{name}``: the database ``name``, checked to be a plain identifier)
+    in the server's ``postgres`` database; the server's URL."""
     if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", name):
         raise ValueError(f"unsafe database name {name!r}")
     from sqlalchemy.engine import make_url
@@ -232,22 +245,18 @@ def create_database(url: str | URL, name: str) -> str:
     engine = create_engine(server.set(database="postgres"), isolation_level="AUTOCOMMIT")
     try:
         with engine.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
+            conn.execute(text(statement.format(name=name)))
     finally:
         engine.dispose()
+    return server
+
+
+def create_database(url: str | URL, name: str) -> str:
+    """Create an empty database ``name`` on the server of ``url``; return a URL to it."""
+    server = _on_server(url, name, 'CREATE DATABASE "{name}"')
     return server.set(database=name).render_as_string(hide_password=False)
 
 
 def drop_database(url: str | URL, name: str) -> None:
     """Drop database ``name`` (closing its other connections first)."""
-    if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", name):
-        raise ValueError(f"unsafe database name {name!r}")
-    from sqlalchemy.engine import make_url
-
-    server = make_url(url)
-    engine = create_engine(server.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    try:
-        with engine.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    finally:
-        engine.dispose()
+    _on_server(url, name, 'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
