@@ -168,6 +168,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         routes_api,
         routes_api_inspections,
         routes_api_manage,
+        routes_defect_types,
         routes_sessions,
         routes_ui,
         routes_ui_manage,
@@ -218,6 +219,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.include_router(routes_ui.router)
     app.include_router(routes_ui_manage.router)
     app.include_router(routes_sessions.router)
+    app.include_router(routes_defect_types.router)
     install_error_handlers(app, ctx)
     return app
 

@@ -266,12 +266,18 @@ class LoginFailure(Base):
 
 
 class DefectType(Base):
-    """A named defect class (crack, blowhole, ...). New types appear when operators label them."""
+    """A named defect class (crack, blowhole, ...). New types appear when operators create them.
+
+    ``key`` is its labelling key (1-9) in the UI: a new type takes the lowest free key and keys
+    never move afterwards (None once all nine are taken).
+    """
 
     __tablename__ = "defect_type"
+    __table_args__ = (Index("uq_defect_type_key", "key", unique=True),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(64), unique=True)
+    key: Mapped[int | None] = mapped_column(Integer)
     description: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 

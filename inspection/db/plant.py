@@ -188,7 +188,7 @@ def get_or_create_defect_type(session: Session, name: str) -> DefectType:
         return found
     try:
         with session.begin_nested():
-            created = DefectType(name=clean, created_at=utcnow())
+            created = DefectType(name=clean, key=_free_key(session), created_at=utcnow())
             session.add(created)
             session.flush()
         return created
@@ -199,6 +199,16 @@ def get_or_create_defect_type(session: Session, name: str) -> DefectType:
         return found
 
 
+def _free_key(session: Session) -> int | None:
+    """The lowest labelling key 1-9 no defect type holds (None when all are taken)."""
+    used = set(session.scalars(select(DefectType.key).where(DefectType.key.is_not(None))))
+    return next((k for k in range(1, 10) if k not in used), None)
+
+
 def list_defect_types(session: Session) -> list[DefectType]:
-    """All defect types, by name."""
-    return list(session.scalars(select(DefectType).order_by(DefectType.name)))
+    """All defect types: those with a labelling key by key, then the others by name."""
+    return list(
+        session.scalars(
+            select(DefectType).order_by(DefectType.key.is_(None), DefectType.key, DefectType.name)
+        )
+    )

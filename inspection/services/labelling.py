@@ -14,22 +14,86 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
 from inspection.db import repo
-from inspection.db.models import DefectType, Inspection, OperatorLabel, User, Verdict
-from inspection.errors import NotFoundError
+from inspection.db.models import (
+    DefectRegion,
+    DefectType,
+    Inspection,
+    OperatorLabel,
+    User,
+    Verdict,
+)
+from inspection.errors import InvalidStateError, NotFoundError
 from inspection.services.uow import unit_of_work
 
 log = logging.getLogger(__name__)
 
-#: Defect types get the labelling keys 1-9, in name order.
-KEYED_TYPES = 9
-
 
 def defect_types(session: Session) -> list[tuple[DefectType, int | None]]:
-    """Known defect types by name, each with its labelling key (1-9 for the first nine)."""
-    return [
-        (t, i + 1 if i < KEYED_TYPES else None)
-        for i, t in enumerate(repo.list_defect_types(session))
-    ]
+    """Known defect types with their labelling keys: each type keeps the key (1-9) it got
+    when it was created (the lowest free one), so creating a type never moves another's key;
+    keyed types by key, then the rest by name."""
+    return [(t, t.key) for t in repo.list_defect_types(session)]
+
+
+def _audit_created(session: Session, created: DefectType, actor: repo.Actor) -> None:
+    repo.write_audit(
+        session,
+        actor=actor,
+        action="defect_type.create",
+        entity_type="defect_type",
+        entity_id=created.id,
+        after={"name": created.name, "key": created.key},
+    )
+
+
+def create_defect_type(session: Session, *, name: str, actor: repo.Actor) -> DefectType:
+    """Create a defect type (it takes the lowest free key 1-9) as its own audited action
+    (``defect_type.create``), undone by :func:`delete_defect_type`; committed.
+
+    Raises:
+        InvalidStateError: a type of that name exists.
+        ValueError: the name is empty.
+    """
+    with unit_of_work(session):
+        clean = name.strip().lower()
+        if session.scalar(select(DefectType).where(DefectType.name == clean)) is not None:
+            raise InvalidStateError(f"defect type {clean!r} already exists")
+        created = repo.get_or_create_defect_type(session, clean)
+        _audit_created(session, created, actor)
+        return created
+
+
+def delete_defect_type(session: Session, *, type_id: int, actor: repo.Actor) -> DefectType:
+    """Undo the creation of a defect type no label and no region uses yet (its key becomes
+    free; the other keys stay); audited ``defect_type.delete``; committed.
+
+    Raises:
+        NotFoundError: no such type.
+        InvalidStateError: labels or detected regions use it.
+    """
+    with unit_of_work(session):
+        found = session.get(DefectType, type_id)
+        if found is None:
+            raise NotFoundError(f"defect type {type_id} does not exist")
+        used = session.scalar(
+            select(OperatorLabel.id).where(OperatorLabel.defect_type_id == type_id).limit(1)
+        ) or session.scalar(
+            select(DefectRegion.id).where(DefectRegion.defect_type_id == type_id).limit(1)
+        )
+        if used is not None:
+            raise InvalidStateError(
+                f"defect type {found.name!r} is in use by labels or detections; undo those first"
+            )
+        repo.write_audit(
+            session,
+            actor=actor,
+            action="defect_type.delete",
+            entity_type="defect_type",
+            entity_id=found.id,
+            before={"name": found.name, "key": found.key},
+        )
+        session.delete(found)
+        return found
 
 
 def _user(session: Session, user_id: int) -> User:
@@ -74,13 +138,20 @@ def add_label(
     note: str | None,
 ) -> OperatorLabel:
     """Label an inspection ``pass`` or ``fail`` (with a defect type; a new name creates the
-    type) and audit it (``label.add``); committed.
+    type, audited on its own as ``defect_type.create``) and audit it (``label.add``); committed.
 
     Raises:
         NotFoundError: no such inspection or user.
     """
     with unit_of_work(session):
         user = _user(session, user_id)
+        actor = repo.Actor(name=user.username, user_id=user.id)
+        new_type = defect_type is not None and (
+            session.scalar(
+                select(DefectType.id).where(DefectType.name == defect_type.strip().lower())
+            )
+            is None
+        )
         label = repo.add_label(
             session,
             inspection_id=inspection_id,
@@ -90,6 +161,8 @@ def add_label(
             note=note,
         )
         session.refresh(label, ["defect_type"])
+        if new_type and label.defect_type is not None:
+            _audit_created(session, label.defect_type, actor)
         _audit(session, user, "label.add", inspection_id, after=label_snapshot(label))
         return label
 

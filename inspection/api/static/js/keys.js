@@ -39,6 +39,8 @@ export function bindKeys(handlers, viewer, types) {
     }
     newTypeModal.hidden = true;
     newTypeName.blur();
+    // The server creates the type as its own audited action (defect_type.create, undone with
+    // DELETE /api/defect-types/{id}) and gives it the lowest free key, as addType does here.
     handlers.label("fail", name.toLowerCase());
   });
   document.getElementById("newtype-cancel").addEventListener("click", closeModals);
@@ -96,17 +98,21 @@ function renderLegend(types) {
   );
 }
 
-/** Add a newly created defect type to the list (and the key legend) when a key is free. */
-export function addType(types, name) {
+/**
+ * Add a defect type to the list (and the key legend): with the key the server gave it, or, for
+ * a type created by a label, the lowest free key (the server's rule). Existing keys never move.
+ */
+export function addType(types, name, serverKey = undefined, id = null) {
   if (types.some((t) => t.name === name)) return false;
   const used = new Set(types.map((t) => t.key).filter(Boolean));
-  let key = null;
-  for (let k = 1; k <= 9; k += 1) {
+  let key = serverKey === undefined ? null : serverKey;
+  for (let k = 1; serverKey === undefined && k <= 9; k += 1) {
     if (!used.has(k)) {
       key = k;
       break;
     }
   }
-  types.push({ id: null, name, key });
+  types.push({ id, name, key });
+  types.sort((a, b) => (a.key ?? 99) - (b.key ?? 99) || a.name.localeCompare(b.name));
   return true;
 }

@@ -1,0 +1,53 @@
+"""Creating a defect type as its own audited, undoable action (``POST /api/defect-types``,
+``DELETE /api/defect-types/{id}``); listing them with their keys is ``GET /api/defect-types``
+in :mod:`inspection.api.routes_api`. The rules live in :mod:`inspection.services.labelling`.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import APIRouter
+from pydantic import Field
+
+from inspection.api.deps import Operator, WriteSession
+from inspection.api.routes_api import CONFLICT, ERRORS, NOT_FOUND, IdPath, actor_of
+from inspection.api.schemas import DEFECT_TYPE_PATTERN, DefectTypeOut, _In
+from inspection.services import labelling
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/api", responses=ERRORS)
+
+
+class DefectTypeIn(_In):
+    """A new defect type (stored lower-case)."""
+
+    name: str = Field(min_length=1, max_length=64, pattern=DEFECT_TYPE_PATTERN)
+
+
+@router.post(
+    "/defect-types",
+    tags=["labels"],
+    status_code=201,
+    response_model=DefectTypeOut,
+    responses=CONFLICT,
+)
+def create_defect_type(body: DefectTypeIn, user: Operator, session: WriteSession) -> DefectTypeOut:
+    """Create a defect type (operator; audited ``defect_type.create``). It takes the lowest
+    free labelling key 1-9; the other types' keys never move."""
+    created = labelling.create_defect_type(session, name=body.name, actor=actor_of(user))
+    return DefectTypeOut(id=created.id, name=created.name, key=created.key)
+
+
+@router.delete(
+    "/defect-types/{type_id}",
+    tags=["labels"],
+    response_model=DefectTypeOut,
+    responses={**NOT_FOUND, **CONFLICT},
+)
+def delete_defect_type(type_id: IdPath, user: Operator, session: WriteSession) -> DefectTypeOut:
+    """Undo the creation of a defect type nothing uses yet (operator; audited
+    ``defect_type.delete``); its key becomes free, the others stay."""
+    gone = labelling.delete_defect_type(session, type_id=type_id, actor=actor_of(user))
+    return DefectTypeOut(id=gone.id, name=gone.name, key=gone.key)
