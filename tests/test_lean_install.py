@@ -201,17 +201,19 @@ def _dir_mb(path: Path) -> float:
 
 @pytest.fixture(scope="module")
 def lean_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A fresh venv with ``pip install <repo>`` (no extras), from a copy of the package source."""
+    """A fresh venv with ``pip install <repo>`` (no extras), from a copy of the package source
+    (what the build reads: the package, ``migrations/`` which the wheel ships, the build files)."""
     root = tmp_path_factory.mktemp("lean")
     src = root / "src"
     src.mkdir()
-    for name in ("pyproject.toml", "README.md"):
+    for name in ("pyproject.toml", "setup.py", "README.md"):
         shutil.copy2(REPO_ROOT / name, src / name)
-    shutil.copytree(
-        REPO_ROOT / "inspection",
-        src / "inspection",
-        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
-    )
+    for folder in ("inspection", "migrations"):
+        shutil.copytree(
+            REPO_ROOT / folder,
+            src / folder,
+            ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
+        )
     venv = root / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
     proc = subprocess.run(
@@ -241,9 +243,10 @@ def full_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _lean_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-    env["INSPECTION_MIGRATIONS_DIR"] = str(REPO_ROOT / "migrations")
-    return env
+    """The environment of the lean venv's commands: no source tree, no migrations override (the
+    wheel carries the migrations)."""
+    drop = ("PYTHONPATH", "VIRTUAL_ENV", "INSPECTION_MIGRATIONS_DIR")
+    return {k: v for k, v in os.environ.items() if k not in drop}
 
 
 def _free_port() -> int:

@@ -1,14 +1,16 @@
 """Running the Alembic migrations programmatically (what ``inspection db ...`` calls).
 
-The scripts live in the repository's top-level ``migrations/`` folder, found relative to this
-package (``<repo>/inspection/db/migrate.py`` -> ``<repo>/migrations``), so an editable install
-needs no ``alembic.ini``. A package installed without the source tree must point
-``INSPECTION_MIGRATIONS_DIR`` at a copy of that folder; otherwise every command says so.
-The same engine configuration as the app is used (SQLite ``BEGIN IMMEDIATE``, WAL, ...).
+The scripts live in the repository's top-level ``migrations/`` folder (Alembic's script
+location, where new revisions are written). The wheel ships the same folder as
+``inspection/db/migrations`` (``setup.py``), so an installed package needs neither a clone nor
+``alembic.ini``; a clone or an editable install reads ``<repo>/migrations`` beside the package.
+``INSPECTION_MIGRATIONS_DIR`` overrides both. The same engine configuration as the app is used
+(SQLite ``BEGIN IMMEDIATE``, WAL, ...).
 """
 
 from __future__ import annotations
 
+import importlib.resources
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -27,20 +29,31 @@ log = logging.getLogger(__name__)
 _PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 
 
+def _packaged() -> Path | None:
+    """``inspection/db/migrations`` of an installed wheel (None in a source tree)."""
+    folder = importlib.resources.files("inspection.db") / "migrations"
+    return folder if isinstance(folder, Path) and (folder / "env.py").is_file() else None
+
+
 def migrations_dir() -> Path:
-    """The Alembic script folder: ``INSPECTION_MIGRATIONS_DIR`` or ``<repo>/migrations``.
+    """The Alembic script folder: ``INSPECTION_MIGRATIONS_DIR``, else the one inside the
+    installed package, else ``<repo>/migrations`` beside the source tree.
 
     Raises:
-        DatabaseError: neither exists (installed without the source tree).
+        DatabaseError: none of them exists.
     """
     override = get_settings().migrations_dir
+    if override is None:
+        packaged = _packaged()
+        if packaged is not None:
+            return packaged
     candidate = override if override is not None else _PACKAGE_ROOT / "migrations"
     if not (candidate / "env.py").is_file():
         source = "INSPECTION_MIGRATIONS_DIR" if override is not None else "the source tree"
         raise DatabaseError(
-            f"Alembic migrations not found at {candidate} (from {source}); install inspection "
-            "from its repository (`pip install -e .`) or set INSPECTION_MIGRATIONS_DIR to the "
-            "repository's migrations/ folder"
+            f"Alembic migrations not found at {candidate} (from {source}) nor inside the "
+            "installed package; reinstall inspection (the wheel ships them) or set "
+            "INSPECTION_MIGRATIONS_DIR to the repository's migrations/ folder"
         )
     return candidate
 

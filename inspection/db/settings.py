@@ -21,8 +21,8 @@ class DatabaseSettings(BaseSettings):
     ``database_url``: any SQLAlchemy URL; ``sqlite:///relative/path.db`` is relative to the
     current directory (its parent folder is created on first use), plants use
     ``postgresql+psycopg://user:password@host/dbname``.
-    ``migrations_dir``: override for the Alembic script folder, only needed when the package is
-    installed without the source tree (the default is ``<repo>/migrations`` beside the package).
+    ``migrations_dir``: override for the Alembic script folder (the default is the copy inside
+    the installed package, or ``<repo>/migrations`` beside a source tree).
     """
 
     model_config = SettingsConfigDict(env_prefix="INSPECTION_", extra="forbid")

@@ -14,6 +14,7 @@ from inspection.db import migrate
 from inspection.db.engine import check_schema_at_head, make_engine
 from inspection.db.models import Base
 from inspection.errors import DatabaseError, SchemaOutOfDateError
+from tests.conftest import REPO_ROOT
 
 
 def _diff(engine_url: str) -> list[object]:
@@ -90,3 +91,48 @@ def test_offline_sql_generation(url: str, capsys: pytest.CaptureFixture[str]) ->
     sql = capsys.readouterr().out
     assert "CREATE TABLE inspection" in sql
     assert "fk_retrain_job_base_model_version_id_model_version" in sql
+
+
+@pytest.mark.slow
+def test_the_wheel_carries_the_migrations(tmp_path: Path) -> None:
+    """``pip wheel`` of the repository ships ``migrations/`` as ``inspection/db/migrations``
+    (every revision and the template), the folder an installed package migrates from."""
+    import subprocess
+    import sys
+    import zipfile
+
+    pip = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q"]
+    build = subprocess.run(
+        [*pip, "-w", str(tmp_path), str(REPO_ROOT)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
+    )
+    if build.returncode != 0:
+        pytest.skip(f"cannot build a wheel here: {build.stderr[-500:]}")
+    (wheel,) = tmp_path.glob("inspection-*.whl")
+    shipped = {
+        name.removeprefix("inspection/db/migrations/")
+        for name in zipfile.ZipFile(wheel).namelist()
+        if name.startswith("inspection/db/migrations/")
+    }
+    source = REPO_ROOT / "migrations"
+    wanted = {"env.py", "script.py.mako"} | {
+        f"versions/{p.name}" for p in (source / "versions").glob("*.py")
+    }
+    assert wanted <= shipped, wanted - shipped
+
+
+def test_installed_copy_comes_before_the_source_tree(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A wheel install migrates from its own copy; the override still wins."""
+    packaged = tmp_path / "site" / "migrations"
+    packaged.mkdir(parents=True)
+    (packaged / "env.py").touch()
+    monkeypatch.delenv("INSPECTION_MIGRATIONS_DIR", raising=False)
+    monkeypatch.setattr(migrate, "_packaged", lambda: packaged)
+    assert migrate.migrations_dir() == packaged
+    monkeypatch.setenv("INSPECTION_MIGRATIONS_DIR", str(REPO_ROOT / "migrations"))
+    assert migrate.migrations_dir() == REPO_ROOT / "migrations"
