@@ -107,6 +107,42 @@ def test_station_api_and_cli_import_without_train_extra() -> None:
     assert proc.stdout.strip().endswith("ok")
 
 
+#: Not needed by a station's first frame: the web stack, migrations, templates, the metrics
+#: endpoint (only with INSPECTION_METRICS_PORT) and pydantic-settings.
+NOT_ON_STATION_START = (
+    "fastapi",
+    "starlette",
+    "uvicorn",
+    "alembic",
+    "jinja2",
+    "prometheus_client",
+    "pydantic_settings",
+)
+
+
+def test_station_start_imports_only_what_the_first_frame_needs() -> None:
+    """What ``inspection station run`` imports before its first frame (the CLI, the runner and
+    the runtime) leaves the web stack, Alembic, prometheus_client and pydantic-settings out."""
+    proc = _run_blocked(
+        f"""
+        import sys
+        import inspection.cli, inspection.station.runner, inspection.runtime
+        print(sorted(m for m in {NOT_ON_STATION_START!r} if m in sys.modules))
+        """
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip() == "[]"
+
+
+def test_database_settings_from_the_environment() -> None:
+    from inspection.db.settings import DEFAULT_DATABASE_URL, DatabaseSettings
+
+    assert DatabaseSettings.from_environment({}).database_url == DEFAULT_DATABASE_URL
+    env = {"INSPECTION_DATABASE_URL": "sqlite:///x.db", "inspection_migrations_dir": "/m"}
+    got = DatabaseSettings.from_environment(env)
+    assert (got.database_url, got.migrations_dir) == ("sqlite:///x.db", Path("/m"))
+
+
 @pytest.mark.parametrize(
     "args",
     [["bench", "db"], ["train", "nowhere", "--out", "nothing"], ["demo", "--no-serve"]],

@@ -30,13 +30,12 @@ import threading
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, start_http_server
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
-
 from inspection.errors import ConfigError
 
 if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.core import Metric
+
     from inspection.station.pipeline import Station
 
 logger = logging.getLogger(__name__)
@@ -48,8 +47,12 @@ FRAME_STAGES = ("captured", "scored", "persisted")
 LATENCY_STAGES = ("verdict", "end_to_end", "db_write", "infer", "queue", "artifacts")
 
 
-class StationCollector(Collector):
-    """Reads the registered stations' counters, queues, latencies and spools at scrape time."""
+class StationCollector:
+    """Reads the registered stations' counters, queues, latencies and spools at scrape time.
+
+    A prometheus_client collector by its ``collect`` method; prometheus_client itself is
+    imported only when the endpoint starts or a scrape comes (a station without
+    ``INSPECTION_METRICS_PORT`` never imports it: station start time)."""
 
     def __init__(self) -> None:
         self._stations: dict[int, Station] = {}
@@ -71,6 +74,8 @@ class StationCollector(Collector):
             return list(self._stations.values())
 
     def collect(self) -> Iterator[Metric]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
         frames = CounterMetricFamily(
             "inspection_station_frames", "Frames per pipeline stage.", labels=["station", "stage"]
         )
@@ -156,8 +161,6 @@ def _spool_of(station: Station) -> Any:
 
 
 COLLECTOR = StationCollector()
-REGISTRY = CollectorRegistry(auto_describe=False)
-REGISTRY.register(COLLECTOR)
 _server_lock = threading.Lock()
 _server: tuple[str, int] | None = None
 
@@ -181,8 +184,17 @@ def metrics_address(environ: Mapping[str, str] | None = None) -> tuple[str, int]
     return env.get(ENV_ADDR, "").strip() or DEFAULT_ADDR, port
 
 
+def registry() -> CollectorRegistry:
+    """A prometheus_client registry holding :data:`COLLECTOR` (what :func:`serve` serves)."""
+    from prometheus_client import CollectorRegistry
+
+    reg = CollectorRegistry(auto_describe=False)
+    reg.register(COLLECTOR)  # a collector by its collect() method
+    return reg
+
+
 def serve(address: str, port: int) -> None:
-    """Serve :data:`REGISTRY` on ``address:port`` (once per process; later calls do nothing).
+    """Serve :data:`COLLECTOR` on ``address:port`` (once per process; later calls do nothing).
 
     Raises:
         ConfigError: the port cannot be bound (in use, not allowed).
@@ -192,7 +204,9 @@ def serve(address: str, port: int) -> None:
         if _server is not None:
             return
         try:
-            start_http_server(port, addr=address, registry=REGISTRY)
+            from prometheus_client import start_http_server
+
+            start_http_server(port, addr=address, registry=registry())
         except OSError as exc:
             raise ConfigError(f"cannot serve station metrics on {address}:{port}: {exc}") from exc
         _server = (address, port)
@@ -214,10 +228,10 @@ def unregister(station: Station) -> None:
 
 __all__ = [
     "COLLECTOR",
-    "REGISTRY",
     "StationCollector",
     "metrics_address",
     "register",
+    "registry",
     "serve",
     "unregister",
 ]
