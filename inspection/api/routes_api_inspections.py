@@ -44,6 +44,7 @@ from inspection.api.schemas import (
     inspection_out,
     label_out,
 )
+from inspection.db.common import get_existing
 from inspection.db.models import (
     Artifact,
     ArtifactKind,
@@ -333,8 +334,7 @@ def overlay_scale(
 )
 def list_labels(inspection_id: IdPath, user: Operator, session: ReadSession) -> list[LabelOut]:
     """Every label of the inspection, oldest first."""
-    if session.get(Inspection, inspection_id) is None:
-        raise NotFoundError(f"inspection {inspection_id} does not exist")
+    get_existing(session, Inspection, inspection_id, "inspection")
     return [label_out(x) for x in queue_reads.label_rows(session, inspection_id=inspection_id)]
 
 
@@ -346,8 +346,7 @@ def list_labels(inspection_id: IdPath, user: Operator, session: ReadSession) -> 
 )
 def history(inspection_id: IdPath, user: Operator, session: ReadSession) -> list[HistoryEntryOut]:
     """Labels added and undone on the inspection, newest first (from the audit log)."""
-    if session.get(Inspection, inspection_id) is None:
-        raise NotFoundError(f"inspection {inspection_id} does not exist")
+    get_existing(session, Inspection, inspection_id, "inspection")
     return [
         HistoryEntryOut.model_validate(h)
         for h in queue_reads.inspection_history(session, inspection_id=inspection_id)
