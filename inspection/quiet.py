@@ -26,7 +26,7 @@ _FILTERS: tuple[tuple[str, type[Warning], str], ...] = (
     (r"`torch\.jit\.trace(_method)?` is deprecated", FutureWarning, ""),
     # Detectors that still turn tensor shapes into Python ints while traced (the input size is
     # fixed per exported bundle, so the constant is right). PaDiM's and the shared map blur's
-    # resize matrices no longer do (fixed at the source; tests/detectors/test_trace_warnings.py).
+    # resize matrices read shapes through _common.static_dims (tests/detectors/test_trace_warnings.py).
     (r"Converting a tensor to a Python (integer|float|boolean)", Warning, r"inspection\.detectors"),
 )
 

@@ -8,6 +8,7 @@ fits, feature caching) run at train time and may use numpy / scikit-learn.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -58,6 +59,23 @@ def resize_smooth_matrix(
     return torch.from_numpy((smooth @ resize).astype(np.float32))
 
 
+def static_dims(*dims: int | torch.Tensor) -> tuple[int, ...]:
+    """Shape entries as Python ints, also while ``torch.jit.trace`` runs.
+
+    Traced, a shape entry is a tensor, and turning it into an int bakes the traced size into the
+    graph as a constant; torch warns about that (``TracerWarning``) because a traced graph could
+    be fed other sizes. An exported bundle's input size is fixed by design (the camera frame is
+    resized to it before inference), so the constant is what we want: the warning is silenced
+    for these reads only. Unlike reusing an earlier eager call's results, this stays right when
+    one module is called on several map sizes in one forward (MKD's layers share one blur).
+    """
+    if not torch.jit.is_tracing():
+        return tuple(int(d) for d in dims)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        return tuple(int(d) for d in dims)
+
+
 class GaussianBlur(nn.Module):
     """Separable Gaussian smoothing of (N, 1, H, W) maps with reflect padding; sigma 0 = identity.
 
@@ -71,10 +89,8 @@ class GaussianBlur(nn.Module):
     kernel at full size, and it runs as OpenVINO MatMul, which is far better optimised than
     single-channel Interpolate and Convolution. Call it through ``forward`` so that exported nodes keep the module's name
     (int8 export keeps ``*blur*`` nodes in float). The matrices are cached per shape on the first
-    call; exporters run one forward pass before tracing so the traced graph holds them as
-    constants. While traced, shapes are tensors and turning them into Python ints is what
-    ``TracerWarning`` warns about: the traced pass reuses what that eager pass computed (the
-    input size of a bundle is fixed) instead of reading the shapes again.
+    call, so traced graphs hold them as constants; shapes are read through
+    :func:`static_dims` (a bundle's input size is fixed).
     """
 
     kernel: torch.Tensor
@@ -85,21 +101,12 @@ class GaussianBlur(nn.Module):
         kernel = gaussian_kernel1d(sigma) if sigma > 0 else torch.ones(1)
         self.register_buffer("kernel", kernel, persistent=False)
         self._matrices: dict[tuple[int, int, int], torch.Tensor] = {}
-        #: the eager pass's (kernel, pad) and (rows, cols) matrices, for the traced pass
-        self._last_clipped: tuple[torch.Tensor, int] | None = None
-        self._last_pair: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def _clipped(self, size: Sequence[int]) -> tuple[torch.Tensor, int]:
         """The 1-D kernel and its padding for maps of ``size`` (H, W)."""
-        if torch.jit.is_tracing() and self._last_clipped is not None:
-            return self._last_clipped
-        self._last_clipped = self._clipped_for(size)
-        return self._last_clipped
-
-    def _clipped_for(self, size: Sequence[int]) -> tuple[torch.Tensor, int]:
         k = self.kernel
         pad = int(k.numel()) // 2
-        limit = min(int(size[0]), int(size[1])) - 1
+        limit = min(static_dims(size[0], size[1])) - 1
         if pad > limit:  # static shapes: resolved at trace time
             k = k[pad - limit : pad + limit + 1]
             k = k / k.sum()
@@ -120,7 +127,7 @@ class GaussianBlur(nn.Module):
     def axis_matrix(self, n_in: int, n_out: int, size: Sequence[int]) -> torch.Tensor:
         """(n_out, n_in) operator of one axis for maps resized to ``size`` (see
         :func:`resize_smooth_matrix`); cached, so traced graphs hold it as a constant."""
-        key = (n_in, n_out, min(int(size[0]), int(size[1])))
+        key = (n_in, n_out, min(static_dims(size[0], size[1])))
         if key not in self._matrices:
             k, pad = self._clipped(size) if self.sigma > 0 else (None, 0)
             self._matrices[key] = resize_smooth_matrix(n_in, n_out, k, pad)
@@ -129,13 +136,9 @@ class GaussianBlur(nn.Module):
     def upsample_smooth(self, amap: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
         """``forward(upsample(amap, size))`` for (N, C, h, w) maps: (N, C, H, W), equal up to
         float rounding (the matrices are built in float64)."""
-        if torch.jit.is_tracing() and self._last_pair is not None:
-            rows, cols = self._last_pair
-        else:
-            h, w = int(amap.shape[-2]), int(amap.shape[-1])
-            rows = self.axis_matrix(h, int(size[0]), size)
-            cols = self.axis_matrix(w, int(size[1]), size)
-            self._last_pair = (rows, cols)
+        h, w, out_h, out_w = static_dims(amap.shape[-2], amap.shape[-1], size[0], size[1])
+        rows = self.axis_matrix(h, out_h, (out_h, out_w))
+        cols = self.axis_matrix(w, out_w, (out_h, out_w))
         return torch.matmul(torch.matmul(rows.to(amap.device), amap), cols.to(amap.device).T)
 
 

@@ -24,7 +24,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from inspection.backbone import LITE0_LAYERS, install_offline_weights
-from inspection.detectors._common import resize_smooth_matrix
+from inspection.detectors._common import resize_smooth_matrix, static_dims
 from inspection.detectors.base import Detector, DetectorConfig, ProgressFn, batches
 
 
@@ -56,9 +56,7 @@ class SeparableBlur(nn.Module):
         k2 = kernel[0, 0]
         self.register_buffer("cols", k2.sum(dim=1).view(1, 1, -1, 1), persistent=False)
         self.register_buffer("rows", k2.sum(dim=0).view(1, 1, 1, -1), persistent=False)
-        self._matrices: dict[tuple[int, int, int, int], tuple[torch.Tensor, torch.Tensor]] = {}
-        #: the matrices of the latest eager call, for the traced one (see upsample_smooth)
-        self._last: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._matrices: dict[tuple[int, ...], tuple[torch.Tensor, torch.Tensor]] = {}
 
     def forward(self, amap: torch.Tensor, size: Sequence[int] | None = None) -> torch.Tensor:
         """Smooth (N, 1, H, W) maps; with ``size``, smooth their bilinear resize to it."""
@@ -70,24 +68,16 @@ class SeparableBlur(nn.Module):
 
     def upsample_smooth(self, amap: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
         """``forward`` of (N, 1, h, w) maps bilinearly resized to ``size``, as two matrix
-        products (see :meth:`inspection.detectors._common.GaussianBlur.upsample_smooth`).
-
-        Export runs the graph once eagerly before tracing it (a bundle's input size is fixed);
-        the traced call takes that call's matrices as constants rather than turning the traced
-        shapes (tensors) into ints, which is what torch's ``TracerWarning`` is about. A traced
-        call at another input size fails in the matrix product instead of tracing silently."""
-        if torch.jit.is_tracing() and self._last is not None:
-            rows, cols = self._last
-        else:
-            h, w = int(amap.shape[-2]), int(amap.shape[-1])
-            key = (h, w, int(size[0]), int(size[1]))
-            if key not in self._matrices:
-                ph, pw = self.cols.shape[-2] // 2, self.rows.shape[-1] // 2
-                self._matrices[key] = (
-                    resize_smooth_matrix(h, key[2], self.cols.flatten(), ph),
-                    resize_smooth_matrix(w, key[3], self.rows.flatten(), pw),
-                )
-            rows, cols = self._last = self._matrices[key]
+        products (see :meth:`inspection.detectors._common.GaussianBlur.upsample_smooth`); shapes
+        are read through :func:`~inspection.detectors._common.static_dims`."""
+        key = static_dims(amap.shape[-2], amap.shape[-1], size[0], size[1])
+        if key not in self._matrices:
+            ph, pw = self.cols.shape[-2] // 2, self.rows.shape[-1] // 2
+            self._matrices[key] = (
+                resize_smooth_matrix(key[0], key[2], self.cols.flatten(), ph),
+                resize_smooth_matrix(key[1], key[3], self.rows.flatten(), pw),
+            )
+        rows, cols = self._matrices[key]
         return torch.matmul(torch.matmul(rows.to(amap.device), amap), cols.to(amap.device).T)
 
 

@@ -1,5 +1,6 @@
 """Export traces PaDiM and the shared map blur without torch's TracerWarning (fixed at the
-source: the traced pass reuses the eager pass's resize matrices instead of reading shapes)."""
+source: shapes are read as constants through detectors._common.static_dims; MKD calls one
+blur on maps of several sizes in one forward)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from inspection.runtime import OpenVinoModel
 from tests.conftest import synthetic_set
 
 
-@pytest.mark.parametrize("key", ["padim", "cutpaste"])
+@pytest.mark.parametrize("key", ["padim", "cutpaste", "mkd"])
 def test_export_traces_without_tracer_warnings(key: str, tmp_path: Path) -> None:
     cls = registry.get(key)
     train = synthetic_set(64, 24, 0, seed=1)
