@@ -133,6 +133,9 @@ class Normalize(nn.Module):
 #: Score mode shared by map-based detectors: the maximum of the anomaly map after standardising
 #: every position by the normal training images' maps there (:class:`PositionStats`).
 STANDARDIZED_MAX = "map_max_std"
+#: Score modes of the reconstruction detectors (Mem-AE, OC-GAN): the mean reconstruction error
+#: (the papers' score), the map's maximum, and the standardised maximum.
+RECONSTRUCTION_SCORE_MODES: tuple[str, ...] = ("mean", "map_max", STANDARDIZED_MAX)
 
 
 def model_score_mode(mode: str) -> str:
@@ -415,6 +418,12 @@ class Detector(ABC):
             raise NotFittedError(f"{self.key}: {mode} needs the normal map statistics of a fit")
         self.torch_model.score_mode = model_score_mode(mode)  # type: ignore[assignment]
         self.config = self.config.model_copy(update={"score_mode": mode})
+
+    def built_score_mode(self) -> str:
+        """The score mode a new torch model is built with, as the model runs it: the configured
+        one, or the paper's (the first of ``score_modes``) while ``auto`` waits for the engine."""
+        mode = getattr(self.config, "score_mode", "auto")
+        return model_score_mode(self.score_modes[0] if mode == "auto" else mode)
 
     @property
     def score_mode_pending(self) -> bool:
