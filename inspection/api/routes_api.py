@@ -14,7 +14,7 @@ import datetime as dt
 import logging
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import BaseModel, ConfigDict
 
 from inspection.api.deps import (
@@ -46,6 +46,7 @@ from inspection.db.engine import check_schema_at_head
 from inspection.db.models import (
     ModelVersion,
 )
+from inspection.db.review import QueueFilters
 from inspection.services import line_stats, sessions, thresholds
 from inspection.services import review_queue as queue_reads
 
@@ -73,6 +74,10 @@ IncludePasses = Annotated[
     ),
 ]
 
+IncludeLabelled = Annotated[
+    bool, Query(description="Also list inspections that already have a label.")
+]
+
 ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorOut, "description": "Not logged in."},
     403: {"model": ErrorOut, "description": "Role does not allow this, or CSRF token missing."},
@@ -94,6 +99,31 @@ def aware(value: dt.datetime | None) -> dt.datetime | None:
     if value is None:
         return None
     return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value
+
+
+def queue_filters(
+    station_id: OptStation = None,
+    since: Since = None,
+    until: Until = None,
+    min_score: MinScore = None,
+    defect_type: TypeName = None,
+    include_labelled: IncludeLabelled = False,
+    include_passes: IncludePasses = False,
+) -> QueueFilters:
+    """The review queue's filters from the query string (the API's queue and the review page
+    read the same parameters)."""
+    return QueueFilters(
+        station_id,
+        aware(since),
+        aware(until),
+        min_score,
+        defect_type,
+        include_labelled,
+        include_passes,
+    )
+
+
+QueueQuery = Annotated[QueueFilters, Depends(queue_filters)]
 
 
 def actor_of(user: CurrentUser) -> repo.Actor:

@@ -4,9 +4,10 @@ call one service of :mod:`inspection.services`, render the response (see :mod:`.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Depends, Query, Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -23,11 +24,13 @@ from inspection.api.routes_api import (
     IncludePasses,
     MinScore,
     OptStation,
+    QueueQuery,
     Since,
     TypeName,
     Until,
     aware,
     model_brief,
+    queue_filters,
 )
 from inspection.api.schemas import (
     DefectTypeOut,
@@ -64,23 +67,30 @@ router = APIRouter(prefix="/api", responses=ERRORS)
 # -- review queue and inspections ----------------------------------------------------------
 
 
-@router.get("/review-queue", tags=["review"], response_model=QueuePageOut)
-def review_queue(
-    user: Operator,
-    session: ReadSession,
-    station_id: OptStation = None,
-    since: Since = None,
-    until: Until = None,
-    min_score: MinScore = None,
-    defect_type: TypeName = None,
-    include_labelled: Annotated[
-        bool, Query(description="Also list inspections that already have a label.")
-    ] = False,
-    include_passes: IncludePasses = False,
+@dataclass(frozen=True)
+class KeysetPage:
+    """Which page of a keyset-paginated list: its size and the previous page's cursor."""
+
+    limit: int
+    cursor: str | None
+
+
+def keyset_page(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[
         str | None, Query(max_length=200, description="next_cursor of the previous page.")
     ] = None,
+) -> KeysetPage:
+    """The page parameters, read after the queue's filters (their order in the API schema)."""
+    return KeysetPage(limit, cursor)
+
+
+@router.get("/review-queue", tags=["review"], response_model=QueuePageOut)
+def review_queue(
+    user: Operator,
+    session: ReadSession,
+    queue: QueueQuery,
+    page_query: Annotated[KeysetPage, Depends(keyset_page)],
 ) -> QueuePageOut:
     """What to review next: the parts the stations flagged and the uncertain ones just below
     their threshold (``include_passes`` adds clear passes), unknown defect types first, then by
@@ -89,18 +99,7 @@ def review_queue(
     Keyset pagination: pass the previous page's ``next_cursor`` (stable while new inspections
     arrive and items are labelled).
     """
-    page = queue_reads.queue_page(
-        session,
-        station_id=station_id,
-        since=aware(since),
-        until=aware(until),
-        min_score=min_score,
-        defect_type=defect_type,
-        include_labelled=include_labelled,
-        include_passes=include_passes,
-        limit=limit,
-        cursor=cursor,
-    )
+    page = queue_reads.queue_page(session, queue, limit=page_query.limit, cursor=page_query.cursor)
     return QueuePageOut(
         items=[
             inspection_out(i, page.stations.get(i.station_id), page.labels.get(i.id))
@@ -124,16 +123,10 @@ def review_queue_count(
 ) -> QueueCountOut:
     """How many inspections wait in the queue with these filters (counted up to 10,000); with
     the default filters, the overview's "flagged, not reviewed"."""
-    count, capped = queue_reads.queue_count(
-        session,
-        station_id=station_id,
-        since=aware(since),
-        until=aware(until),
-        min_score=min_score,
-        defect_type=defect_type,
-        unlabelled_only=not include_labelled,
-        include_passes=include_passes,
+    queue = queue_filters(
+        station_id, since, until, min_score, defect_type, include_labelled, include_passes
     )
+    count, capped = queue_reads.queue_count(session, queue)
     return QueueCountOut(count=count, capped=capped)
 
 

@@ -8,6 +8,7 @@ API from ``static/js/review.js``.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import logging
@@ -35,11 +36,9 @@ from inspection.api.deps import (
 from inspection.api.routes_api import (
     Days,
     IdPath,
-    MinScore,
     OptStation,
-    TypeName,
+    QueueQuery,
     actor_of,
-    aware,
 )
 from inspection.api.routes_api_inspections import inspection_detail
 from inspection.api.schemas import (
@@ -282,40 +281,21 @@ def review(
     ctx: Ctx,
     user: Operator,
     session: ReadSession,
-    station_id: OptStation = None,
-    since: Annotated[dt.datetime | None, Query()] = None,
-    until: Annotated[dt.datetime | None, Query()] = None,
-    min_score: MinScore = None,
-    defect_type: TypeName = None,
-    include_labelled: bool = False,
-    include_passes: bool = False,
+    queue: QueueQuery,
 ) -> Response:
     """The review queue with one-key labelling (see the page's ``?`` help): flagged and
     uncertain parts; passes only with ``include_passes``."""
-    page = review_queue.queue_page(
-        session,
-        station_id=station_id,
-        since=aware(since),
-        until=aware(until),
-        min_score=min_score,
-        defect_type=defect_type,
-        include_labelled=include_labelled,
-        include_passes=include_passes,
-        limit=QUEUE_PAGE,
-    )
+    page = review_queue.queue_page(session, queue, limit=QUEUE_PAGE)
     stations = page.stations
     items = [
         inspection_out(i, stations.get(i.station_id), page.labels.get(i.id)).model_dump(mode="json")
         for i in page.items
     ]
+    since, until = queue.since, queue.until
     filters = {
-        "station_id": station_id,
-        "since": since.replace(tzinfo=since.tzinfo or dt.UTC).isoformat() if since else None,
-        "until": until.replace(tzinfo=until.tzinfo or dt.UTC).isoformat() if until else None,
-        "min_score": min_score,
-        "defect_type": defect_type,
-        "include_labelled": include_labelled,
-        "include_passes": include_passes,
+        **dataclasses.asdict(queue),
+        "since": since.isoformat() if since else None,
+        "until": until.isoformat() if until else None,
     }
     query = urlencode({k: v for k, v in filters.items() if v not in (None, False)})
     data = {

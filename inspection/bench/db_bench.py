@@ -251,31 +251,32 @@ def _time_reads(
     """Milliseconds of each read: queue first page, filtered, next page, listing."""
 
     def first_page(session: Session, qrng: random.Random) -> object:
-        return repo.review_queue(session, station_id=qrng.choice(stations), limit=50)
+        return repo.review_queue(
+            session, repo.QueueFilters(station_id=qrng.choice(stations)), limit=50
+        )
 
     def filtered(session: Session, qrng: random.Random) -> object:
         since = T_START + dt.timedelta(seconds=qrng.randrange(config.n_inspections // 2))
-        return repo.review_queue(
-            session,
+        queue = repo.QueueFilters(
             station_id=qrng.choice(stations),
             since=since,
             until=since + dt.timedelta(hours=6),
             min_score=0.6,
             defect_type=qrng.choice(DEFECT_TYPES),
-            limit=50,
         )
+        return repo.review_queue(session, queue, limit=50)
 
     cursors: dict[int, str | None] = {}
     with reader() as session:
         for station_id in stations:
             cursors[station_id] = repo.review_queue(
-                session, station_id=station_id, limit=50
+                session, repo.QueueFilters(station_id=station_id), limit=50
             ).next_cursor
 
     def next_page(session: Session, qrng: random.Random) -> object:
         station_id = qrng.choice(stations)
         return repo.review_queue(
-            session, station_id=station_id, limit=50, cursor=cursors[station_id]
+            session, repo.QueueFilters(station_id=station_id), limit=50, cursor=cursors[station_id]
         )
 
     def listing(session: Session, qrng: random.Random) -> object:

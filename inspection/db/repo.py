@@ -61,6 +61,7 @@ from inspection.db.plant import (
     upsert_station,
 )
 from inspection.db.review import (
+    QueueFilters,
     ReviewPage,
     add_label,
     current_labels,
@@ -104,6 +105,7 @@ __all__ = [
     "record_inspections",
     "insert_inspections",
     "insert_new_inspections",
+    "QueueFilters",
     "ReviewPage",
     "get_inspection",
     "list_inspections",

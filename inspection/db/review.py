@@ -40,6 +40,26 @@ class ReviewPage:
     next_cursor: str | None = None
 
 
+@dataclass(frozen=True)
+class QueueFilters:
+    """What the review queue is narrowed to, as an operator sets it; the queue's page and its
+    count take the same value (:func:`review_filters`).
+
+    ``since`` is inclusive, ``until`` exclusive (timezone-aware); ``defect_type`` keeps
+    inspections with a region of that predicted type (a name); ``include_labelled`` also lists
+    inspections that already have a label; ``include_passes`` also the clear passes below the
+    uncertain band (the ``review_floor`` of :func:`review_filters`).
+    """
+
+    station_id: int | None = None
+    since: dt.datetime | None = None
+    until: dt.datetime | None = None
+    min_score: float | None = None
+    defect_type: str | None = None
+    include_labelled: bool = False
+    include_passes: bool = False
+
+
 def window_filters(
     station_id: int | None, since: dt.datetime | None, until: dt.datetime | None
 ) -> list[ColumnElement[bool]]:
@@ -52,6 +72,18 @@ def window_filters(
     if until is not None:
         filters.append(Inspection.captured_at < until)
     return filters
+
+
+def checked_window_filters(
+    station_id: int | None, since: dt.datetime | None, until: dt.datetime | None
+) -> list[ColumnElement[bool]]:
+    """:func:`window_filters` for a caller's window: ``ValueError`` when ``since`` or ``until``
+    has no time zone."""
+    return window_filters(
+        station_id,
+        None if since is None else require_aware(since, "since"),
+        None if until is None else require_aware(until, "until"),
+    )
 
 
 def get_inspection(session: Session, inspection_id: int) -> Inspection:
@@ -84,13 +116,11 @@ def list_inspections(
 
     ``since`` is inclusive, ``until`` exclusive.
     """
-    stmt = select(Inspection).options(selectinload(Inspection.regions))
-    if station_id is not None:
-        stmt = stmt.where(Inspection.station_id == station_id)
-    if since is not None:
-        stmt = stmt.where(Inspection.captured_at >= require_aware(since, "since"))
-    if until is not None:
-        stmt = stmt.where(Inspection.captured_at < require_aware(until, "until"))
+    stmt = (
+        select(Inspection)
+        .options(selectinload(Inspection.regions))
+        .where(*checked_window_filters(station_id, since, until))
+    )
     if verdict is not None:
         stmt = stmt.where(Inspection.verdict == Verdict(verdict))
     stmt = stmt.order_by(Inspection.captured_at.desc(), Inspection.id.desc())
@@ -116,13 +146,8 @@ def _decode_cursor(cursor: str) -> tuple[bool, float, int]:
 
 def review_filters(
     session: Session,
+    queue: QueueFilters,
     *,
-    station_id: int | None,
-    since: dt.datetime | None,
-    until: dt.datetime | None,
-    min_score: float | None,
-    defect_type: str | None,
-    unlabelled_only: bool,
     review_floor: Mapping[int, float] | None = None,
     default_floor: float = 0.4,
 ) -> list[ColumnElement[bool]] | None:
@@ -131,24 +156,20 @@ def review_filters(
 
     ``review_floor`` (station id -> normalised score; ``default_floor`` for stations not in
     it) keeps only what needs a person: parts the station flagged, and parts scoring above
-    the floor (the uncertain band below the station's threshold). None keeps passes too.
+    the floor (the uncertain band below the station's threshold). None, or
+    ``queue.include_passes``, keeps passes too.
     """
     defect_type_id: int | None = None
-    if defect_type is not None:
+    if queue.defect_type is not None:
         defect_type_id = session.scalar(
-            select(DefectType.id).where(DefectType.name == defect_type.strip().lower())
+            select(DefectType.id).where(DefectType.name == queue.defect_type.strip().lower())
         )
         if defect_type_id is None:
             return None
-    filters: list[ColumnElement[bool]] = []
-    if station_id is not None:
-        filters.append(Inspection.station_id == station_id)
-    if since is not None:
-        filters.append(Inspection.captured_at >= require_aware(since, "since"))
-    if until is not None:
-        filters.append(Inspection.captured_at < require_aware(until, "until"))
-    if min_score is not None:
-        filters.append(Inspection.norm_score >= min_score)
+    station_id = queue.station_id
+    filters = checked_window_filters(station_id, queue.since, queue.until)
+    if queue.min_score is not None:
+        filters.append(Inspection.norm_score >= queue.min_score)
     if defect_type_id is not None:
         filters.append(
             exists().where(
@@ -156,9 +177,9 @@ def review_filters(
                 DefectRegion.defect_type_id == defect_type_id,
             )
         )
-    if unlabelled_only:
+    if not queue.include_labelled:
         filters.append(~exists().where(OperatorLabel.inspection_id == Inspection.id))
-    if review_floor is not None:
+    if review_floor is not None and not queue.include_passes:
         floor: ColumnElement[float] | float
         if station_id is not None:
             floor = review_floor.get(station_id, default_floor)
@@ -172,13 +193,8 @@ def review_filters(
 
 def review_queue(
     session: Session,
+    queue: QueueFilters | None = None,
     *,
-    station_id: int | None = None,
-    since: dt.datetime | None = None,
-    until: dt.datetime | None = None,
-    min_score: float | None = None,
-    defect_type: str | None = None,
-    unlabelled_only: bool = True,
     review_floor: Mapping[int, float] | None = None,
     default_floor: float = 0.4,
     limit: int = 50,
@@ -192,18 +208,10 @@ def review_queue(
     breaking ties. ``defect_type`` keeps inspections with a region of that (predicted) type;
     ``review_floor`` leaves out passes below the uncertain band (:func:`review_filters`).
     Page with ``cursor`` (keyset, stable while new inspections arrive; preferred) or
-    ``offset``. ``since`` is inclusive, ``until`` exclusive.
+    ``offset``. ``queue`` defaults to every unlabelled inspection.
     """
     filters = review_filters(
-        session,
-        station_id=station_id,
-        since=since,
-        until=until,
-        min_score=min_score,
-        defect_type=defect_type,
-        unlabelled_only=unlabelled_only,
-        review_floor=review_floor,
-        default_floor=default_floor,
+        session, queue or QueueFilters(), review_floor=review_floor, default_floor=default_floor
     )
     if filters is None:
         return ReviewPage(items=[])

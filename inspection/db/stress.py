@@ -164,7 +164,9 @@ def api_writer(url: str, station_names: list[str], duration_s: float, seed: int)
         while time.monotonic() < deadline:
             try:
                 with reader() as session:
-                    page = repo.review_queue(session, station_id=rng.choice(station_ids), limit=20)
+                    page = repo.review_queue(
+                        session, repo.QueueFilters(station_id=rng.choice(station_ids)), limit=20
+                    )
                     candidates = [item.id for item in page.items]
                 report.reads += 1
                 if candidates:

@@ -25,10 +25,9 @@ from inspection.db.models import (
     Verdict,
     utcnow,
 )
-from inspection.db.review import review_filters, window_filters
+from inspection.db.review import QueueFilters, review_filters, window_filters
 from inspection.services.review_queue import (
-    DEFAULT_IMAGE_THRESHOLD,
-    UNCERTAIN_MARGIN,
+    DEFAULT_REVIEW_FLOOR,
     image_threshold,
     review_floors,
     stations_by_id,
@@ -75,14 +74,9 @@ def _default_queue(session: Session, stations: dict[int, Station]) -> list[Colum
     the overview counts as "flagged, not reviewed", so the two numbers agree."""
     filters = review_filters(
         session,
-        station_id=None,
-        since=None,
-        until=None,
-        min_score=None,
-        defect_type=None,
-        unlabelled_only=True,
+        QueueFilters(),
         review_floor=review_floors(stations),
-        default_floor=DEFAULT_IMAGE_THRESHOLD - UNCERTAIN_MARGIN,
+        default_floor=DEFAULT_REVIEW_FLOOR,
     )
     assert filters is not None  # only a defect-type filter can match nothing
     return filters

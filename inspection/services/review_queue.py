@@ -1,7 +1,8 @@
 """The review queue's read model: what to review next, inspection lists and one inspection.
 
 Reads only (the labelling rules are :mod:`inspection.services.labelling`). The queue's filters
-are :func:`inspection.db.review.review_filters`, shared by its page and its count. Every query is
+are one :class:`QueueFilters` value, read by :func:`inspection.db.review.review_filters` for
+its page and its count. Every query is
 one SQL statement with a window, so the pages stay fast with hundreds of thousands of
 inspections (``inspection bench ui`` measures them).
 """
@@ -29,7 +30,7 @@ from inspection.db.models import (
     UTCDateTime,
     Verdict,
 )
-from inspection.db.review import review_filters, window_filters
+from inspection.db.review import QueueFilters, review_filters, window_filters
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,8 @@ SOURCE_CONFIG = "station config"
 SOURCE_MODEL = "model calibration"
 #: Scores this close to the threshold are "uncertain" in the queue.
 UNCERTAIN_MARGIN = 0.1
+#: The review floor of a station the floors do not name (:func:`review_floors`).
+DEFAULT_REVIEW_FLOOR = DEFAULT_IMAGE_THRESHOLD - UNCERTAIN_MARGIN
 QUEUE_COUNT_CAP = 10_000
 
 
@@ -129,55 +132,31 @@ class QueuePage:
 
 
 def queue_page(
-    session: Session,
-    *,
-    station_id: int | None = None,
-    since: dt.datetime | None = None,
-    until: dt.datetime | None = None,
-    min_score: float | None = None,
-    defect_type: str | None = None,
-    include_labelled: bool = False,
-    include_passes: bool = False,
-    limit: int = 50,
-    cursor: str | None = None,
+    session: Session, queue: QueueFilters, *, limit: int = 50, cursor: str | None = None
 ) -> QueuePage:
     """What to review next: unknown defect types first, then by descending score.
 
     By default the parts the stations flagged plus the uncertain band just below each
     station's threshold (:func:`review_floors`), the same set the overview counts as "flagged,
-    not reviewed"; ``include_passes`` adds the clear passes. Keyset pagination through
+    not reviewed"; ``queue.include_passes`` adds the clear passes. Keyset pagination through
     ``cursor`` (see :func:`inspection.db.review.review_queue`); ``labels`` holds the newest
-    label of each item when ``include_labelled``.
+    label of each item when ``queue.include_labelled``.
     """
     stations = stations_by_id(session)
     page = repo.review_queue(
         session,
-        station_id=station_id,
-        since=since,
-        until=until,
-        min_score=min_score,
-        defect_type=defect_type,
-        unlabelled_only=not include_labelled,
-        review_floor=None if include_passes else review_floors(stations),
-        default_floor=DEFAULT_IMAGE_THRESHOLD - UNCERTAIN_MARGIN,
+        queue,
+        review_floor=review_floors(stations),
+        default_floor=DEFAULT_REVIEW_FLOOR,
         limit=limit,
         cursor=cursor,
     )
-    labels = latest_labels(session, [i.id for i in page.items]) if include_labelled else {}
+    labels = latest_labels(session, [i.id for i in page.items]) if queue.include_labelled else {}
     return QueuePage(page.items, page.next_cursor, stations, labels)
 
 
 def queue_count(
-    session: Session,
-    *,
-    station_id: int | None = None,
-    since: dt.datetime | None = None,
-    until: dt.datetime | None = None,
-    min_score: float | None = None,
-    defect_type: str | None = None,
-    unlabelled_only: bool = True,
-    include_passes: bool = False,
-    cap: int = QUEUE_COUNT_CAP,
+    session: Session, queue: QueueFilters, *, cap: int = QUEUE_COUNT_CAP
 ) -> tuple[int, bool]:
     """How many inspections the review queue holds with these filters (by default flagged
     plus uncertain, as :func:`queue_page`), counting at most ``cap``.
@@ -186,14 +165,9 @@ def queue_count(
     """
     filters = review_filters(
         session,
-        station_id=station_id,
-        since=since,
-        until=until,
-        min_score=min_score,
-        defect_type=defect_type,
-        unlabelled_only=unlabelled_only,
-        review_floor=None if include_passes else review_floors(stations_by_id(session)),
-        default_floor=DEFAULT_IMAGE_THRESHOLD - UNCERTAIN_MARGIN,
+        queue,
+        review_floor=None if queue.include_passes else review_floors(stations_by_id(session)),
+        default_floor=DEFAULT_REVIEW_FLOOR,
     )
     if filters is None:
         return 0, False

@@ -283,28 +283,32 @@ def test_review_queue_order_filters_and_pagination(session: Session, world: Worl
     _record(session, world, "elsewhere", 0.97, station_id=world.other_station_id)
     session.commit()
 
-    page = repo.review_queue(session, station_id=world.station_id, limit=50)
+    page = repo.review_queue(session, repo.QueueFilters(station_id=world.station_id), limit=50)
     keys = [i.idempotency_key for i in page.items]
     assert keys[0] == "unk"  # unknown type first, whatever its score
     assert [i.norm_score for i in page.items[1:]] == sorted(scores, reverse=True)
     assert "lab" not in keys  # labelled
     assert page.next_cursor is None
 
-    with_labelled = repo.review_queue(session, station_id=world.station_id, unlabelled_only=False)
+    with_labelled = repo.review_queue(
+        session, repo.QueueFilters(station_id=world.station_id, include_labelled=True)
+    )
     assert with_labelled.items[1].idempotency_key == "lab"
 
-    high = repo.review_queue(session, station_id=world.station_id, min_score=0.5)
+    high = repo.review_queue(session, repo.QueueFilters(station_id=world.station_id, min_score=0.5))
     assert {i.idempotency_key for i in high.items} == {"k1", "k3", "k5", "k7"}
 
-    typed = repo.review_queue(session, defect_type="crack")
+    typed = repo.review_queue(session, repo.QueueFilters(defect_type="crack"))
     assert {i.idempotency_key for i in typed.items} == {"k1", "k3", "k5", "k7"}
-    assert repo.review_queue(session, defect_type="never-seen").items == []
+    assert repo.review_queue(session, repo.QueueFilters(defect_type="never-seen")).items == []
 
     window = repo.review_queue(
         session,
-        station_id=world.station_id,
-        since=T0 + dt.timedelta(minutes=2),
-        until=T0 + dt.timedelta(minutes=5),
+        repo.QueueFilters(
+            station_id=world.station_id,
+            since=T0 + dt.timedelta(minutes=2),
+            until=T0 + dt.timedelta(minutes=5),
+        ),
     )
     assert {i.idempotency_key for i in window.items} == {"k2", "k3", "k4"}
 
@@ -603,7 +607,7 @@ def test_review_queue_is_served_by_an_index(session: Session, world: World) -> N
 
     event.listen(engine, "before_cursor_execute", grab)
     try:
-        repo.review_queue(session, station_id=world.station_id, limit=5)
+        repo.review_queue(session, repo.QueueFilters(station_id=world.station_id), limit=5)
     finally:
         event.remove(engine, "before_cursor_execute", grab)
     assert captured
