@@ -68,10 +68,10 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Template:
     return Template(db_file=db_file, artifacts=artifacts, n_inspections=len(summary.inspection_ids))
 
 
-@pytest.fixture
-def settings(template: Template, tmp_path: Path) -> ApiSettings:
-    """Settings on a fresh copy of the template database (artifacts shared, read-only)."""
-    db_file = tmp_path / "inspection.db"
+def settings_on_copy(template: Template, folder: Path) -> ApiSettings:
+    """Settings on a fresh copy of the template database in ``folder`` (artifacts shared,
+    read-only)."""
+    db_file = folder / "inspection.db"
     shutil.copyfile(template.db_file, db_file)
     wal = template.db_file.with_name(template.db_file.name + "-wal")
     if wal.exists():
@@ -83,6 +83,12 @@ def settings(template: Template, tmp_path: Path) -> ApiSettings:
         login_lockout_s=30.0,
         metrics_token=SecretStr(METRICS_TOKEN),
     )
+
+
+@pytest.fixture
+def settings(template: Template, tmp_path: Path) -> ApiSettings:
+    """Settings on a fresh copy of the template database (artifacts shared, read-only)."""
+    return settings_on_copy(template, tmp_path)
 
 
 @pytest.fixture
@@ -98,15 +104,20 @@ def client(app: FastAPI) -> Iterator[TestClient]:
         yield test_client
 
 
-@pytest.fixture
-def session(settings: ApiSettings) -> Iterator[Session]:
-    """A read-only session on the test's database, for checking what the API stored (roll back
-    before each check to see the newest data; it never holds the write lock)."""
+def read_session(settings: ApiSettings) -> Iterator[Session]:
+    """A read-only session on the settings' database."""
     engine = make_engine(settings.database_url)
     factory = make_session_factory(engine, read_only=True)
     with factory() as sess:
         yield sess
     engine.dispose()
+
+
+@pytest.fixture
+def session(settings: ApiSettings) -> Iterator[Session]:
+    """A read-only session on the test's database, for checking what the API stored (roll back
+    before each check to see the newest data; it never holds the write lock)."""
+    yield from read_session(settings)
 
 
 def bearer(session: Session, username: str) -> dict[str, str]:
@@ -192,3 +203,102 @@ def page(browser: Any, server: RunningServer) -> Iterator[Any]:
     yield tab
     context.close()
     assert not errors, f"JavaScript errors: {errors}"
+
+
+# -- browser tests at the four viewports of #19, on one app per test module -----------------
+
+#: The viewport sizes every operator-facing check runs at (issue #19's acceptance).
+VIEWPORTS = [(1024, 700), (1280, 720), (1366, 900), (1920, 1080)]
+
+
+@pytest.fixture(scope="module")
+def shared_settings(template: Template, tmp_path_factory: pytest.TempPathFactory) -> ApiSettings:
+    """Settings on one copy of the template database for the whole test module: the module's
+    tests share its state (labels, promotions), so each is written to hold on what the
+    previous ones left."""
+    return settings_on_copy(template, tmp_path_factory.mktemp("shared-app"))
+
+
+@pytest.fixture(scope="module")
+def shared_server(shared_settings: ApiSettings) -> Iterator[RunningServer]:
+    """The review app on the module's database, served once per module."""
+    with start_in_thread(shared_settings) as running:
+        yield running
+
+
+@pytest.fixture
+def shared_session(shared_settings: ApiSettings) -> Iterator[Session]:
+    """A read-only session on the module's database (roll back before each check)."""
+    yield from read_session(shared_settings)
+
+
+@pytest.fixture(scope="module")
+def logged_in(browser: Any, shared_server: RunningServer) -> Any:
+    """``logged_in(role)``: that role's browser storage state (cookies) on the module's app,
+    logged in once per module with the keyboard (each login is an argon2 check)."""
+    from tests.api.browser import login
+
+    states: dict[str, Any] = {}
+
+    def state(role: str) -> Any:
+        if role not in states:
+            context = browser.new_context()
+            tab = context.new_page()
+            tab.set_default_timeout(TIMEOUT_MS)
+            login(tab, shared_server.url, role)
+            states[role] = context.storage_state()
+            context.close()
+        return states[role]
+
+    return state
+
+
+@pytest.fixture(params=VIEWPORTS, ids=[f"{w}x{h}" for w, h in VIEWPORTS])
+def viewport(request: pytest.FixtureRequest) -> dict[str, int]:
+    """One of the four viewport sizes (a test asking for it runs once per size)."""
+    width, height = request.param
+    return {"width": width, "height": height}
+
+
+class Tabs:
+    """``tabs(role)`` opens a fresh browser tab at the test's viewport, logged in as ``role``
+    on the module's app (``None``: logged out). Every JavaScript error or failed request in any
+    of its tabs fails the test, except console messages containing a text passed to
+    :meth:`allow` (an error page the test asks for logs its status)."""
+
+    def __init__(self, browser: Any, logged_in: Any, viewport: dict[str, int]) -> None:
+        self.browser, self.logged_in, self.viewport = browser, logged_in, viewport
+        self.contexts: list[Any] = []
+        self.errors: list[str] = []
+        self.allowed: list[str] = []
+
+    def __call__(self, role: str | None, **options: Any) -> Any:
+        state = self.logged_in(role) if role else None
+        context = self.browser.new_context(viewport=self.viewport, storage_state=state, **options)
+        self.contexts.append(context)
+        page = context.new_page()
+        page.set_default_timeout(TIMEOUT_MS)
+        page.on("pageerror", lambda exc: self.errors.append(str(exc)))
+        page.on("console", self._console)
+        return page
+
+    def allow(self, text: str) -> None:
+        """Console errors containing ``text`` are expected (e.g. ``"status of 404"``)."""
+        self.allowed.append(text)
+
+    def _console(self, msg: Any) -> None:
+        if msg.type == "error" and not any(text in msg.text for text in self.allowed):
+            self.errors.append(msg.text)
+
+    def close(self) -> None:
+        for context in self.contexts:
+            context.close()
+        assert not self.errors, f"JavaScript errors: {self.errors}"
+
+
+@pytest.fixture
+def tab(browser: Any, logged_in: Any, viewport: dict[str, int]) -> Iterator[Tabs]:
+    """A :class:`Tabs` at the test's viewport on the module's app."""
+    tabs = Tabs(browser, logged_in, viewport)
+    yield tabs
+    tabs.close()

@@ -4,9 +4,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import text
 
+from inspection.api.server import RunningServer
 from inspection.api.settings import ApiSettings
 from inspection.db.engine import make_engine, make_session_factory
 from inspection.station.persist import register_station
@@ -62,3 +66,53 @@ def test_a_station_without_thresholds_runs_at_the_models_calibration(
     out = client.get(f"/api/stations/{station_id}", headers=auth["operator"]).json()
     assert out["effective_image_threshold"] == 0.5
     assert out["image_threshold_source"] == "model calibration"
+
+
+@pytest.fixture(scope="module")
+def file_threshold_station(
+    shared_settings: ApiSettings, tmp_path_factory: pytest.TempPathFactory
+) -> int:
+    """A seeded station (with parts in the queue) restarted from a file that sets 0.9, with
+    no operators' override: it applies the file's 0.9."""
+    station_id = _start_station(
+        shared_settings, tmp_path_factory.mktemp("station"), id="tile-glaze", image_threshold=0.9
+    )
+    engine = make_engine(shared_settings.database_url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(
+                text("UPDATE station SET image_threshold = NULL WHERE id = :id"), {"id": station_id}
+            )
+    finally:
+        engine.dispose()
+    return station_id
+
+
+ON_SCREEN = (
+    "node => { const r = node.getBoundingClientRect(); "
+    "return r.width > 0 && r.left >= 0 && r.right <= innerWidth; }"
+)
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_pages_show_the_threshold_the_station_applies(
+    tab: Any, shared_server: RunningServer, file_threshold_station: int
+) -> None:
+    """In the browser at the four viewports (a regression guard: item 5 landed in aeff037)."""
+    page, base = tab("operator"), shared_server.url
+    page.goto(f"{base}/stations")
+    cell = page.locator("tr", has_text="tile-glaze").locator("[data-threshold-source]")
+    assert " ".join(cell.inner_text().split()) == "0.900 (station config)"
+    assert cell.evaluate(ON_SCREEN), "the applied threshold is off screen"
+
+    page.goto(f"{base}/stations/{file_threshold_station}")
+    applied = page.locator("#applied-threshold")
+    assert "applies 0.900 (station config)" in " ".join(applied.inner_text().split())
+    assert page.input_value("#image-threshold") == "0.900"
+
+    page.goto(f"{base}/review?station_id={file_threshold_station}")
+    page.wait_for_selector("#score-value")
+    shown = page.locator(".score-big .muted")
+    assert shown.inner_text() == "threshold 0.90"
+    assert shown.evaluate(ON_SCREEN)

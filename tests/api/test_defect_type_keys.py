@@ -1,22 +1,27 @@
 """#19 item 1: every defect type keeps its labelling key; a new type takes the lowest free key
 and the mapping is the same on every page and after a reload; creating a type is its own
-audited, undoable action."""
+audited, undoable action, undone in the UI where it was created.
+
+The browser test runs at the four viewports on one app for the module: each case creates the
+type, checks the mapping, and undoes the creation in the UI, so the next starts as it did."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
 from inspection.api.server import RunningServer
-from tests.api.browser import login, wait_for
+from tests.api.browser import wait_for
 from tests.api.conftest import count
 
+#: The key legend as {key: type name} (the name is the text before any button in its cell).
 LEGEND = """() => {
   const cells = [...document.querySelectorAll('#key-legend > kbd')];
   return Object.fromEntries(cells.filter(k => /^[1-9]$/.test(k.textContent))
-    .map(k => [k.textContent, k.nextElementSibling.textContent]));
+    .map(k => [k.textContent, k.nextElementSibling.firstChild.textContent.trim()]));
 }"""
 
 
@@ -64,12 +69,21 @@ def test_creating_a_type_keeps_the_others_keys_and_is_undoable(
     assert refused.status_code == 409
 
 
-def test_key_mapping_survives_a_new_type_and_reloads(page: Any, server: RunningServer) -> None:
-    login(page, server.url, "operator")
-    page.goto(f"{server.url}/review")
+@pytest.mark.browser
+@pytest.mark.slow
+def test_key_mapping_survives_a_new_type_and_reloads_and_the_ui_undoes_the_creation(
+    tab: Any, shared_server: RunningServer, shared_session: Session
+) -> None:
+    base = shared_server.url
+    page = tab("operator")
+    page.goto(f"{base}/review")
     page.wait_for_selector("#key-legend kbd")
     before = page.evaluate(LEGEND)
     assert before and "1" in before
+    labelled = int(page.get_attribute("#review", "data-current-id") or 0)
+    audit = "SELECT count(*) FROM audit_log WHERE action = :action"
+    created_before = count(shared_session, audit, action="defect_type.create")
+    deleted_before = count(shared_session, audit, action="defect_type.delete")
     page.keyboard.press("n")
     page.wait_for_selector("#newtype-name:focus")
     page.keyboard.type("Aaa-burr")  # first in name order: with name-ordered keys it took key 1
@@ -78,9 +92,26 @@ def test_key_mapping_survives_a_new_type_and_reloads(page: Any, server: RunningS
     created = page.evaluate(LEGEND)
     new_key = str(len(before) + 1)
     assert created == {**before, new_key: "aaa-burr"}
-    page.reload()
-    page.wait_for_selector("#key-legend kbd")
-    assert page.evaluate(LEGEND) == created
-    page.goto(f"{server.url}/inspections/1")
-    page.wait_for_selector("#key-legend kbd")
-    assert page.evaluate(LEGEND) == created
+    assert count(shared_session, audit, action="defect_type.create") == created_before + 1
+
+    # the same mapping after a reload (a second tab: the first keeps its undo) and elsewhere
+    other = tab("operator")
+    other.goto(f"{base}/review")
+    other.wait_for_selector("#key-legend kbd")
+    assert other.evaluate(LEGEND) == created
+    other.goto(f"{base}/inspections/{labelled}")
+    other.wait_for_selector("#key-legend kbd")
+    assert other.evaluate(LEGEND) == created
+    assert other.locator("#key-legend .undo-type").count() == 0  # only where it was created
+
+    # undo where it was created: the label (u), then the type's creation (its button)
+    page.keyboard.press("u")
+    wait_for(page, "() => document.getElementById('review').dataset.pending === '0'")
+    page.get_by_role("button", name="Undo new type aaa-burr").click()
+    wait_for(page, "() => document.getElementById('review').dataset.pending === '0'")
+    wait_for(page, "() => !document.getElementById('key-legend').textContent.includes('aaa')")
+    assert page.evaluate(LEGEND) == before
+    assert count(shared_session, audit, action="defect_type.delete") == deleted_before + 1
+    other.reload()
+    other.wait_for_selector("#key-legend kbd")
+    assert other.evaluate(LEGEND) == before  # as the case began: the next viewport starts so

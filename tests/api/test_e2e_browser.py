@@ -1,5 +1,7 @@
 """End to end in a real headless Chromium: an operator reviews 100 queued items with the
-keyboard alone, and every label lands in the database.
+keyboard alone, and every label lands in the database. The window changes size every 25 labels,
+through the four viewports of #19, with the key legend on screen at each; the detail page's
+keys and history are checked at each viewport on one app for the module.
 
 Runs uvicorn in a thread on a free localhost port against a migrated SQLite copy seeded with
 synthetic inspections (frames from :mod:`inspection.data.synthetic`, heatmaps from their masks;
@@ -19,6 +21,8 @@ from sqlalchemy.orm import Session
 from inspection.api.server import RunningServer
 from inspection.db.models import AuditLog, DefectType, Inspection, OperatorLabel, User, Verdict
 from tests.api.browser import current_id, login, shot, wait_for, wait_selected
+from tests.api.conftest import VIEWPORTS
+from tests.api.test_ui_operator import VISIBLE_JS
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -49,6 +53,13 @@ def test_operator_reviews_100_items_with_the_keyboard(
     labels_done = 0
     skip_at = {7, 42}
     while labels_done < 100:
+        if labels_done % 25 == 0 and not page.evaluate(
+            "() => document.querySelector('.modal-back:not([hidden])')"
+        ):
+            width, height = VIEWPORTS[labels_done // 25]
+            page.set_viewport_size({"width": width, "height": height})
+            wait_for(page, "w => innerWidth === w", width)
+            assert page.evaluate(VISIBLE_JS, ["key-legend"]), f"legend cut at {width}x{height}"
         item = current_id(page)
         if labels_done in skip_at:  # skip one now and then
             skip_at.remove(labels_done)
@@ -130,10 +141,12 @@ def test_operator_reviews_100_items_with_the_keyboard(
 
 
 def test_detail_page_labels_with_keys_and_shows_history(
-    page: Any, server: RunningServer, session: Session
+    tab: Any, shared_server: RunningServer, shared_session: Session, viewport: dict[str, int]
 ) -> None:
-    base = server.url
-    login(page, base, "operator")
+    base = shared_server.url
+    session = shared_session
+    page = tab("operator")
+    page.goto(f"{base}/stations")  # a light page of the app: fetch needs its origin
     item = page.evaluate(
         "fetch('/api/review-queue?limit=1').then(r => r.json()).then(p => p.items[0].id)"
     )
@@ -151,7 +164,9 @@ def test_detail_page_labels_with_keys_and_shows_history(
     page.keyboard.press("?")
     page.wait_for_selector("#help-modal:not([hidden])")
     page.keyboard.press("Escape")
-    shot(page, "detail")
+    assert page.evaluate(VISIBLE_JS, ["key-legend"])
+    if viewport == {"width": 1366, "height": 900}:
+        shot(page, "detail")
     session.rollback()
     labels = session.scalars(select(OperatorLabel).where(OperatorLabel.inspection_id == item)).all()
     assert [label.verdict for label in labels] == [Verdict.PASS]

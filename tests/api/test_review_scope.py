@@ -7,12 +7,13 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
 from inspection.api.server import RunningServer
 from inspection.services.review_queue import UNCERTAIN_MARGIN
-from tests.api.browser import login, wait_for
+from tests.api.browser import wait_for
 from tests.api.conftest import count
 
 UNLABELLED = "NOT EXISTS (SELECT 1 FROM operator_label l WHERE l.inspection_id = inspection.id)"
@@ -64,13 +65,17 @@ def test_default_queue_is_flagged_plus_uncertain_and_matches_the_overview(
     assert counted["count"] == expected + clear_passes
 
 
+@pytest.mark.browser
+@pytest.mark.slow
 def test_review_page_count_equals_overview_and_passes_on_request(
-    page: Any, server: RunningServer
+    tab: Any, shared_server: RunningServer
 ) -> None:
-    login(page, server.url, "operator")
+    """At the four viewports (nothing here writes: the module's one app serves them all)."""
+    page = tab("operator")
+    page.goto(f"{shared_server.url}/")
     kpi = page.locator(".kpi", has_text="Flagged, not reviewed").locator(".value").inner_text()
     flagged = int(kpi.replace(",", ""))
-    page.goto(f"{server.url}/review")
+    page.goto(f"{shared_server.url}/review")
     wait_for(page, "() => /^[0-9,]+$/.test(document.getElementById('queue-count').textContent)")
     in_queue = int(page.locator("#queue-count").inner_text().replace(",", ""))
     assert in_queue == flagged

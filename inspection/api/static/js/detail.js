@@ -63,8 +63,10 @@ function enqueue(work) {
 const keys = bindKeys(
   {
     label: (verdict, defectType) => {
-      if (defectType && addType(types, defectType)) keys.setTypes(types);
+      const newType = Boolean(defectType) && addType(types, defectType);
+      if (newType) keys.setTypes(types);
       enqueue(async () => {
+        if (newType) await keys.createType(defectType);
         await api("POST", `/api/inspections/${item.id}/labels`, { verdict, defect_type: defectType });
         toast(verdict === "pass" ? "Labelled OK" : `Labelled ${defectType}`);
       });
@@ -84,6 +86,7 @@ const keys = bindKeys(
       if (data.prev_id) window.location.href = `/inspections/${data.prev_id}`;
     },
     open: () => {},
+    enqueue,
   },
   viewer,
   types,

@@ -200,10 +200,12 @@ function label(verdict, defectType) {
   state.undoStack.push({ id: item.id, previous });
   state.reviewed += 1;
   document.getElementById("reviewed-count").textContent = String(state.reviewed);
-  if (defectType && addType(state.types, defectType)) keys.setTypes(state.types);
+  const newType = Boolean(defectType) && addType(state.types, defectType);
+  if (newType) keys.setTypes(state.types);
   advance();
   enqueue(async () => {
     try {
+      if (newType) await keys.createType(defectType);
       const saved = await api("POST", `/api/inspections/${item.id}/labels`, {
         verdict,
         defect_type: defectType,
@@ -260,6 +262,7 @@ const keys = bindKeys(
     label,
     skip,
     undo,
+    enqueue,
     next: () => select(state.index + 1),
     prev: () => select(state.index - 1),
     open: () => {
