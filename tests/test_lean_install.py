@@ -63,6 +63,7 @@ LEAN_MODULES = (
     "inspection.api.routes_api_manage",
     "inspection.api.routes_ui",
     "inspection.api.routes_ui_manage",
+    "inspection.api.confirmations",
     "inspection.db.cli",
     "inspection.worker",
 )

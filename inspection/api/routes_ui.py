@@ -20,8 +20,9 @@ from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy.orm import Session
 
-from inspection.api import charts
+from inspection.api import charts, confirmations
 from inspection.api.auth import CSRF_FORM_FIELD, SESSION_COOKIE
+from inspection.api.confirmations import Ask
 from inspection.api.deps import (
     Ctx,
     CurrentUser,
@@ -467,14 +468,22 @@ def save_thresholds(
     station_id: IdPath,
     user: Engineer,
     session: WriteSession,
+    ask: Ask,
     image_threshold: Annotated[str, Form(max_length=32)] = "",
     pixel_threshold: Annotated[str, Form(max_length=32)] = "",
 ) -> Response:
-    """Save new thresholds (engineer; audited)."""
+    """Save new thresholds (engineer; audited; unconfirmed: a page that names the change)."""
     back = f"/stations/{station_id}"
     try:
         image = _optional_float(image_threshold, "image threshold")
         pixel = _optional_float(pixel_threshold, "pixel threshold")
+        if not ask.confirmed:
+            form = {"image_threshold": image_threshold, "pixel_threshold": pixel_threshold}
+            return ask.page(
+                confirmations.thresholds_change(
+                    session, station_id, image=image, pixel=pixel, form=form
+                )
+            )
         thresholds.set_thresholds(
             session,
             station_id=station_id,

@@ -11,6 +11,8 @@ from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, Response
 from pydantic import ValidationError
 
+from inspection.api import confirmations
+from inspection.api.confirmations import Ask
 from inspection.api.deps import (
     Admin,
     Ctx,
@@ -104,9 +106,11 @@ def models_page(
 
 
 @router.post("/models/{model_version_id}/promote")
-def promote(model_version_id: IdPath, user: Engineer, session: WriteSession) -> Response:
-    """Promote a model version (engineer)."""
+def promote(model_version_id: IdPath, user: Engineer, session: WriteSession, ask: Ask) -> Response:
+    """Promote a model version (engineer; unconfirmed: a page that names the change)."""
     try:
+        if not ask.confirmed:
+            return ask.page(confirmations.promote_change(session, model_version_id))
         version = models_service.promote(
             session, model_version_id=model_version_id, actor=actor_of(user)
         )
@@ -116,9 +120,13 @@ def promote(model_version_id: IdPath, user: Engineer, session: WriteSession) -> 
 
 
 @router.post("/stations/{station_id}/rollback")
-def rollback(station_id: IdPath, user: Engineer, session: WriteSession) -> Response:
-    """Roll a station back to its previous model (engineer)."""
+def rollback(station_id: IdPath, user: Engineer, session: WriteSession, ask: Ask) -> Response:
+    """Roll a station back to its previous model (engineer; unconfirmed: a page that names
+    the change)."""
     try:
+        change = None if ask.confirmed else confirmations.rollback_change(session, station_id)
+        if change is not None:
+            return ask.page(change)
         version = models_service.rollback(session, station_id=station_id, actor=actor_of(user))
     except InspectionError as exc:
         return redirect("/models", text=str(exc), kind="error")

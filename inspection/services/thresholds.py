@@ -24,6 +24,19 @@ IMAGE_THRESHOLD_MIN = 0.0
 IMAGE_THRESHOLD_MAX = 1.0
 
 
+def check_image_threshold(value: float | None) -> None:
+    """Refuse an image threshold outside the normalised score's range (None: not set).
+
+    Raises:
+        ValueError: outside [:data:`IMAGE_THRESHOLD_MIN`, :data:`IMAGE_THRESHOLD_MAX`].
+    """
+    if value is not None and not IMAGE_THRESHOLD_MIN <= value <= IMAGE_THRESHOLD_MAX:
+        raise ValueError(
+            f"image threshold must be between {IMAGE_THRESHOLD_MIN:g} and "
+            f"{IMAGE_THRESHOLD_MAX:g} (the normalised score's range)"
+        )
+
+
 def set_thresholds(
     session: Session,
     *,
@@ -39,13 +52,7 @@ def set_thresholds(
         ValueError: the image threshold is outside
             [:data:`IMAGE_THRESHOLD_MIN`, :data:`IMAGE_THRESHOLD_MAX`].
     """
-    if image_threshold is not None and not (
-        IMAGE_THRESHOLD_MIN <= image_threshold <= IMAGE_THRESHOLD_MAX
-    ):
-        raise ValueError(
-            f"image threshold must be between {IMAGE_THRESHOLD_MIN:g} and "
-            f"{IMAGE_THRESHOLD_MAX:g} (the normalised score's range)"
-        )
+    check_image_threshold(image_threshold)
     with unit_of_work(session):
         return repo.set_station_thresholds(
             session,

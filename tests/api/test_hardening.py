@@ -134,7 +134,7 @@ def test_every_cookie_is_secure_when_secure_cookies_are_configured(
         csrf = ui_login(client, "engineer")
         saved = client.post(  # a flash message cookie, then its deletion
             "/stations/1/thresholds",
-            data={"csrf_token": csrf, "image_threshold": "0.55"},
+            data={"csrf_token": csrf, "image_threshold": "0.55", "confirmed": "yes"},
         )
         assert saved.status_code == 200
         client.post("/logout", data={"csrf_token": csrf}, follow_redirects=False)

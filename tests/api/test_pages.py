@@ -72,7 +72,12 @@ def test_threshold_form_saves_and_audits(client: TestClient, session: Session) -
     csrf = ui_login(client, "engineer")
     response = client.post(
         "/stations/1/thresholds",
-        data={"csrf_token": csrf, "image_threshold": "0.62", "pixel_threshold": ""},
+        data={
+            "csrf_token": csrf,
+            "image_threshold": "0.62",
+            "pixel_threshold": "",
+            "confirmed": "yes",
+        },
         follow_redirects=False,
     )
     assert response.status_code == 303
@@ -101,13 +106,14 @@ def test_promote_rollback_and_retrain_forms(client: TestClient, session: Session
         )
     )
     assert candidate is not None
-    page = client.post(f"/models/{candidate.id}/promote", data={"csrf_token": csrf})
+    yes = {"csrf_token": csrf, "confirmed": "yes"}
+    page = client.post(f"/models/{candidate.id}/promote", data=yes)
     assert "is now active" in page.text
-    page = client.post("/stations/1/rollback", data={"csrf_token": csrf})
+    page = client.post("/stations/1/rollback", data=yes)
     assert "Rolled back" in page.text
     session.rollback()
     assert session.get(ModelVersion, candidate.id).status == ModelStatus.RETIRED  # type: ignore[union-attr]
-    page = client.post("/stations/1/rollback", data={"csrf_token": csrf})
+    page = client.post("/stations/1/rollback", data=yes)
     assert "Rolled back" in page.text  # back to the candidate, which was active before
     page = client.post("/retrain-jobs", data={"csrf_token": csrf, "station_id": "1"})
     assert "queued" in page.text
@@ -287,3 +293,66 @@ def test_promote_rollback_and_threshold_forms_carry_a_confirmation(client: TestC
     station = client.get("/stations/1").text
     assert re.search(r'<form[^>]*id="threshold-form"[^>]*data-confirm=', station)
     assert '<script type="module" src="/static/js/confirm.js">' in models
+
+
+def test_unconfirmed_changes_change_nothing_and_the_server_names_them(
+    client: TestClient, session: Session
+) -> None:
+    """Promote, roll back and save thresholds posted without ``confirmed=yes`` (a browser
+    without JavaScript) answer with a page naming the change, whose button posts it confirmed."""
+    csrf = ui_login(client, "engineer")
+
+    def active() -> ModelVersion:
+        session.rollback()
+        found = session.scalar(
+            select(ModelVersion).where(
+                ModelVersion.station_id == 1, ModelVersion.status == ModelStatus.ACTIVE
+            )
+        )
+        assert found is not None
+        return found
+
+    def confirm_form(page: str) -> dict[str, str]:
+        """The hidden fields of the confirmation page's form (what its button posts)."""
+        form = page.split('id="confirm-message"', 1)[1].split("</form>", 1)[0]
+        return dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)">', form))
+
+    before = active()
+    candidate = session.scalar(
+        select(ModelVersion).where(
+            ModelVersion.station_id == 1, ModelVersion.status == ModelStatus.CANDIDATE
+        )
+    )
+    assert candidate is not None
+    asked = client.post(f"/models/{candidate.id}/promote", data={"csrf_token": csrf})
+    assert asked.status_code == 200
+    assert f"Promote {candidate.name} (#{candidate.id}) on station" in asked.text
+    assert f"replacing {before.name} (#{before.id})" in asked.text
+    assert active().id == before.id, "promoted without a confirmation"
+    fields = confirm_form(asked.text)
+    assert fields == {"csrf_token": csrf, "confirmed": "yes"}
+    done = client.post(f"/models/{candidate.id}/promote", data=fields, follow_redirects=False)
+    assert done.status_code == 303 and active().id == candidate.id
+
+    asked = client.post("/stations/1/rollback", data={"csrf_token": csrf})
+    assert asked.status_code == 200
+    assert f"{candidate.name} (#{candidate.id}) is retired" in asked.text
+    assert f"{before.name} (#{before.id}) becomes active" in asked.text
+    assert active().id == candidate.id, "rolled back without a confirmation"
+    client.post("/stations/1/rollback", data=confirm_form(asked.text), follow_redirects=False)
+    assert active().id == before.id
+
+    asked = client.post(
+        "/stations/1/thresholds",
+        data={"csrf_token": csrf, "image_threshold": "0.42", "pixel_threshold": ""},
+    )
+    assert asked.status_code == 200
+    assert "image threshold 0.500 → 0.420" in asked.text
+    assert "would change verdict" in asked.text
+    session.rollback()
+    assert session.get(Station, 1).image_threshold == pytest.approx(0.5)  # type: ignore[union-attr]
+    fields = confirm_form(asked.text)
+    assert fields["image_threshold"] == "0.42" and fields["confirmed"] == "yes"
+    client.post("/stations/1/thresholds", data=fields, follow_redirects=False)
+    session.rollback()
+    assert session.get(Station, 1).image_threshold == pytest.approx(0.42)  # type: ignore[union-attr]

@@ -311,6 +311,26 @@ def test_model_and_threshold_changes_ask_first_naming_the_change(
     saved = session.get(Station, station.id)
     assert saved is not None and saved.image_threshold == pytest.approx(0.5)
 
+    # without JavaScript the server asks: one click changes nothing, Confirm does
+    plain = tab("engineer", java_script_enabled=False)
+    plain.goto(f"{base}/models")
+    form = plain.locator("form[action$='/promote'] >> nth=0")
+    target = form.get_attribute("action")
+    assert target is not None
+    other = session.get(ModelVersion, int(target.split("/")[2]))
+    assert other is not None and other.station_id is not None
+    replaced = _active(session, other.station_id)
+    form.locator("button").click()
+    message = plain.locator("#confirm-message").inner_text()
+    assert f"Promote {other.name}" in message and f"replacing {replaced}" in message
+    assert _active(session, other.station_id) == replaced, "one click without JS promoted"
+    assert plain.locator("#confirm-yes").evaluate(
+        "b => { const r = b.getBoundingClientRect(); return r.bottom <= innerHeight && r.right <= innerWidth; }"
+    ), "the confirm button is off screen"
+    plain.click("#confirm-yes")
+    plain.wait_for_selector(".flash")
+    assert _active(session, other.station_id) == other.name
+
 
 def test_threshold_slider_and_number_field_share_one_range(
     tab: Any, shared_server: RunningServer

@@ -1,7 +1,9 @@
 // Forms that change what the line does (promote, roll back, save thresholds) ask first: a form
 // with data-confirm="..." submits only after the user confirms that message, which names what
-// changes. Loaded on every page (no inline scripts: the Content-Security-Policy forbids them).
-// Also: filter forms leave empty fields out (below).
+// changes, and then carries confirmed=yes. Without it the server changes nothing and asks on a
+// page of its own (inspection/api/confirmations.py), so a form posted without JavaScript still
+// takes two steps. Loaded on every page (no inline scripts: the Content-Security-Policy forbids
+// them). Also: filter forms leave empty fields out (below).
 document.addEventListener(
   "submit",
   (event) => {
@@ -10,7 +12,15 @@ document.addEventListener(
     if (!window.confirm(form.dataset.confirm)) {
       event.preventDefault();
       event.stopImmediatePropagation();
+      return;
     }
+    let field = form.querySelector("input[name=confirmed]");
+    if (!field) {
+      field = document.createElement("input");
+      Object.assign(field, { type: "hidden", name: "confirmed" });
+      form.append(field);
+    }
+    field.value = "yes";
   },
   true,
 );
