@@ -44,6 +44,7 @@ from inspection.api.schemas import (
     QueueCountOut,
     QueuePageOut,
     UndoOut,
+    defect_type_out,
     inspection_out,
     label_out,
 )
@@ -382,8 +383,10 @@ def undo_label(inspection_id: IdPath, user: Operator, session: WriteSession) -> 
 
 
 @router.get("/defect-types", tags=["labels"], response_model=list[DefectTypeOut])
-def defect_types(user: Operator, session: ReadSession) -> list[DefectTypeOut]:
-    """Known defect types by name; the first nine have labelling keys 1-9."""
-    return [
-        DefectTypeOut(id=t.id, name=t.name, key=key) for t, key in labelling.defect_types(session)
-    ]
+def defect_types(
+    user: Operator, session: ReadSession, station_id: OptStation = None
+) -> list[DefectTypeOut]:
+    """Known defect types by name with their labelling keys 1-9 per station (``keys``);
+    with ``station_id``, ``key`` is the key at that station and the list is in key order."""
+    out = [defect_type_out(t, keys, station_id) for t, keys in labelling.defect_types(session)]
+    return sorted(out, key=lambda t: (t.key is None, t.key or 0, t.name))

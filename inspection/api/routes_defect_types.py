@@ -11,8 +11,8 @@ from fastapi import APIRouter
 from pydantic import Field
 
 from inspection.api.deps import Operator, WriteSession
-from inspection.api.routes_api import CONFLICT, ERRORS, NOT_FOUND, IdPath, actor_of
-from inspection.api.schemas import DEFECT_TYPE_PATTERN, DefectTypeOut, _In
+from inspection.api.routes_api import CONFLICT, ERRORS, MAX_ID, NOT_FOUND, IdPath, actor_of
+from inspection.api.schemas import DEFECT_TYPE_PATTERN, DefectTypeOut, _In, defect_type_out
 from inspection.services import labelling
 
 log = logging.getLogger(__name__)
@@ -21,9 +21,11 @@ router = APIRouter(prefix="/api", responses=ERRORS)
 
 
 class DefectTypeIn(_In):
-    """A new defect type (stored lower-case)."""
+    """A new defect type (stored lower-case); ``station_id``: the station whose mapping gives
+    it a key (the one where it is named; other stations key it when they first label with it)."""
 
     name: str = Field(min_length=1, max_length=64, pattern=DEFECT_TYPE_PATTERN)
+    station_id: int | None = Field(default=None, ge=1, le=MAX_ID)
 
 
 @router.post(
@@ -35,9 +37,11 @@ class DefectTypeIn(_In):
 )
 def create_defect_type(body: DefectTypeIn, user: Operator, session: WriteSession) -> DefectTypeOut:
     """Create a defect type (operator; audited ``defect_type.create``). It takes the lowest
-    free labelling key 1-9; the other types' keys never move."""
-    created = labelling.create_defect_type(session, name=body.name, actor=actor_of(user))
-    return DefectTypeOut(id=created.id, name=created.name, key=created.key)
+    free labelling key 1-9 at ``station_id``; the other types' keys never move."""
+    created, keys = labelling.create_defect_type(
+        session, name=body.name, actor=actor_of(user), station_id=body.station_id
+    )
+    return defect_type_out(created, keys, body.station_id)
 
 
 @router.delete(
@@ -48,6 +52,6 @@ def create_defect_type(body: DefectTypeIn, user: Operator, session: WriteSession
 )
 def delete_defect_type(type_id: IdPath, user: Operator, session: WriteSession) -> DefectTypeOut:
     """Undo the creation of a defect type nothing uses yet (operator; audited
-    ``defect_type.delete``); its key becomes free, the others stay."""
+    ``defect_type.delete``); its keys become free, the others stay."""
     gone = labelling.delete_defect_type(session, type_id=type_id, actor=actor_of(user))
-    return DefectTypeOut(id=gone.id, name=gone.name, key=gone.key)
+    return defect_type_out(gone, {})

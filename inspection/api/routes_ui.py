@@ -45,7 +45,7 @@ from inspection.api.routes_api_inspections import inspection_detail
 from inspection.api.schemas import (
     IMAGE_THRESHOLD_MAX,
     IMAGE_THRESHOLD_MIN,
-    DefectTypeOut,
+    defect_type_out,
     inspection_out,
     station_out,
 )
@@ -141,10 +141,14 @@ def _set_login_csrf(response: Response, token: str, *, secure: bool) -> None:
 
 
 def _defect_types(session: Session) -> list[dict[str, Any]]:
-    return [
-        DefectTypeOut(id=t.id, name=t.name, key=key).model_dump()
-        for t, key in labelling.defect_types(session)
-    ]
+    return [defect_type_out(t, keys).model_dump() for t, keys in labelling.defect_types(session)]
+
+
+def _legend(types: list[dict[str, Any]], station_id: int | None) -> list[tuple[int, str]]:
+    """The key legend of one station as (key, type name), by key (its JavaScript redraws it
+    for each item's station)."""
+    keyed = ((t["keys"].get(station_id), t["name"]) for t in types)
+    return sorted((key, name) for key, name in keyed if key is not None)
 
 
 def _window_days(days: int) -> tuple[dt.datetime, dt.datetime]:
@@ -299,19 +303,23 @@ def review(
         "until": until.isoformat() if until else None,
     }
     query = urlencode({k: v for k, v in filters.items() if v not in (None, False)})
+    types = _defect_types(session)
     data = {
         "items": items,
         "next_cursor": page.next_cursor,
         "query": query,
-        "defect_types": _defect_types(session),
+        "defect_types": types,
         "user": {"username": user.username, "role": user.role.value},
     }
+    first = items[0] if items else None
     return render(
         request,
         ctx,
         "review.html",
         user,
         data=data,
+        legend=_legend(types, first["station_id"] if first else queue.station_id),
+        legend_station=first["station"] if first else "",
         stations=list(stations.values()),
         filters=filters,
         since_value=since.strftime("%Y-%m-%dT%H:%M") if since else "",
@@ -331,9 +339,10 @@ def detail(
     if current is None:  # deleted between the two reads
         raise NotFoundError(f"inspection {inspection_id} does not exist")
     prev_id, next_id = review_queue.station_neighbours(session, current)
+    types = _defect_types(session)
     payload = {
         "item": data.model_dump(mode="json"),
-        "defect_types": _defect_types(session),
+        "defect_types": types,
         "prev_id": prev_id,
         "next_id": next_id,
     }
@@ -344,6 +353,8 @@ def detail(
         user,
         item=data,
         data=payload,
+        legend=_legend(types, data.station_id),
+        legend_station=data.station,
         prev_id=prev_id,
         next_id=next_id,
         nav="review",

@@ -366,11 +366,22 @@ class UndoOut(_Out):
 
 
 class DefectTypeOut(_Out):
-    """A defect type; ``key`` is its labelling key (1-9) in the UI, if any."""
+    """A defect type with its labelling keys (1-9) in the UI: ``keys`` maps a station id to the
+    type's key there (each station has its own mapping); ``key`` is the key at the station
+    asked about (None: not asked, or no key there)."""
 
     id: int
     name: str
-    key: int | None
+    key: int | None = None
+    keys: dict[int, int] = {}
+
+
+def defect_type_out(
+    defect_type: Any, keys: dict[int, int], station_id: int | None = None
+) -> DefectTypeOut:
+    """The API shape of a defect type and its keys ``{station_id: key}``."""
+    key = keys.get(station_id) if station_id is not None else None
+    return DefectTypeOut(id=defect_type.id, name=defect_type.name, key=key, keys=keys)
 
 
 # -- models and jobs -----------------------------------------------------------------------

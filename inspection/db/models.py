@@ -268,18 +268,35 @@ class LoginFailure(Base):
 class DefectType(Base):
     """A named defect class (crack, blowhole, ...). New types appear when operators create them.
 
-    ``key`` is its labelling key (1-9) in the UI: a new type takes the lowest free key and keys
-    never move afterwards (None once all nine are taken).
+    Its labelling keys are per station (:class:`StationDefectKey`).
     """
 
     __tablename__ = "defect_type"
-    __table_args__ = (Index("uq_defect_type_key", "key", unique=True),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(64), unique=True)
-    key: Mapped[int | None] = mapped_column(Integer)
     description: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class StationDefectKey(Base):
+    """A defect type's labelling key (1-9) at one station: each station has its own mapping.
+
+    A type takes the lowest free key at a station when it is created there or first labelled
+    there (a new station starts with the first nine types the plant knows); keys never move
+    afterwards. A type without a row has no key at that station (all nine taken).
+    """
+
+    __tablename__ = "station_defect_key"
+    __table_args__ = (Index("uq_station_defect_key_station_key", "station_id", "key", unique=True),)
+
+    station_id: Mapped[int] = mapped_column(
+        ForeignKey("station.id", ondelete="CASCADE"), primary_key=True
+    )
+    defect_type_id: Mapped[int] = mapped_column(
+        ForeignKey("defect_type.id", ondelete="CASCADE"), primary_key=True
+    )
+    key: Mapped[int] = mapped_column(Integer)
 
 
 class RetrainJob(Base):

@@ -19,9 +19,10 @@ from inspection.db.models import (
     DefectType,
     Line,
     Station,
+    StationDefectKey,
     utcnow,
 )
-from inspection.errors import NotFoundError
+from inspection.errors import InvalidStateError, NotFoundError
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,9 @@ def upsert_station(
         )
         session.add(station)
         session.flush()
+        # a new station starts with keys for the first nine types the plant knows
+        for type_id in session.scalars(select(DefectType.id).order_by(DefectType.id).limit(9)):
+            assign_defect_key(session, station_id=station.id, defect_type_id=type_id)
         return station
     station.line_id = line.id
     if description is not None:
@@ -176,7 +180,8 @@ def record_config_thresholds(
 
 
 def get_or_create_defect_type(session: Session, name: str) -> DefectType:
-    """The defect type ``name`` (stripped, lower-cased), created when new.
+    """The defect type ``name`` (stripped, lower-cased), created when new (with no labelling
+    key yet: :func:`assign_defect_key` gives it one at a station).
 
     Safe against two writers creating the same new type at once (savepoint + re-read).
     """
@@ -188,7 +193,7 @@ def get_or_create_defect_type(session: Session, name: str) -> DefectType:
         return found
     try:
         with session.begin_nested():
-            created = DefectType(name=clean, key=_free_key(session), created_at=utcnow())
+            created = DefectType(name=clean, created_at=utcnow())
             session.add(created)
             session.flush()
         return created
@@ -199,16 +204,44 @@ def get_or_create_defect_type(session: Session, name: str) -> DefectType:
         return found
 
 
-def _free_key(session: Session) -> int | None:
-    """The lowest labelling key 1-9 no defect type holds (None when all are taken)."""
-    used = set(session.scalars(select(DefectType.key).where(DefectType.key.is_not(None))))
-    return next((k for k in range(1, 10) if k not in used), None)
+def assign_defect_key(session: Session, *, station_id: int, defect_type_id: int) -> int | None:
+    """The type's labelling key at the station: the one it has, else the lowest free key 1-9
+    there (stored; it never moves afterwards), else None (all nine taken).
+
+    Safe against two writers keying the same station at once (savepoint, then another try).
+    """
+    for _ in range(3):
+        held = session.get(StationDefectKey, (station_id, defect_type_id))
+        if held is not None:
+            return held.key
+        used = set(
+            session.scalars(
+                select(StationDefectKey.key).where(StationDefectKey.station_id == station_id)
+            )
+        )
+        key = next((k for k in range(1, 10) if k not in used), None)
+        if key is None:
+            return None
+        try:
+            with session.begin_nested():
+                session.add(
+                    StationDefectKey(station_id=station_id, defect_type_id=defect_type_id, key=key)
+                )
+                session.flush()
+            return key
+        except IntegrityError:
+            continue  # another writer took that key (or keyed this type) meanwhile
+    raise InvalidStateError(f"the labelling keys of station {station_id} kept changing; try again")
+
+
+def defect_keys(session: Session) -> dict[int, dict[int, int]]:
+    """Every labelling key: ``{defect_type_id: {station_id: key}}``."""
+    keys: dict[int, dict[int, int]] = {}
+    for row in session.scalars(select(StationDefectKey)):
+        keys.setdefault(row.defect_type_id, {})[row.station_id] = row.key
+    return keys
 
 
 def list_defect_types(session: Session) -> list[DefectType]:
-    """All defect types: those with a labelling key by key, then the others by name."""
-    return list(
-        session.scalars(
-            select(DefectType).order_by(DefectType.key.is_(None), DefectType.key, DefectType.name)
-        )
-    )
+    """All defect types, by name."""
+    return list(session.scalars(select(DefectType).order_by(DefectType.name)))

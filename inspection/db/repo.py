@@ -50,6 +50,8 @@ from inspection.db.model_versions import (
     set_model_status,
 )
 from inspection.db.plant import (
+    assign_defect_key,
+    defect_keys,
     get_or_create_defect_type,
     get_station,
     get_station_by_name,
@@ -90,6 +92,8 @@ __all__ = [
     "upsert_camera",
     "set_station_thresholds",
     "record_config_thresholds",
+    "assign_defect_key",
+    "defect_keys",
     "get_or_create_defect_type",
     "list_defect_types",
     "create_user",

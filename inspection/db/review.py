@@ -26,7 +26,7 @@ from inspection.db.models import (
     Verdict,
     utcnow,
 )
-from inspection.db.plant import get_or_create_defect_type
+from inspection.db.plant import assign_defect_key, get_or_create_defect_type
 from inspection.errors import InvalidCursorError, InvalidStateError, NotFoundError
 
 log = logging.getLogger(__name__)
@@ -252,13 +252,16 @@ def add_label(
 ) -> OperatorLabel:
     """Record an operator's verdict. Earlier labels are kept; the newest per user is current.
 
-    A ``defect_type`` name that does not exist yet is created (that is how new types appear).
+    A ``defect_type`` name that does not exist yet is created (that is how new types appear);
+    a type without a labelling key at the inspection's station takes the lowest free one there.
     """
-    get_existing(session, Inspection, inspection_id, "inspection")
+    inspection = get_existing(session, Inspection, inspection_id, "inspection")
     user = get_existing(session, User, user_id, "user")
     if not user.is_active:
         raise InvalidStateError(f"user {user.username!r} is deactivated and cannot label")
     type_id = get_or_create_defect_type(session, defect_type).id if defect_type else None
+    if type_id is not None:
+        assign_defect_key(session, station_id=inspection.station_id, defect_type_id=type_id)
     label = OperatorLabel(
         inspection_id=inspection_id,
         user_id=user_id,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, selectinload
 
 from inspection.db import repo
@@ -19,6 +19,7 @@ from inspection.db.models import (
     DefectType,
     Inspection,
     OperatorLabel,
+    StationDefectKey,
     User,
     Verdict,
 )
@@ -28,44 +29,59 @@ from inspection.services.uow import unit_of_work
 log = logging.getLogger(__name__)
 
 
-def defect_types(session: Session) -> list[tuple[DefectType, int | None]]:
-    """Known defect types with their labelling keys: each type keeps the key (1-9) it got
-    when it was created (the lowest free one), so creating a type never moves another's key;
-    keyed types by key, then the rest by name."""
-    return [(t, t.key) for t in repo.list_defect_types(session)]
+def defect_types(session: Session) -> list[tuple[DefectType, dict[int, int]]]:
+    """Known defect types by name, each with its labelling keys ``{station_id: key}``: each
+    station has its own mapping, a type keeps the key (1-9) it got at a station (the lowest
+    free one there when it was created or first labelled there), so keys never move."""
+    keys = repo.defect_keys(session)
+    return [(t, keys.get(t.id, {})) for t in repo.list_defect_types(session)]
 
 
-def _audit_created(session: Session, created: DefectType, actor: repo.Actor) -> None:
+def _audit_created(
+    session: Session, created: DefectType, actor: repo.Actor, station_id: int | None
+) -> None:
+    key = (
+        repo.assign_defect_key(session, station_id=station_id, defect_type_id=created.id)
+        if station_id is not None
+        else None
+    )
     repo.write_audit(
         session,
         actor=actor,
         action="defect_type.create",
         entity_type="defect_type",
         entity_id=created.id,
-        after={"name": created.name, "key": created.key},
+        after={"name": created.name, "station_id": station_id, "key": key},
     )
 
 
-def create_defect_type(session: Session, *, name: str, actor: repo.Actor) -> DefectType:
-    """Create a defect type (it takes the lowest free key 1-9) as its own audited action
-    (``defect_type.create``), undone by :func:`delete_defect_type`; committed.
+def create_defect_type(
+    session: Session, *, name: str, actor: repo.Actor, station_id: int | None = None
+) -> tuple[DefectType, dict[int, int]]:
+    """Create a defect type as its own audited action (``defect_type.create``), undone by
+    :func:`delete_defect_type`; committed. With ``station_id`` it takes the lowest free key
+    1-9 at that station (the other types' keys never move); other stations key it when they
+    first label with it. Returns the type and its keys ``{station_id: key}``.
 
     Raises:
         InvalidStateError: a type of that name exists.
+        NotFoundError: no such station.
         ValueError: the name is empty.
     """
     with unit_of_work(session):
         clean = name.strip().lower()
         if session.scalar(select(DefectType).where(DefectType.name == clean)) is not None:
             raise InvalidStateError(f"defect type {clean!r} already exists")
+        if station_id is not None:
+            repo.get_station(session, station_id)
         created = repo.get_or_create_defect_type(session, clean)
-        _audit_created(session, created, actor)
-        return created
+        _audit_created(session, created, actor, station_id)
+        return created, repo.defect_keys(session).get(created.id, {})
 
 
 def delete_defect_type(session: Session, *, type_id: int, actor: repo.Actor) -> DefectType:
-    """Undo the creation of a defect type no label and no region uses yet (its key becomes
-    free; the other keys stay); audited ``defect_type.delete``; committed.
+    """Undo the creation of a defect type no label and no region uses yet (its keys become
+    free; the other types' keys stay); audited ``defect_type.delete``; committed.
 
     Raises:
         NotFoundError: no such type.
@@ -84,14 +100,16 @@ def delete_defect_type(session: Session, *, type_id: int, actor: repo.Actor) -> 
             raise InvalidStateError(
                 f"defect type {found.name!r} is in use by labels or detections; undo those first"
             )
+        keys = repo.defect_keys(session).get(found.id, {})
         repo.write_audit(
             session,
             actor=actor,
             action="defect_type.delete",
             entity_type="defect_type",
             entity_id=found.id,
-            before={"name": found.name, "key": found.key},
+            before={"name": found.name, "keys": {str(k): v for k, v in keys.items()}},
         )
+        session.execute(delete(StationDefectKey).where(StationDefectKey.defect_type_id == found.id))
         session.delete(found)
         return found
 
@@ -162,7 +180,8 @@ def add_label(
         )
         session.refresh(label, ["defect_type"])
         if new_type and label.defect_type is not None:
-            _audit_created(session, label.defect_type, actor)
+            station_id = session.get(Inspection, inspection_id).station_id  # type: ignore[union-attr]
+            _audit_created(session, label.defect_type, actor, station_id)
         _audit(session, user, "label.add", inspection_id, after=label_snapshot(label))
         return label
 

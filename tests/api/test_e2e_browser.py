@@ -41,12 +41,14 @@ def test_operator_reviews_100_items_with_the_keyboard(
     wait_for(page, "() => document.getElementById('frame-img').complete")
     shot(page, "review", full_page=False)
 
-    types = [
-        t["name"]
+    # keys are per station: {(station id, key): type name}
+    types = {
+        (int(station), str(key)): t["name"]
         for t in page.evaluate(
             "JSON.parse(document.getElementById('page-data').textContent).defect_types"
         )
-    ]
+        for station, key in t["keys"].items()
+    }
     keys = itertools.cycle(["o", "1", "o", "2", "o", "3", "4", "o", "5", "o"])
     expected: dict[int, tuple[Verdict, str | None]] = {}
     skipped: set[int] = set()
@@ -88,7 +90,9 @@ def test_operator_reviews_100_items_with_the_keyboard(
             key = next(keys)
             page.keyboard.press(key)
             expected[item] = (
-                (Verdict.PASS, None) if key == "o" else (Verdict.FAIL, types[int(key) - 1])
+                (Verdict.PASS, None)
+                if key == "o"
+                else (Verdict.FAIL, types[(session.get(Inspection, item).station_id, key)])  # type: ignore[union-attr]
             )
         labels_done += 1
         following = wait_selected(page, item)

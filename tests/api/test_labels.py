@@ -44,7 +44,9 @@ def test_label_undo_and_history(
 def test_new_defect_type_is_created_and_gets_a_key(
     client: TestClient, auth: dict[str, dict[str, str]], session: Session
 ) -> None:
-    before = client.get("/api/defect-types", headers=auth["operator"]).json()
+    station = client.get("/api/inspections/2", headers=auth["operator"]).json()["station_id"]
+    types = f"/api/defect-types?station_id={station}"  # keys are per station
+    before = client.get(types, headers=auth["operator"]).json()
     response = client.post(
         "/api/inspections/2/labels",
         json={"verdict": "fail", "defect_type": "  Burr "},
@@ -52,9 +54,10 @@ def test_new_defect_type_is_created_and_gets_a_key(
     )
     assert response.status_code == 201
     assert response.json()["defect_type"] == "burr"
-    after = client.get("/api/defect-types", headers=auth["operator"]).json()
+    after = client.get(types, headers=auth["operator"]).json()
     assert len(after) == len(before) + 1
-    assert after[:-1] == before  # the others keep their keys (no re-sorting by name)
+    # the others keep their keys at this station (no re-sorting by name)
+    assert [(t["name"], t["key"]) for t in after[:-1]] == [(t["name"], t["key"]) for t in before]
     assert (after[-1]["name"], after[-1]["key"]) == ("burr", len(before) + 1)
     session.rollback()
     assert session.scalar(select(DefectType).where(DefectType.name == "burr")) is not None

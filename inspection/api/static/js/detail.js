@@ -63,10 +63,10 @@ function enqueue(work) {
 const keys = bindKeys(
   {
     label: (verdict, defectType) => {
-      const newType = Boolean(defectType) && addType(types, defectType);
-      if (newType) keys.setTypes(types);
+      const added = defectType ? addType(types, defectType, item.station_id) : null;
+      if (added) keys.setTypes(types);
       enqueue(async () => {
-        if (newType) await keys.createType(defectType);
+        if (added === "new") await keys.createType(defectType, item.station_id);
         await api("POST", `/api/inspections/${item.id}/labels`, { verdict, defect_type: defectType });
         toast(verdict === "pass" ? "Labelled OK" : `Labelled ${defectType}`);
       });
@@ -92,5 +92,6 @@ const keys = bindKeys(
   types,
 );
 
+keys.setStation(item.station_id, item.station);
 viewer.show(item);
 render();

@@ -9,30 +9,38 @@ import { api, el, isTyping, toast } from "./common.js";
  *   label(verdict, defectType), skip(), undo(), next(), prev(), open(),
  *   enqueue(work) (runs an async write after the page's pending ones),
  *   and viewer.toggleOverlay() / cycleMode() / changeOpacity() / toggleOutlines().
- * Returns { setTypes(types), createType(name) }: change the 1-9 mapping; create a type named in
- * the dialog (call it in the page's write chain, before the label that uses it).
+ * Keys are per station (each type's `keys` maps a station id to its key there): 1-9 follow the
+ * station set with setStation(id, name), the shown item's.
+ * Returns { setTypes(types), setStation(id, name), createType(name) }: redraw the mapping; follow
+ * another station; create a type named in the dialog at the current station (call it in the
+ * page's write chain, before the label that uses it).
  */
 export function bindKeys(handlers, viewer, types) {
   let byKey = new Map();
+  let station = { id: null, name: "" };
   const createdHere = new Set(); // names of the types this page created (undoable here)
   const setTypes = (list) => {
-    byKey = new Map(list.filter((t) => t.key).map((t) => [String(t.key), t.name]));
-    renderLegend(list, createdHere, undoType);
+    const keyed = atStation(list, station.id);
+    byKey = new Map(keyed.map(([key, t]) => [String(key), t.name]));
+    renderLegend(keyed, station.name, createdHere, undoType);
   };
-  setTypes(types);
+  const setStation = (id, name) => {
+    if (id === station.id) return;
+    station = { id, name };
+    setTypes(types);
+  };
 
-  async function createType(name) {
+  async function createType(name, stationId) {
     let saved;
     try {
-      saved = await api("POST", "/api/defect-types", { name });
+      saved = await api("POST", "/api/defect-types", { name, station_id: stationId });
     } catch (error) {
       if (error.status === 409) return; // someone created it meanwhile: label with theirs
       throw error;
     }
     const entry = types.find((t) => t.name === saved.name);
-    if (entry) Object.assign(entry, { id: saved.id, key: saved.key });
-    else types.push({ id: saved.id, name: saved.name, key: saved.key });
-    types.sort((a, b) => (a.key ?? 99) - (b.key ?? 99) || a.name.localeCompare(b.name));
+    if (entry) Object.assign(entry, { id: saved.id, keys: saved.keys });
+    else types.push({ id: saved.id, name: saved.name, keys: saved.keys });
     createdHere.add(saved.name);
     setTypes(types);
   }
@@ -48,7 +56,7 @@ export function bindKeys(handlers, viewer, types) {
       if (index >= 0) types.splice(index, 1);
       createdHere.delete(entry.name);
       setTypes(types);
-      toast(`Removed the new type ${entry.name}; key ${entry.key} is free again`);
+      toast(`Removed the new type ${entry.name}; its key is free again`);
     });
   }
 
@@ -112,17 +120,27 @@ export function bindKeys(handlers, viewer, types) {
     else handled = false;
     if (handled) event.preventDefault();
   });
-  return { setTypes, createType };
+  return { setTypes, setStation, createType };
 }
 
-/** Rebuild the key legend (#key-legend) for the current defect types; the types this page
- * created get an undo button. */
-function renderLegend(types, createdHere, undoType) {
+/** The types with a key at the station as [key, type] pairs, by key. */
+function atStation(types, stationId) {
+  return types
+    .map((t) => [(t.keys || {})[stationId], t])
+    .filter(([key]) => key)
+    .sort((a, b) => a[0] - b[0]);
+}
+
+/** Rebuild the key legend (#key-legend) for one station's keys ([key, type] pairs); the types
+ * this page created get an undo button. */
+function renderLegend(keyed, stationName, createdHere, undoType) {
   const legend = document.getElementById("key-legend");
   if (!legend) return;
+  const caption = document.getElementById("key-station");
+  if (caption) caption.textContent = stationName;
   const row = (key, text) => [el("kbd", {}, key), el("span", {}, text)];
-  const typeRow = (t) => {
-    if (!createdHere.has(t.name) || !t.id) return row(String(t.key), t.name);
+  const typeRow = ([key, t]) => {
+    if (!createdHere.has(t.name) || !t.id) return row(String(key), t.name);
     const button = el(
       "button",
       { type: "button", class: "undo-type", title: `Undo new type ${t.name}`, "aria-label": `Undo new type ${t.name}` },
@@ -133,12 +151,12 @@ function renderLegend(types, createdHere, undoType) {
       button.blur();
       undoType(t);
     });
-    return [el("kbd", {}, String(t.key)), el("span", {}, t.name, " ", button)];
+    return [el("kbd", {}, String(key)), el("span", {}, t.name, " ", button)];
   };
   legend.replaceChildren(
     ...row("o", "OK part (pass)"),
     el("span", { class: "sep" }),
-    ...types.filter((t) => t.key).flatMap(typeRow),
+    ...keyed.flatMap(typeRow),
     ...row("n", "new defect type…"),
     el("span", { class: "sep" }),
     ...row("s", "skip"),
@@ -150,20 +168,25 @@ function renderLegend(types, createdHere, undoType) {
 }
 
 /**
- * Add a defect type to the list (and the key legend): with the key the server gave it, or, for
- * a type created by a label, the lowest free key (the server's rule). Existing keys never move.
+ * Before a label with `name` at a station: add the type to the list if the page does not know
+ * it, and give it the lowest free key at that station if it has none there (the server's rule;
+ * existing keys never move). Returns "new" (create it first: createType), "keyed" or null.
  */
-export function addType(types, name, serverKey = undefined, id = null) {
-  if (types.some((t) => t.name === name)) return false;
-  const used = new Set(types.map((t) => t.key).filter(Boolean));
-  let key = serverKey === undefined ? null : serverKey;
-  for (let k = 1; serverKey === undefined && k <= 9; k += 1) {
+export function addType(types, name, stationId) {
+  let entry = types.find((t) => t.name === name);
+  const isNew = !entry;
+  if (isNew) {
+    entry = { id: null, name, keys: {} };
+    types.push(entry);
+  }
+  entry.keys = entry.keys || {};
+  if (entry.keys[stationId]) return isNew ? "new" : null;
+  const used = new Set(atStation(types, stationId).map(([key]) => key));
+  for (let k = 1; k <= 9; k += 1) {
     if (!used.has(k)) {
-      key = k;
+      entry.keys[stationId] = k;
       break;
     }
   }
-  types.push({ id, name, key });
-  types.sort((a, b) => (a.key ?? 99) - (b.key ?? 99) || a.name.localeCompare(b.name));
-  return true;
+  return isNew ? "new" : "keyed";
 }

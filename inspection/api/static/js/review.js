@@ -97,6 +97,7 @@ function current() {
 function show() {
   const item = current();
   root.dataset.currentId = item ? String(item.id) : "";
+  if (item) keys.setStation(item.station_id, item.station); // keys are per station
   viewer.show(item);
   renderFacts(facts, item);
   renderHistory(item);
@@ -200,12 +201,12 @@ function label(verdict, defectType) {
   state.undoStack.push({ id: item.id, previous });
   state.reviewed += 1;
   document.getElementById("reviewed-count").textContent = String(state.reviewed);
-  const newType = Boolean(defectType) && addType(state.types, defectType);
-  if (newType) keys.setTypes(state.types);
+  const added = defectType ? addType(state.types, defectType, item.station_id) : null;
+  if (added) keys.setTypes(state.types);
   advance();
   enqueue(async () => {
     try {
-      if (newType) await keys.createType(defectType);
+      if (added === "new") await keys.createType(defectType, item.station_id);
       const saved = await api("POST", `/api/inspections/${item.id}/labels`, {
         verdict,
         defect_type: defectType,
