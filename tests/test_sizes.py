@@ -29,8 +29,6 @@ LONG_MODULES: dict[str, str] = {
 }
 #: ``module path::function`` -> why it is longer than MAX_FUNCTION_LINES.
 LONG_FUNCTIONS: dict[str, str] = {
-    "api/app.py::install_error_handlers": "one small handler per exception type, registered "
-    "in one place",
     "bench/station_bench.py::station_run": _BUSY,
     "bench/station_bench.py::_measure": _BUSY,
     "bench/suite.py::render_markdown": "the report's text, one paragraph after another",

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -287,8 +288,53 @@ async def _page_user(request: Request, ctx: AppContext) -> CurrentUser | None:
         return None
 
 
-def install_error_handlers(app: FastAPI, ctx: AppContext) -> None:
-    """Map every expected error to a clear 4xx/503 (JSON for the API, a page for browsers)."""
+@dataclass(frozen=True)
+class ErrorRule:
+    """How an expected exception type reaches the client: its status and detail (``{exc}``
+    stands for the exception's message), and for the ones the log should show, the level and
+    message (``%s``: the exception)."""
+
+    status: int
+    detail: str = "{exc}"
+    log_level: int | None = None
+    log_message: str = ""
+    headers: Mapping[str, str] | None = None
+
+
+#: Exception type -> its response. Starlette picks the handler of the nearest type in the
+#: exception's MRO, so a subclass listed here (ArtifactNotFoundError) wins over its base.
+ERROR_RULES: dict[type[Exception], ErrorRule] = {
+    InvalidCredentialsError: ErrorRule(401, headers={"WWW-Authenticate": "Bearer"}),
+    PermissionDeniedError: ErrorRule(403),
+    InvalidCursorError: ErrorRule(400, "{exc}; start again without a cursor"),
+    NotFoundError: ErrorRule(404),
+    ArtifactNotFoundError: ErrorRule(
+        404, "the file is no longer in the artifact store", logging.WARNING, "artifact missing: %s"
+    ),
+    UnsafeArtifactKeyError: ErrorRule(
+        404, "the file is not available", logging.WARNING, "refused an unsafe artifact key: %s"
+    ),
+    ImageDecodeError: ErrorRule(
+        500,
+        "the stored image is corrupt and cannot be shown",
+        logging.ERROR,
+        "stored image cannot be decoded: %s",
+    ),
+    StorageError: ErrorRule(
+        503, "artifact store unavailable: {exc}", logging.ERROR, "artifact store error: %s"
+    ),
+    InvalidStateError: ErrorRule(409),
+    ValueError: ErrorRule(400, "invalid request: {exc}"),
+}
+
+Respond = Callable[..., Awaitable[Response]]
+Handler = Callable[[Request, Any], Awaitable[Response]]
+
+
+def _responder(ctx: AppContext) -> Respond:
+    """``respond(request, status, detail, *, errors=None, headers=None)``: the error as JSON
+    ``{"detail": ...}`` for the API, as the error page (with the user's navigation) for
+    browsers."""
 
     async def respond(
         request: Request,
@@ -296,7 +342,7 @@ def install_error_handlers(app: FastAPI, ctx: AppContext) -> None:
         detail: str,
         *,
         errors: list[dict[str, Any]] | None = None,
-        headers: dict[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> Response:
         if _wants_html(request):
             user = await _page_user(request, ctx) if status not in (401, 503) else None
@@ -320,7 +366,25 @@ def install_error_handlers(app: FastAPI, ctx: AppContext) -> None:
             body["errors"] = errors
         return JSONResponse(body, status_code=status, headers=headers)
 
-    Handler = Callable[[Request, Any], Awaitable[Response]]
+    return respond
+
+
+def _rule_handler(rule: ErrorRule, respond: Respond) -> Handler:
+    async def handle(request: Request, exc: Exception) -> Response:
+        if rule.log_level is not None:
+            log.log(rule.log_level, rule.log_message, exc)
+        detail = rule.detail.format(exc=exc)
+        return await respond(request, rule.status, detail, headers=rule.headers)
+
+    return handle
+
+
+def install_error_handlers(app: FastAPI, ctx: AppContext) -> None:
+    """Map every expected error to a clear 4xx/503 (JSON for the API, a page for browsers):
+    the simple ones by :data:`ERROR_RULES`, the rest by a handler of their own."""
+    respond = _responder(ctx)
+    for exc_type, rule in ERROR_RULES.items():
+        app.add_exception_handler(exc_type, _rule_handler(rule, respond))
 
     def on(exc_type: type[Exception]) -> Callable[[Handler], Handler]:
         def register(fn: Handler) -> Handler:
@@ -335,14 +399,6 @@ def install_error_handlers(app: FastAPI, ctx: AppContext) -> None:
             target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
             return RedirectResponse(f"/login?next={quote(target, safe='')}", status_code=303)
         return await respond(request, 401, str(exc), headers={"WWW-Authenticate": "Bearer"})
-
-    @on(InvalidCredentialsError)
-    async def _bad_login(request: Request, exc: InvalidCredentialsError) -> Response:
-        return await respond(request, 401, str(exc), headers={"WWW-Authenticate": "Bearer"})
-
-    @on(PermissionDeniedError)
-    async def _forbidden(request: Request, exc: PermissionDeniedError) -> Response:
-        return await respond(request, 403, str(exc))
 
     @on(LoginThrottledError)
     async def _throttled(request: Request, exc: LoginThrottledError) -> Response:
@@ -362,42 +418,6 @@ def install_error_handlers(app: FastAPI, ctx: AppContext) -> None:
         )
         return await respond(request, 422, f"invalid request: {summary}", errors=errors)
 
-    @on(InvalidCursorError)
-    async def _bad_cursor(request: Request, exc: InvalidCursorError) -> Response:
-        return await respond(request, 400, f"{exc}; start again without a cursor")
-
-    @on(NotFoundError)
-    async def _not_found(request: Request, exc: NotFoundError) -> Response:
-        return await respond(request, 404, str(exc))
-
-    @on(ArtifactNotFoundError)
-    async def _artifact_missing(request: Request, exc: ArtifactNotFoundError) -> Response:
-        log.warning("artifact missing: %s", exc)
-        return await respond(request, 404, "the file is no longer in the artifact store")
-
-    @on(UnsafeArtifactKeyError)
-    async def _unsafe_key(request: Request, exc: UnsafeArtifactKeyError) -> Response:
-        log.warning("refused an unsafe artifact key: %s", exc)
-        return await respond(request, 404, "the file is not available")
-
-    @on(ImageDecodeError)
-    async def _corrupt(request: Request, exc: ImageDecodeError) -> Response:
-        log.error("stored image cannot be decoded: %s", exc)
-        return await respond(request, 500, "the stored image is corrupt and cannot be shown")
-
-    @on(StorageError)
-    async def _storage(request: Request, exc: StorageError) -> Response:
-        log.error("artifact store error: %s", exc)
-        return await respond(request, 503, f"artifact store unavailable: {exc}")
-
-    @on(InvalidStateError)
-    async def _conflict(request: Request, exc: InvalidStateError) -> Response:
-        return await respond(request, 409, str(exc))
-
-    @on(ValueError)
-    async def _bad_value(request: Request, exc: ValueError) -> Response:
-        return await respond(request, 400, f"invalid request: {exc}")
-
     @on(IntegrityError)
     async def _integrity(request: Request, exc: IntegrityError) -> Response:
         log.info("integrity error: %s", _first_line(exc.orig))
@@ -415,9 +435,8 @@ def install_error_handlers(app: FastAPI, ctx: AppContext) -> None:
             headers={"Retry-After": "5"},
         )
 
-    app.add_exception_handler(DBAPIError, _db_down)
-    app.add_exception_handler(PoolTimeoutError, _db_down)
-    app.add_exception_handler(DatabaseError, _db_down)
+    for db_error in (DBAPIError, PoolTimeoutError, DatabaseError):
+        app.add_exception_handler(db_error, _db_down)
 
     @on(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:

@@ -183,11 +183,11 @@ def openset(
 ) -> None:
     """Open-set defect typing: every method on one network per fold -> <protocol>.json/.md."""
     from rich.console import Console
-    from rich.progress import Progress, TaskID
 
     from inspection.bench import openset_bench as bench
     from inspection.bench.report import markdown_table
     from inspection.openset.config import METHODS
+    from inspection.progress_bar import stage_progress
 
     if protocol not in bench.PROTOCOLS:
         raise typer.BadParameter(
@@ -196,14 +196,7 @@ def openset(
     default_data = {"mt-open": "magnetic_tile", "neu-open": "neu_surface"}[protocol]
     root = data if data is not None else Path("../shared/data") / default_data
     chosen = [m.strip() for m in methods.split(",") if m.strip()] or list(METHODS)
-    with Progress(transient=True) as bar:
-        tasks: dict[str, TaskID] = {}
-
-        def progress(stage: str, done: int, total: int) -> None:
-            if stage not in tasks:
-                tasks[stage] = bar.add_task(stage, total=total or None)
-            bar.update(tasks[stage], completed=done, total=total or None)
-
+    with stage_progress() as progress:
         payload = bench.run(
             root,
             methods=chosen,
@@ -378,23 +371,16 @@ def loop(
 ) -> None:
     """Closed loop: label the first N flagged stream items, retrain, compare before/after."""
     from rich.console import Console
-    from rich.progress import Progress, TaskID
 
     from inspection.bench import loop_bench
     from inspection.bench.report import markdown_table
+    from inspection.progress_bar import stage_progress
 
     if protocol != loop_bench.PROTOCOL:
         raise typer.BadParameter(f"unknown protocol {protocol!r}; expected {loop_bench.PROTOCOL}")
     counts = tuple(int(n) for n in labels.split(",") if n.strip())
     console = Console()
-    with Progress(console=console, transient=True) as bar:
-        tasks: dict[str, TaskID] = {}
-
-        def progress(stage: str, done: int, total: int) -> None:
-            if stage not in tasks:
-                tasks[stage] = bar.add_task(stage, total=total or None)
-            bar.update(tasks[stage], completed=done, total=total or None)
-
+    with stage_progress(console) as progress:
         payload = loop_bench.run(
             data,
             labels=counts,

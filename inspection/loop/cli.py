@@ -111,11 +111,11 @@ def retrain_command(
 
     require_extra("inspection retrain")
     from rich.console import Console
-    from rich.progress import Progress, TaskID
 
     from inspection.errors import InspectionError
     from inspection.loop.config import load_settings
     from inspection.loop.retrain import retrain
+    from inspection.progress_bar import stage_progress
     from inspection.storage import LocalArtifactStore
 
     console = Console()
@@ -131,14 +131,7 @@ def retrain_command(
     cancelled = threading.Event()
     previous = signal.signal(signal.SIGTERM, lambda *_: cancelled.set())
     try:
-        with Progress(transient=True, console=console) as bar:
-            tasks: dict[str, TaskID] = {}
-
-            def progress(stage: str, done: int, total: int) -> None:
-                if stage not in tasks:
-                    tasks[stage] = bar.add_task(stage, total=total or None)
-                bar.update(tasks[stage], completed=done, total=total or None)
-
+        with stage_progress(console) as progress:
             result = retrain(
                 cfg if cfg is not None else station,
                 session_factory=factory,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import signal
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +82,33 @@ def _fail(exc: Exception) -> typer.Exit:
     return typer.Exit(code=EXIT_MISSING_EXTRA if isinstance(exc, MissingExtraError) else 1)
 
 
+def _start(
+    runner: Callable[..., Any],
+    target: Path,
+    db: str | None,
+    max_frames: int | None,
+    duration: float | None,
+    init_db: bool,
+    bootstrap: bool,
+) -> Any:
+    """``runner(target, ...)`` with the options ``run`` and ``run-line`` share, stopped by
+    Ctrl-C or SIGTERM; an expected error ends the command with its message, not a traceback."""
+    from inspection.errors import InspectionError
+
+    try:
+        return runner(
+            target,
+            db_url=db,
+            init_db=init_db,
+            max_frames=max_frames,
+            duration_s=duration,
+            stop=_stop_on_signals(),
+            bootstrap=bootstrap,
+        )
+    except InspectionError as exc:
+        raise _fail(exc) from None
+
+
 @app.command("run")
 def run(
     config: Path = typer.Argument(
@@ -93,21 +121,9 @@ def run(
     bootstrap: bool = _BOOT,
 ) -> None:
     """Run one station until its camera ends, --max-frames, --duration or Ctrl-C."""
-    from inspection.errors import InspectionError
     from inspection.station.runner import run_station_file
 
-    try:
-        stats = run_station_file(
-            config,
-            db_url=db,
-            init_db=init_db,
-            max_frames=max_frames,
-            duration_s=duration,
-            stop=_stop_on_signals(),
-            bootstrap=bootstrap,
-        )
-    except InspectionError as exc:
-        raise _fail(exc) from None
+    stats = _start(run_station_file, config, db, max_frames, duration, init_db, bootstrap)
     _report({stats["station"]: stats})
 
 
@@ -121,22 +137,9 @@ def run_line(
     bootstrap: bool = _BOOT,
 ) -> None:
     """Run every station of a line in this process until --max-frames, --duration or Ctrl-C."""
-    from inspection.errors import InspectionError
     from inspection.station.runner import run_line as run_line_
 
-    try:
-        results = run_line_(
-            line,
-            db_url=db,
-            init_db=init_db,
-            max_frames=max_frames,
-            duration_s=duration,
-            stop=_stop_on_signals(),
-            bootstrap=bootstrap,
-        )
-    except InspectionError as exc:
-        raise _fail(exc) from None
-    _report(results)
+    _report(_start(run_line_, line, db, max_frames, duration, init_db, bootstrap))
 
 
 @app.command("check")
