@@ -19,6 +19,26 @@ def _needs_train_extra() -> None:
     require_extra("inspection bench")
 
 
+#: ``--results-dir`` of every benchmark.
+_RESULTS_DIR = typer.Option(Path("bench/results"), help="Where results are written.")
+
+
+def _items(text: str) -> list[str]:
+    """A comma-separated option's items, stripped, empty ones left out."""
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def _detector_keys(text: str) -> list[str]:
+    """The registry keys of a ``--detectors`` option (empty: every detector); an unknown key
+    fails before any work starts."""
+    from inspection.detectors import registry
+
+    keys = _items(text) or registry.keys()
+    for key in keys:
+        registry.get(key)
+    return keys
+
+
 @app.command("detectors")
 def detectors(
     protocol: str = typer.Option(
@@ -29,18 +49,15 @@ def detectors(
     quick: bool = typer.Option(
         False, "--quick", help="Tiny synthetic run (CI): protocol synthetic-quick."
     ),
-    results_dir: Path = typer.Option(Path("bench/results"), help="Where results are written."),
+    results_dir: Path = _RESULTS_DIR,
 ) -> None:
     """Fit, calibrate, evaluate, export and time every detector on one protocol."""
     from rich.console import Console
 
     from inspection.bench import detectors as bench
     from inspection.bench.report import markdown_table
-    from inspection.detectors import registry
 
-    keys = [k.strip() for k in detectors.split(",") if k.strip()] or registry.keys()
-    for key in keys:
-        registry.get(key)  # fail fast on unknown keys
+    keys = _detector_keys(detectors)
     if quick:
         protocol = bench.QUICK_PROTOCOL
     if protocol == "mvtec" and data is not None:
@@ -70,7 +87,7 @@ def suite(
     quick: bool = typer.Option(
         False, "--quick", help="Tiny synthetic stand-in (CI): suite-quick.json, quick configs."
     ),
-    results_dir: Path = typer.Option(Path("bench/results"), help="Where results are written."),
+    results_dir: Path = _RESULTS_DIR,
     bundles_dir: Path | None = typer.Option(
         None,
         help="Where each cell's exported bundle is kept for --retime "
@@ -100,14 +117,14 @@ def suite(
         Console().print(f"re-timed {len(done)} cells: " + ", ".join(f"{n}/{k}" for n, k in done))
         return
 
-    keys = [k.strip() for k in detectors.split(",") if k.strip()] or bench.default_keys()
+    keys = _items(detectors) or bench.default_keys()
     try:
         for key in keys:
             if key != bench.AUTO:
                 registry.get(key)  # fail fast on unknown keys
     except (ConfigError, KeyError) as exc:
         raise typer.BadParameter(str(exc), param_hint="--detectors") from exc
-    names = [d.strip() for d in datasets.split(",") if d.strip()] or None
+    names = _items(datasets) or None
     specs = bench.dataset_specs(quick)
     for name in names or []:
         if name not in specs:
@@ -146,7 +163,7 @@ def db(
     single_commit: int = typer.Option(2_000, help="Inspections inserted one transaction each."),
     queries: int = typer.Option(200, help="Repetitions of each timed query."),
     engines: str = typer.Option("sqlite,postgresql", help="Comma-separated: sqlite, postgresql."),
-    results_dir: Path = typer.Option(Path("bench/results"), help="Where results are written."),
+    results_dir: Path = _RESULTS_DIR,
 ) -> None:
     """Insert and query inspections (regions, labels) on SQLite and PostgreSQL: db.json/.md."""
     from rich.console import Console
@@ -157,7 +174,7 @@ def db(
     config = db_bench.BenchConfig(
         n_inspections=n, batch_size=batch_size, n_single_commit=single_commit, n_queries=queries
     )
-    chosen = tuple(e.strip() for e in engines.split(",") if e.strip())
+    chosen = tuple(_items(engines))
     payload = db_bench.run(config, engines=chosen, results_dir=results_dir)
     Console().print(markdown_table(list(payload["engines"].values()), db_bench.COLUMNS))
     for engine, reason in payload["skipped"].items():
@@ -176,7 +193,7 @@ def openset(
         "",
         help="Comma-separated: msp,max_logit,energy,mahalanobis,metric,openmax,knn (default all).",
     ),
-    results_dir: Path = typer.Option(Path("bench/results"), help="Where results are written."),
+    results_dir: Path = _RESULTS_DIR,
     cache_dir: Path = typer.Option(
         Path("runs/typing-cache"), help="Backbone-feature cache (gitignored)."
     ),
@@ -195,7 +212,7 @@ def openset(
         )
     default_data = {"mt-open": "magnetic_tile", "neu-open": "neu_surface"}[protocol]
     root = data if data is not None else Path("../shared/data") / default_data
-    chosen = [m.strip() for m in methods.split(",") if m.strip()] or list(METHODS)
+    chosen = _items(methods) or list(METHODS)
     with stage_progress() as progress:
         payload = bench.run(
             root,
@@ -248,7 +265,7 @@ def station(
     workdir: Path = typer.Option(
         Path("var/bench/station"), help="Bundles and scratch (gitignored)."
     ),
-    results_dir: Path = typer.Option(Path("bench/results"), help="Where results are written."),
+    results_dir: Path = _RESULTS_DIR,
 ) -> None:
     """Station runtime end to end per detector (frames/s, latency, drops, vs anomalib), and the
     station at its default settings against anomalib at its defaults."""
@@ -256,19 +273,16 @@ def station(
 
     from inspection.bench import station_bench as bench
     from inspection.bench.report import markdown_table
-    from inspection.detectors import registry
 
-    keys = [k.strip() for k in detectors.split(",") if k.strip()] or registry.keys()
-    for key in keys:
-        registry.get(key)  # fail fast on unknown keys
+    keys = _detector_keys(detectors)
     console = Console()
     payload = bench.run(
         keys,
         size=size,
         frames=frames,
         normals=normals,
-        variants=[bench.Variant.parse(v.strip()) for v in variants.split(",") if v.strip()],
-        precisions=[p.strip() for p in precisions.split(",") if p.strip()],
+        variants=[bench.Variant.parse(v) for v in _items(variants)],
+        precisions=_items(precisions),
         camera_fps=camera_fps,
         workdir=workdir,
         results_dir=results_dir,
@@ -301,7 +315,7 @@ def station(
 def ui(
     n_inspections: int = typer.Option(100_000, help="Inspections in the database."),
     n_requests: int = typer.Option(200, help="Measured requests per target."),
-    results_dir: Path = typer.Option(Path("bench/results"), help="Where results are written."),
+    results_dir: Path = _RESULTS_DIR,
 ) -> None:
     """Review UI: queue and detail pages (and their API) p95 latency with 100k inspections."""
     from rich.console import Console
@@ -327,7 +341,7 @@ def load(
     workdir: Path | None = typer.Option(
         None, help="Spools, artifacts, logs (default: a temporary folder, removed after)."
     ),
-    results_dir: Path = typer.Option(Path("bench/results"), help="Where results are written."),
+    results_dir: Path = _RESULTS_DIR,
 ) -> None:
     """Many stations, one PostgreSQL: produced vs stored, p99 write latency, faults survived."""
     from rich.console import Console
@@ -367,7 +381,7 @@ def loop(
     workdir: Path = typer.Option(
         Path("var/bench/loop"), help="Base model, score cache, cycle databases (gitignored)."
     ),
-    results_dir: Path = typer.Option(Path("bench/results"), help="Where results are written."),
+    results_dir: Path = _RESULTS_DIR,
 ) -> None:
     """Closed loop: label the first N flagged stream items, retrain, compare before/after."""
     from rich.console import Console
@@ -378,7 +392,7 @@ def loop(
 
     if protocol != loop_bench.PROTOCOL:
         raise typer.BadParameter(f"unknown protocol {protocol!r}; expected {loop_bench.PROTOCOL}")
-    counts = tuple(int(n) for n in labels.split(",") if n.strip())
+    counts = tuple(int(n) for n in _items(labels))
     console = Console()
     with stage_progress(console) as progress:
         payload = loop_bench.run(
@@ -406,7 +420,7 @@ def start(
     workdir: Path = typer.Option(
         Path("var/bench/station"), help="Bundles (shared with `bench station`) and scratch."
     ),
-    results_dir: Path = typer.Option(Path("bench/results"), help="Where results are written."),
+    results_dir: Path = _RESULTS_DIR,
     name: str = typer.Option("station-lean", help="Results file name."),
 ) -> None:
     """Station process start -> first stored result (cold/warm OpenVINO cache) and its RSS."""
@@ -416,7 +430,7 @@ def start(
     from inspection.bench.report import markdown_table
     from inspection.detectors import registry
 
-    keys = [k.strip() for k in detectors.split(",") if k.strip()]
+    keys = _items(detectors)
     for key in keys:
         registry.get(key)  # fail fast on unknown keys
     console = Console()
