@@ -273,6 +273,7 @@ def station(
 
     from inspection.bench import station_bench as bench
     from inspection.bench.report import markdown_table
+    from inspection.bench.station_report import COLUMNS, DEFAULTS_COLUMNS
 
     keys = _detector_keys(detectors)
     console = Console()
@@ -297,10 +298,10 @@ def station(
         name=name,
     )
     if payload["runs"]:
-        console.print(markdown_table(payload["runs"], bench.COLUMNS))
+        console.print(markdown_table(payload["runs"], COLUMNS))
     if payload["defaults"]:
         rows = [{"detector": k, **v} for k, v in payload["defaults"].items()]
-        console.print(markdown_table(rows, bench.DEFAULTS_COLUMNS))
+        console.print(markdown_table(rows, DEFAULTS_COLUMNS))
     for p in payload.get("paired", []):
         console.print(
             f"{p['detector']} {p['variant']}: median {p['median_speedup_vs_anomalib']:.2f}x "

@@ -169,7 +169,7 @@ def _record_stream(
     from inspection.db import repo
     from inspection.db.engine import run_in_transaction
     from inspection.db.models import ArtifactKind, Verdict
-    from inspection.station.pipeline import find_regions
+    from inspection.station.regions import find_regions
 
     start = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
     size = test.images.shape[1]

@@ -23,8 +23,8 @@ from inspection.bench.suite import (
     QUICK_PROTOCOL,
     build_payload,
     heatmap,
-    render_markdown,
 )
+from inspection.bench.suite_report import render_markdown
 from inspection.errors import ConfigError
 
 logger = logging.getLogger(__name__)

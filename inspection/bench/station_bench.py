@@ -34,75 +34,33 @@ each run is recorded with it.
 
 from __future__ import annotations
 
-import contextlib
-import gc
-import json
 import logging
 import os
-import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
-import threading
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from inspection.bench.report import RESULTS_DIR, markdown_table, stamp, write_results
+from inspection.bench.report import RESULTS_DIR, stamp, write_results
+from inspection.bench.station_defaults import defaults_row, lean_install_mb
+from inspection.bench.station_reference import (
+    SAME_AS_STATION,
+    anomalib_fps,
+    call_rate,
+    openvino_ceiling_fps,
+)
+from inspection.bench.station_report import markdown
+from inspection.bench.station_runs import station_run
 
 logger = logging.getLogger(__name__)
 
 NAME = "station"
-COLUMNS = [
-    "detector",
-    "variant",
-    "frames_per_second",
-    "anomalib_inferencer_fps",
-    "anomalib_default_fps",
-    "speedup_vs_anomalib",
-    "speedup_vs_anomalib_default",
-    "openvino_ceiling_fps",
-    "ceiling_vs_anomalib",
-    "infer_p50_ms",
-    "cpu_percent",
-    "cpu_ms_per_frame",
-    "cpu_bound_fps",
-    "rss_mib",
-    "load_avg",
-]
-PACED_COLUMNS = [
-    "detector",
-    "variant",
-    "camera_fps",
-    "frames_captured",
-    "frames_scored",
-    "frames_persisted",
-    "frames_dropped",
-    "p50_ms",
-    "p99_ms",
-    "persisted_p99_ms",
-]
-PRECISION_COLUMNS = ["detector", "precision", "image_auroc", "openvino_fps", "bundle_mib"]
-DEFAULTS_COLUMNS = [
-    "detector",
-    "frames_per_second",
-    "anomalib_default_fps",
-    "speedup_median",
-    "speedup_min",
-    "speedup_max",
-    "pairs",
-    "warm_start_s",
-    "cold_start_s",
-    "rss_mib",
-    "settings",
-    "all_frames_accounted",
-    "load_avg",
-]
+
 
 #: Modest training settings per detector so the bench trains each in minutes on 2 cores.
 MODEST: dict[str, dict[str, Any]] = {
@@ -116,8 +74,6 @@ MODEST: dict[str, dict[str, Any]] = {
 }
 TRAIN_OFFSET = 1_000_000  # training parts come from a range the camera never shows
 Progress = Callable[[str], None]
-#: OpenVINO settings of the station's default model loader, for the like-for-like comparison.
-SAME_AS_STATION = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
 
 
 @dataclass(frozen=True)
@@ -278,17 +234,6 @@ def _test_set(size: int, n: int) -> tuple[np.ndarray, np.ndarray]:
     return images, labels
 
 
-def _rate(fn: Callable[[int], Any], n_items: int, seconds: float) -> float:
-    """Calls per second of ``fn(i)`` over about ``seconds`` (after one warm-up call)."""
-    fn(0)
-    start = time.perf_counter()
-    done = 0
-    while time.perf_counter() - start < seconds or done < 3:
-        fn(done % n_items)
-        done += 1
-    return done / (time.perf_counter() - start)
-
-
 def _predict_one(model: Any, images: np.ndarray) -> Callable[[int], Any]:
     return lambda i: model.predict(images[i : i + 1])
 
@@ -307,7 +252,7 @@ def precision_rows(
         scores = np.concatenate(
             [model.predict(images[i : i + 8]).raw_score for i in range(0, len(images), 8)]
         )
-        fps = _rate(_predict_one(model, images), len(images), seconds)
+        fps = call_rate(_predict_one(model, images), len(images), seconds)
         size_mib = sum(f.stat().st_size for f in path.glob("model.*")) / 2**20
         rows.append(
             {
@@ -319,237 +264,6 @@ def precision_rows(
             }
         )
     return rows
-
-
-# -- anomalib's inferencer ---------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def _chdir(path: Path) -> Iterator[None]:
-    old = Path.cwd()
-    os.chdir(path)
-    try:
-        yield
-    finally:
-        os.chdir(old)
-
-
-def named_ir_copy(bundle: Path, out: Path) -> Path:
-    """A copy of the bundle's IR whose outputs are named ``pred_score`` / ``anomaly_map``."""
-    import openvino as ov
-
-    model = ov.Core().read_model(bundle / "model.xml")
-    keep = {"pred_score", "anomaly_map"}
-    # Drop every other tensor name: compiling merges the names of fused nodes into the
-    # outputs, and anomalib picks an arbitrary one of an output's names.
-    for op in model.get_ops():
-        for port in op.outputs():
-            names = port.get_names()
-            if names - keep:
-                port.get_tensor().set_names(names & keep)
-    model.output(0).get_tensor().set_names({"pred_score"})
-    model.output(1).get_tensor().set_names({"anomaly_map"})
-    if not model.input(0).get_names():
-        model.input(0).get_tensor().set_names({"input"})
-    out.mkdir(parents=True, exist_ok=True)
-    ov.save_model(model, out / "model.xml", compress_to_fp16=False)
-    return out / "model.xml"
-
-
-def anomalib_fps(
-    bundle: Path,
-    frames: np.ndarray,
-    seconds: float,
-    workdir: Path,
-    config: dict[str, Any] | None = None,
-) -> float:
-    """anomalib ``OpenVINOInferencer.predict`` frames/s on one uint8 frame at a time: the best
-    of three windows of ``seconds / 3`` (its rate on this shared machine varies by up to a
-    third between windows; the best is the comparison least favourable to us).
-
-    ``config`` goes to OpenVINO (None: its defaults, which on CPUs with bf16 units run an FP32
-    IR in bf16).
-    """
-    from anomalib.deploy import OpenVINOInferencer
-
-    xml = named_ir_copy(bundle, workdir.resolve() / "anomalib-ir")
-    with _chdir(workdir):  # it writes an ``openvino_cache`` folder into the working directory
-        inferencer = OpenVINOInferencer(path=xml, device="CPU", config=config)
-        return max(
-            _rate(lambda i: inferencer.predict(frames[i]), len(frames), seconds / 3)
-            for _ in range(3)
-        )
-
-
-def openvino_ceiling_fps(bundle: Path, frames: np.ndarray, seconds: float) -> float:
-    """Bare batch-1 inference frames/s with every core busy: the station's model loader with
-    the throughput hint, compiled for batch 1 as a batch-1 station does, one thread per stream, each calling ``infer_raw`` on one
-    frame at a time, nothing else (no camera, queue, thresholds or database): the rate a
-    batch-1 pipeline would reach at zero overhead (batching can exceed it)."""
-    from inspection.runtime import OpenVinoModel
-
-    model = OpenVinoModel(bundle, performance_hint="throughput", batch_size=1)
-    streams = max(1, int(model.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
-    workers = [model] + [model.sibling() for _ in range(streams - 1)]
-    counts = [0] * streams
-    stop = threading.Event()
-
-    def loop(i: int) -> None:
-        while not stop.is_set():
-            workers[i].infer_raw(frames[counts[i] % len(frames)][None])
-            counts[i] += 1
-
-    for w in workers:  # warm-up
-        w.infer_raw(frames[:1])
-    threads = [threading.Thread(target=loop, args=(i,), daemon=True) for i in range(streams)]
-    t0 = time.perf_counter()
-    for t in threads:
-        t.start()
-    time.sleep(seconds)
-    stop.set()
-    for t in threads:
-        t.join()
-    return sum(counts) / (time.perf_counter() - t0)
-
-
-# -- the station -------------------------------------------------------------------------------
-
-
-class _Sampler:
-    """Peak RSS (bytes) of this process, sampled every 0.2 s while running."""
-
-    def __init__(self) -> None:
-        import psutil
-
-        self.proc = psutil.Process()
-        self.peak = self.proc.memory_info().rss
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.2):
-            self.peak = max(self.peak, self.proc.memory_info().rss)
-
-    def __enter__(self) -> _Sampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-
-def station_run(
-    bundle: Path,
-    workdir: Path,
-    *,
-    size: int,
-    frames: int,
-    batch_size: int | str = "auto",
-    camera_fps: float | None = None,
-    cache: int = 64,
-    num_threads: int | None = None,
-    infer_workers: int | str = "auto",
-    hint: str = "auto",
-    requests_per_worker: int | str = "auto",
-    precision: str = "auto",
-) -> dict[str, Any]:
-    """Run the station pipeline once on a fresh SQLite database; its stats plus CPU and RSS.
-
-    ``camera_fps`` None: the camera always has the next frame (``overflow: wait``) and the run
-    ends after ``frames`` frames; else the camera runs at that rate and drops frames when
-    scoring is behind, for ``frames / camera_fps`` seconds. Settings left at ``"auto"`` are
-    the station's defaults (:mod:`inspection.station.tuning`, ``inference_precision: auto``).
-    """
-    import psutil
-
-    from inspection.db import migrate
-    from inspection.db.engine import make_engine, make_session_factory
-    from inspection.station.config import parse_station_config
-    from inspection.station.pipeline import Station
-
-    run_dir = workdir / "run"
-    shutil.rmtree(run_dir, ignore_errors=True)
-    run_dir.mkdir(parents=True)
-    engine = make_engine(f"sqlite:///{run_dir / 'station.db'}")
-    migrate.upgrade(engine)
-    camera: dict[str, Any] = {
-        "type": "synthetic",
-        "family": "disc",
-        "size": size,
-        "seed": 3,
-        "defect_rate": 0.1,
-        "cache": cache,
-    }
-    if camera_fps is not None:
-        camera.update(fps=camera_fps, overflow="drop")
-    config = parse_station_config(
-        {
-            "id": "bench",
-            "line": "bench",
-            "camera": camera,
-            "detector": {
-                "source": "bundle",
-                "path": str(bundle),
-                "num_threads": num_threads,
-                "performance_hint": hint,
-                "inference_precision": precision,
-            },
-            "artifacts_dir": str(run_dir / "artifacts"),
-            "pipeline": {
-                "batch_size": batch_size,
-                "infer_workers": infer_workers,
-                "requests_per_worker": requests_per_worker,
-                "stats_interval_s": 0,
-                "reload_poll_s": 1.0,
-            },
-        }
-    )
-    station = Station(config, session_factory=make_session_factory(engine))
-    proc = psutil.Process()
-    gc.collect()
-    load_before = os.getloadavg()[0]
-    with _Sampler() as rss:
-        cpu0, t0 = proc.cpu_times(), time.perf_counter()
-        if camera_fps is None:
-            stats = station.run(max_frames=frames)
-        else:
-            stats = station.run(duration_s=frames / camera_fps)
-        cpu1, t1 = proc.cpu_times(), time.perf_counter()
-    engine.dispose()
-    cpu_s = (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)
-    lat = stats["latency_ms"]
-    c = stats["counters"]
-    return {
-        "batch_size": batch_size,
-        "num_threads": num_threads,
-        "infer_workers": infer_workers,
-        "requests_per_worker": requests_per_worker,
-        "hint": hint,
-        "tuning": stats.get("tuning"),
-        "precision": stats.get("precision"),
-        "camera_fps": camera_fps,
-        "frames_per_second": c["persisted"] / max(stats["persisting_s"], 1e-9),
-        "p50_ms": lat.get("verdict", {}).get("p50"),
-        "p99_ms": lat.get("verdict", {}).get("p99"),
-        "persisted_p99_ms": lat.get("end_to_end", {}).get("p99"),
-        "infer_p50_ms": lat.get("infer", {}).get("p50"),
-        "frames_captured": c["captured"],
-        "frames_scored": c["scored"],
-        "frames_persisted": c["persisted"],
-        "frames_dropped": c["dropped"],
-        "frames_bad": c["bad_frames"],
-        "frames_anomalous": c["anomalous"],
-        "persist_failures": c["persist_failures"],
-        "cpu_percent": 100.0 * cpu_s / (t1 - t0),
-        # CPU time the process spent per stored result: what the station costs, whatever else
-        # runs on the machine; cores / this = the rate the cores could sustain if idle.
-        "cpu_ms_per_frame": 1000.0 * cpu_s / max(1, c["persisted"]),
-        "rss_mib": rss.peak / 2**20,
-        "elapsed_s": stats["elapsed_s"],
-        "load_avg": (load_before + os.getloadavg()[0]) / 2,
-        "stages_ms": {k: {"p50": v["p50"], "p99": v["p99"]} for k, v in lat.items()},
-    }
 
 
 # -- the whole bench ---------------------------------------------------------------------------
@@ -614,18 +328,8 @@ def _measure(
     payload["precision"].extend(
         precision_rows(key, bundles, test_images, test_labels, 2.0 if quick else 5.0)
     )
-    progress(f"{key}: anomalib OpenVINOInferencer on the same IR")
-    theirs: float | None = None
-    theirs_default: float | None = None
-    progress(f"{key}: bare OpenVINO throughput ceiling on the same IR")
-    ceiling = openvino_ceiling_fps(fp32, test_images, anomalib_seconds / 2)
-    try:
-        with tempfile.TemporaryDirectory(dir=workdir) as tmp:
-            theirs = anomalib_fps(fp32, test_images, anomalib_seconds, Path(tmp), SAME_AS_STATION)
-            theirs_default = anomalib_fps(fp32, test_images, anomalib_seconds, Path(tmp), None)
-    except Exception as exc:  # the comparison failing must not lose the station numbers
-        logger.exception("anomalib inferencer failed for %s", key)
-        payload["errors"][f"{key} (anomalib inferencer)"] = f"{type(exc).__name__}: {exc}"
+    ref = _references(key, fp32, test_images, anomalib_seconds, workdir, payload, progress)
+    theirs = ref.anomalib
     measured: list[tuple[Variant, float]] = []  # (variant, saturated frames/s)
     for variant in variants:
         knobs = variant.knobs()
@@ -643,33 +347,7 @@ def _measure(
                 "detector": key,
                 "variant": variant.label,
                 **knobs,
-                # throughput: camera always ready, every result persisted
-                "frames_per_second": sat["frames_per_second"],
-                # latency and drops: camera at camera_fps
-                "p50_ms": paced["p50_ms"],
-                "p99_ms": paced["p99_ms"],
-                "persisted_p99_ms": paced["persisted_p99_ms"],
-                "frames_captured": paced["frames_captured"],
-                "frames_scored": paced["frames_scored"],
-                "frames_persisted": paced["frames_persisted"],
-                "frames_dropped": paced["frames_dropped"],
-                "camera_fps": camera_fps,
-                "infer_p50_ms": sat["infer_p50_ms"],
-                "cpu_percent": sat["cpu_percent"],
-                "cpu_ms_per_frame": sat["cpu_ms_per_frame"],
-                "cpu_bound_fps": 1000.0 * payload["cpu_count"] / sat["cpu_ms_per_frame"],
-                "rss_mib": max(sat["rss_mib"], paced["rss_mib"]),
-                "anomalib_inferencer_fps": theirs,
-                "anomalib_default_fps": theirs_default,
-                "openvino_ceiling_fps": ceiling,
-                "ceiling_vs_anomalib": ceiling / theirs if theirs else None,
-                "speedup_vs_anomalib": sat["frames_per_second"] / theirs if theirs else None,
-                "speedup_vs_anomalib_default": (
-                    sat["frames_per_second"] / theirs_default if theirs_default else None
-                ),
-                "load_avg": sat["load_avg"],
-                "saturated": sat,
-                "paced": paced,
+                **_variant_row(sat, paced, ref, camera_fps, payload["cpu_count"]),
             }
         )
     if pairs and theirs:
@@ -688,6 +366,83 @@ def _measure(
                 progress=progress,
             )
         )
+
+
+@dataclass(frozen=True)
+class _References:
+    """What the variants are compared with (frames/s on the same IR): anomalib's inferencer
+    with the station's OpenVINO settings and with its own defaults (None: it failed), and the
+    bare OpenVINO ceiling."""
+
+    anomalib: float | None
+    anomalib_default: float | None
+    ceiling: float
+
+
+def _references(
+    key: str,
+    fp32: Path,
+    test_images: np.ndarray,
+    anomalib_seconds: float,
+    workdir: Path,
+    payload: dict[str, Any],
+    progress: Progress,
+) -> _References:
+    """Measure the :class:`_References`; where anomalib fails, the error goes to ``payload``
+    and the station numbers are kept."""
+    progress(f"{key}: anomalib OpenVINOInferencer on the same IR")
+    theirs: float | None = None
+    theirs_default: float | None = None
+    progress(f"{key}: bare OpenVINO throughput ceiling on the same IR")
+    ceiling = openvino_ceiling_fps(fp32, test_images, anomalib_seconds / 2)
+    try:
+        with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+            theirs = anomalib_fps(fp32, test_images, anomalib_seconds, Path(tmp), SAME_AS_STATION)
+            theirs_default = anomalib_fps(fp32, test_images, anomalib_seconds, Path(tmp), None)
+    except Exception as exc:  # the comparison failing must not lose the station numbers
+        logger.exception("anomalib inferencer failed for %s", key)
+        payload["errors"][f"{key} (anomalib inferencer)"] = f"{type(exc).__name__}: {exc}"
+    return _References(theirs, theirs_default, ceiling)
+
+
+def _variant_row(
+    sat: dict[str, Any],
+    paced: dict[str, Any],
+    ref: _References,
+    camera_fps: float,
+    cpu_count: int,
+) -> dict[str, Any]:
+    """One variant's row: throughput from its saturated run ``sat`` (camera always ready,
+    every result persisted), latency and drops from its ``paced`` run (camera at
+    ``camera_fps``), and its ratios to the references of :func:`_references`."""
+    theirs, theirs_default, ceiling = ref.anomalib, ref.anomalib_default, ref.ceiling
+    return {
+        "frames_per_second": sat["frames_per_second"],
+        "p50_ms": paced["p50_ms"],
+        "p99_ms": paced["p99_ms"],
+        "persisted_p99_ms": paced["persisted_p99_ms"],
+        "frames_captured": paced["frames_captured"],
+        "frames_scored": paced["frames_scored"],
+        "frames_persisted": paced["frames_persisted"],
+        "frames_dropped": paced["frames_dropped"],
+        "camera_fps": camera_fps,
+        "infer_p50_ms": sat["infer_p50_ms"],
+        "cpu_percent": sat["cpu_percent"],
+        "cpu_ms_per_frame": sat["cpu_ms_per_frame"],
+        "cpu_bound_fps": 1000.0 * cpu_count / sat["cpu_ms_per_frame"],
+        "rss_mib": max(sat["rss_mib"], paced["rss_mib"]),
+        "anomalib_inferencer_fps": theirs,
+        "anomalib_default_fps": theirs_default,
+        "openvino_ceiling_fps": ceiling,
+        "ceiling_vs_anomalib": ceiling / theirs if theirs else None,
+        "speedup_vs_anomalib": sat["frames_per_second"] / theirs if theirs else None,
+        "speedup_vs_anomalib_default": (
+            sat["frames_per_second"] / theirs_default if theirs_default else None
+        ),
+        "load_avg": sat["load_avg"],
+        "saturated": sat,
+        "paced": paced,
+    }
 
 
 def paired_runs(
@@ -738,138 +493,6 @@ def paired_runs(
         "median_anomalib_fps": statistics.median(r["anomalib_inferencer_fps"] for r in rows),
         "runs": rows,
     }
-
-
-# -- the station at its defaults, a process alone ----------------------------------------------
-
-
-def _alone_main() -> None:
-    """:func:`station_alone`'s subprocess: one :func:`station_run` at the station's defaults."""
-    args = json.loads(sys.argv[1])
-    out = station_run(
-        Path(args["bundle"]), Path(args["workdir"]), size=args["size"], frames=args["frames"]
-    )
-    print("RESULT " + json.dumps(out), flush=True)
-
-
-def station_alone(
-    python: str, bundle: Path, workdir: Path, *, size: int, frames: int, timeout_s: float = 1800
-) -> dict[str, Any]:
-    """:func:`station_run` at every default setting in a fresh ``python`` process that imports
-    only what the station does (not the bench's torch and anomalib): its result dict."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    args = {"bundle": str(bundle), "workdir": str(workdir), "size": size, "frames": frames}
-    code = "from inspection.bench.station_bench import _alone_main; _alone_main()"
-    proc = subprocess.run(
-        [python, "-c", code, json.dumps(args)],
-        capture_output=True,
-        text=True,
-        timeout=timeout_s,
-        check=False,
-    )
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-    if proc.returncode != 0 or not lines:
-        raise RuntimeError(f"station process exited with {proc.returncode}: {proc.stderr[-2000:]}")
-    result: dict[str, Any] = json.loads(lines[-1][len("RESULT ") :])
-    return result
-
-
-def _accounted(run: dict[str, Any]) -> bool:
-    """Every frame captured was scored, dropped or bad, and every scored one persisted."""
-    return (
-        run["frames_captured"] == (run["frames_scored"] + run["frames_dropped"] + run["frames_bad"])
-        and run["frames_scored"] == run["frames_persisted"] + run["persist_failures"]
-    )
-
-
-def _settings_label(run: dict[str, Any]) -> str:
-    t = run.get("tuning") or {}
-    return (
-        f"b{t.get('batch_size')} w{t.get('infer_workers')} r{t.get('requests_per_worker')} "
-        f"{t.get('performance_hint')} {run.get('precision')}"
-    )
-
-
-def defaults_row(
-    key: str,
-    bundle: Path,
-    test_images: np.ndarray,
-    *,
-    python: str,
-    pairs: int,
-    size: int,
-    frames: int,
-    anomalib_seconds: float,
-    start_repeats: int,
-    workdir: Path,
-    progress: Progress,
-) -> dict[str, Any]:
-    """The station at its default settings against anomalib's ``OpenVINOInferencer`` at its
-    defaults (OpenVINO's: bf16 on CPUs with bf16 units), ``pairs`` back-to-back pairs on the
-    same IR, then the station process's start times and memory (:mod:`start_bench`).
-
-    Each pair: anomalib's inferencer in this process (best of three windows), then a station
-    process alone (:func:`station_alone`, camera always ready, every result persisted) for
-    about 8 s at anomalib's rate. ``speedup_median`` = the median of the pairs' ratios.
-    """
-    from inspection.bench.start_bench import measure_detector
-
-    rows: list[dict[str, Any]] = []
-    last: dict[str, Any] = {}
-    for pair in range(pairs):
-        progress(f"{key}: defaults pair {pair + 1}/{pairs}, anomalib's defaults then the station's")
-        with tempfile.TemporaryDirectory(dir=workdir) as tmp:
-            theirs = anomalib_fps(bundle, test_images, anomalib_seconds, Path(tmp), None)
-        n = max(frames, min(12_000, int(8 * theirs)))
-        last = station_alone(python, bundle, workdir / key / "defaults", size=size, frames=n)
-        rows.append(
-            {
-                "anomalib_default_fps": theirs,
-                "station_fps": last["frames_per_second"],
-                "ratio": last["frames_per_second"] / theirs,
-                "frames": n,
-                "frames_captured": last["frames_captured"],
-                "frames_persisted": last["frames_persisted"],
-                "frames_dropped": last["frames_dropped"],
-                "accounted": _accounted(last),
-                "rss_mib": last["rss_mib"],
-                "load_avg": last["load_avg"],
-            }
-        )
-    progress(f"{key}: station process start (cold / warm compile cache) and memory, alone")
-    start = measure_detector(
-        python, bundle, workdir / "start-defaults" / key, repeats=start_repeats, rss_run_s=5.0
-    )
-    ratios = [r["ratio"] for r in rows]
-    return {
-        "frames_per_second": statistics.median(r["station_fps"] for r in rows),
-        "anomalib_default_fps": statistics.median(r["anomalib_default_fps"] for r in rows),
-        "speedup_median": statistics.median(ratios),
-        "speedup_min": min(ratios),
-        "speedup_max": max(ratios),
-        "pairs": len(rows),
-        "warm_start_s": start["warm_start_s"],
-        "cold_start_s": start["cold_start_s"],
-        "no_cache_start_s": start["no_cache_start_s"],
-        "rss_mib": start["rss_mib"],
-        "tuning": last.get("tuning"),
-        "precision": last.get("precision"),
-        "settings": _settings_label(last),
-        "all_frames_accounted": all(r["accounted"] for r in rows),
-        "load_avg": statistics.mean([*(r["load_avg"] for r in rows), start["load_avg"]]),
-        "runs": rows,
-        "starts_s": start["starts_s"],
-    }
-
-
-def lean_install_mb(python: str | None) -> dict[str, Any] | None:
-    """Size of the lean install (no ``train`` extra) whose interpreter is ``python``, and
-    whether torch is importable there (None: no lean interpreter given)."""
-    if not python:
-        return None
-    from inspection.bench.start_bench import environment
-
-    return environment(python)
 
 
 def run(
@@ -948,138 +571,3 @@ def run(
             payload["errors"][key] = f"{type(exc).__name__}: {exc}"
     write_results(name, payload, markdown(payload), results_dir)
     return payload
-
-
-def markdown(payload: dict[str, Any]) -> str:
-    """The results page: what was measured, then the tables."""
-    parts = [
-        f"Station runtime at {payload['size']}x{payload['size']} on {payload['cpu_count']} CPU "
-        "cores, synthetic disc line (10 % defective), SQLite + local artifact store, every "
-        "result persisted (frames and heatmaps kept for anomalous parts only). "
-        "`load_avg` = the machine's 1-minute load average during the run (other jobs share "
-        "the machine). Method: `inspection/bench/station_bench.py`.",
-    ]
-    parts += _defaults_markdown(payload)
-    if not payload["runs"] and not payload["precision"]:  # --only-defaults
-        return "\n\n".join(parts + _errors_markdown(payload))
-    parts += [
-        "## Throughput: camera always ready",
-        "`variant` = b<frames per inference call> t<OpenVINO threads per model, auto = all "
-        "cores> w<parallel scoring workers> r<inference requests each worker keeps in flight: "
-        "r2 submits the next frame before finishing the last, r1 waits for each>, `tput` = "
-        "OpenVINO throughput hint (parallel streams, one compiled model shared by the workers; "
-        "otherwise the latency hint, with one compiled model per worker, threads unpinned when "
-        "there are several). `frames_per_second` = results persisted per second, from the "
-        "first frame read (model loaded, camera open) to the last result stored, "
-        "over enough frames for about 8 s at anomalib's rate (600 to 12000); "
-        "`anomalib_inferencer_fps` = anomalib "
-        "`OpenVINOInferencer.predict` on the same IR with the station's default OpenVINO "
-        "settings (latency hint, f32; inference only, nothing stored; best of three windows), `speedup_vs_anomalib` "
-        "relative to it; `anomalib_default_fps` = the same with OpenVINO's defaults (bf16 "
-        "inference on CPUs with bf16 units: faster on memory-bound graphs, shifted scores), "
-        "`speedup_vs_anomalib_default` relative to that (how anomalib is used out of the box); "
-        "`openvino_ceiling_fps` = bare batch-1 inference on the same IR with every core busy "
-        "(throughput hint, compiled for batch 1, one thread per stream, no camera, queue or database): what a "
-        "batch-1 pipeline could store per second at zero overhead (batched variants can pass "
-        "it), and `ceiling_vs_anomalib` its ratio to anomalib's inferencer; "
-        "`cpu_percent` of one core; `cpu_ms_per_frame` = "
-        "CPU time of the station process per stored result and `cpu_bound_fps` = cores / that, "
-        "the rate these cores could sustain without the other jobs sharing them (an upper "
-        "bound, not a measurement).",
-        markdown_table(payload["runs"], COLUMNS),
-        f"## Latency and drops: camera at {payload['camera_fps']:g} frames/s",
-        "`p50_ms`/`p99_ms` = capture -> verdict; `persisted_p99_ms` = capture -> row "
-        "committed (results are written in batches); frames the pipeline could not take are "
-        "dropped at the camera and counted.",
-        markdown_table(payload["runs"], PACED_COLUMNS),
-        *_paired_markdown(payload.get("paired") or []),
-        "## Export precision: accuracy and bare inference speed",
-        "Image AUROC on 100 good + 100 defective synthetic parts; `openvino_fps` = batch-1 "
-        "`OpenVinoModel.predict` calls per second.",
-        markdown_table(payload["precision"], PRECISION_COLUMNS),
-    ]
-    stage_rows = [
-        {
-            "detector": r["detector"],
-            "variant": r["variant"],
-            **{
-                f"{k} p50/p99": f"{v['p50']:.1f} / {v['p99']:.1f}"
-                for k, v in r["paced"]["stages_ms"].items()
-            },
-        }
-        for r in payload["runs"]
-    ]
-    if stage_rows:
-        cols = list(dict.fromkeys(k for row in stage_rows for k in row))
-        parts += [
-            f"## Per-stage latency at {payload['camera_fps']:g} frames/s (ms)",
-            markdown_table(stage_rows, cols),
-        ]
-    return "\n\n".join(parts + _errors_markdown(payload))
-
-
-def _errors_markdown(payload: dict[str, Any]) -> list[str]:
-    errors = payload.get("errors") or {}
-    if not errors:
-        return []
-    return ["## Failed", "\n".join(f"- {k}: {v}" for k, v in errors.items())]
-
-
-def _defaults_markdown(payload: dict[str, Any]) -> list[str]:
-    defaults = payload.get("defaults") or {}
-    lean = payload.get("lean_install")
-    parts = ["## At its defaults: the station alone against anomalib at its defaults"]
-    parts.append(
-        f"Lean install (no `train` extra, `{lean['python']}`): {lean['env_mb']:.0f} MB on disk, "
-        f"torch importable: {lean['torch_importable']}."
-        if lean
-        else "Lean install: not measured in this run (no `--lean-python`)."
-    )
-    if not defaults:
-        return parts
-    parts += [
-        "The station with no setting in its file (batch, workers, requests in flight, "
-        "performance hint and precision `auto`: `inspection/station/tuning.py`, "
-        "`inspection.runtime.resolve_precision`) in a process of its own (it imports only what "
-        "the station does), camera always ready, every result persisted, against anomalib's "
-        "`OpenVINOInferencer` at its defaults (OpenVINO's: bf16 on CPUs with bf16 units; best "
-        "of three windows) on the same IR, back to back `pairs` times; `speedup_median` = the "
-        "median of the pairs' ratios. `settings` = what `auto` chose (b<batch> w<workers> "
-        "r<requests per worker> hint precision). `cold_start_s`/`warm_start_s` = "
-        "`inspection station run` start -> first stored result with an empty / filled OpenVINO "
-        "compile cache, `rss_mib` = that process's peak resident memory while scoring "
-        "(`inspection/bench/start_bench.py`). `all_frames_accounted`: captured = scored + "
-        "dropped + bad and scored = persisted + failed in every run.",
-        markdown_table([{"detector": k, **v} for k, v in defaults.items()], DEFAULTS_COLUMNS),
-    ]
-    return parts
-
-
-def _paired_markdown(paired: Sequence[dict[str, Any]]) -> list[str]:
-    if not paired:
-        return []
-    cols = [
-        "detector",
-        "variant",
-        "pairs",
-        "median_speedup_vs_anomalib",
-        "min_speedup",
-        "max_speedup",
-        "median_station_fps",
-        "median_anomalib_fps",
-    ]
-    each = [
-        {"detector": p["detector"], "pair": i + 1, **r}
-        for p in paired
-        for i, r in enumerate(p["runs"])
-    ]
-    return [
-        "## Paired: station and anomalib back to back",
-        "Other jobs on this machine move every rate above by tens of percent from one minute "
-        "to the next, so the station's fastest variant per detector was measured again in "
-        "interleaved pairs: anomalib's `OpenVINOInferencer` (same settings as above, best of "
-        "three windows), then the station's saturated run, right after each other. "
-        "`median_speedup_vs_anomalib` = the median of the pairs' ratios.",
-        markdown_table(list(paired), cols),
-        markdown_table(each, list(each[0])),
-    ]

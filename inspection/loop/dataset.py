@@ -218,7 +218,7 @@ def decode_image(data: bytes, what: str) -> np.ndarray:
 def crop_around(frame: np.ndarray, region: tuple[int, int, int, int] | None) -> np.ndarray:
     """The crop the station's typing step sees: the region with a 25 % (>= 8 px) margin.
 
-    Mirrors :meth:`inspection.station.pipeline.ScoringWorker._regions`; no region: the frame.
+    Mirrors :meth:`inspection.station.scoring.ScoringWorker._regions`; no region: the frame.
     """
     if region is None:
         return frame
@@ -298,11 +298,11 @@ def station_crop(
     """The crop a station running a model with this map would hand its typing step.
 
     ``anomaly_map`` is (S, S) at model input size, ``fit`` the model's; the strongest region
-    of the map's valid region (as :func:`inspection.station.pipeline.find_regions` picks it) is
+    of the map's valid region (as :func:`inspection.station.regions.find_regions` picks it) is
     mapped to frame pixels and cut with the station's margin. Used to train the typer on the
     crops the *new* model makes.
     """
-    from inspection.station.pipeline import find_regions
+    from inspection.station.regions import find_regions
 
     size = anomaly_map.shape[-1]
     fh, fw = frame.shape[:2]

@@ -24,6 +24,10 @@ Threads (each a :class:`~inspection.worker.Worker`), joined by bounded queues::
 Counters always add up: ``captured = scored + dropped + bad_frames + in_flight`` and
 ``scored = persisted + persist_failures + persist_in_flight``.
 
+Here the station that wires them together; the threads' own modules: :mod:`.capture`,
+:mod:`.scoring` (with :mod:`.regions` and :mod:`.classify`), :mod:`.persist`, and
+:mod:`.scoring_model` for the model in use and its thresholds.
+
 Imports no torch and no anomalib: OpenVINO (through :mod:`inspection.runtime`), OpenCV, NumPy.
 """
 
@@ -36,28 +40,24 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, NamedTuple, Protocol
+from typing import Any
 
-import cv2
 import numpy as np
 from sqlalchemy.orm import Session, sessionmaker
 
-from inspection.db import repo
 from inspection.db.engine import retry_transient, run_in_transaction
 from inspection.errors import (
-    CameraError,
     ConfigError,
-    FrameError,
     InspectionError,
     ModelFileError,
 )
-from inspection.geometry import Box as ValidBox
-from inspection.geometry import crop_box
-from inspection.runtime import Prediction, preprocess_box, read_metadata
+from inspection.runtime import read_metadata
 from inspection.station import metrics
-from inspection.station.config import DetectorSettings, StationConfig, compile_cache_dir
+from inspection.station.capture import CaptureWorker
+from inspection.station.classify import Classifier, load_classifier
+from inspection.station.config import StationConfig, compile_cache_dir
 from inspection.station.outputs import ResultOutputs
 from inspection.station.persist import (
     ArtifactWriter,
@@ -70,7 +70,16 @@ from inspection.station.persist import (
     read_station_settings,
     register_station,
 )
-from inspection.station.sources import END, Frame, FrameSource, make_source
+from inspection.station.scoring import ScoringWorker
+from inspection.station.scoring_model import (
+    ActiveModel,
+    ModelLoader,
+    ScoringModel,
+    Thresholds,
+    bundle_signature,
+    load_openvino,
+)
+from inspection.station.sources import Frame, FrameSource, make_source
 from inspection.station.spool import sink_from_environment
 from inspection.station.tuning import Tuning, resolve_tuning
 from inspection.storage import ArtifactStore, LocalArtifactStore
@@ -80,10 +89,6 @@ from inspection.worker import (
     RateLimitedLog,
     Worker,
     drain,
-    get_or_none,
-    get_or_none_now,
-    put_or_drop,
-    put_until_stopped,
 )
 
 logger = logging.getLogger(__name__)
@@ -104,63 +109,6 @@ COUNTERS = (
     "model_reloads",
     "reload_failures",
 )
-
-#: ``(crop (H, W, 3) uint8 RGB, anomaly_map (H, W) float32) -> (label, confidence, is_unknown)``
-Classifier = Callable[[np.ndarray, np.ndarray], tuple[str | None, float, bool]]
-
-
-class Pending(Protocol):
-    """An inference in progress (:class:`inspection.runtime.PendingPrediction` fits)."""
-
-    def wait(self, copy_maps: bool = True) -> Prediction:
-        """Block until done; the batch's :class:`Prediction`.
-
-        ``copy_maps=False`` allows the maps to be views valid until the next submit on the
-        same instance (the worker copies those it keeps).
-        """
-        ...
-
-
-class ScoringModel(Protocol):
-    """What the pipeline needs of a model (:class:`inspection.runtime.OpenVinoModel` fits).
-
-    A model may also offer ``submit(images) -> Pending`` (start inference, return at once);
-    the scoring workers then keep ``requests_per_worker`` batches in flight, one model
-    instance (inference request) each. Models without it are called synchronously. A model
-    may say how frames become its square input with ``fit`` (``"stretch"`` or ``"pad"``,
-    :mod:`inspection.geometry`); without it frames are stretched.
-    """
-
-    size: int
-    image_threshold: float
-    pixel_threshold: float
-
-    def predict(self, images: np.ndarray) -> Prediction:
-        """(N, S, S, 3) uint8 RGB -> :class:`Prediction` (normalised score 0.5 at threshold)."""
-        ...
-
-
-#: ``(bundle folder, detector settings, frames per call: 1 exactly, or None: any) -> model``
-ModelLoader = Callable[[Path, DetectorSettings, int | None], ScoringModel]
-
-
-def load_openvino(
-    bundle: Path, settings: DetectorSettings, batch_size: int | None = None
-) -> ScoringModel:
-    """The default model loader: an :class:`OpenVinoModel` with the station's device settings,
-    compiled for one frame per call when ``batch_size`` is 1 (static shapes run faster)."""
-    from inspection.runtime import OpenVinoModel
-
-    return OpenVinoModel(
-        bundle,
-        device=settings.device,
-        num_threads=settings.num_threads,
-        inference_precision=settings.inference_precision,
-        performance_hint=settings.performance_hint,
-        cpu_pinning=settings.cpu_pinning,
-        batch_size=batch_size,
-        cache_dir=settings.cache_dir if settings.compile_cache else None,
-    )
 
 
 # -- latency bookkeeping -----------------------------------------------------------------------
@@ -198,421 +146,6 @@ class LatencyRecorder:
                 "max": float(ms.max()),
             }
         return out
-
-
-# -- model and thresholds ----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ActiveModel:
-    """The model in use, swapped as a whole (a reference assignment) between batches.
-
-    ``models`` holds one instance per scoring worker, each with its own inference request
-    (with the throughput hint they share one compiled model's streams); ``signature``
-    identifies the loaded bundle (``model.json`` mtime and size) in bundle mode.
-    """
-
-    models: tuple[ScoringModel, ...]
-    version_id: int | None
-    bundle: Path
-    signature: tuple[int, int] | None = None
-    depth: int = 1  # instances (requests) per worker: models[w * depth : (w + 1) * depth]
-
-    def instance(self, worker: int, slot: int) -> ScoringModel:
-        """The model instance scoring worker ``worker`` uses for in-flight slot ``slot``."""
-        return self.models[(worker * self.depth + slot % self.depth) % len(self.models)]
-
-    @property
-    def model(self) -> ScoringModel:
-        """The first instance (all are the same model)."""
-        return self.models[0]
-
-
-@dataclass(frozen=True)
-class Thresholds:
-    """Thresholds in use: ``image`` on the normalised score; ``pixel`` raw (None: model's)."""
-
-    image: float = 0.5
-    pixel: float | None = None
-
-
-def _signature(bundle: Path) -> tuple[int, int] | None:
-    try:
-        st = (bundle / "model.json").stat()
-    except OSError:
-        return None
-    return (st.st_mtime_ns, st.st_size)
-
-
-# -- regions -----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Box:
-    """A connected anomalous region in model pixels: box, pixel count and peak map value."""
-
-    x: int
-    y: int
-    w: int
-    h: int
-    area: int
-    peak: float
-
-
-def find_regions(
-    amap: np.ndarray, threshold: float, max_regions: int = 8, min_area: int = 4
-) -> list[Box]:
-    """Connected components of ``amap > threshold`` (8-connected), largest peak first.
-
-    When nothing exceeds ``threshold`` (an image flagged by its score alone), the region around
-    the map's maximum (pixels >= 80 % of it) is returned instead, so an anomalous frame always
-    has something to show and type.
-    """
-    mask = (amap > threshold).astype(np.uint8)
-    if not mask.any():
-        peak = float(amap.max())
-        mask = (amap >= peak * 0.8 if peak > 0 else amap >= peak).astype(np.uint8)
-        min_area = 1
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
-    boxes = []
-    for i in range(1, n):
-        x, y, w, h, area = (int(v) for v in stats[i])
-        if area < min_area:
-            continue
-        peak = float(amap[y : y + h, x : x + w][labels[y : y + h, x : x + w] == i].max())
-        boxes.append(Box(x, y, w, h, area, peak))
-    boxes.sort(key=lambda b: -b.peak)
-    return boxes[:max_regions]
-
-
-# -- capture -----------------------------------------------------------------------------------
-
-
-class CaptureWorker(Worker):
-    """Reads the camera into the frame queue; drops (counted) or waits when it is full."""
-
-    def __init__(
-        self,
-        name: str,
-        source: FrameSource,
-        frames: queue.Queue[Frame],
-        counters: Counters,
-        backoff: Backoff,
-        max_frames: int | None = None,
-    ) -> None:
-        super().__init__(name)
-        self.source = source
-        self.frames = frames
-        self.counters = counters
-        self.backoff = backoff
-        self.max_frames = max_frames
-        self._open = False
-        self._lost = False
-        self._seq = 0
-        self._warn_drop = RateLimitedLog(logger)
-        self._warn_bad = RateLimitedLog(logger)
-        #: ``time.perf_counter()`` of the first frame read (None: none yet)
-        self.first_frame_at: float | None = None
-
-    def _connect(self) -> bool:
-        try:
-            self.source.open()
-        except (CameraError, OSError) as exc:
-            self.counters.inc("reconnect_attempts")
-            delay = self.backoff.next_delay()
-            logger.warning(
-                "%s: camera %s unavailable (%s); retrying in %.1f s",
-                self.name,
-                self.source.describe(),
-                exc,
-                delay,
-            )
-            self.sleep(delay)
-            return False
-        if self._lost:
-            self.counters.inc("reconnects")
-            logger.info("%s: camera %s reconnected", self.name, self.source.describe())
-        self._open, self._lost = True, False
-        self.backoff.reset()
-        return True
-
-    def step(self) -> bool:
-        if self.max_frames is not None and self._seq >= self.max_frames:
-            return False
-        if not self._open and not self._connect():
-            return True
-        try:
-            result = self.source.read()
-        except CameraError as exc:
-            logger.warning("%s: camera lost: %s", self.name, exc)
-            self.source.close()
-            self._open, self._lost = False, True
-            self.counters.inc("reconnect_attempts")
-            self.sleep(self.backoff.next_delay())
-            return True
-        except FrameError as exc:
-            self._seq += 1
-            self.counters.inc("captured")
-            self.counters.inc("bad_frames")
-            self._warn_bad.warning("%s: bad frame skipped: %s", self.name, exc)
-            return True
-        if result is END:
-            logger.info("%s: camera %s has no more frames", self.name, self.source.describe())
-            return False
-        if result is None:
-            return True
-        assert isinstance(result, Frame)
-        if self.first_frame_at is None:
-            self.first_frame_at = time.perf_counter()
-        result.seq = self._seq
-        self._seq += 1
-        self.counters.inc("captured")
-        if self.source.overflow == "wait":
-            if not put_until_stopped(self.frames, result, self.stop_event):
-                self.counters.inc("dropped")  # stopped while waiting for room
-        elif not put_or_drop(self.frames, result):
-            self.counters.inc("dropped")
-            self._warn_drop.warning("%s: scoring is behind the camera, dropping frames", self.name)
-        return True
-
-    def teardown(self) -> None:
-        self.source.close()
-
-
-# -- scoring -----------------------------------------------------------------------------------
-
-
-class _InFlight(NamedTuple):
-    """A batch submitted to the model, waiting for its result."""
-
-    frames: list[Frame]
-    pending: Pending
-    active: ActiveModel
-    slot: int
-    roi: tuple[int, int, int, int] | None  # the region of interest it was cropped with
-    boxes: list[ValidBox]  # each frame's valid region in the model input (letterbox)
-    t_start: float  # preprocessing began (perf_counter seconds)
-    t_submit: float  # inference started
-
-
-#: ``ScoredFrame.anomaly_map`` of a frame whose retention stores no heatmap
-_NO_MAP = np.zeros((0, 0), np.float32)
-
-
-class _Done:
-    """A prediction computed synchronously (models without ``submit``)."""
-
-    def __init__(self, prediction: Prediction) -> None:
-        self.prediction = prediction
-
-    def wait(self, copy_maps: bool = True) -> Prediction:
-        return self.prediction
-
-
-class ScoringWorker(Worker):
-    """Preprocess, infer, threshold, segment and type frames; hands results to persist.
-
-    Keeps up to ``requests_per_worker`` batches in flight: it submits the next batch before
-    finishing the previous one (threshold, regions, hand-off), so OpenVINO's cores do not idle
-    while this thread runs Python.
-    """
-
-    def __init__(self, name: str, station: Station, index: int = 0) -> None:
-        super().__init__(name)
-        self.station = station
-        self.index = index
-        self.busy = 0  # frames taken from the queue, not yet scored or counted bad
-        self.holding = 0  # scored results waiting for room in the persist queue
-        self.drain_then_stop = False
-        self._warn_bad = RateLimitedLog(logger)
-        self._depth = station.tuning.requests_per_worker
-        self._inflight: deque[_InFlight] = deque()
-        self._free_slots = list(range(self._depth))
-
-    def step(self) -> bool:
-        st = self.station
-        # Block for a frame only when nothing is in flight; otherwise finish what is running.
-        first = get_or_none(st.frames) if not self._inflight else get_or_none_now(st.frames)
-        if first is not None:
-            batch = [first, *drain(st.frames, st.tuning.batch_size - 1)]
-            self.busy += len(batch)
-            try:
-                self._submit(batch)
-            except BaseException:
-                self.busy -= len(batch)
-                raise
-        depth = min(self._depth, st.active.depth)  # models without ``submit``: one at a time
-        if self._inflight and (first is None or len(self._inflight) >= depth):
-            self._finish(self._inflight.popleft())
-        if first is None and not self._inflight:
-            return not (self.drain_then_stop and st.frames.empty())
-        return True
-
-    def teardown(self) -> None:
-        while self._inflight:  # stopped with batches running: score them, lose nothing
-            self._finish(self._inflight.popleft())
-
-    def _submit(self, batch: list[Frame]) -> None:
-        st = self.station
-        active = st.active  # one model per batch: swaps happen between batches
-        slot = self._free_slots.pop()
-        model = active.instance(self.index, slot)
-        roi = st.config.roi.as_tuple() if st.config.roi is not None else None
-        t0 = time.perf_counter()
-        fit = getattr(model, "fit", "stretch")
-        frames: list[Frame] = []
-        images: list[np.ndarray] = []
-        boxes: list[ValidBox] = []
-        for frame in batch:
-            st.latency.add("queue", (t0 - frame.t_capture) * 1000)
-            try:
-                image, box = preprocess_box(frame.image, model.size, roi, fit)
-                images.append(image)
-                boxes.append(box)
-                frames.append(frame)
-            except (ValueError, cv2.error) as exc:
-                st.counters.inc("bad_frames")
-                self.busy -= 1
-                self._warn_bad.warning("%s: bad frame %s skipped: %s", self.name, frame.ref, exc)
-        if not frames:
-            self._free_slots.append(slot)
-            return
-        stacked = images[0][None] if len(images) == 1 else np.stack(images)
-        t1 = time.perf_counter()
-        submit = getattr(model, "submit", None)
-        try:
-            pending: Pending = (
-                submit(stacked) if submit is not None else _Done(model.predict(stacked))
-            )
-        except BaseException:
-            self._free_slots.append(slot)
-            raise
-        self._inflight.append(_InFlight(frames, pending, active, slot, roi, boxes, t0, t1))
-
-    def _finish(self, job: _InFlight) -> None:
-        st = self.station
-        frames, active = job.frames, job.active
-        model = active.instance(self.index, job.slot)
-        try:
-            # Maps as views of the request's output: only those stored are copied, before the
-            # slot's next submit (a later step of this thread).
-            pred = job.pending.wait(copy_maps=False)
-        finally:
-            self._free_slots.append(job.slot)
-        t2 = time.perf_counter()
-        thresholds = st.thresholds
-        roi = job.roi
-        n = len(frames)
-        for _ in range(n):
-            st.latency.add("preprocess", (job.t_submit - job.t_start) * 1000 / n)
-            st.latency.add("infer", (t2 - job.t_submit) * 1000 / n)
-        pixel_thr = thresholds.pixel if thresholds.pixel is not None else model.pixel_threshold
-        retention = st.config.retention
-        results = []
-        for i, frame in enumerate(frames):
-            t3 = time.perf_counter()
-            norm = float(pred.score[i])
-            anomalous = norm > thresholds.image
-            regions: list[repo.RegionData] = []
-            crops: list[np.ndarray | None] = []
-            # the map over the frame's valid region (all of it when stretched): a view
-            amap = crop_box(pred.anomaly_map[i], job.boxes[i])
-            if anomalous:
-                st.counters.inc("anomalous")
-                regions, crops = self._regions(frame, amap, pixel_thr, roi)
-            t4 = time.perf_counter()
-            st.latency.add("postprocess", (t4 - t3) * 1000)
-            st.latency.add("verdict", (t4 - frame.t_capture) * 1000)
-            results.append(
-                ScoredFrame(
-                    frame=frame,
-                    idempotency_key=frame.key or f"{st.run_id}-{frame.seq}",
-                    raw_score=float(pred.raw_score[i]),
-                    norm_score=norm,
-                    is_anomalous=anomalous,
-                    anomaly_map=amap.copy() if retention.keeps_heatmap(anomalous) else _NO_MAP,
-                    regions=regions,
-                    crops=crops,
-                    model_version_id=active.version_id,
-                    latency_ms=(t4 - frame.t_capture) * 1000,
-                    t_scored=t4,
-                )
-            )
-        self.holding += len(results)
-        st.counters.inc("scored", len(results))
-        self.busy -= n
-        for result in results:
-            if not put_until_stopped(st.results, result, st.persist_abort):
-                st.counters.inc("persist_failures")
-                logger.error("%s: result %s lost at shutdown", self.name, result.idempotency_key)
-            self.holding -= 1
-
-    def _regions(
-        self,
-        frame: Frame,
-        amap: np.ndarray,
-        pixel_thr: float,
-        roi: tuple[int, int, int, int] | None,
-    ) -> tuple[list[repo.RegionData], list[np.ndarray | None]]:
-        """Regions of an anomalous frame in frame pixels, their crops and types.
-
-        ``amap`` is the model's map over the frame's valid region only (the letterbox box,
-        :func:`inspection.geometry.crop_box`), which spans the region of interest (the frame).
-        """
-        st = self.station
-        cfg = st.config.pipeline
-        fh, fw = frame.image.shape[:2]
-        x0, y0, rw, rh = roi if roi is not None else (0, 0, fw, fh)
-        rw, rh = min(rw, fw - x0), min(rh, fh - y0)
-        sx, sy = rw / amap.shape[1], rh / amap.shape[0]
-        regions: list[repo.RegionData] = []
-        crops: list[np.ndarray | None] = []
-        for box in find_regions(amap, pixel_thr, cfg.max_regions, cfg.min_region_area_px):
-            x = x0 + int(box.x * sx)
-            y = y0 + int(box.y * sy)
-            w = max(1, round(box.w * sx))
-            h = max(1, round(box.h * sy))
-            # Crop with a 25 % margin (at least 8 px) so the classifier sees context.
-            mx, my = max(8, w // 4), max(8, h // 4)
-            cx0, cy0 = max(0, x - mx), max(0, y - my)
-            cx1, cy1 = min(fw, x + w + mx), min(fh, y + h + my)
-            crop = np.ascontiguousarray(frame.image[cy0:cy1, cx0:cx1])
-            label: str | None = None
-            confidence: float | None = None
-            unknown = False
-            if st.classifier is not None and crop.size:
-                mx0 = int((cx0 - x0) / sx)
-                my0 = int((cy0 - y0) / sy)
-                mx1 = max(mx0 + 1, int(np.ceil((cx1 - x0) / sx)))
-                my1 = max(my0 + 1, int(np.ceil((cy1 - y0) / sy)))
-                map_crop = cv2.resize(
-                    np.ascontiguousarray(amap[my0:my1, mx0:mx1]),
-                    (crop.shape[1], crop.shape[0]),
-                    interpolation=cv2.INTER_LINEAR,
-                )
-                try:
-                    label, conf, unknown = st.classifier(crop, map_crop)
-                    confidence = float(conf)
-                    if unknown:
-                        label = None
-                except Exception as exc:
-                    st.counters.inc("classifier_errors")
-                    logger.warning("%s: classifier failed on %s: %s", self.name, frame.ref, exc)
-            regions.append(
-                repo.RegionData(
-                    x=x,
-                    y=y,
-                    w=w,
-                    h=h,
-                    area_px=float(box.area * sx * sy),
-                    score=box.peak,
-                    defect_type=label,
-                    confidence=confidence,
-                    is_unknown=bool(unknown),
-                )
-            )
-            crops.append(crop)
-        return regions, crops
 
 
 # -- model watcher -----------------------------------------------------------------------------
@@ -786,7 +319,7 @@ class Station:
             assert det.path is not None
             bundle = det.path
             self._tune(bundle)
-            sig = _signature(bundle)
+            sig = bundle_signature(bundle)
             meta = read_metadata(bundle)
             version_id = self._tx(
                 lambda s: ensure_bundle_version(
@@ -831,7 +364,7 @@ class Station:
             self._swap(self._load(bundle, settings.model_version_id, None))
             return
         assert det.path is not None
-        sig = _signature(det.path)
+        sig = bundle_signature(det.path)
         if sig is None or sig == current.signature:
             return
         meta = read_metadata(det.path)
@@ -1051,30 +584,3 @@ def wait_until_done(
         if deadline is not None and time.monotonic() >= deadline:
             return
         event.wait(poll_s)
-
-
-def load_classifier(config: StationConfig) -> Classifier:
-    """The open-set typing callable named by ``config.classifier`` (``module:function(path)``).
-
-    Raises:
-        ConfigError: the loader cannot be imported or fails.
-    """
-    import importlib
-
-    cc = config.classifier
-    assert cc is not None
-    module_name, _, attr = cc.loader.partition(":")
-    try:
-        factory = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as exc:
-        raise ConfigError(
-            f"station {config.id}: classifier loader {cc.loader!r} is not available: {exc}"
-        ) from exc
-    kwargs = {} if cc.known_accept_rate is None else {"known_accept_rate": cc.known_accept_rate}
-    try:
-        classifier: Classifier = factory(cc.path, **kwargs)
-    except InspectionError:
-        raise
-    except Exception as exc:
-        raise ConfigError(f"station {config.id}: cannot load classifier {cc.path}: {exc}") from exc
-    return classifier

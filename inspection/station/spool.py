@@ -7,7 +7,8 @@ folder is fsync'd; only then does :meth:`Spool.append` return. A process killed 
 loss) in the middle leaves at most one ``.tmp`` file, which the next :meth:`Spool.open` discards
 (counted as ``spool_discarded``): that batch was never acknowledged, so nothing that was
 acknowledged is lost. Every record carries its length and SHA-256; a record that fails the check
-(a disk that lied about fsync) is moved to ``corrupt/`` and counted, never replayed half.
+(a disk that lied about fsync) is moved to ``corrupt/`` and counted, never replayed half. The
+record format and the spool's errors: :mod:`.spool_format`.
 
 Replay (:class:`SpoolReplayer`, a :class:`~inspection.worker.Worker`) writes the oldest records
 to the database in one transaction through :func:`inspection.db.repo.insert_inspections`, which
@@ -27,31 +28,32 @@ instead (keeping the order). Configuration comes from the environment (see
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import fcntl
-import hashlib
-import json
 import logging
 import os
 import re
-import struct
 import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from inspection.db import repo
-from inspection.db.models import ArtifactKind, Verdict
-from inspection.errors import StorageError
 from inspection.station.persist import ResultSink, _transient
+from inspection.station.spool_format import (
+    CorruptRecordError,
+    SpoolError,
+    SpoolFullError,
+    SpoolLockedError,
+    decode_record,
+    encode_record,
+    item_from_json,
+    item_to_json,
+)
 from inspection.worker import Backoff, Counters, RateLimitedLog, Worker
 
 logger = logging.getLogger(__name__)
 
-MAGIC = b"INSPSPOOL1\n"
-_HEADER = struct.Struct(">Q32s")  # payload length, sha256 of the payload
 _RECORD_NAME = re.compile(r"^(\d{16})\.(\d+)\.rec$")
 ENV_DIR = "INSPECTION_SPOOL_DIR"
 ENV_MAX_MB = "INSPECTION_SPOOL_MAX_MB"
@@ -66,134 +68,6 @@ SPOOL_COUNTERS = (
     "replay_rejected",
     "replay_retries",
 )
-
-
-class SpoolError(StorageError):
-    """The spool cannot take or give back a record (disk full, unwritable, locked)."""
-
-
-class SpoolFullError(SpoolError):
-    """The spool has reached its size limit; results can no longer be kept locally."""
-
-
-class SpoolLockedError(SpoolError):
-    """Another process already uses this spool folder (two stations with one id?)."""
-
-
-class CorruptRecordError(SpoolError):
-    """A spool file is not a complete record (bad header, length or checksum)."""
-
-
-# -- (de)serialising result rows ---------------------------------------------------------------
-
-
-def _region_to_json(r: repo.RegionData) -> dict[str, Any]:
-    return {
-        "x": r.x,
-        "y": r.y,
-        "w": r.w,
-        "h": r.h,
-        "area_px": r.area_px,
-        "score": r.score,
-        "defect_type": r.defect_type,
-        "confidence": r.confidence,
-        "is_unknown": r.is_unknown,
-    }
-
-
-def _artifact_to_json(a: repo.ArtifactData) -> dict[str, Any]:
-    return {
-        "kind": str(a.kind),
-        "store_key": a.store_key,
-        "sha256": a.sha256,
-        "size_bytes": a.size_bytes,
-        "media_type": a.media_type,
-        "width_px": a.width_px,
-        "height_px": a.height_px,
-        "heatmap_max": a.heatmap_max,
-        "heatmap_mean": a.heatmap_mean,
-        "region_index": a.region_index,
-    }
-
-
-def item_to_json(item: repo.InspectionData) -> dict[str, Any]:
-    """One result row as a JSON-able dict (artifacts are references to the artifact store)."""
-    return {
-        "station_id": item.station_id,
-        "camera_id": item.camera_id,
-        "captured_at": item.captured_at.isoformat(),
-        "frame_ref": item.frame_ref,
-        "model_version_id": item.model_version_id,
-        "raw_score": item.raw_score,
-        "norm_score": item.norm_score,
-        "verdict": str(item.verdict),
-        "latency_ms": item.latency_ms,
-        "idempotency_key": item.idempotency_key,
-        "regions": [_region_to_json(r) for r in item.regions],
-        "artifacts": [_artifact_to_json(a) for a in item.artifacts],
-    }
-
-
-def item_from_json(data: Mapping[str, Any]) -> repo.InspectionData:
-    """The inverse of :func:`item_to_json`.
-
-    Raises:
-        CorruptRecordError: a field is missing or has the wrong type.
-    """
-    try:
-        return repo.InspectionData(
-            station_id=int(data["station_id"]),
-            camera_id=None if data["camera_id"] is None else int(data["camera_id"]),
-            captured_at=dt.datetime.fromisoformat(data["captured_at"]),
-            frame_ref=str(data["frame_ref"]),
-            model_version_id=(
-                None if data["model_version_id"] is None else int(data["model_version_id"])
-            ),
-            raw_score=float(data["raw_score"]),
-            norm_score=float(data["norm_score"]),
-            verdict=Verdict(data["verdict"]),
-            latency_ms=float(data["latency_ms"]),
-            idempotency_key=str(data["idempotency_key"]),
-            regions=tuple(repo.RegionData(**r) for r in data["regions"]),
-            artifacts=tuple(
-                repo.ArtifactData(**{**a, "kind": ArtifactKind(a["kind"])})
-                for a in data["artifacts"]
-            ),
-        )
-    except (KeyError, TypeError, ValueError) as exc:
-        raise CorruptRecordError(f"spooled result is malformed: {exc!r}") from exc
-
-
-def encode_record(items: Sequence[repo.InspectionData]) -> bytes:
-    """``MAGIC | length | sha256 | JSON payload`` for one batch."""
-    payload = json.dumps([item_to_json(i) for i in items], separators=(",", ":")).encode()
-    return MAGIC + _HEADER.pack(len(payload), hashlib.sha256(payload).digest()) + payload
-
-
-def decode_record(data: bytes, name: str = "record") -> list[repo.InspectionData]:
-    """The rows of an encoded record.
-
-    Raises:
-        CorruptRecordError: truncated, wrong magic, wrong length or checksum, bad JSON.
-    """
-    head = len(MAGIC) + _HEADER.size
-    if len(data) < head or not data.startswith(MAGIC):
-        raise CorruptRecordError(f"{name}: not a spool record (bad or truncated header)")
-    length, digest = _HEADER.unpack_from(data, len(MAGIC))
-    payload = data[head:]
-    if len(payload) != length:
-        raise CorruptRecordError(
-            f"{name}: truncated or padded record ({len(payload)} of {length} bytes)"
-        )
-    if hashlib.sha256(payload).digest() != digest:
-        raise CorruptRecordError(f"{name}: checksum mismatch")
-    try:
-        rows = json.loads(payload)
-    except ValueError as exc:
-        raise CorruptRecordError(f"{name}: payload is not JSON: {exc}") from exc
-    if not isinstance(rows, list):
-        raise CorruptRecordError(f"{name}: payload is not a list of results")
-    return [item_from_json(r) for r in rows]
 
 
 # -- the spool ---------------------------------------------------------------------------------
@@ -666,6 +540,7 @@ def wait_for_empty(spool: Spool, timeout_s: float, poll_s: float = 0.1) -> bool:
     return True
 
 
+#: The spool's API, its file format's included (:mod:`.spool_format`).
 __all__ = [
     "CorruptRecordError",
     "SPOOL_COUNTERS",

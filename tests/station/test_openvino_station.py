@@ -42,7 +42,7 @@ def test_station_runs_openvino_bundle(
     tmp_path: Path, db, padim_bundle: Path, hint: str, workers: int, batch: int
 ) -> None:
     """Every frame scored and stored, with one inference at a time or parallel streams."""
-    from inspection.station.pipeline import load_openvino
+    from inspection.station.scoring_model import load_openvino
 
     _, factory = db
     cfg = make_config(

@@ -23,7 +23,7 @@ from inspection.db.models import (
     ModelStatus,
     ModelVersion,
 )
-from inspection.station.pipeline import find_regions
+from inspection.station.regions import find_regions
 from tests.station.conftest import (
     AsyncFakeLoader,
     FakeLoader,
@@ -306,7 +306,7 @@ def test_classifier_from_config(tmp_path: Path, db) -> None:
     import pytest
 
     from inspection.errors import ModelFileError
-    from inspection.station.pipeline import load_classifier
+    from inspection.station.classify import load_classifier
 
     _, factory = db
     loader = "tests.station.sources_fakes:constant_classifier"
