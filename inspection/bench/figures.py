@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
@@ -15,13 +15,23 @@ if TYPE_CHECKING:
     from inspection.geometry import Box
 
 
-def _pyplot():  # type: ignore[no-untyped-def]
+def pyplot():  # type: ignore[no-untyped-def]
+    """``matplotlib.pyplot`` on the file-only Agg backend (benchmarks draw no windows)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def save_figure(fig: Any, path: Path) -> Path:
+    """Lay out ``fig``, write it to ``path`` (folders created) and free it; returns ``path``."""
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    pyplot().close(fig)
+    return path
 
 
 def overlay(
@@ -43,7 +53,7 @@ def detector_report(
     threshold: float,
 ) -> Path:
     """One PNG: image ROC, PRO curve (FPR <= 0.3) and score histogram with the threshold."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.6), dpi=80)
     axes[0].plot(*roc)
     axes[0].plot([0, 1], [0, 1], "k:", lw=0.8)
@@ -62,11 +72,7 @@ def detector_report(
     axes[2].set(title="image scores", xlabel="raw score")
     axes[2].legend(fontsize=8)
     fig.suptitle(title)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def overlay_grid(
@@ -97,7 +103,7 @@ def overlay_grid(
         )
         cv2.drawContours(outlined, contours, -1, (0, 255, 0), 1)
         tiles.append(np.concatenate([outlined, overlay(image, amap, vmin, vmax)], axis=1))
-    plt = _pyplot()
+    plt = pyplot()
     cols = 2
     rows = (len(tiles) + cols - 1) // cols
     fig, axes = plt.subplots(rows, cols, figsize=(8, 2.2 * rows), dpi=80, squeeze=False)
@@ -106,11 +112,7 @@ def overlay_grid(
     for ax, tile, caption in zip(axes.flat, tiles, captions, strict=False):
         ax.imshow(tile)
         ax.set_title(caption, fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def evaluation_figures(
@@ -175,7 +177,7 @@ def value_heatmap(
     ``cell_text`` (R x C strings) replaces the printed value of a cell where not empty. The
     colour scale spans ``vmin`` (or the lowest value, if lower) to ``vmax``.
     """
-    plt = _pyplot()
+    plt = pyplot()
     rows, cols = values.shape
     fig, ax = plt.subplots(
         figsize=(1.6 + 1.3 * max(cols, 1), 0.8 + 0.42 * max(rows, 1)), dpi=90, squeeze=True
@@ -196,8 +198,4 @@ def value_heatmap(
     ax.set_yticks(range(rows), row_labels, fontsize=9)
     ax.set_title(title, fontsize=10)
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

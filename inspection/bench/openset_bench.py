@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from inspection.bench.figures import pyplot, save_figure
 from inspection.bench.report import RESULTS_DIR, markdown_table, stamp, write_results
 from inspection.errors import ConfigError
 from inspection.openset.config import METHODS, TyperConfig, method_config
@@ -246,15 +247,6 @@ def _markdown(
     return "\n".join(lines)
 
 
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def roc_figure(
     path: Path,
     fold_scores: Sequence[tuple[str, np.ndarray, dict[str, np.ndarray], dict[str, float]]],
@@ -263,7 +255,7 @@ def roc_figure(
     """One small PNG: unknown-vs-known ROC of every method, one panel per fold."""
     from sklearn.metrics import roc_curve
 
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(fold_scores), figsize=(3 * len(fold_scores), 3.2), dpi=70)
     for ax, (unknown, truth, raw, _) in zip(np.atleast_1d(axes), fold_scores, strict=True):
         for m in methods:
@@ -273,11 +265,7 @@ def roc_figure(
         ax.set(title=f"unknown = {unknown}", xlabel="FPR (known flagged)")
     np.atleast_1d(axes)[0].set_ylabel("TPR (unknown flagged)")
     np.atleast_1d(axes)[0].legend(fontsize=7)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def histogram_figure(
@@ -286,7 +274,7 @@ def histogram_figure(
     method: str,
 ) -> Path:
     """One small PNG: known vs unknown score histograms of ``method`` per fold, threshold dashed."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(fold_scores), figsize=(3 * len(fold_scores), 3.0), dpi=70)
     for ax, (unknown, truth, raw, thresholds) in zip(np.atleast_1d(axes), fold_scores, strict=True):
         s = raw[method]
@@ -296,8 +284,4 @@ def histogram_figure(
         ax.axvline(thresholds[method], color="k", ls="--", lw=1)
         ax.set(title=f"unknown = {unknown}", xlabel=f"{method} score")
     np.atleast_1d(axes)[0].legend(fontsize=7)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

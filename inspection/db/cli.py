@@ -6,7 +6,10 @@ The database URL comes from ``--url`` or ``INSPECTION_DATABASE_URL`` (default
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
@@ -14,6 +17,9 @@ from sqlalchemy.exc import DBAPIError
 
 from inspection.db.settings import get_settings, mask_url
 from inspection.errors import DatabaseError
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
 
 app = typer.Typer(
     help="Database schema: upgrade, downgrade, current revision, schema doc.",
@@ -44,6 +50,21 @@ def _fail(exc: Exception) -> typer.Exit:
     return typer.Exit(code=1)
 
 
+@contextmanager
+def _database(target: str) -> Iterator[Engine]:
+    """An engine on ``target``, disposed afterwards; a database error inside ends the command
+    with its message (exit 1) instead of a traceback."""
+    from inspection.db.engine import make_engine
+
+    engine = make_engine(target)
+    try:
+        yield engine
+    except (DatabaseError, DBAPIError) as exc:
+        raise _fail(exc) from exc
+    finally:
+        engine.dispose()
+
+
 @app.command()
 def upgrade(
     revision: str = typer.Argument("head", help="Target revision (default: newest)."),
@@ -51,18 +72,12 @@ def upgrade(
 ) -> None:
     """Create or upgrade the database schema (run after every software update)."""
     from inspection.db import migrate
-    from inspection.db.engine import make_engine
 
     target = _url(url)
-    engine = make_engine(target)
-    try:
+    with _database(target) as engine:
         before = migrate.current_revision(engine)
         migrate.upgrade(engine, revision)
         after = migrate.current_revision(engine)
-    except (DatabaseError, DBAPIError) as exc:
-        raise _fail(exc) from exc
-    finally:
-        engine.dispose()
     console.print(f"{mask_url(target)}: {before or '<empty>'} -> {after}")
 
 
@@ -74,19 +89,13 @@ def downgrade(
 ) -> None:
     """Downgrade the schema (may drop tables and data)."""
     from inspection.db import migrate
-    from inspection.db.engine import make_engine
 
     target = _url(url)
     if not yes:
         typer.confirm(f"Downgrade {mask_url(target)} to {revision}? Data may be lost", abort=True)
-    engine = make_engine(target)
-    try:
+    with _database(target) as engine:
         migrate.downgrade(engine, revision)
         after = migrate.current_revision(engine)
-    except (DatabaseError, DBAPIError) as exc:
-        raise _fail(exc) from exc
-    finally:
-        engine.dispose()
     console.print(f"{mask_url(target)}: now at {after or '<empty>'}")
 
 
@@ -94,17 +103,11 @@ def downgrade(
 def current(url: str | None = _URL_OPTION) -> None:
     """Show the database's revision and whether it is at head (exit 1 when not)."""
     from inspection.db import migrate
-    from inspection.db.engine import make_engine
 
     target = _url(url)
-    engine = make_engine(target)
-    try:
+    with _database(target) as engine:
         rev = migrate.current_revision(engine)
         head = migrate.head_revision()
-    except (DatabaseError, DBAPIError) as exc:
-        raise _fail(exc) from exc
-    finally:
-        engine.dispose()
     state = "at head" if rev == head else f"NOT at head {head}; run `inspection db upgrade`"
     console.print(f"{mask_url(target)}: {rev or '<empty>'} ({state})")
     if rev != head:
