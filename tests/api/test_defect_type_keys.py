@@ -183,18 +183,14 @@ def test_key_mapping_per_station_survives_a_new_type_and_reloads_and_the_ui_undo
     # in a queue of all stations the legend follows the shown item's station
     other.goto(f"{base}/review")
     other.wait_for_selector("#key-legend kbd")
-    for _ in range(60):
-        if other.text_content("#key-station") == elsewhere[2]:
-            break
-        other.keyboard.press("j")
-    assert other.text_content("#key-station") == elsewhere[2]
-    assert other.evaluate(LEGEND) == elsewhere_keys
-    for _ in range(60):
-        if other.text_content("#key-station") == station_name:
-            break
-        other.keyboard.press("j")
-    assert other.text_content("#key-station") == station_name
-    assert other.evaluate(LEGEND) == created
+    shown = other.evaluate(ITEMS)
+    for item_id, item_station, name in (
+        next(i for i in shown if i[1] == elsewhere[1]),
+        next(i for i in shown if i[1] == station),
+    ):
+        other.click(f"#q-{item_id}")
+        assert other.text_content("#key-station") == name
+        assert other.evaluate(LEGEND) == (created if item_station == station else elsewhere_keys)
 
     # undo where it was created: the label (u), then the type's creation (its button)
     page.keyboard.press("u")

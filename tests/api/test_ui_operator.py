@@ -236,8 +236,8 @@ def test_error_pages_keep_the_navigation(tab: Any, shared_server: RunningServer)
         " const r = a.getBoundingClientRect();"
         " return r.width > 0 && r.right <= innerWidth && r.bottom <= innerHeight; })"
     ), "a navigation link is off screen"
-    page.get_by_role("link", name="Review").click()
-    page.wait_for_url(f"{shared_server.url}/review")
+    page.get_by_role("link", name="Stations").click()
+    page.wait_for_url(f"{shared_server.url}/stations")
 
 
 def _active(session: Session, station_id: int) -> str:
