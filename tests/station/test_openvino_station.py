@@ -293,3 +293,63 @@ def test_compile_cache_is_pruned_oldest_first(tmp_path: Path) -> None:
     removed = prune_cache(tmp_path, max_mb=2)
     assert [p.name for p in removed] == ["0.blob", "1.blob"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["2.blob", "3.blob", "keep.txt"]
+
+
+def test_station_reads_large_constant_weights_in_place(
+    padim_bundle: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The station's loader swaps PaDiM's batched MatMul so its weights are not repacked
+    (:func:`inspection.runtime.put_constants_first`, the memory default); scores stay within
+    float32 rounding of the graph as exported, at every batch size a station scores."""
+    from inspection import runtime
+    from inspection.station.config import DetectorSettings
+    from inspection.station.scoring_model import load_openvino
+
+    images = np.stack([s.image for s in SyntheticLine("disc", size=64, seed=9).normals(4)])
+    # the quick bundle's inverse covariances are small: lower the size limit to reach them
+    monkeypatch.setattr(runtime, "CONSTANTS_FIRST_MIN_MB", 0.0)
+    settings = DetectorSettings(
+        source="bundle",
+        path=padim_bundle,
+        num_threads=1,
+        performance_hint="latency",
+        inference_precision="f32",
+    )
+    station_model = load_openvino(padim_bundle, settings)
+    assert station_model.constants_first == 1  # type: ignore[attr-defined]
+    exported = runtime.OpenVinoModel(padim_bundle, num_threads=1, constants_first=False)
+    assert exported.constants_first == 0
+    for batch in (images[:1], images[1:4]):
+        have, want = station_model.predict(batch), exported.predict(batch)
+        np.testing.assert_allclose(have.raw_score, want.raw_score, rtol=1e-5)
+        np.testing.assert_allclose(have.anomaly_map, want.anomaly_map, rtol=1e-5, atol=1e-6)
+        np.testing.assert_array_equal(have.is_anomalous, want.is_anomalous)
+    monkeypatch.undo()  # at the real limit a 64 px PaDiM's few kB of weights stay as they are
+    assert runtime.OpenVinoModel(padim_bundle, num_threads=1).constants_first == 0
+
+
+@pytest.mark.parametrize(("ta", "tb"), [(False, False), (True, False), (False, True), (True, True)])
+def test_put_constants_first_keeps_the_product(ta: bool, tb: bool) -> None:
+    """``(W^T x^T)^T`` equals ``x @ W`` for each of the MatMul's transpose flags."""
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    from inspection.runtime import put_constants_first
+
+    rng = np.random.default_rng(0)
+    weights = rng.standard_normal((16, 6, 5) if tb else (16, 5, 6)).astype(np.float32)
+    x = rng.standard_normal((16, 5, 3) if ta else (16, 3, 5)).astype(np.float32)
+
+    def build() -> ov.Model:
+        param = ops.parameter([16, -1, 5] if not ta else [16, 5, -1], ov.Type.f32)
+        out = ops.matmul(param, ops.constant(weights), ta, tb)
+        return ov.Model([out], [param])
+
+    core, f32 = ov.Core(), {"INFERENCE_PRECISION_HINT": "f32"}  # not the CPU's bf16 default
+    model = build()
+    assert put_constants_first(model, min_mb=1.0) == 0  # 2 kB of weights: left as they are
+    assert put_constants_first(model, min_mb=0.0) == 1
+    got = core.compile_model(model, "CPU", f32)({0: x})[0]
+    want = core.compile_model(build(), "CPU", f32)({0: x})[0]
+    assert got.shape == want.shape == (16, 3, 6)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
