@@ -423,6 +423,11 @@ def start(
     ),
     results_dir: Path = _RESULTS_DIR,
     name: str = typer.Option("station-lean", help="Results file name."),
+    bundles_dir: Path | None = typer.Option(
+        None,
+        help="Measure the exported bundles <dir>/<detector>/ as they are (e.g. a suite's "
+        "bench-bundles/suite/<dataset>) instead of training bundles.",
+    ),
 ) -> None:
     """Station process start -> first stored result (cold/warm OpenVINO cache) and its RSS."""
     from rich.console import Console
@@ -443,6 +448,7 @@ def start(
         workdir=workdir,
         results_dir=results_dir,
         name=name,
+        bundles_dir=bundles_dir,
         progress=console.print,
     )
     rows = [{"detector": k, **v} for k, v in payload["detectors"].items()]

@@ -215,10 +215,16 @@ def run(
     workdir: Path = Path("var/bench/station"),
     results_dir: Path = RESULTS_DIR,
     name: str = "station-lean",
+    bundles_dir: Path | None = None,
     progress: Progress = _log,
 ) -> dict[str, Any]:
-    """Measure each detector's station start; write ``<results_dir>/<name>.json`` and ``.md``."""
+    """Measure each detector's station start; write ``<results_dir>/<name>.json`` and ``.md``.
+
+    ``bundles_dir``: exported bundles to measure as they are, ``<bundles_dir>/<key>/`` (e.g. a
+    suite's ``bench-bundles/suite/<dataset>``), instead of training ``bench station``'s.
+    """
     from inspection.bench.station_bench import prepare_bundles
+    from inspection.runtime import read_metadata
 
     python = python or sys.executable
     payload: dict[str, Any] = {
@@ -227,19 +233,24 @@ def run(
         "repeats": repeats,
         "environment": environment(python),
         "import_s": import_seconds(python),
+        "bundles_dir": str(bundles_dir) if bundles_dir else None,
         "detectors": {},
     }
     for key in keys:
-        bundle = prepare_bundles(
-            key,
-            workdir,
-            size=size,
-            normals=normals,
-            precisions=("fp32",),
-            quick=False,
-            reuse=True,
-            progress=progress,
-        )["fp32"]
+        if bundles_dir is not None:
+            bundle = bundles_dir / key
+            read_metadata(bundle)  # a bundle, or a clear error before any start
+        else:
+            bundle = prepare_bundles(
+                key,
+                workdir,
+                size=size,
+                normals=normals,
+                precisions=("fp32",),
+                quick=False,
+                reuse=True,
+                progress=progress,
+            )["fp32"]
         work = workdir / "start" / key
         work.mkdir(parents=True, exist_ok=True)
         progress(f"{key}: {repeats} x cold / warm / no-cache starts")
@@ -268,7 +279,12 @@ def markdown(payload: dict[str, Any]) -> str:
             " work shared the cores and every time is inflated).",
             "",
             f"Interpreter `{env['python']}`: torch importable: {env['torch_importable']}, "
-            f"environment {env['env_mb']:.0f} MB.",
+            f"environment {env['env_mb']:.0f} MB."
+            + (
+                f" Bundles as exported in `{payload['bundles_dir']}`."
+                if payload.get("bundles_dir")
+                else ""
+            ),
             "",
             markdown_table(rows, COLUMNS),
         ]
