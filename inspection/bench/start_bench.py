@@ -128,14 +128,21 @@ def one_start(
 
 def _fresh_db(python: str, db: Path) -> None:
     """A SQLite database migrated to head (a restarted station does not migrate)."""
-    db.unlink(missing_ok=True)
-    subprocess.run(
+    # with its WAL and shared-memory files: a stale -shm next to a new file fails the upgrade
+    for path in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")):
+        path.unlink(missing_ok=True)
+    done = subprocess.run(
         [python, "-c", "from inspection.cli import main; main()", "db", "upgrade"],
         env={**os.environ, "INSPECTION_DATABASE_URL": f"sqlite:///{db}"},
-        check=True,
+        check=False,
         capture_output=True,
+        text=True,
         timeout=300,
     )
+    if done.returncode != 0:
+        raise RuntimeError(
+            f"db upgrade of {db} exited with {done.returncode}: {done.stderr[-2000:]}"
+        )
 
 
 def import_seconds(python: str) -> float:

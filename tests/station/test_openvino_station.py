@@ -353,3 +353,30 @@ def test_put_constants_first_keeps_the_product(ta: bool, tb: bool) -> None:
     want = core.compile_model(build(), "CPU", f32)({0: x})[0]
     assert got.shape == want.shape == (16, 3, 6)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_start_bench_measures_exported_bundles_as_they_are(
+    tmp_path: Path, padim_bundle: Path
+) -> None:
+    """``bench start --bundles-dir``: the bundles found there, nothing trained or exported."""
+    from inspection.bench import start_bench
+
+    bundles = tmp_path / "bundles"
+    bundles.mkdir()
+    (bundles / "padim").symlink_to(padim_bundle)
+    before = sorted((p.name, p.stat().st_mtime_ns) for p in padim_bundle.iterdir())
+    payload = start_bench.run(
+        ["padim"],
+        repeats=1,
+        rss_run_s=0.2,
+        workdir=tmp_path / "work",
+        results_dir=tmp_path / "results",
+        name="start",
+        bundles_dir=bundles,
+    )
+    row = payload["detectors"]["padim"]
+    assert row["size"] == 64 and row["rss_mib"] > 0 and row["cold_start_s"] > 0
+    assert payload["bundles_dir"] == str(bundles)
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in padim_bundle.iterdir()) == before
+    assert not (tmp_path / "work" / "padim").exists()  # no bench-trained bundle
+    assert "as exported in" in (tmp_path / "results" / "start.md").read_text()
