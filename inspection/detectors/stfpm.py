@@ -197,7 +197,7 @@ class StfpmDetector(Detector):
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
-                total += float(loss) * len(batch)
+                total += float(loss.detach()) * len(batch)
             progress(
                 f"stfpm: epoch (loss {total / len(images):.4f})", epoch + 1, self.config.epochs
             )
