@@ -199,7 +199,7 @@ def put_constants_first(model: Any, min_mb: float | None = None) -> int:
     covariances (236 MB) at 256 px: a station scoring batches of 1-4 frames peaked at ~920 MiB
     (the mapped file + a copy per batch size). As the *first* operand the constant is read where
     it lies (the mapped file, shared and evictable) and nothing is repacked: 433 MiB for the same
-    batches (OpenVINO 2026.4, f32; ``/work/notes/issue-20.md``, session 2026-12-03 b).
+    batches (OpenVINO 2026.4, f32; ``bench/results/station-memory.md``).
 
     Same products, possibly summed in another order: scores move by float32 rounding only
     (<= 8e-6 on raw PaDiM scores of ~40, within what the plugin's batch size already changes:
