@@ -43,18 +43,24 @@ class Prediction(NamedTuple):
     is_anomalous: np.ndarray
 
 
-def read_metadata(directory: str | Path) -> dict[str, Any]:
-    """``model.json`` of a bundle, validated for format."""
-    path = Path(directory) / "model.json"
+def read_bundle_json(path: Path, fmt: str, what: str) -> dict[str, Any]:
+    """The JSON object at ``path`` whose ``format`` must be ``fmt`` (``what`` names it in errors).
+
+    The one reading of a bundle's metadata file: detector bundles (``model.json``) here, typing
+    bundles (``runtime.json``) in :mod:`inspection.openset.typer_runtime`.
+    """
     try:
         meta: dict[str, Any] = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
-        raise ModelFileError(f"cannot read model metadata {path}: {exc}") from exc
-    if meta.get("format") != BUNDLE_FORMAT:
-        raise ModelFileError(
-            f"{path} is not an {BUNDLE_FORMAT} bundle (format {meta.get('format')!r})"
-        )
+        raise ModelFileError(f"cannot read {what} metadata {path}: {exc}") from exc
+    if meta.get("format") != fmt:
+        raise ModelFileError(f"{path} is not an {fmt} bundle (format {meta.get('format')!r})")
     return meta
+
+
+def read_metadata(directory: str | Path) -> dict[str, Any]:
+    """``model.json`` of a bundle, validated for format."""
+    return read_bundle_json(Path(directory) / "model.json", BUNDLE_FORMAT, "model")
 
 
 def preprocess(

@@ -16,7 +16,6 @@ This module imports no torch: only NumPy, OpenCV and OpenVINO.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -34,6 +33,7 @@ from inspection.openset.scoring import (
     results,
     score,
 )
+from inspection.runtime import read_bundle_json
 
 logger = logging.getLogger(__name__)
 
@@ -114,14 +114,7 @@ def to_nchw(images: np.ndarray) -> np.ndarray:
 
 def read_runtime_metadata(directory: str | Path) -> dict[str, Any]:
     """``runtime.json`` of a typing bundle, validated for format."""
-    path = Path(directory) / "runtime.json"
-    try:
-        meta: dict[str, Any] = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ModelFileError(f"cannot read typing bundle metadata {path}: {exc}") from exc
-    if meta.get("format") != RUNTIME_FORMAT:
-        raise ModelFileError(f"{path} is not an {RUNTIME_FORMAT} bundle")
-    return meta
+    return read_bundle_json(Path(directory) / "runtime.json", RUNTIME_FORMAT, "typing bundle")
 
 
 class TypingRuntime:
