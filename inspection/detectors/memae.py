@@ -227,16 +227,18 @@ class FeatureMemAEModel(nn.Module):
         return InferenceBatch(pred_score=score, anomaly_map=amap)
 
 
-class MemAEConfig(TrainedDetectorConfig):
-    """Pixel Mem-AE settings (paper: alpha 2e-4, lambda in [1/N, 3/N], Adam)."""
+class MemoryAEConfig(TrainedDetectorConfig):
+    """Settings both Mem-AE variants share (memory, loss, optimiser, score, map smoothing).
 
-    type: Literal["memae"] = "memae"
-    work_size: int = Field(128, ge=16, description="Internal resolution (divisible by 2^stages).")
-    widths: tuple[int, ...] = (32, 64, 128, 128)
+    Pydantic keeps a field where the base declares it, so the variants below only set their
+    own defaults; ``model.json`` is read by field name, not position.
+    """
+
+    widths: tuple[int, ...]
     memory_size: int = Field(500, ge=2)
     shrink_threshold: float | None = Field(None, ge=0, description="None: 2.5 / memory_size.")
     entropy_weight: float = Field(2e-4, ge=0)
-    epochs: int = Field(50, ge=1)
+    epochs: int = Field(ge=1)
     lr: float = Field(1e-3, gt=0)
     score_mode: Literal["mean", "map_max", "map_max_std", "auto"] = Field(
         "auto",
@@ -246,34 +248,38 @@ class MemAEConfig(TrainedDetectorConfig):
     )
     smoothing_sigma: float = Field(4.0, ge=0)
 
+    def shrink(self) -> float:
+        """The memory's shrinkage threshold lambda (``shrink_threshold``, else 2.5 / N)."""
+        if self.shrink_threshold is not None:
+            return self.shrink_threshold
+        return 2.5 / self.memory_size
 
-class MemAEFeatConfig(TrainedDetectorConfig):
+    def map_sigma(self) -> float:
+        """The map's smoothing sigma in input pixels (``smoothing_sigma`` is at 256 px)."""
+        return self.smoothing_sigma * self.image_size / 256.0
+
+
+class MemAEConfig(MemoryAEConfig):
+    """Pixel Mem-AE settings (paper: alpha 2e-4, lambda in [1/N, 3/N], Adam)."""
+
+    type: Literal["memae"] = "memae"
+    widths: tuple[int, ...] = (32, 64, 128, 128)
+    epochs: int = Field(50, ge=1)
+    work_size: int = Field(128, ge=16, description="Internal resolution (divisible by 2^stages).")
+
+
+class MemAEFeatConfig(MemoryAEConfig):
     """Feature-space Mem-AE settings."""
 
     type: Literal["memae_feat"] = "memae_feat"
     widths: tuple[int, ...] = (128, 64)
-    memory_size: int = Field(500, ge=2)
-    shrink_threshold: float | None = Field(None, ge=0, description="None: 2.5 / memory_size.")
-    entropy_weight: float = Field(2e-4, ge=0)
     epochs: int = Field(40, ge=1)
-    lr: float = Field(1e-3, gt=0)
-    score_mode: Literal["mean", "map_max", "map_max_std", "auto"] = Field(
-        "auto",
-        description="Image score: the paper's mean reconstruction error, the maximum of the "
-        "smoothed map, its maximum standardised per position by the normal training maps, or "
-        "chosen at training on synthetic defects (label-free).",
-    )
-    smoothing_sigma: float = Field(4.0, ge=0)
 
 
 def _train_memae(
     model: MemAEModel | FeatureMemAEModel,
     inputs: torch.Tensor,
-    epochs: int,
-    lr: float,
-    entropy_weight: float,
-    batch_size: int,
-    seed: int,
+    cfg: MemoryAEConfig,
     name: str,
     progress: ProgressFn,
     view: Callable[[torch.Tensor], torch.Tensor] | None = None,
@@ -283,9 +289,10 @@ def _train_memae(
     ``view`` (index (B,) -> prepared batch), when given, makes each batch instead of slicing
     ``inputs`` (augmented training views).
     """
+    epochs, lr, batch_size = cfg.epochs, cfg.lr, cfg.batch_size
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=lr)
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
     n = len(inputs)
     total = epochs * math.ceil(n / batch_size)
     step = 0
@@ -298,7 +305,7 @@ def _train_memae(
             if len(x) < 2:
                 continue
             recon, weights = model.reconstruct(x)
-            loss = F.mse_loss(recon, x) + entropy_weight * addressing_entropy(weights)
+            loss = F.mse_loss(recon, x) + cfg.entropy_weight * addressing_entropy(weights)
             set_lr(opt, cosine_lr(step, total, lr))
             opt.zero_grad()
             loss.backward()
@@ -339,14 +346,12 @@ class MemAEDetector(Detector):
         stages = len(cfg.widths)
         if cfg.work_size % (2**stages):
             raise ValueError(f"memae: work_size {cfg.work_size} must be divisible by 2^{stages}")
-        thr = cfg.shrink_threshold if cfg.shrink_threshold is not None else 2.5 / cfg.memory_size
-        sigma = cfg.smoothing_sigma * cfg.image_size / 256.0
         return MemAEModel(
             cfg.work_size,
             tuple(cfg.widths),
             cfg.memory_size,
-            thr,
-            sigma,
+            cfg.shrink(),
+            cfg.map_sigma(),
             self.built_score_mode(),
         )
 
@@ -361,18 +366,7 @@ class MemAEDetector(Detector):
         def view(index: torch.Tensor) -> torch.Tensor:
             return model.resize(self.training_batch(images, index))
 
-        _train_memae(
-            model,
-            inputs,
-            cfg.epochs,
-            cfg.lr,
-            cfg.entropy_weight,
-            cfg.batch_size,
-            cfg.seed,
-            self.key,
-            progress,
-            view if self.augmenting else None,
-        )
+        _train_memae(model, inputs, cfg, self.key, progress, view if self.augmenting else None)
 
 
 class MemAEFeatDetector(Detector):
@@ -396,14 +390,12 @@ class MemAEFeatDetector(Detector):
 
     def build_model(self) -> nn.Module:
         cfg = self.config
-        thr = cfg.shrink_threshold if cfg.shrink_threshold is not None else 2.5 / cfg.memory_size
-        sigma = cfg.smoothing_sigma * cfg.image_size / 256.0
         return FeatureMemAEModel(
             cfg.backbone,
             tuple(cfg.widths),
             cfg.memory_size,
-            thr,
-            sigma,
+            cfg.shrink(),
+            cfg.map_sigma(),
             self.built_score_mode(),
         )
 
@@ -431,18 +423,7 @@ class MemAEFeatDetector(Detector):
         def view(index: torch.Tensor) -> torch.Tensor:
             return (model.features(self.training_batch(images, index)) - mean) / std
 
-        _train_memae(
-            model,
-            inputs,
-            cfg.epochs,
-            cfg.lr,
-            cfg.entropy_weight,
-            cfg.batch_size,
-            cfg.seed,
-            self.key,
-            progress,
-            view if self.augmenting else None,
-        )
+        _train_memae(model, inputs, cfg, self.key, progress, view if self.augmenting else None)
 
 
 DETECTOR = MemAEDetector

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import torch
 
-from inspection.detectors.memae import MemoryModule, addressing_entropy, hard_shrink_relu
+from inspection.detectors.memae import (
+    MemAEConfig,
+    MemAEFeatConfig,
+    MemoryModule,
+    addressing_entropy,
+    hard_shrink_relu,
+)
 from tests.detectors._tiny import check_output, fit_and_predict
 
 
@@ -34,3 +40,39 @@ def test_pixel_memae_tiny_fit() -> None:
 def test_feature_memae_tiny_fit() -> None:
     _, out, labels = fit_and_predict("memae_feat")
     check_output(out, labels)
+
+
+def test_configs_read_bundles_written_before_the_shared_base() -> None:
+    # model.json of a pixel bundle exported before MemoryAEConfig: work_size came right after
+    # augment; the config is read by field name, so the position does not matter.
+    old_pixel = {
+        "type": "memae",
+        "image_size": 64,
+        "augment": "none",
+        "work_size": 64,
+        "widths": [16, 32, 32],
+        "memory_size": 50,
+        "shrink_threshold": None,
+        "entropy_weight": 2e-4,
+        "epochs": 40,
+        "lr": 3e-3,
+        "score_mode": "map_max_std",
+        "smoothing_sigma": 4.0,
+    }
+    cfg = MemAEConfig.model_validate(old_pixel)
+    assert cfg.work_size == 64 and cfg.widths == (16, 32, 32) and cfg.epochs == 40
+    assert MemAEConfig.model_validate(cfg.model_dump(mode="json")) == cfg
+    assert cfg.shrink() == 2.5 / 50 and cfg.map_sigma() == 1.0
+    # each variant keeps its own defaults; the feature variant's field order is unchanged
+    assert MemAEConfig().epochs == 50 and MemAEFeatConfig().epochs == 40
+    assert MemAEFeatConfig().widths == (128, 64)
+    assert list(MemAEFeatConfig.model_fields)[-8:] == [
+        "widths",
+        "memory_size",
+        "shrink_threshold",
+        "entropy_weight",
+        "epochs",
+        "lr",
+        "score_mode",
+        "smoothing_sigma",
+    ]
