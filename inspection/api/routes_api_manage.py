@@ -109,10 +109,7 @@ def chart_yield(
     )
     return YieldOut(
         bucket=bucket,
-        points=[
-            YieldPointOut(start=p.start, n_pass=p.n_pass, n_fail=p.n_fail, yield_pct=p.yield_pct)
-            for p in points
-        ],
+        points=[YieldPointOut.model_validate(p) for p in points],
     )
 
 

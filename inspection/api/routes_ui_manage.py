@@ -209,14 +209,7 @@ def create_user(
             password=password,
             display_name=display_name.strip() or None,
         )
-        users.add_user(
-            session,
-            username=body.username,
-            role=body.role,
-            password=body.password,
-            display_name=body.display_name,
-            created_by=actor_of(user),
-        )
+        users.add_account(session, body, created_by=actor_of(user))
     except (ValueError, InspectionError) as exc:
         return redirect("/admin/users", text=_account_error(exc), kind="error")
     return redirect("/admin/users", text=f"Account {username} created.")

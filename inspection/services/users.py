@@ -25,6 +25,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
+from typing import Protocol
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -73,6 +74,54 @@ def list_users(session: Session) -> list[User]:
     return list(session.scalars(select(User).order_by(User.username)))
 
 
+class NewAccount(Protocol):
+    """An account as a person asks for it (the API's ``UserIn``, the admin page's form,
+    :class:`AccountRequest`)."""
+
+    @property
+    def username(self) -> str: ...
+    @property
+    def role(self) -> Role | str: ...
+    @property
+    def password(self) -> str: ...
+    @property
+    def display_name(self) -> str | None: ...
+
+
+@dataclass(frozen=True)
+class AccountRequest:
+    """A :class:`NewAccount` from plain values (the CLI, demo accounts, tests)."""
+
+    username: str
+    role: Role | str
+    password: str
+    display_name: str | None = None
+
+
+def create_account(
+    session: Session, account: NewAccount, *, created_by: repo.Actor | int | str | None = None
+) -> User:
+    """Create ``account`` with an argon2 hash of its password (audited by the repo).
+
+    Raises:
+        InvalidStateError: the username is taken.
+        ValueError: the password is too short.
+    """
+    check_password_policy(account.password, username=account.username)
+    if repo.get_user_by_username(session, account.username) is not None:
+        raise InvalidStateError(
+            f"username {account.username!r} is already taken (regardless of case)"
+        )
+    return repo.create_user(
+        session,
+        username=account.username,
+        role=Role(account.role),
+        password_hash=hash_password(account.password),
+        display_name=account.display_name,
+        created_by=created_by,
+    )
+
+
 def create_user(
     session: Session,
     *,
@@ -82,23 +131,9 @@ def create_user(
     display_name: str | None = None,
     created_by: repo.Actor | int | str | None = None,
 ) -> User:
-    """Create an account with an argon2 hash of ``password`` (audited by the repo).
-
-    Raises:
-        InvalidStateError: the username is taken.
-        ValueError: the password is too short.
-    """
-    check_password_policy(password, username=username)
-    if repo.get_user_by_username(session, username) is not None:
-        raise InvalidStateError(f"username {username!r} is already taken (regardless of case)")
-    return repo.create_user(
-        session,
-        username=username,
-        role=Role(role),
-        password_hash=hash_password(password),
-        display_name=display_name,
-        created_by=created_by,
-    )
+    """:func:`create_account` from keyword values."""
+    account = AccountRequest(username, role, password, display_name)
+    return create_account(session, account, created_by=created_by)
 
 
 def update_user(
@@ -231,6 +266,8 @@ def demo_accounts_text(accounts: list[DemoAccount]) -> str:
     return "\n".join(lines)
 
 
-#: :func:`create_user` and :func:`update_user` as use cases (each committed).
+#: :func:`create_user`, :func:`create_account` and :func:`update_user` as use cases (each
+#: committed).
 add_user = committed(create_user)
+add_account = committed(create_account)
 change_user = committed(update_user)
