@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Response
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from inspection.api.deps import (
@@ -21,16 +20,12 @@ from inspection.api.routes_api import (
     ERRORS,
     NOT_FOUND,
     IdPath,
-    IncludePasses,
-    MinScore,
     OptStation,
     QueueQuery,
     Since,
-    TypeName,
     Until,
     aware,
     model_brief,
-    queue_filters,
 )
 from inspection.api.schemas import (
     DefectTypeOut,
@@ -50,13 +45,10 @@ from inspection.api.schemas import (
 )
 from inspection.db.common import get_existing
 from inspection.db.models import (
-    Artifact,
     ArtifactKind,
     Inspection,
-    Station,
     Verdict,
 )
-from inspection.errors import NotFoundError
 from inspection.services import labelling
 from inspection.services import review_queue as queue_reads
 
@@ -111,22 +103,9 @@ def review_queue(
 
 
 @router.get("/review-queue/count", tags=["review"], response_model=QueueCountOut)
-def review_queue_count(
-    user: Operator,
-    session: ReadSession,
-    station_id: OptStation = None,
-    since: Since = None,
-    until: Until = None,
-    min_score: MinScore = None,
-    defect_type: TypeName = None,
-    include_labelled: bool = False,
-    include_passes: IncludePasses = False,
-) -> QueueCountOut:
+def review_queue_count(user: Operator, session: ReadSession, queue: QueueQuery) -> QueueCountOut:
     """How many inspections wait in the queue with these filters (counted up to 10,000); with
     the default filters, the overview's "flagged, not reviewed"."""
-    queue = queue_filters(
-        station_id, since, until, min_score, defect_type, include_labelled, include_passes
-    )
     count, capped = queue_reads.queue_count(session, queue)
     return QueueCountOut(count=count, capped=capped)
 
@@ -191,24 +170,6 @@ def get_inspection(
     return inspection_detail(session, inspection_id)
 
 
-def _artifact(session: Session, inspection_id: int, kind: ArtifactKind) -> Artifact:
-    artifact = session.scalar(
-        select(Artifact)
-        .where(
-            Artifact.inspection_id == inspection_id,
-            Artifact.kind == kind,
-            Artifact.region_id.is_(None),
-        )
-        .order_by(Artifact.id)
-        .limit(1)
-    )
-    if artifact is None:
-        if session.get(Inspection, inspection_id) is None:
-            raise NotFoundError(f"inspection {inspection_id} does not exist")
-        raise NotFoundError(f"inspection {inspection_id} has no stored {kind.value}")
-    return artifact
-
-
 IMAGE_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"content": {"image/png": {}, "image/jpeg": {}}, "description": "The image."},
     **NOT_FOUND,
@@ -231,7 +192,7 @@ def frame(
     ] = None,
 ) -> Response:
     """The captured frame (``max_side``: a JPEG thumbnail)."""
-    artifact = _artifact(session, inspection_id, ArtifactKind.FRAME)
+    artifact = queue_reads.image_artifact(session, inspection_id, ArtifactKind.FRAME)
     session.close()  # release the connection before file I/O
     image = (
         ctx.images.thumbnail(artifact.store_key, max_side)
@@ -243,32 +204,6 @@ def frame(
         media_type=image.media_type,
         headers={"Cache-Control": "private, max-age=86400", "ETag": f'"{artifact.sha256}"'},
     )
-
-
-def _heatmap_source(
-    session: Session, inspection_id: int
-) -> tuple[str, tuple[int, int] | None, float | None]:
-    """The stored heatmap's key, the frame's (width, height) and the station's pixel threshold."""
-    heatmap = _artifact(session, inspection_id, ArtifactKind.HEATMAP)
-    frame_row = session.scalar(
-        select(Artifact).where(
-            Artifact.inspection_id == inspection_id,
-            Artifact.kind == ArtifactKind.FRAME,
-            Artifact.region_id.is_(None),
-        )
-    )
-    station = session.scalar(
-        select(Station)
-        .join(Inspection, Inspection.station_id == Station.id)
-        .where(Inspection.id == inspection_id)
-    )
-    size = None
-    if frame_row is not None and frame_row.width_px and frame_row.height_px:
-        size = (frame_row.width_px, frame_row.height_px)
-    pixel_threshold = queue_reads.pixel_threshold(station)
-    key = heatmap.store_key
-    session.close()
-    return key, size, pixel_threshold
 
 
 @router.get(
@@ -289,8 +224,14 @@ def overlay(
 ) -> Response:
     """The anomaly heatmap as a transparent PNG the size of the frame (colour scale: see
     ``overlay-scale``)."""
-    key, size, pixel_threshold = _heatmap_source(session, inspection_id)
-    image = ctx.images.overlay(key, size=size, pixel_threshold=pixel_threshold, style=style)
+    source = queue_reads.heatmap_source(session, inspection_id)
+    session.close()  # release the connection before file I/O
+    image = ctx.images.overlay(
+        source.store_key,
+        size=source.frame_size,
+        pixel_threshold=source.pixel_threshold,
+        style=style,
+    )
     return Response(
         image.data,
         media_type=image.media_type,
@@ -309,8 +250,9 @@ def overlay_scale(
 ) -> OverlayScaleOut:
     """The overlay's colour scale in the heatmap's units (per-pixel anomaly score): the value
     drawn transparent, the value drawn hottest, and the contour levels."""
-    key, _size, pixel_threshold = _heatmap_source(session, inspection_id)
-    scale = ctx.images.overlay_scale(key, pixel_threshold=pixel_threshold)
+    source = queue_reads.heatmap_source(session, inspection_id)
+    session.close()  # release the connection before file I/O
+    scale = ctx.images.overlay_scale(source.store_key, pixel_threshold=source.pixel_threshold)
     return OverlayScaleOut(
         vmin=scale.vmin,
         vmax=scale.vmax,

@@ -31,6 +31,7 @@ from inspection.db.models import (
     Verdict,
 )
 from inspection.db.review import QueueFilters, review_filters, window_filters
+from inspection.errors import NotFoundError
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +102,60 @@ def first_artifact(inspection: Inspection, kind: ArtifactKind) -> Artifact | Non
         if artifact.kind == kind and artifact.region_id is None:
             return artifact
     return None
+
+
+def _whole_frame_artifact(
+    session: Session, inspection_id: int, kind: ArtifactKind
+) -> Artifact | None:
+    return session.scalar(
+        select(Artifact)
+        .where(
+            Artifact.inspection_id == inspection_id,
+            Artifact.kind == kind,
+            Artifact.region_id.is_(None),
+        )
+        .order_by(Artifact.id)
+        .limit(1)
+    )
+
+
+def image_artifact(session: Session, inspection_id: int, kind: ArtifactKind) -> Artifact:
+    """The stored ``kind`` image of an inspection (whole-frame, not a region crop).
+
+    Raises:
+        NotFoundError: no such inspection, or it has no stored ``kind``.
+    """
+    artifact = _whole_frame_artifact(session, inspection_id, kind)
+    if artifact is None:
+        if session.get(Inspection, inspection_id) is None:
+            raise NotFoundError(f"inspection {inspection_id} does not exist")
+        raise NotFoundError(f"inspection {inspection_id} has no stored {kind.value}")
+    return artifact
+
+
+@dataclass(frozen=True)
+class HeatmapSource:
+    """What drawing an inspection's overlay needs: the stored heatmap, the frame's (width,
+    height) when known, and the station's pixel threshold."""
+
+    store_key: str
+    frame_size: tuple[int, int] | None
+    pixel_threshold: float | None
+
+
+def heatmap_source(session: Session, inspection_id: int) -> HeatmapSource:
+    """:class:`HeatmapSource` of an inspection (``NotFoundError`` as :func:`image_artifact`)."""
+    heatmap = image_artifact(session, inspection_id, ArtifactKind.HEATMAP)
+    frame = _whole_frame_artifact(session, inspection_id, ArtifactKind.FRAME)
+    station = session.scalar(
+        select(Station)
+        .join(Inspection, Inspection.station_id == Station.id)
+        .where(Inspection.id == inspection_id)
+    )
+    size = None
+    if frame is not None and frame.width_px and frame.height_px:
+        size = (frame.width_px, frame.height_px)
+    return HeatmapSource(heatmap.store_key, size, pixel_threshold(station))
 
 
 def latest_labels(session: Session, inspection_ids: Iterable[int]) -> dict[int, OperatorLabel]:
