@@ -35,11 +35,14 @@ from inspection.api.schemas import (
     MeOut,
     ModelBriefOut,
     StationOut,
+    StationSummaryOut,
     ThresholdPreviewOut,
     ThresholdsIn,
     TokenOut,
     TokenRequest,
+    me_out,
     station_out,
+    station_summary_out,
 )
 from inspection.db import repo
 from inspection.db.engine import check_schema_at_head
@@ -197,13 +200,7 @@ def issue_token(body: TokenRequest, request: Request, ctx: Ctx, session: WriteSe
 @router.get("/auth/me", tags=["auth"], response_model=MeOut)
 def me(user: AnyUser) -> MeOut:
     """Who the credentials belong to."""
-    return MeOut(
-        id=user.id,
-        username=user.username,
-        display_name=user.display_name,
-        role=user.role,
-        auth=user.via,
-    )
+    return me_out(user)
 
 
 # -- stations and overview -----------------------------------------------------------------
@@ -264,45 +261,13 @@ def threshold_preview(
     return ThresholdPreviewOut.model_validate(preview)
 
 
-class StationSummaryOut(BaseModel):
-    """A station on the line overview: last 24 h counts, throughput and health."""
-
-    model_config = ConfigDict(extra="forbid")
-    station: StationOut
-    n_pass: int
-    n_fail: int
-    yield_pct: float | None
-    per_minute: float
-    mean_latency_ms: float | None
-    last_at: dt.datetime | None
-    health: str
-    to_review: int
-    active_model: ModelBriefOut | None
-    latest_ids: list[int]
-
-
 @router.get("/overview", tags=["stations"], response_model=list[StationSummaryOut])
 def overview(user: Operator, ctx: Ctx, session: ReadSession) -> list[StationSummaryOut]:
     """The line overview: every station's last 24 h, throughput and newest inspections."""
     summaries = line_stats.station_summaries(
         session, offline_after_s=ctx.settings.station_offline_after_s
     )
-    return [
-        StationSummaryOut(
-            station=station_out(s.station),
-            n_pass=s.n_pass,
-            n_fail=s.n_fail,
-            yield_pct=s.yield_pct,
-            per_minute=s.per_minute,
-            mean_latency_ms=s.mean_latency_ms,
-            last_at=s.last_at,
-            health=s.health,
-            to_review=s.to_review,
-            active_model=model_brief(s.active_model),
-            latest_ids=[i.id for i in s.latest],
-        )
-        for s in summaries
-    ]
+    return [station_summary_out(s) for s in summaries]
 
 
 def model_brief(version: ModelVersion | None) -> ModelBriefOut | None:

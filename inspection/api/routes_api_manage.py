@@ -60,7 +60,7 @@ router = APIRouter(prefix="/api", responses=ERRORS)
 class YieldPointOut(BaseModel):
     """Pass/fail counts of one hour or day."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", from_attributes=True)
     start: dt.datetime
     n_pass: int
     n_fail: int
@@ -296,14 +296,7 @@ def list_users(user: Admin, session: ReadSession) -> list[UserOut]:
 @router.post("/users", tags=["users"], status_code=201, response_model=UserOut, responses=CONFLICT)
 def create_user(body: UserIn, user: Admin, session: WriteSession) -> UserOut:
     """Create an account (admin; audited; the password is stored as an argon2 hash)."""
-    created = users.add_user(
-        session,
-        username=body.username,
-        role=body.role,
-        password=body.password,
-        display_name=body.display_name,
-        created_by=actor_of(user),
-    )
+    created = users.add_account(session, body, created_by=actor_of(user))
     return UserOut.model_validate(created)
 
 

@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, field_validator, model_validator
 
+from inspection.api.deps import CurrentUser
 from inspection.db.models import (
     ArtifactKind,
     DefectType,
@@ -28,6 +29,7 @@ from inspection.db.models import (
     Verdict,
 )
 from inspection.services import review_queue
+from inspection.services.line_stats import StationSummary
 from inspection.services.thresholds import (
     IMAGE_THRESHOLD_MAX,
     IMAGE_THRESHOLD_MIN,
@@ -100,7 +102,7 @@ class TokenOut(_Out):
     role: Role
 
 
-class MeOut(_Out):
+class MeOut(_FromRow):
     """The authenticated user."""
 
     id: int
@@ -108,6 +110,11 @@ class MeOut(_Out):
     display_name: str | None
     role: Role
     auth: str
+
+
+def me_out(user: CurrentUser) -> MeOut:
+    """API view of the request's user (``auth``: how it authenticated, cookie or token)."""
+    return MeOut.model_validate(_Row(user, auth=user.via))
 
 
 # -- stations ------------------------------------------------------------------------------
@@ -330,6 +337,32 @@ class ModelBriefOut(_FromRow):
     name: str
     detector_type: str
     status: ModelStatus
+
+
+class StationSummaryOut(_FromRow):
+    """A station on the line overview: last 24 h counts, throughput and health."""
+
+    station: StationOut
+    n_pass: int
+    n_fail: int
+    yield_pct: float | None
+    per_minute: float
+    mean_latency_ms: float | None
+    last_at: dt.datetime | None
+    health: str
+    to_review: int
+    active_model: ModelBriefOut | None
+    latest_ids: list[int]
+
+
+def station_summary_out(summary: StationSummary) -> StationSummaryOut:
+    """API view of a station on the line overview."""
+    row = _Row(
+        summary,
+        station=station_out(summary.station),
+        latest_ids=[i.id for i in summary.latest],
+    )
+    return StationSummaryOut.model_validate(row)
 
 
 class InspectionDetailOut(InspectionOut):
