@@ -123,20 +123,14 @@ def quick_demo(detector: str, family: str, parts: int, workdir: Path) -> None:
 
     from inspection import training
     from inspection.bench.figures import overlay
-    from inspection.data.imageset import from_samples
-    from inspection.data.synthetic import SyntheticLine
+    from inspection.data.synthetic import SyntheticLine, image_set
     from inspection.detectors import registry
     from inspection.runtime import OpenVinoModel
 
     console = Console()
     line = SyntheticLine(family=family, size=256, seed=0, defect_rate=0.3)
     normals = line.normals(200)
-    train_set = from_samples(
-        [s.image for s in normals],
-        [s.mask for s in normals],
-        [None] * len(normals),
-        [str(s.index) for s in normals],
-    )
+    train_set = image_set(normals)
     det = registry.create(detector)
     with Progress(
         TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=console

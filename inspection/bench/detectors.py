@@ -11,6 +11,7 @@ and in OpenVINO. Rows merge into ``bench/results/<protocol>.json`` so detectors 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,6 @@ QUICK_PROTOCOL = "synthetic-quick"
 
 def load_protocol(protocol: str, data: Path | None, size: int) -> tuple[Any, Any]:
     """(train normals, test set) for a protocol name or an MVTec-layout folder."""
-    from inspection.data.imageset import ImageSet, from_samples
 
     if protocol == "mt-exp":
         from inspection.data.magnetic_tile import mt_exp
@@ -56,21 +56,12 @@ def load_protocol(protocol: str, data: Path | None, size: int) -> tuple[Any, Any
             raise ValueError("--data is required for an MVTec-layout folder")
         return load_mvtec_folder(data, size)
     if protocol == QUICK_PROTOCOL:
-        from inspection.data.synthetic import SyntheticLine
+        from inspection.data.synthetic import SyntheticLine, image_set
 
         line = SyntheticLine("disc", size=size, seed=7)
         train = line.normals(40)
         test = line.normals(12, start=1000) + line.defects(15, start=2000)
-
-        def to_set(samples: list[Any]) -> ImageSet:
-            return from_samples(
-                [s.image for s in samples],
-                [s.mask for s in samples],
-                [s.defect_type for s in samples],
-                [f"synthetic-{s.index}" for s in samples],
-            )
-
-        return to_set(train), to_set(test)
+        return image_set(train, "synthetic-"), image_set(test, "synthetic-")
     raise ValueError(f"unknown protocol {protocol!r}; use mt-exp, mvtec or {QUICK_PROTOCOL}")
 
 
@@ -118,6 +109,19 @@ def bench_one(
 
 def _previous_rows(json_path: Path, protocol: str) -> dict[str, Any]:
     return previous_section(json_path, protocol, "detectors")
+
+
+def _selection_notes(
+    payload: dict[str, Any], field: str, title: str, describe: Callable[[dict[str, Any]], str]
+) -> str:
+    """A titled list, one line per detector whose row holds a label-free choice ``field``
+    (``describe`` words it); empty when no detector made one."""
+    lines = [
+        f"- `{key}`: {describe(sel)}"
+        for key, row in payload["detectors"].items()
+        if (sel := row.get(field))
+    ]
+    return f"\n\n{title}:\n" + "\n".join(lines) if lines else ""
 
 
 def run(
@@ -174,33 +178,29 @@ def run(
             "alone reaches 0.78 (`bench/results/explore/mt-exp-confound.md`). Not part of the "
             "protocol; shown to tell detecting defects from detecting exposure."
         )
-    chosen = [
-        f"- `{key}`: score mode `{sel['chosen']}` ("
-        + ", ".join(f"{m} {v:.3f}" for m, v in sel["auroc"].items())
-        + f" image AUROC on {sel['n_images']} validation images: {sel['validation']})"
-        for key, row in payload["detectors"].items()
-        if (sel := row.get("score_selection"))
-    ]
-    if chosen:
-        notes += (
-            "\n\nScore modes chosen at training (`score_mode: auto`), label-free:\n"
-            + "\n".join(chosen)
-        )
-    epochs = [
-        f"- `{key}`: epoch {sel['chosen_epoch']} kept of {sel['epochs_run']} run ("
-        + ", ".join(
-            f"{int(h['epoch'])}: {h['image_auroc']:.3f} / {h['pixel_auroc']:.3f}"
-            for h in sel["history"]
-        )
-        + f" image / pixel AUROC per validated epoch; {sel['validation']})"
-        for key, row in payload["detectors"].items()
-        if (sel := row.get("epoch_selection"))
-    ]
-    if epochs:
-        notes += (
-            "\n\nTraining epochs chosen label-free (`epoch_selection: synthetic`):\n"
-            + "\n".join(epochs)
-        )
+    notes += _selection_notes(
+        payload,
+        "score_selection",
+        "Score modes chosen at training (`score_mode: auto`), label-free",
+        lambda sel: (
+            f"score mode `{sel['chosen']}` ("
+            + ", ".join(f"{m} {v:.3f}" for m, v in sel["auroc"].items())
+            + f" image AUROC on {sel['n_images']} validation images: {sel['validation']})"
+        ),
+    )
+    notes += _selection_notes(
+        payload,
+        "epoch_selection",
+        "Training epochs chosen label-free (`epoch_selection: synthetic`)",
+        lambda sel: (
+            f"epoch {sel['chosen_epoch']} kept of {sel['epochs_run']} run ("
+            + ", ".join(
+                f"{int(h['epoch'])}: {h['image_auroc']:.3f} / {h['pixel_auroc']:.3f}"
+                for h in sel["history"]
+            )
+            + f" image / pixel AUROC per validated epoch; {sel['validation']})"
+        ),
+    )
     write_results(
         name, payload, f"{table}\n\n{notes}\n\n## Per defect type\n\n{per_type}\n", results_dir
     )

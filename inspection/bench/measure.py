@@ -16,6 +16,7 @@ import os
 import queue as queue_module
 import resource
 import shutil
+import subprocess
 import tempfile
 import time
 from collections.abc import Callable
@@ -35,6 +36,16 @@ logger = logging.getLogger(__name__)
 
 #: Seconds between checks that a child is still alive while waiting for its result.
 _CHILD_POLL_S = 5.0
+
+
+def end_process(process: subprocess.Popen[Any], timeout_s: float) -> None:
+    """Ask ``process`` to stop (SIGTERM); kill it when it has not ended within ``timeout_s``."""
+    process.terminate()
+    try:
+        process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def time_per_image(fn: Callable[[np.ndarray], Any], images: np.ndarray, repeats: int) -> float:

@@ -31,6 +31,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from inspection.bench.measure import end_process
 from inspection.bench.report import RESULTS_DIR, markdown_table, stamp, write_results
 
 logger = logging.getLogger(__name__)
@@ -117,12 +118,7 @@ def one_start(
                 raise RuntimeError(f"no stored result within {START_TIMEOUT_S:.0f} s")
             time.sleep(poll_s)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        end_process(proc, 60)
     return {"first_result_s": first, "rss_mib": peak / 2**20}
 
 

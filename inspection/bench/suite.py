@@ -116,7 +116,6 @@ def load_dataset(spec: DatasetSpec, data_root: Path, size: int) -> tuple[ImageSe
 
     Raises :class:`~inspection.errors.DatasetError` when the data are absent or malformed.
     """
-    from inspection.data.imageset import from_samples
 
     if spec.kind == "mt-exp":
         from inspection.data.magnetic_tile import mt_exp
@@ -127,21 +126,16 @@ def load_dataset(spec: DatasetSpec, data_root: Path, size: int) -> tuple[ImageSe
 
         return load_mvtec_folder(data_root / spec.folder, size)
     if spec.kind == "synthetic":
-        from inspection.data.synthetic import SyntheticLine
+        from inspection.data.synthetic import SyntheticLine, image_set
 
         n_train, n_normal, n_defect = QUICK_COUNTS
         line = SyntheticLine(spec.family, size=QUICK_RENDER_SIZE, seed=spec.seed)
-
-        def to_set(samples: list[Any]) -> ImageSet:
-            return from_samples(
-                [s.image for s in samples],
-                [s.mask for s in samples],
-                [s.defect_type for s in samples],
-                [f"{spec.name}-{s.index}" for s in samples],
-            ).resized(size)
-
         test = line.normals(n_normal, start=1000) + line.defects(n_defect, start=2000)
-        return to_set(line.normals(n_train)), to_set(test)
+        prefix = f"{spec.name}-"
+        return (
+            image_set(line.normals(n_train), prefix).resized(size),
+            image_set(test, prefix).resized(size),
+        )
     raise ValueError(f"unknown data set kind {spec.kind!r}")
 
 

@@ -38,6 +38,7 @@ import httpx
 from sqlalchemy import Engine, insert, select
 from sqlalchemy.orm import Session
 
+from inspection.bench.measure import end_process
 from inspection.bench.report import markdown_table, stamp, write_results
 from inspection.db import migrate
 from inspection.db.engine import make_engine, make_session_factory
@@ -256,12 +257,7 @@ def serve_subprocess(db_url: str, artifacts: Path, log_file: Path) -> Iterator[s
                 time.sleep(0.2)
             yield url
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            end_process(process, 15)
 
 
 def _browser_client(url: str) -> httpx.Client:

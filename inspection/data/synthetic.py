@@ -19,6 +19,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from inspection.data.imageset import ImageSet, from_samples
+
 FAMILIES: tuple[str, ...] = ("disc", "tile", "pcb")
 DEFECT_TYPES: tuple[str, ...] = ("scratch", "crack", "hole", "stain", "missing")
 
@@ -44,6 +46,16 @@ class SyntheticSample:
     @property
     def is_anomalous(self) -> bool:
         return self.defect_type is not None
+
+
+def image_set(samples: Sequence[SyntheticSample], prefix: str = "") -> ImageSet:
+    """``samples`` as an :class:`ImageSet` (masks and types as rendered; ids ``prefix`` + index)."""
+    return from_samples(
+        [s.image for s in samples],
+        [s.mask for s in samples],
+        [s.defect_type for s in samples],
+        [f"{prefix}{s.index}" for s in samples],
+    )
 
 
 def _lighting(rng: np.random.Generator, size: int) -> np.ndarray:
