@@ -22,7 +22,7 @@ import urllib.parse
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Final, Literal
+from typing import Any, Final, Generic, Literal, TypeVar
 
 import cv2
 import numpy as np
@@ -35,6 +35,7 @@ from inspection.station.config import (
     SyntheticSourceConfig,
     UsbSourceConfig,
     VideoSourceConfig,
+    _SourceBase,
 )
 
 logger = logging.getLogger(__name__)
@@ -131,10 +132,21 @@ class FrameSource(ABC):
 # -- OpenCV VideoCapture sources ---------------------------------------------------------------
 
 
-class _CaptureSource(FrameSource):
-    """Shared VideoCapture handling for USB cameras, streams and video files."""
+_Config = TypeVar("_Config", bound=_SourceBase)
 
-    def __init__(self) -> None:
+
+class _CaptureSource(FrameSource, Generic[_Config]):
+    """Shared VideoCapture handling for USB cameras, streams and video files.
+
+    :meth:`read` is a live device's (``device`` names it when it stops delivering frames);
+    video files read their own way.
+    """
+
+    device = "camera"
+
+    def __init__(self, config: _Config) -> None:
+        self.config = config
+        self.overflow = config.overflow_policy()
         self._cap: Any = None
         self._n = 0
 
@@ -157,19 +169,26 @@ class _CaptureSource(FrameSource):
         ok, image = self._cap.read()
         return image if ok else None
 
+    def _frame(self, image: np.ndarray, name: str) -> Frame:
+        """The next frame of this source (numbered ``name#n``), in RGB and time-stamped."""
+        self._n += 1
+        ref = f"{name}#{self._n}"
+        return _stamp(Frame(to_rgb(image, ref), ref))
+
+    def read(self) -> ReadResult:
+        image = self._grab()
+        if image is None:
+            raise CameraError(f"{self.device} {self.describe()} stopped delivering frames")
+        return self._frame(image, self.describe())
+
     def close(self) -> None:
         if self._cap is not None:
             self._cap.release()
             self._cap = None
 
 
-class UsbSource(_CaptureSource):
+class UsbSource(_CaptureSource[UsbSourceConfig]):
     """A local camera by OpenCV device index."""
-
-    def __init__(self, config: UsbSourceConfig) -> None:
-        super().__init__()
-        self.config = config
-        self.overflow = config.overflow_policy()
 
     def describe(self) -> str:
         return f"usb:{self.config.index}"
@@ -183,14 +202,6 @@ class UsbSource(_CaptureSource):
         if self.config.fps:
             cap.set(cv2.CAP_PROP_FPS, self.config.fps)
         return cap
-
-    def read(self) -> ReadResult:
-        image = self._grab()
-        if image is None:
-            raise CameraError(f"camera {self.describe()} stopped delivering frames")
-        self._n += 1
-        ref = f"{self.describe()}#{self._n}"
-        return _stamp(Frame(to_rgb(image, ref), ref))
 
 
 def resolve_stream_url(config: StreamSourceConfig, environ: Mapping[str, str] | None = None) -> str:
@@ -227,13 +238,10 @@ def redact_url(url: str) -> str:
     return urllib.parse.urlunsplit(parts._replace(netloc=f"***@{host}"))
 
 
-class StreamSource(_CaptureSource):
+class StreamSource(_CaptureSource[StreamSourceConfig]):
     """An RTSP/HTTP stream (FFmpeg backend) with credentials from the environment."""
 
-    def __init__(self, config: StreamSourceConfig) -> None:
-        super().__init__()
-        self.config = config
-        self.overflow = config.overflow_policy()
+    device = "stream"
 
     def describe(self) -> str:
         return redact_url(self.config.url.replace("{user}", "").replace("{password}", ""))
@@ -248,22 +256,12 @@ class StreamSource(_CaptureSource):
         ]
         return cv2.VideoCapture(url, cv2.CAP_FFMPEG, params)
 
-    def read(self) -> ReadResult:
-        image = self._grab()
-        if image is None:
-            raise CameraError(f"stream {self.describe()} stopped delivering frames")
-        self._n += 1
-        ref = f"{self.describe()}#{self._n}"
-        return _stamp(Frame(to_rgb(image, ref), ref))
 
-
-class VideoFileSource(_CaptureSource):
+class VideoFileSource(_CaptureSource[VideoSourceConfig]):
     """Frames of a video file; :data:`END` at its end unless ``loop``."""
 
     def __init__(self, config: VideoSourceConfig) -> None:
-        super().__init__()
-        self.config = config
-        self.overflow = config.overflow_policy()
+        super().__init__(config)
         self._period_s = 0.0
         self._next_t = 0.0
 
@@ -293,9 +291,7 @@ class VideoFileSource(_CaptureSource):
             image = self._grab()
             if image is None:
                 raise CameraError(f"video file {self.config.path} has no frames")
-        self._n += 1
-        ref = f"{self.config.path.name}#{self._n}"
-        return _stamp(Frame(to_rgb(image, ref), ref))
+        return self._frame(image, self.config.path.name)
 
 
 # -- watched folder ----------------------------------------------------------------------------
