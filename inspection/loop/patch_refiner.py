@@ -23,15 +23,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, cast
+from typing import Any, ClassVar, cast
 
 import numpy as np
 import torch
 from torch import nn
 
 from inspection.detectors.base import Detector, ProgressFn, batches, no_progress
-from inspection.loop.refiner import load_params, save_params
+from inspection.loop.refiner import SavedParams
 
 logger = logging.getLogger(__name__)
 
@@ -165,7 +164,7 @@ def _top_rows(maps: PatchMaps, k: int) -> np.ndarray:
 
 
 @dataclass
-class PatchRefinerParams:
+class PatchRefinerParams(SavedParams):
     """A fitted patch refiner.
 
     Attributes:
@@ -178,6 +177,8 @@ class PatchRefinerParams:
         threshold: image threshold on the refined score (set by the caller).
         n_defect_patches / n_normal_patches: training set size.
     """
+
+    stem: ClassVar[str] = "patch_refiner"
 
     feat_mean: np.ndarray
     feat_std: np.ndarray
@@ -197,14 +198,6 @@ class PatchRefinerParams:
         bias = self.intercept - float((self.feat_mean * w_std).sum())
         z = np.einsum("nchw,c->nhw", maps.emb, w_std[:-1]) + maps.dist * w_std[-1] + bias
         return z.astype(np.float32)
-
-    def save(self, directory: str | Path) -> Path:
-        """Write ``patch_refiner.npz`` + ``patch_refiner.json`` into ``directory``."""
-        return save_params(self, directory, "patch_refiner")
-
-    @classmethod
-    def load(cls, directory: str | Path) -> PatchRefinerParams:
-        return cls(**load_params(directory, "patch_refiner"))
 
     def summary(self) -> dict[str, Any]:
         """JSON-friendly description for job records and ``model.json``."""

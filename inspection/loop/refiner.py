@@ -27,7 +27,7 @@ import json
 import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, ClassVar, Self, cast
 
 import numpy as np
 import torch
@@ -93,32 +93,40 @@ class RefinerInputs:
         )
 
 
-def save_params(params: Any, directory: str | Path, stem: str) -> Path:
-    """Write a dataclass of arrays and scalars as ``<stem>.npz`` + ``<stem>.json``."""
-    out = Path(directory)
-    out.mkdir(parents=True, exist_ok=True)
-    fields = asdict(params)
-    arrays = {k: v for k, v in fields.items() if isinstance(v, np.ndarray)}
-    scalars = {k: v for k, v in fields.items() if not isinstance(v, np.ndarray)}
-    np.savez(out / f"{stem}.npz", **cast(dict[str, Any], arrays))
-    (out / f"{stem}.json").write_text(json.dumps(scalars, indent=2) + "\n")
-    return out
+class SavedParams:
+    """Mixin of a fitted dataclass of arrays and scalars saved as ``<stem>.npz`` +
+    ``<stem>.json`` (arrays in the one, the rest in the other); ``stem`` names the files."""
 
+    stem: ClassVar[str]
 
-def load_params(directory: str | Path, stem: str) -> dict[str, Any]:
-    """The fields :func:`save_params` wrote; :class:`ModelFileError` when unreadable."""
-    path = Path(directory)
-    try:
-        scalars = json.loads((path / f"{stem}.json").read_text())
-        with np.load(path / f"{stem}.npz") as data:
-            arrays = {k: data[k] for k in data.files}
-    except (OSError, json.JSONDecodeError, ValueError) as exc:
-        raise ModelFileError(f"cannot read {stem.replace('_', ' ')} in {path}: {exc}") from exc
-    return {**arrays, **scalars}
+    def save(self, directory: str | Path) -> Path:
+        """Write ``<stem>.npz`` + ``<stem>.json`` into ``directory``."""
+        out = Path(directory)
+        out.mkdir(parents=True, exist_ok=True)
+        fields = asdict(cast(Any, self))
+        arrays = {k: v for k, v in fields.items() if isinstance(v, np.ndarray)}
+        scalars = {k: v for k, v in fields.items() if not isinstance(v, np.ndarray)}
+        np.savez(out / f"{self.stem}.npz", **cast(dict[str, Any], arrays))
+        (out / f"{self.stem}.json").write_text(json.dumps(scalars, indent=2) + "\n")
+        return out
+
+    @classmethod
+    def load(cls, directory: str | Path) -> Self:
+        """The parameters :meth:`save` wrote; :class:`ModelFileError` when unreadable."""
+        path = Path(directory)
+        try:
+            scalars = json.loads((path / f"{cls.stem}.json").read_text())
+            with np.load(path / f"{cls.stem}.npz") as data:
+                arrays = {k: data[k] for k in data.files}
+        except (OSError, json.JSONDecodeError, ValueError) as exc:
+            raise ModelFileError(
+                f"cannot read {cls.stem.replace('_', ' ')} in {path}: {exc}"
+            ) from exc
+        return cls(**{**arrays, **scalars})
 
 
 @dataclass
-class RefinerParams:
+class RefinerParams(SavedParams):
     """A fitted refiner: standardisation, projection, regression weights, guard, threshold.
 
     Attributes:
@@ -130,6 +138,8 @@ class RefinerParams:
         threshold: the refined raw score threshold the bundle is calibrated with.
         c: chosen inverse regularisation strength; cv_auroc: its cross-validated AUROC.
     """
+
+    stem: ClassVar[str] = "refiner"
 
     scalar_mean: np.ndarray
     scalar_std: np.ndarray
@@ -162,14 +172,6 @@ class RefinerParams:
         if self.guard is not None:
             z = np.maximum(z, self.threshold + (x.score - self.guard) / self.scalar_std[0])
         return z
-
-    def save(self, directory: str | Path) -> Path:
-        """Write ``refiner.npz`` + ``refiner.json`` into ``directory``."""
-        return save_params(self, directory, "refiner")
-
-    @classmethod
-    def load(cls, directory: str | Path) -> RefinerParams:
-        return cls(**load_params(directory, "refiner"))
 
     def summary(self) -> dict[str, Any]:
         """Small, JSON-friendly description for job records and ``model.json``."""
