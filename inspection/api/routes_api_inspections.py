@@ -25,7 +25,6 @@ from inspection.api.routes_api import (
     Since,
     Until,
     aware,
-    model_brief,
 )
 from inspection.api.schemas import (
     DefectTypeOut,
@@ -40,6 +39,7 @@ from inspection.api.schemas import (
     QueuePageOut,
     UndoOut,
     defect_type_out,
+    inspection_detail_out,
     inspection_out,
     label_out,
 )
@@ -144,17 +144,7 @@ def list_inspections(
 
 def inspection_detail(session: Session, inspection_id: int) -> InspectionDetailOut:
     """Everything the detail page and ``GET /api/inspections/{id}`` show."""
-    d = queue_reads.inspection_detail(session, inspection_id)
-    base = inspection_out(d.inspection, d.station, d.labels[-1] if d.labels else None)
-    return InspectionDetailOut(
-        **base.model_dump(exclude={"regions", "label"}),
-        regions=base.regions,
-        label=base.label,
-        labels=[label_out(label) for label in d.labels],
-        history=[HistoryEntryOut.model_validate(h) for h in d.history],
-        model_version=model_brief(d.model_version),
-        pixel_threshold=queue_reads.pixel_threshold(d.station),
-    )
+    return inspection_detail_out(queue_reads.inspection_detail(session, inspection_id))
 
 
 @router.get(

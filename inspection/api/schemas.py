@@ -275,11 +275,18 @@ def inspection_out(
     inspection: Inspection, station: Station | None, label: OperatorLabel | None
 ) -> InspectionOut:
     """API view of an inspection (regions with types and artifacts must be loaded)."""
+    return InspectionOut.model_validate(_inspection_row(inspection, station, label))
+
+
+def _inspection_row(
+    inspection: Inspection, station: Station | None, label: OperatorLabel | None
+) -> _Row:
+    """``inspection`` with the computed fields of :class:`InspectionOut`."""
     threshold = review_queue.image_threshold(station)
     frame = review_queue.first_artifact(inspection, ArtifactKind.FRAME)
     heatmap = review_queue.first_artifact(inspection, ArtifactKind.HEATMAP)
     base = f"/api/inspections/{inspection.id}"
-    computed = _Row(
+    return _Row(
         inspection,
         station=station.name if station is not None else str(inspection.station_id),
         threshold=threshold,
@@ -293,7 +300,6 @@ def inspection_out(
         detail_url=f"/inspections/{inspection.id}",
         label=label,
     )
-    return InspectionOut.model_validate(computed)
 
 
 class QueuePageOut(_Out):
@@ -372,6 +378,20 @@ class InspectionDetailOut(InspectionOut):
     history: list[HistoryEntryOut]
     model_version: ModelBriefOut | None
     pixel_threshold: float | None
+
+
+def inspection_detail_out(detail: review_queue.InspectionDetail) -> InspectionDetailOut:
+    """API view of one inspection with its labels (newest last), history and model version."""
+    row = _Row(
+        _inspection_row(
+            detail.inspection, detail.station, detail.labels[-1] if detail.labels else None
+        ),
+        labels=detail.labels,
+        history=detail.history,
+        model_version=detail.model_version,
+        pixel_threshold=review_queue.pixel_threshold(detail.station),
+    )
+    return InspectionDetailOut.model_validate(row)
 
 
 class LabelIn(_In):
