@@ -41,7 +41,13 @@ from inspection.api.errors import (
     LoginThrottledError,
     PermissionDeniedError,
 )
-from inspection.api.hardening import BodyLimit, BodyLimits, OriginCheck, secure_cookie
+from inspection.api.hardening import (
+    BodyLimit,
+    BodyLimits,
+    HttpMiddleware,
+    OriginCheck,
+    secure_cookie,
+)
 from inspection.api.images import ImageService
 from inspection.api.metrics import install_metrics
 from inspection.api.settings import ApiSettings
@@ -83,20 +89,16 @@ SECURITY_HEADERS: list[tuple[bytes, bytes]] = [
 ]
 
 
-class SecurityHeaders:
+class SecurityHeaders(HttpMiddleware):
     """Pure ASGI middleware adding :data:`SECURITY_HEADERS` to every HTTP response,
     ``Cache-Control: no-store`` to API answers and HTML pages, and (``secure_cookies``) the
     ``Secure`` attribute to every ``Set-Cookie`` (session, login CSRF, flash, deletions)."""
 
     def __init__(self, app: ASGIApp, *, secure_cookies: bool = False) -> None:
-        self.app = app
+        super().__init__(app)
         self.secure_cookies = secure_cookies
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", []))

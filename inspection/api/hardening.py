@@ -78,17 +78,31 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
-class BodyLimit:
-    """413 for request bodies above the route kind's limit, checked before anything reads them."""
+class HttpMiddleware:
+    """A pure ASGI middleware that acts on HTTP requests (:meth:`http`); everything else
+    (lifespan, websockets) passes straight to the wrapped app."""
 
-    def __init__(self, app: ASGIApp, limits: BodyLimits) -> None:
+    def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        self.limits = limits
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        await self.http(scope, receive, send)
+
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        raise NotImplementedError
+
+
+class BodyLimit(HttpMiddleware):
+    """413 for request bodies above the route kind's limit, checked before anything reads them."""
+
+    def __init__(self, app: ASGIApp, limits: BodyLimits) -> None:
+        super().__init__(app)
+        self.limits = limits
+
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind, limit = self.limits.for_path(scope["path"])
         detail = f"request body too large: at most {limit} bytes for {kind} requests"
         declared = _header(scope, b"content-length")
@@ -126,11 +140,11 @@ def _origin_of(value: str) -> str | None:
     return f"{parts.scheme.lower()}://{parts.netloc.lower()}"
 
 
-class OriginCheck:
+class OriginCheck(HttpMiddleware):
     """403 for state-changing requests from another site's pages (``Origin`` not ours)."""
 
     def __init__(self, app: ASGIApp, trusted_origins: Iterable[str] = ()) -> None:
-        self.app = app
+        super().__init__(app)
         self.trusted = {o for o in (_origin_of(t) for t in trusted_origins) if o is not None}
 
     def _allowed(self, scope: Scope, origin: str) -> bool:
@@ -142,8 +156,8 @@ class OriginCheck:
         host = (_header(scope, b"host") or "").lower()
         return bool(host) and urlsplit(parsed).netloc == host
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] in UNSAFE_METHODS:
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["method"] in UNSAFE_METHODS:
             origin = _header(scope, b"origin")
             if origin is not None and not self._allowed(scope, origin):
                 log.warning(
