@@ -316,7 +316,46 @@ def _train_memae(
     model.eval()
 
 
-class MemAEDetector(Detector):
+class _MemoryAEDetector(Detector):
+    """What both Mem-AE detectors share: score modes, the memory's settings, the training."""
+
+    score_modes: ClassVar[tuple[str, ...]] = RECONSTRUCTION_SCORE_MODES
+
+    config: MemoryAEConfig
+
+    def memory_args(self) -> tuple[tuple[int, ...], int, float, float, str]:
+        """The autoencoders' arguments after their first: widths, memory size, shrinkage
+        threshold, map sigma and the score mode the model is built with."""
+        cfg = self.config
+        return (
+            tuple(cfg.widths),
+            cfg.memory_size,
+            cfg.shrink(),
+            cfg.map_sigma(),
+            self.built_score_mode(),
+        )
+
+    def train_memory(
+        self,
+        model: MemAEModel | FeatureMemAEModel,
+        inputs: torch.Tensor,
+        images: torch.Tensor,
+        prepare: Callable[[torch.Tensor], torch.Tensor],
+        progress: ProgressFn,
+    ) -> None:
+        """Train on ``inputs`` (``images`` already prepared), or, when augmenting, on each
+        batch's augmented images through ``prepare``."""
+
+        @torch.no_grad()
+        def view(index: torch.Tensor) -> torch.Tensor:
+            return prepare(self.training_batch(images, index))
+
+        _train_memae(
+            model, inputs, self.config, self.key, progress, view if self.augmenting else None
+        )
+
+
+class MemAEDetector(_MemoryAEDetector):
     """Pixel-space Mem-AE (reconstruction of the image at ``work_size``)."""
 
     key = "memae"
@@ -325,7 +364,6 @@ class MemAEDetector(Detector):
     #: torch vs OpenVINO fp32 (CPU): measured max deviation 2.1e-7 (score), 2.2e-7 (map) at quick_config,
     #: score relative / map relative to its range; the base's default tolerances keep a >30x
     #: margin.
-    score_modes: ClassVar[tuple[str, ...]] = RECONSTRUCTION_SCORE_MODES
 
     config: MemAEConfig
 
@@ -346,30 +384,17 @@ class MemAEDetector(Detector):
         stages = len(cfg.widths)
         if cfg.work_size % (2**stages):
             raise ValueError(f"memae: work_size {cfg.work_size} must be divisible by 2^{stages}")
-        return MemAEModel(
-            cfg.work_size,
-            tuple(cfg.widths),
-            cfg.memory_size,
-            cfg.shrink(),
-            cfg.map_sigma(),
-            self.built_score_mode(),
-        )
+        return MemAEModel(cfg.work_size, *self.memory_args())
 
     def fit_model(self, images: torch.Tensor, progress: ProgressFn) -> None:
-        cfg = self.config
         model = self.torch_model
         assert isinstance(model, MemAEModel)
         with torch.no_grad():
             inputs = torch.cat([model.resize(images[sl]) for sl in batches(len(images), 64)])
-
-        @torch.no_grad()
-        def view(index: torch.Tensor) -> torch.Tensor:
-            return model.resize(self.training_batch(images, index))
-
-        _train_memae(model, inputs, cfg, self.key, progress, view if self.augmenting else None)
+        self.train_memory(model, inputs, images, model.resize, progress)
 
 
-class MemAEFeatDetector(Detector):
+class MemAEFeatDetector(_MemoryAEDetector):
     """Feature-space Mem-AE (reconstruction of frozen Lite0 features)."""
 
     key = "memae_feat"
@@ -378,7 +403,6 @@ class MemAEFeatDetector(Detector):
     #: torch vs OpenVINO fp32 (CPU): measured max deviation 4.7e-7 (score), 9.9e-7 (map) at quick_config,
     #: score relative / map relative to its range; the base's default tolerances keep a >30x
     #: margin.
-    score_modes: ClassVar[tuple[str, ...]] = RECONSTRUCTION_SCORE_MODES
 
     config: MemAEFeatConfig
 
@@ -389,15 +413,7 @@ class MemAEFeatDetector(Detector):
         )
 
     def build_model(self) -> nn.Module:
-        cfg = self.config
-        return FeatureMemAEModel(
-            cfg.backbone,
-            tuple(cfg.widths),
-            cfg.memory_size,
-            cfg.shrink(),
-            cfg.map_sigma(),
-            self.built_score_mode(),
-        )
+        return FeatureMemAEModel(self.config.backbone, *self.memory_args())
 
     def fit_model(self, images: torch.Tensor, progress: ProgressFn) -> None:
         cfg = self.config
@@ -419,11 +435,10 @@ class MemAEFeatDetector(Detector):
         model.feat_std.copy_(std)
         inputs = (feats - mean) / std
 
-        @torch.no_grad()
-        def view(index: torch.Tensor) -> torch.Tensor:
-            return (model.features(self.training_batch(images, index)) - mean) / std
+        def prepare(batch: torch.Tensor) -> torch.Tensor:
+            return (model.features(batch) - mean) / std
 
-        _train_memae(model, inputs, cfg, self.key, progress, view if self.augmenting else None)
+        self.train_memory(model, inputs, images, prepare, progress)
 
 
 DETECTOR = MemAEDetector
