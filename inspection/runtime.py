@@ -10,6 +10,7 @@ letterboxes; bundles without it stretch).
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import logging
 import os
@@ -145,34 +146,45 @@ def resolve_precision(requested: str, meta: dict[str, Any], capabilities: list[s
 CACHE_MAX_MB = 2048
 
 
-def prune_cache(cache_dir: Path, max_mb: float = CACHE_MAX_MB) -> list[Path]:
-    """Delete the least recently written blobs until ``cache_dir`` holds at most ``max_mb``.
+def prune_cache(
+    cache_dir: Path, max_mb: float = CACHE_MAX_MB, keep: Path | None = None
+) -> list[Path]:
+    """Delete the least recently written entries until ``cache_dir`` holds at most ``max_mb``.
 
-    Returns the deleted files. Errors (a blob another process is using or removed) are skipped:
-    pruning is housekeeping, never a reason to fail a model load.
+    Entries are OpenVINO's compiled blobs and the station's prepared graphs
+    (:func:`station_ir`: ``station-*.xml``/``.bin``/``.json``, one entry). Never the newest blob
+    (the model just compiled) nor ``keep`` (the prepared graph just loaded). Returns the deleted
+    files. Errors (a file another process is using or removed) are skipped: pruning is
+    housekeeping, never a reason to fail a model load.
     """
     try:
-        blobs = sorted(
-            (p for p in cache_dir.iterdir() if p.is_file() and p.suffix == ".blob"),
-            key=lambda p: p.stat().st_mtime,
-        )
-        total = sum(p.stat().st_size for p in blobs)
+        files = [p for p in cache_dir.iterdir() if p.is_file()]
+        blobs = sorted((p for p in files if p.suffix == ".blob"), key=lambda p: p.stat().st_mtime)
+        graphs = [p for p in files if p.name.startswith("station-") and p.suffix == ".bin"]
+        entries = [(p.stat().st_mtime, [p]) for p in blobs[:-1]]
+        for weights in graphs:
+            if keep is not None and weights.stem == keep.stem:
+                continue
+            group = [weights.with_suffix(".xml"), weights, weights.with_suffix(".json")]
+            entries.append((weights.stat().st_mtime, group))
+        total = sum(p.stat().st_size for p in files if p.suffix in (".blob", ".bin", ".xml"))
     except OSError:
         return []
     removed: list[Path] = []
     limit = max_mb * 2**20
-    for blob in blobs[:-1]:  # never the newest: the model just compiled
+    for _, group in sorted(entries, key=lambda e: e[0]):
         if total <= limit:
             break
-        try:
-            size = blob.stat().st_size
-            blob.unlink()
-        except OSError:
-            continue
-        total -= size
-        removed.append(blob)
+        for path in group:
+            try:
+                size = path.stat().st_size
+                path.unlink()
+            except OSError:
+                continue
+            total -= size
+            removed.append(path)
     if removed:
-        logger.info("OpenVINO compile cache %s: removed %d old blob(s)", cache_dir, len(removed))
+        logger.info("OpenVINO compile cache %s: removed %d old file(s)", cache_dir, len(removed))
     return removed
 
 
@@ -243,6 +255,99 @@ def put_constants_first(model: Any, min_mb: float | None = None) -> int:
     if count:
         model.validate_nodes_and_infer_types()
     return count
+
+
+#: Version of what :func:`prepare_graph` does to a bundle's graph; part of the prepared graph's
+#: cache key, so a change here never loads a graph prepared by an older release.
+PREPARED_GRAPH_VERSION = 1
+
+
+def prepare_graph(
+    model: Any, xml: Path, size: int, batch_size: int | None, constants_first: bool
+) -> tuple[Any, int]:
+    """A bundle's graph made into what the station compiles, and how many MatMuls were swapped.
+
+    Checks the (N, 3, S, S) input, applies :func:`put_constants_first`, fixes the batch size
+    (``size``: S) when asked and compiles the uint8 NHWC -> float NCHW conversion into the graph.
+    """
+    import openvino as ov
+
+    shape = model.input(0).get_partial_shape()
+    if shape.rank.get_length() != 4 or str(shape[1]) != "3":
+        raise ModelFileError(f"{xml}: input shape {shape} is not (N, 3, S, S)")
+    swapped = put_constants_first(model) if constants_first else 0
+    if batch_size is not None:
+        model.reshape({model.input(0).get_any_name(): [batch_size, 3, size, size]})
+    ppp = ov.preprocess.PrePostProcessor(model)
+    ppp.input().tensor().set_element_type(ov.Type.u8).set_layout(ov.Layout("NHWC"))
+    ppp.input().model().set_layout(ov.Layout("NCHW"))
+    ppp.input().preprocess().convert_element_type(ov.Type.f32).scale(255.0)
+    return ppp.build(), swapped
+
+
+def _prepared_key(xml: Path, size: int, batch_size: int | None, constants_first: bool) -> str:
+    """Cache key of a bundle's prepared graph: the graph file, its weights file's identity
+    (absolute path, size, modification time: what OpenVINO's own cache uses for a model read
+    from a path) and everything :func:`prepare_graph` depends on."""
+    import openvino as ov
+
+    weights = xml.with_suffix(".bin")
+    stat = weights.stat()
+    digest = hashlib.sha256(xml.read_bytes())
+    limit = CONSTANTS_FIRST_MIN_MB if constants_first else None
+    parts = (weights.resolve(), stat.st_size, stat.st_mtime_ns, size, batch_size, limit)
+    digest.update(repr((*parts, PREPARED_GRAPH_VERSION, ov.__version__)).encode())
+    return digest.hexdigest()[:24]
+
+
+def station_ir(
+    core: Any,
+    xml: Path,
+    cache_dir: Path,
+    size: int,
+    batch_size: int | None,
+    constants_first: bool,
+) -> tuple[Path, int] | None:
+    """The bundle's prepared graph (:func:`prepare_graph`) saved in the compile cache; its path
+    and the MatMuls swapped, or None (with a warning) when it cannot be written.
+
+    Why: OpenVINO keys its compile cache on a model *object* by hashing the whole graph with
+    its weights, so every restart read the bundle's weights into memory only to find the
+    compiled blob, which maps its own copy of them: PaDiM at 256 px peaked at ~565 MiB on a cache
+    hit in a bare process. A model compiled *from a file path* is keyed on the file's identity
+    instead: the weights of the bundle are never read on a hit (~330 MiB, and a faster start).
+    Written once per bundle and settings (atomically: a second station starting at the same
+    time writes its own copy and the last rename wins, same content).
+    """
+    import openvino as ov
+
+    try:
+        key = _prepared_key(xml, size, batch_size, constants_first)
+    except OSError:
+        return None  # no weights file: the caller's read_model reports it
+    path = cache_dir / f"station-{key}.xml"
+    info = path.with_suffix(".json")
+    try:
+        if path.is_file() and path.with_suffix(".bin").is_file():
+            return path, int(json.loads(info.read_text())["constants_first"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # half written or damaged: prepare it again
+    try:
+        model, swapped = prepare_graph(core.read_model(xml), xml, size, batch_size, constants_first)
+    except RuntimeError as exc:
+        raise ModelFileError(f"cannot load OpenVINO model {xml}: {exc}") from exc
+    tmp = cache_dir / f"station-{key}.tmp{os.getpid()}.xml"
+    try:
+        ov.save_model(model, tmp, compress_to_fp16=False)
+        tmp.with_suffix(".json").write_text(json.dumps({"constants_first": swapped}))
+        for suffix in (".bin", ".json", ".xml"):  # the graph last: it marks the entry complete
+            os.replace(tmp.with_suffix(suffix), path.with_suffix(suffix))
+    except (OSError, RuntimeError) as exc:
+        logger.warning("cannot keep the prepared graph in %s (%s): compiling without", path, exc)
+        for suffix in (".bin", ".json", ".xml"):
+            tmp.with_suffix(suffix).unlink(missing_ok=True)
+        return None
+    return path, swapped
 
 
 class OpenVinoModel:
@@ -326,29 +431,25 @@ class OpenVinoModel:
         if cpu_pinning is not None:
             config["ENABLE_CPU_PINNING"] = cpu_pinning
         self.cache_dir = usable_cache_dir(cache_dir)
+        prepared = None
         if self.cache_dir is not None:
             config["CACHE_DIR"] = str(self.cache_dir)
+            prepared = station_ir(core, xml, self.cache_dir, self.size, batch_size, constants_first)
         try:
-            model = core.read_model(xml)
-            #: batched MatMuls whose constant weights are read in place
-            #: (:func:`put_constants_first`)
-            self.constants_first = put_constants_first(model) if constants_first else 0
-            shape = model.input(0).get_partial_shape()
-            if shape.rank.get_length() != 4 or str(shape[1]) != "3":
-                raise ModelFileError(f"{xml}: input shape {shape} is not (N, 3, S, S)")
-            if batch_size is not None:
-                model.reshape(
-                    {model.input(0).get_any_name(): [batch_size, 3, self.size, self.size]}
+            if prepared is not None:
+                #: batched MatMuls whose constant weights are read in place
+                #: (:func:`put_constants_first`)
+                self.constants_first = prepared[1]
+                self.compiled = core.compile_model(str(prepared[0]), device, config)
+            else:
+                model, self.constants_first = prepare_graph(
+                    core.read_model(xml), xml, self.size, batch_size, constants_first
                 )
-            ppp = ov.preprocess.PrePostProcessor(model)
-            ppp.input().tensor().set_element_type(ov.Type.u8).set_layout(ov.Layout("NHWC"))
-            ppp.input().model().set_layout(ov.Layout("NCHW"))
-            ppp.input().preprocess().convert_element_type(ov.Type.f32).scale(255.0)
-            self.compiled = core.compile_model(ppp.build(), device, config)
+                self.compiled = core.compile_model(model, device, config)
         except RuntimeError as exc:
             raise ModelFileError(f"cannot load OpenVINO model {xml}: {exc}") from exc
         if self.cache_dir is not None:
-            prune_cache(self.cache_dir)
+            prune_cache(self.cache_dir, keep=prepared[0] if prepared else None)
         self._tensor = ov.Tensor
         self.request = self.compiled.create_infer_request()
 

@@ -355,7 +355,9 @@ class PipelineConfig(_Model):
     ``auto`` by default: chosen when the station loads its model, from the CPU cores it may use
     and the bundle (:func:`inspection.station.tuning.resolve_tuning`); a number pins one.
     ``persist_queue_size``/
-    ``persist_batch``: results waiting for the database / written per transaction;
+    ``persist_batch``: results waiting for the database / written per transaction (each waiting
+    result holds its frame and float32 map, ~0.45 MB at 256 px: 64 bound that to ~30 MB; a
+    database outage belongs in the disk spool, ``INSPECTION_SPOOL_DIR``, not in memory);
     ``persist_linger_ms``: how long the persist stage waits for more results to fill a batch
     (fewer, larger transactions: less CPU per result; delays only the row, never the verdict);
     ``persist_retry_s``: how long a result is retried while the database is unavailable before
@@ -368,7 +370,7 @@ class PipelineConfig(_Model):
     batch_size: Annotated[int, Field(ge=1, le=64)] | Literal["auto"] = "auto"
     infer_workers: Annotated[int, Field(ge=1, le=8)] | Literal["auto"] = "auto"
     requests_per_worker: Annotated[int, Field(ge=1, le=4)] | Literal["auto"] = "auto"
-    persist_queue_size: int = Field(256, ge=1)
+    persist_queue_size: int = Field(64, ge=1)
     persist_batch: int = Field(32, ge=1)
     persist_linger_ms: float = Field(20.0, ge=0, le=1000)
     persist_retry_s: float = Field(60.0, ge=0)

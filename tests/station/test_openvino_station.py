@@ -255,12 +255,52 @@ def test_compile_cache_is_filled_and_reused(tmp_path: Path, padim_bundle: Path) 
     cold = OpenVinoModel(padim_bundle, batch_size=1, cache_dir=cache)
     blobs = sorted(p.name for p in cache.iterdir() if p.is_file())
     assert blobs, "OpenVINO wrote nothing to the compile cache"
+    assert len([p for p in cache.iterdir() if p.suffix == ".blob"]) == 1
+    prepared = [p.suffix for p in cache.iterdir() if p.name.startswith("station-")]
+    assert sorted(prepared) == [".bin", ".json", ".xml"]  # the station's graph, keyed by file
     warm = OpenVinoModel(padim_bundle, batch_size=1, cache_dir=cache)
     assert sorted(p.name for p in cache.iterdir() if p.is_file()) == blobs  # reused, not added
+    assert warm.constants_first == cold.constants_first
     for frame in frames:
         a, b = cold.predict(frame[None]), warm.predict(frame[None])
         np.testing.assert_allclose(a.raw_score, b.raw_score, rtol=1e-5)
         np.testing.assert_allclose(a.anomaly_map, b.anomaly_map, rtol=1e-4, atol=1e-6)
+
+
+def test_changed_bundle_weights_are_prepared_again(tmp_path: Path, padim_bundle: Path) -> None:
+    """The prepared graph is keyed on the weights file's identity: a bundle whose model.bin
+    changed (retrained in place) is never scored with the old weights."""
+    import os
+    import shutil
+    import xml.etree.ElementTree as ET
+
+    from inspection.runtime import OpenVinoModel
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(padim_bundle, bundle)
+    cache = tmp_path / "ov-cache"
+    frame = SyntheticLine("disc", size=64, seed=3).defects(1)[0].image[None]
+    before = OpenVinoModel(bundle, batch_size=1, cache_dir=cache).predict(frame)
+    weights = bundle / "model.bin"
+    consts = ET.parse(bundle / "model.xml").iter("data")
+    largest = max(
+        (
+            d.attrib
+            for d in consts
+            if d.attrib.get("element_type") == "f32" and "offset" in d.attrib
+        ),
+        key=lambda a: int(a["size"]),
+    )
+    data = np.fromfile(weights, dtype=np.uint8)
+    start, stop = int(largest["offset"]), int(largest["offset"]) + int(largest["size"])
+    data[start:stop] = (data[start:stop].view(np.float32) * 2.0).view(np.uint8)  # same size
+    data.tofile(weights)
+    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))
+    after = OpenVinoModel(bundle, batch_size=1, cache_dir=cache).predict(frame)
+    fresh = OpenVinoModel(bundle, batch_size=1).predict(frame)
+    assert len(list(cache.glob("station-*.xml"))) == 2
+    np.testing.assert_array_equal(after.raw_score, fresh.raw_score)
+    assert not np.array_equal(after.anomaly_map, before.anomaly_map)
 
 
 def test_compile_cache_folder_resolution(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -293,6 +333,24 @@ def test_compile_cache_is_pruned_oldest_first(tmp_path: Path) -> None:
     removed = prune_cache(tmp_path, max_mb=2)
     assert [p.name for p in removed] == ["0.blob", "1.blob"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["2.blob", "3.blob", "keep.txt"]
+
+
+def test_compile_cache_prunes_prepared_graphs_whole(tmp_path: Path) -> None:
+    """A prepared graph's three files go together, oldest first; the one in use stays."""
+    import os
+
+    from inspection.runtime import prune_cache
+
+    for i, name in enumerate(["station-a", "station-b", "station-c"]):
+        for suffix, size in ((".xml", 1), (".bin", 2**20), (".json", 1)):
+            path = tmp_path / f"{name}{suffix}"
+            path.write_bytes(b"x" * size)
+            os.utime(path, (1000 + i, 1000 + i))
+    (tmp_path / "new.blob").write_bytes(b"x" * 2**20)
+    removed = prune_cache(tmp_path, max_mb=3.5, keep=tmp_path / "station-a.xml")
+    assert sorted(p.name for p in removed) == ["station-b.bin", "station-b.json", "station-b.xml"]
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == ["new.blob", *(f"station-{n}.{s}" for n in "ac" for s in ("bin", "json", "xml"))]
 
 
 def test_station_reads_large_constant_weights_in_place(
