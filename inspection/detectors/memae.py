@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from itertools import pairwise
 from typing import ClassVar, Literal
 
@@ -115,7 +115,33 @@ def _up(cin: int, cout: int) -> nn.Sequential:
     )
 
 
-class MemAEModel(nn.Module):
+class _MemoryAutoencoder(nn.Module):
+    """Encoder -> memory -> decoder, and the anomaly output both Mem-AE variants compute from
+    the reconstruction error (subclasses build ``encoder``, ``memory``, ``decoder``, ``blur``
+    and set ``score_mode``)."""
+
+    encoder: nn.Module
+    memory: MemoryModule
+    decoder: nn.Module
+    blur: GaussianBlur
+    score_mode: str
+
+    def reconstruct(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Prepared input -> (reconstruction, addressing weights)."""
+        read, weights = self.memory(self.encoder(x))
+        return self.decoder(read), weights
+
+    def anomaly(self, x: torch.Tensor, size: Sequence[int]) -> InferenceBatch:
+        """Score and map of prepared input ``x``: the squared reconstruction error (mean over
+        channels) smoothed to ``size``; the image score per ``score_mode``."""
+        recon, _ = self.reconstruct(x)
+        err = ((recon - x) ** 2).mean(dim=1, keepdim=True)
+        amap = self.blur(err, size)
+        score = err.mean(dim=(1, 2, 3)) if self.score_mode == "mean" else amap.amax(dim=(1, 2, 3))
+        return InferenceBatch(pred_score=score, anomaly_map=amap)
+
+
+class MemAEModel(_MemoryAutoencoder):
     """Pixel-space Mem-AE. ``widths`` are the encoder channels, each stage halving resolution.
 
     Eval forward: (N, 3, H, W) normalised -> InferenceBatch(score (N,), map (N, 1, H, W)).
@@ -146,21 +172,11 @@ class MemAEModel(nn.Module):
         """Resize (N, 3, H, W) to the working resolution (identity when already there)."""
         return resize_to(images, self.work_size)
 
-    def reconstruct(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """x at work size -> (reconstruction, addressing weights)."""
-        read, weights = self.memory(self.encoder(x))
-        return self.decoder(read), weights
-
     def forward(self, images: torch.Tensor) -> InferenceBatch:
-        x = self.resize(images)
-        recon, _ = self.reconstruct(x)
-        err = ((recon - x) ** 2).mean(dim=1, keepdim=True)
-        amap = self.blur(err, images.shape[-2:])
-        score = err.mean(dim=(1, 2, 3)) if self.score_mode == "mean" else amap.amax(dim=(1, 2, 3))
-        return InferenceBatch(pred_score=score, anomaly_map=amap)
+        return self.anomaly(self.resize(images), images.shape[-2:])
 
 
-class FeatureMemAEModel(nn.Module):
+class FeatureMemAEModel(_MemoryAutoencoder):
     """Feature-space Mem-AE on frozen Lite0 blocks 2 + 4 (152 channels at stride 8).
 
     Features are standardised with per-channel buffers (``feat_mean`` / ``feat_std``) before
@@ -213,18 +229,9 @@ class FeatureMemAEModel(nn.Module):
         f2, f4 = self.backbone(images)
         return torch.cat([f2, upsample(f4, f2.shape[-2:])], dim=1)
 
-    def reconstruct(self, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Standardised features -> (reconstruction, addressing weights)."""
-        read, weights = self.memory(self.encoder(feats))
-        return self.decoder(read), weights
-
     def forward(self, images: torch.Tensor) -> InferenceBatch:
         feats = (self.features(images) - self.feat_mean) / self.feat_std
-        recon, _ = self.reconstruct(feats)
-        err = ((recon - feats) ** 2).mean(dim=1, keepdim=True)
-        amap = self.blur(err, images.shape[-2:])
-        score = err.mean(dim=(1, 2, 3)) if self.score_mode == "mean" else amap.amax(dim=(1, 2, 3))
-        return InferenceBatch(pred_score=score, anomaly_map=amap)
+        return self.anomaly(feats, images.shape[-2:])
 
 
 class MemoryAEConfig(TrainedDetectorConfig):
