@@ -16,6 +16,13 @@ Variants (each general, none reads a test label):
 - ``rot``: the bank also covers the training images rotated by 90, 180 and 270 degrees and
   mirrored (parts that lie in any orientation); cover size as base.
 - ``max``: no reweighting (image score = the largest patch distance).
+- Image scores computed for every bank: ``reweighted`` (paper, eq. 7), ``max``,
+  ``top1pct_mean`` / ``top5pct_mean`` (mean of the largest 1 % / 5 % of the image's patch
+  distances: a defect covering several patches counts more than one odd patch).
+- Tokens joined by ``+`` on the raw-layer cache (every variant but ``rot``): ``L<stages>`` the
+  Lite0 stages that feed the patch features (``L24`` = ``blocks.2`` + ``blocks.4``, the default;
+  ``L234``, ``L34``, ``L2345``), ``pool<k>`` the k x k neighbourhood averaging (default 3),
+  ``bank<n>`` the coreset cap (default 4096).
 
     .venv/bin/python bench/explore/patchcore_offline.py --size 256 --name patchcore-offline
 """
@@ -31,6 +38,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.nn import functional as F
 
 from inspection.bench.report import markdown_table, stamp, write_results
 
@@ -90,6 +98,72 @@ def features(dataset: str, size: int, data_root: Path, rotated: bool) -> dict[st
     return data
 
 
+RAW_LAYERS = ("blocks.2", "blocks.3", "blocks.4", "blocks.5")
+
+
+def raw_features(dataset: str, size: int, data_root: Path) -> dict[str, Any]:
+    """Cached un-pooled feature maps of Lite0 ``RAW_LAYERS`` for one set at ``size``:
+    ``{"train": {layer: (N, C, h, w) half}, "test": ..., "labels": (N,)}``."""
+    path = CACHE / f"{dataset}-{size}-raw.pt"
+    if path.exists():
+        return torch.load(path)
+    from inspection.bench.suite import DATASETS, load_dataset
+    from inspection.detectors import registry
+
+    train, test = load_dataset(DATASETS[dataset], data_root, size)
+    det = registry.create({"type": "patchcore", "image_size": size, "layers": RAW_LAYERS})
+    det._resolve_photometric(train.images)  # as fit() does: standardise when exposure varies
+    model = det.torch_model
+    model.eval()
+
+    def maps(images: np.ndarray) -> dict[str, torch.Tensor]:
+        out: dict[str, list[torch.Tensor]] = {k: [] for k in RAW_LAYERS}
+        with torch.no_grad():
+            for start in range(0, len(images), 16):
+                feats = model.feature_extractor(det._prepare(images[start : start + 16]))
+                for k in RAW_LAYERS:
+                    out[k].append(feats[k].half())
+        return {k: torch.cat(v) for k, v in out.items()}
+
+    data = {
+        "train": maps(train.images),
+        "test": maps(test.images),
+        "labels": torch.from_numpy(test.labels.astype(np.int64)),
+    }
+    CACHE.mkdir(parents=True, exist_ok=True)
+    torch.save(data, path)
+    return data
+
+
+def parse_variant(name: str) -> dict[str, Any]:
+    """Settings of a ``+``-joined variant name (see the module docstring)."""
+    spec: dict[str, Any] = {"layers": ("blocks.2", "blocks.4"), "pool": 3, "bank": None}
+    for token in name.split("+"):
+        if token.startswith("L") and token[1:].isdigit():
+            spec["layers"] = tuple(f"blocks.{c}" for c in token[1:])
+        elif token.startswith("pool"):
+            spec["pool"] = int(token[4:])
+        elif token.startswith("bank"):
+            spec["bank"] = int(token[4:])
+    return spec
+
+
+def embed_raw(maps: dict[str, torch.Tensor], layers: tuple[str, ...], pool: int) -> torch.Tensor:
+    """(N, h*w, D) patch embeddings as the detector builds them (anomalib's pooling + bilinear
+    upsampling to the first layer's grid + concatenation) from cached raw maps."""
+    pooler = torch.nn.AvgPool2d(pool, 1, pool // 2)
+    out = []
+    n = len(maps[layers[0]])
+    for start in range(0, n, 64):
+        parts = [pooler(maps[k][start : start + 64].float()) for k in layers]
+        emb = parts[0]
+        for p in parts[1:]:
+            emb = torch.cat([emb, F.interpolate(p, size=emb.shape[-2:], mode="bilinear")], 1)
+        b, d, h, w = emb.shape
+        out.append(emb.permute(0, 2, 3, 1).reshape(b, h * w, d))
+    return torch.cat(out)
+
+
 def nearest(patches: torch.Tensor, bank: torch.Tensor) -> torch.Tensor:
     """(N, P) distance of each patch to its nearest bank row."""
     out = torch.empty(patches.shape[:2])
@@ -123,12 +197,22 @@ def auroc(scores: torch.Tensor, labels: torch.Tensor) -> float:
 def run_variant(name: str, data: dict[str, Any], max_bank: int) -> dict[str, float]:
     from inspection.detectors.patchcore import greedy_coreset
 
-    train = data["train"].reshape(-1, data["train"].shape[-1]).float()
-    test = data["test"].float()
+    if "rot" in name:
+        train = data["train"].reshape(-1, data["train"].shape[-1]).float()
+        test = data["test"].float()
+        channels = data["channels"]
+    else:
+        spec = parse_variant(name)
+        max_bank = spec["bank"] or max_bank
+        train_emb = embed_raw(data["train"], spec["layers"], spec["pool"])
+        train = train_emb.reshape(-1, train_emb.shape[-1])
+        del train_emb
+        test = embed_raw(data["test"], spec["layers"], spec["pool"])
+        channels = [int(data["train"][k].shape[1]) for k in spec["layers"]]
     scale = torch.ones(train.shape[1])
     if name.startswith("layernorm"):
         start = 0
-        for c in data["channels"]:
+        for c in channels:
             part = train[:, start : start + c]
             scale[start : start + c] = 1.0 / part.norm(dim=1).mean()
             start += c
@@ -150,6 +234,8 @@ def run_variant(name: str, data: dict[str, Any], max_bank: int) -> dict[str, flo
         "top1pct_mean": auroc(
             dist.topk(max(1, dist.shape[1] // 100), dim=1).values.mean(1), labels
         ),
+        "top5pct_mean": auroc(dist.topk(max(1, dist.shape[1] // 20), dim=1).values.mean(1), labels),
+        "dim": int(train.shape[1]),
         "select_s": round(select_s, 1),
         "bank": len(bank),
         "pool": len(pool),
@@ -173,14 +259,22 @@ def main() -> None:
         json.loads(out_json.read_text())["rows"] if out_json.exists() else []
     )
     for dataset in args.sets:
-        rotated = any("rot" in v for v in args.variants)
-        data = features(dataset, args.size, Path(args.data_root), rotated)
         for variant in args.variants:
+            if "rot" in variant:
+                data = features(dataset, args.size, Path(args.data_root), True)
+            else:
+                data = raw_features(dataset, args.size, Path(args.data_root))
             result = run_variant(variant, data, args.max_bank)
+            max_bank = (
+                parse_variant(variant)["bank"] or args.max_bank
+                if "rot" not in variant
+                else args.max_bank
+            )
             row = {
                 "dataset": dataset,
+                "features": "raw" if "rot" not in variant else "embedded",
                 "size": args.size,
-                "max_bank": args.max_bank,
+                "max_bank": max_bank,
                 "variant": variant,
                 **result,
             }
@@ -189,7 +283,7 @@ def main() -> None:
                 r
                 for r in rows
                 if (r["dataset"], r["size"], r["max_bank"], r["variant"])
-                != (dataset, args.size, args.max_bank, variant)
+                != (dataset, args.size, max_bank, variant)
             ]
             rows.append(row)
             cols = [
@@ -200,6 +294,8 @@ def main() -> None:
                 "reweighted",
                 "max",
                 "top1pct_mean",
+                "top5pct_mean",
+                "dim",
                 "bank",
                 "pool",
                 "select_s",
