@@ -21,7 +21,7 @@ Variants (each general, none reads a test label):
   distances: a defect covering several patches counts more than one odd patch).
 - Tokens joined by ``+`` on the raw-layer cache (every variant but ``rot``): ``L<stages>`` the
   Lite0 stages that feed the patch features (``L24`` = ``blocks.2`` + ``blocks.4``, the default;
-  ``L234``, ``L34``, ``L2345``), ``pool<k>`` the k x k neighbourhood averaging (default 3),
+  ``L246``; timm exposes only the stage ends 0, 1, 2, 4, 6 of Lite0), ``pool<k>`` the k x k neighbourhood averaging (default 3),
   ``bank<n>`` the coreset cap (default 4096).
 
     .venv/bin/python bench/explore/patchcore_offline.py --size 256 --name patchcore-offline
@@ -98,7 +98,7 @@ def features(dataset: str, size: int, data_root: Path, rotated: bool) -> dict[st
     return data
 
 
-RAW_LAYERS = ("blocks.2", "blocks.3", "blocks.4", "blocks.5")
+RAW_LAYERS = ("blocks.2", "blocks.4", "blocks.6")  # timm exposes only stage ends: 0, 1, 2, 4, 6
 
 
 def raw_features(dataset: str, size: int, data_root: Path) -> dict[str, Any]:
