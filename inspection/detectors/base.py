@@ -438,6 +438,12 @@ class Detector(ABC):
     def load_extra_state(self, state: dict[str, Any]) -> None:  # noqa: B027
         """Restore what :meth:`extra_state` returned."""
 
+    @classmethod
+    def saved_config(cls, config: dict[str, Any]) -> dict[str, Any]:
+        """A config read from ``detector.json``, with whatever a detector whose defaults
+        changed since it was saved needs to behave as it did then (default: as it is)."""
+        return config
+
     def save(self, directory: str | Path) -> Path:
         """Write ``detector.json`` (key + config) and ``weights.pt`` to ``directory``."""
         if not self.fitted:
@@ -465,7 +471,7 @@ class Detector(ABC):
             raise ModelFileError(f"cannot read detector metadata in {path}: {exc}") from exc
         if meta.get("key") != cls.key:
             raise ModelFileError(f"{path} holds a {meta.get('key')!r} detector, not {cls.key!r}")
-        detector = cls(cls.Config.model_validate(meta["config"]))
+        detector = cls(cls.Config.model_validate(cls.saved_config(meta["config"])))
         try:
             state = torch.load(path / "weights.pt", map_location="cpu", weights_only=False)
             load_state_resizing_buffers(detector.torch_model, state["model"])

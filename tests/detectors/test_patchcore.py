@@ -78,7 +78,7 @@ def test_fast_inference_equals_anomalibs_forward() -> None:
     from anomalib.models.image.patchcore.torch_model import PatchcoreModel
 
     data = synthetic_set(64, 12, 4, seed=2)
-    det = PatchcoreDetector(PatchcoreConfig(image_size=64, max_bank=300))
+    det = PatchcoreDetector(PatchcoreConfig(image_size=64, max_bank=300, score="reweighted"))
     det.fit(data.images[:12])
     model = det.torch_model.eval()
     x = det._prepare(data.images)
@@ -87,3 +87,40 @@ def test_fast_inference_equals_anomalibs_forward() -> None:
         reference = PatchcoreModel.forward(model, x)
     torch.testing.assert_close(ours.pred_score, reference.pred_score, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(ours.anomaly_map, reference.anomaly_map, rtol=1e-4, atol=1e-4)
+
+
+def test_top_mean_score_is_the_mean_of_the_largest_patch_distances() -> None:
+    data = synthetic_set(64, 12, 4, seed=2)
+    det = PatchcoreDetector(PatchcoreConfig(image_size=64, max_bank=300, top_fraction=0.2))
+    assert det.config.score == "top_mean"  # the default
+    det.fit(data.images[:12])
+    model = det.torch_model.eval()
+    x = det._prepare(data.images)
+    with torch.no_grad():
+        ours = model(x).pred_score
+        feats = {k: model.feature_pooler(v) for k, v in model.feature_extractor(x).items()}
+        emb = model.generate_embedding(feats)
+        b, d, h, w = emb.shape
+        patches = emb.permute(0, 2, 3, 1).reshape(b, h * w, d)
+        dist = torch.cdist(patches, model.memory_bank[None]).amin(2)  # (B, P)
+    k = int(h * w * 0.2)
+    expected = dist.topk(k, dim=1).values.mean(1)
+    torch.testing.assert_close(ours, expected, rtol=1e-3, atol=1e-3)
+
+
+def test_a_bundle_saved_before_the_score_option_keeps_the_reweighted_score(tmp_path) -> None:
+    import json
+
+    train = synthetic_set(64, 12, 0, seed=1)
+    det = PatchcoreDetector(PatchcoreConfig(image_size=64, max_bank=100, score="reweighted"))
+    det.fit(train.images)
+    out = det.save(tmp_path / "old")
+    meta = json.loads((out / "detector.json").read_text())
+    for key in ("score", "top_fraction"):
+        del meta["config"][key]  # as written before the option existed
+    (out / "detector.json").write_text(json.dumps(meta))
+    loaded = PatchcoreDetector.load(out)
+    assert loaded.config.score == "reweighted"
+    np.testing.assert_allclose(
+        loaded.predict(train.images[:2]).score, det.predict(train.images[:2]).score, rtol=1e-5
+    )
