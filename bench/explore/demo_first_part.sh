@@ -5,7 +5,7 @@ set -u
 rm -rf /tmp/demo-clone && git clone -q "$(realpath "${1:-.}")" /tmp/demo-clone && cd /tmp/demo-clone
 echo "commit $(git rev-parse HEAD)"
 t0=$(date +%s.%N); echo "start $(date -Is) load $(cut -d' ' -f1 /proc/loadavg)"
-make demo > demo.log 2>&1 &
+setsid make demo > demo.log 2>&1 &
 pid=$!
 setup_done=""
 while true; do
@@ -17,5 +17,5 @@ while true; do
   if ! kill -0 $pid 2>/dev/null; then echo "demo exited"; tail -20 demo.log; break; fi
   sleep 1
 done
-pkill -TERM -f "/tmp/demo-clone/.venv/bin/inspection demo"; sleep 15; pkill -KILL -f "/tmp/demo-clone/.venv/bin/inspection demo"
+kill -TERM -- -"$pid" 2>/dev/null; sleep 15; kill -KILL -- -"$pid" 2>/dev/null  # the whole demo: make and its children
 echo "end $(date -Is)"
