@@ -42,7 +42,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from inspection.backbone import install_offline_weights
-from inspection.detectors._common import GaussianBlur
+from inspection.detectors._common import GaussianBlur, static_dims
 from inspection.detectors.base import (
     Detector,
     DetectorConfig,
@@ -198,7 +198,7 @@ def _fast_model_class() -> type[nn.Module]:
         def forward(self, input_tensor: torch.Tensor) -> torch.Tensor | InferenceBatch:
             if self.training:
                 return super().forward(input_tensor)
-            if self.memory_bank.size(0) == 0:
+            if static_dims(self.memory_bank.size(0)) == (0,):
                 raise ValueError("Memory bank is empty. Cannot provide anomaly scores")
             output_size = input_tensor.shape[-2:]
             with torch.no_grad():
@@ -214,7 +214,8 @@ def _fast_model_class() -> type[nn.Module]:
             d2 = (patches * patches).sum(2) - 2.0 * best
             patch_scores = d2.clamp_min(0.0).sqrt()  # (B, P) distance to the nearest entry
             if self.score_mode == "top_mean":
-                k = max(1, int(h * w * self.top_fraction))
+                n_patches = static_dims(h * w)[0]  # fixed by the bundle's input size
+                k = max(1, int(n_patches * self.top_fraction))
                 score = patch_scores.topk(k, dim=1).values.mean(1)
             else:
                 score = self._reweighted(patch_scores, patches, augmented)

@@ -1,4 +1,4 @@
-"""Export traces PaDiM and the shared map blur without torch's TracerWarning (fixed at the
+"""Export traces PaDiM, PatchCore and the shared map blur without torch's TracerWarning (fixed at the
 source: shapes are read as constants through detectors._common.static_dims; MKD calls one
 blur on maps of several sizes in one forward)."""
 
@@ -17,7 +17,7 @@ from inspection.runtime import OpenVinoModel
 from tests.conftest import synthetic_set
 
 
-@pytest.mark.parametrize("key", ["padim", "cutpaste", "mkd"])
+@pytest.mark.parametrize("key", ["padim", "patchcore", "cutpaste", "mkd"])
 def test_export_traces_without_tracer_warnings(key: str, tmp_path: Path) -> None:
     cls = registry.get(key)
     train = synthetic_set(64, 24, 0, seed=1)
