@@ -150,54 +150,15 @@ class InspectionData:
 
 def _build_inspection(data: InspectionData, type_ids: Mapping[str, int]) -> Inspection:
     now = utcnow()
-    regions = [
-        DefectRegion(
-            x=r.x,
-            y=r.y,
-            w=r.w,
-            h=r.h,
-            area_px=float(r.area_px),
-            score=r.score,
-            defect_type_id=type_ids[_type_key(r.defect_type)]
-            if r.defect_type is not None and r.defect_type.strip()
-            else None,
-            confidence=r.confidence,
-            is_unknown=r.is_unknown,
-        )
-        for r in data.regions
-    ]
+    regions = [DefectRegion(**_region_row(r, type_ids)) for r in data.regions]
     artifacts = [
         Artifact(
             region=regions[a.region_index] if a.region_index is not None else None,
-            kind=ArtifactKind(a.kind),
-            store_key=a.store_key,
-            sha256=a.sha256,
-            size_bytes=a.size_bytes,
-            media_type=a.media_type,
-            width_px=a.width_px,
-            height_px=a.height_px,
-            heatmap_max=a.heatmap_max,
-            heatmap_mean=a.heatmap_mean,
-            created_at=now,
+            **_artifact_row(a, now),
         )
         for a in data.artifacts
     ]
-    return Inspection(
-        station_id=data.station_id,
-        camera_id=data.camera_id,
-        captured_at=data.captured_at,
-        frame_ref=data.frame_ref,
-        idempotency_key=data.idempotency_key,
-        model_version_id=data.model_version_id,
-        raw_score=float(data.raw_score),
-        norm_score=float(data.norm_score),
-        verdict=Verdict(data.verdict),
-        latency_ms=float(data.latency_ms),
-        has_unknown=any(r.is_unknown for r in data.regions),
-        created_at=now,
-        regions=regions,
-        artifacts=artifacts,
-    )
+    return Inspection(**_inspection_row(data, now), regions=regions, artifacts=artifacts)
 
 
 def record_inspection(
@@ -330,6 +291,8 @@ def _validated_by_key(items: Sequence[InspectionData]) -> dict[tuple[int, str], 
 
 
 def _inspection_row(d: InspectionData, now: dt.datetime) -> dict[str, Any]:
+    """The inspection's columns (with :func:`_region_row` and :func:`_artifact_row`: one
+    mapping for the ORM objects of :func:`record_inspections` and the bulk INSERTs)."""
     return {
         "station_id": d.station_id,
         "camera_id": d.camera_id,
@@ -342,6 +305,30 @@ def _inspection_row(d: InspectionData, now: dt.datetime) -> dict[str, Any]:
         "verdict": Verdict(d.verdict),
         "latency_ms": float(d.latency_ms),
         "has_unknown": any(r.is_unknown for r in d.regions),
+        "created_at": now,
+    }
+
+
+def _region_row(r: RegionData, type_ids: Mapping[str, int]) -> dict[str, Any]:
+    return {
+        "x": r.x,
+        "y": r.y,
+        "w": r.w,
+        "h": r.h,
+        "area_px": float(r.area_px),
+        "score": r.score,
+        "defect_type_id": type_ids[_type_key(r.defect_type)]
+        if r.defect_type is not None and r.defect_type.strip()
+        else None,
+        "confidence": r.confidence,
+        "is_unknown": r.is_unknown,
+    }
+
+
+def _artifact_row(a: ArtifactData, now: dt.datetime) -> dict[str, Any]:
+    return {
+        **{f: getattr(a, f) for f in _ARTIFACT_COLUMNS},
+        "kind": ArtifactKind(a.kind),
         "created_at": now,
     }
 
@@ -381,22 +368,7 @@ def _bulk_insert(
     for pos, (d, ident) in enumerate(zip(items, inspection_ids, strict=True)):
         for index, r in enumerate(d.regions):
             owners.append((pos, index))
-            region_rows.append(
-                {
-                    "inspection_id": ident,
-                    "x": r.x,
-                    "y": r.y,
-                    "w": r.w,
-                    "h": r.h,
-                    "area_px": float(r.area_px),
-                    "score": r.score,
-                    "defect_type_id": type_ids[_type_key(r.defect_type)]
-                    if r.defect_type is not None and r.defect_type.strip()
-                    else None,
-                    "confidence": r.confidence,
-                    "is_unknown": r.is_unknown,
-                }
-            )
+            region_rows.append({"inspection_id": ident, **_region_row(r, type_ids)})
     region_ids: dict[tuple[int, int], int] = {}
     if region_rows:
         regions = DefectRegion.__table__
@@ -407,11 +379,9 @@ def _bulk_insert(
         region_ids = {owner: int(row[0]) for owner, row in zip(owners, got, strict=True)}
     artifact_rows = [
         {
-            **{f: getattr(a, f) for f in _ARTIFACT_COLUMNS},
-            "kind": ArtifactKind(a.kind),
+            **_artifact_row(a, now),
             "inspection_id": ident,
             "region_id": region_ids[(pos, a.region_index)] if a.region_index is not None else None,
-            "created_at": now,
         }
         for pos, (d, ident) in enumerate(zip(items, inspection_ids, strict=True))
         for a in d.artifacts
