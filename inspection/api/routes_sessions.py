@@ -12,9 +12,8 @@ from fastapi import APIRouter, Response
 
 from inspection.api.deps import Admin, AnyUser, Ctx, WriteSession, end_login
 from inspection.api.routes_api import CONFLICT, ERRORS, NOT_FOUND, IdPath, actor_of
-from inspection.api.routes_ui import redirect
+from inspection.api.routes_ui import redirect, redirect_errors
 from inspection.api.schemas import UserOut
-from inspection.errors import InspectionError
 from inspection.services import sessions
 
 log = logging.getLogger(__name__)
@@ -44,12 +43,10 @@ def api_sign_out_everywhere(user_id: IdPath, user: Admin, session: WriteSession)
 
 
 @router.post("/admin/users/{user_id}/sign-out-everywhere", include_in_schema=False)
+@redirect_errors("/admin/users")
 def sign_out_everywhere(user_id: IdPath, user: Admin, session: WriteSession) -> Response:
     """The users page's "Sign out everywhere" button (admin)."""
-    try:
-        done = sessions.sign_out_everywhere(session, user_id=user_id, actor=actor_of(user))
-    except InspectionError as exc:
-        return redirect("/admin/users", text=str(exc), kind="error")
+    done = sessions.sign_out_everywhere(session, user_id=user_id, actor=actor_of(user))
     if done.id == user.id:
         return redirect("/login", text="You were signed out everywhere.")
     return redirect("/admin/users", text=f"{done.username} was signed out everywhere.")

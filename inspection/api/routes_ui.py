@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import json
 import logging
 import secrets
-from typing import Annotated, Any
+from collections.abc import Callable
+from typing import Annotated, Any, ParamSpec
 from urllib.parse import quote, unquote, urlencode
 
 from fastapi import APIRouter, Form, Query, Request
@@ -125,6 +127,31 @@ def redirect(url: str, *, text: str | None = None, kind: str = "ok") -> Redirect
             FLASH_COOKIE, value, max_age=60, path="/", httponly=True, samesite="lax"
         )
     return response
+
+
+P = ParamSpec("P")
+
+
+def redirect_errors(
+    back: str,
+    errors: tuple[type[Exception], ...] = (InspectionError,),
+    message: Callable[[Exception], str] = str,
+) -> Callable[[Callable[P, Response]], Callable[P, Response]]:
+    """A form post's handler whose refusals (``errors``) redirect to ``back`` (formatted with
+    the path parameters, e.g. ``/stations/{station_id}``) with ``message(exc)`` as an error
+    message; the handler itself only says what happens when it succeeds."""
+
+    def decorate(handler: Callable[P, Response]) -> Callable[P, Response]:
+        @functools.wraps(handler)
+        def guarded(*args: P.args, **kwargs: P.kwargs) -> Response:
+            try:
+                return handler(*args, **kwargs)
+            except errors as exc:
+                return redirect(back.format(**kwargs), text=message(exc), kind="error")
+
+        return guarded
+
+    return decorate
 
 
 def _set_login_csrf(response: Response, token: str, *, secure: bool) -> None:
@@ -475,6 +502,7 @@ def _optional_float(value: str, name: str) -> float | None:
 
 
 @router.post("/stations/{station_id}/thresholds")
+@redirect_errors("/stations/{station_id}", (ValueError, InspectionError))
 def save_thresholds(
     station_id: IdPath,
     user: Engineer,
@@ -484,24 +512,22 @@ def save_thresholds(
     pixel_threshold: Annotated[str, Form(max_length=32)] = "",
 ) -> Response:
     """Save new thresholds (engineer; audited; unconfirmed: a page that names the change)."""
-    back = f"/stations/{station_id}"
-    try:
-        image = _optional_float(image_threshold, "image threshold")
-        pixel = _optional_float(pixel_threshold, "pixel threshold")
-        if not ask.confirmed:
-            form = {"image_threshold": image_threshold, "pixel_threshold": pixel_threshold}
-            return ask.page(
-                confirmations.thresholds_change(
-                    session, station_id, image=image, pixel=pixel, form=form
-                )
+    image = _optional_float(image_threshold, "image threshold")
+    pixel = _optional_float(pixel_threshold, "pixel threshold")
+    if not ask.confirmed:
+        form = {"image_threshold": image_threshold, "pixel_threshold": pixel_threshold}
+        return ask.page(
+            confirmations.thresholds_change(
+                session, station_id, image=image, pixel=pixel, form=form
             )
-        thresholds.set_thresholds(
-            session,
-            station_id=station_id,
-            image_threshold=image,
-            pixel_threshold=pixel,
-            actor=actor_of(user),
         )
-    except (ValueError, InspectionError) as exc:
-        return redirect(back, text=str(exc), kind="error")
-    return redirect(back, text="Thresholds saved; stations apply them to new frames.")
+    thresholds.set_thresholds(
+        session,
+        station_id=station_id,
+        image_threshold=image,
+        pixel_threshold=pixel,
+        actor=actor_of(user),
+    )
+    return redirect(
+        f"/stations/{station_id}", text="Thresholds saved; stations apply them to new frames."
+    )

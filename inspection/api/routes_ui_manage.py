@@ -28,7 +28,7 @@ from inspection.api.routes_api import (
     actor_of,
 )
 from inspection.api.routes_api_manage import compare_rows
-from inspection.api.routes_ui import redirect, render
+from inspection.api.routes_ui import redirect, redirect_errors, render
 from inspection.api.schemas import (
     model_out,
 )
@@ -106,56 +106,48 @@ def models_page(
 
 
 @router.post("/models/{model_version_id}/promote")
+@redirect_errors("/models")
 def promote(model_version_id: IdPath, user: Engineer, session: WriteSession, ask: Ask) -> Response:
     """Promote a model version (engineer; unconfirmed: a page that names the change)."""
-    try:
-        if not ask.confirmed:
-            return ask.page(confirmations.promote_change(session, model_version_id))
-        version = models_service.promote(
-            session, model_version_id=model_version_id, actor=actor_of(user)
-        )
-    except InspectionError as exc:
-        return redirect("/models", text=str(exc), kind="error")
+    if not ask.confirmed:
+        return ask.page(confirmations.promote_change(session, model_version_id))
+    version = models_service.promote(
+        session, model_version_id=model_version_id, actor=actor_of(user)
+    )
     return redirect("/models", text=f"{version.name} is now active.")
 
 
 @router.post("/stations/{station_id}/rollback")
+@redirect_errors("/models")
 def rollback(station_id: IdPath, user: Engineer, session: WriteSession, ask: Ask) -> Response:
     """Roll a station back to its previous model (engineer; unconfirmed: a page that names
     the change)."""
-    try:
-        change = None if ask.confirmed else confirmations.rollback_change(session, station_id)
-        if change is not None:
-            return ask.page(change)
-        version = models_service.rollback(session, station_id=station_id, actor=actor_of(user))
-    except InspectionError as exc:
-        return redirect("/models", text=str(exc), kind="error")
+    change = None if ask.confirmed else confirmations.rollback_change(session, station_id)
+    if change is not None:
+        return ask.page(change)
+    version = models_service.rollback(session, station_id=station_id, actor=actor_of(user))
     return redirect("/models", text=f"Rolled back: {version.name} is active again.")
 
 
 @router.post("/retrain-jobs")
+@redirect_errors("/models")
 def request_retraining(
     user: Engineer,
     session: WriteSession,
     station_id: Annotated[int, Form(ge=1, le=MAX_ID)],
 ) -> Response:
     """Queue a retraining job for a station (engineer)."""
-    try:
-        job = jobs.request_retraining(
-            session, station_id=station_id, requested_by=user.id, from_active=True
-        )
-    except InspectionError as exc:
-        return redirect("/models", text=str(exc), kind="error")
+    job = jobs.request_retraining(
+        session, station_id=station_id, requested_by=user.id, from_active=True
+    )
     return redirect("/models", text=f"Retraining job {job.id} queued.")
 
 
 @router.post("/retrain-jobs/{job_id}/cancel")
+@redirect_errors("/models")
 def cancel_retraining(job_id: IdPath, user: Engineer, session: WriteSession) -> Response:
     """Cancel a retraining job (engineer)."""
-    try:
-        jobs.cancel(session, job_id=job_id, actor=actor_of(user))
-    except InspectionError as exc:
-        return redirect("/models", text=str(exc), kind="error")
+    jobs.cancel(session, job_id=job_id, actor=actor_of(user))
     return redirect("/models", text=f"Retraining job {job_id}: cancel requested.")
 
 
@@ -191,6 +183,7 @@ def _account_error(exc: Exception) -> str:
 
 
 @router.post("/admin/users")
+@redirect_errors("/admin/users", (ValueError, InspectionError), _account_error)
 def create_user(
     user: Admin,
     session: WriteSession,
@@ -202,20 +195,18 @@ def create_user(
     """Create an account (admin)."""
     from inspection.api.schemas import UserIn
 
-    try:
-        body = UserIn(
-            username=username,
-            role=role,
-            password=password,
-            display_name=display_name.strip() or None,
-        )
-        users.add_account(session, body, created_by=actor_of(user))
-    except (ValueError, InspectionError) as exc:
-        return redirect("/admin/users", text=_account_error(exc), kind="error")
+    body = UserIn(
+        username=username,
+        role=role,
+        password=password,
+        display_name=display_name.strip() or None,
+    )
+    users.add_account(session, body, created_by=actor_of(user))
     return redirect("/admin/users", text=f"Account {username} created.")
 
 
 @router.post("/admin/users/{user_id}")
+@redirect_errors("/admin/users", (ValueError, InspectionError))
 def update_user(
     user_id: IdPath,
     user: Admin,
@@ -225,17 +216,14 @@ def update_user(
     password: Annotated[str, Form(max_length=1024)] = "",
 ) -> Response:
     """Change an account's role, active flag or password (admin)."""
-    try:
-        users.change_user(
-            session,
-            user_id=user_id,
-            actor=actor_of(user),
-            role=role,
-            is_active=None if is_active is None else is_active == "true",
-            password=password or None,
-        )
-    except (ValueError, InspectionError) as exc:
-        return redirect("/admin/users", text=str(exc), kind="error")
+    users.change_user(
+        session,
+        user_id=user_id,
+        actor=actor_of(user),
+        role=role,
+        is_active=None if is_active is None else is_active == "true",
+        password=password or None,
+    )
     return redirect("/admin/users", text="Account updated.")
 
 
