@@ -56,6 +56,9 @@ def needs_bootstrap(config: StationConfig, session_factory: sessionmaker[Session
 
 #: Prefix of the progress lines the bootstrap subprocess writes to stderr for its parent.
 PROGRESS_PREFIX = "bootstrap-progress "
+#: Prefix of the line the bootstrap subprocess writes to stderr when one station's model is
+#: trained and registered (its result as JSON), so that station can start scoring at once.
+READY_PREFIX = "bootstrap-ready "
 
 
 class _ProgressLines:
@@ -203,13 +206,17 @@ def run_bootstrap_subprocess(config: StationConfig, db_url: str) -> dict[str, An
 
 
 def run_bootstraps_subprocess(
-    configs: Sequence[StationConfig], db_url: str
+    configs: Sequence[StationConfig],
+    db_url: str,
+    on_ready: Callable[[dict[str, Any]], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Run :func:`bootstrap_station` for each config, one after the other, in one fresh Python
     process (keeps torch out of this one; torch and the backbone load once for all of them).
 
     Its training progress is logged here (``station X: first model: STAGE done/total``, a line
     per stage at most every 2 s), so a first start that trains for a minute says what it does.
+    ``on_ready`` is called here with each station's result as soon as its model is registered,
+    while the next one trains (e.g. to start that station scoring).
 
     Raises:
         InspectionError: training failed (the subprocess's last output lines are included).
@@ -217,6 +224,7 @@ def run_bootstraps_subprocess(
     names = ", ".join(c.id for c in configs)
     env = {**os.environ, "INSPECTION_DATABASE_URL": db_url}
     tail: deque[str] = deque(maxlen=15)
+    ready_error: Exception | None = None
     # stdout (the result) goes to a file, so only stderr is a pipe: read as it comes, it can
     # never fill while the child blocks on the other one.
     with tempfile.TemporaryFile("w+") as out:
@@ -235,6 +243,12 @@ def run_bootstraps_subprocess(
         for line in proc.stderr:  # the subprocess's log; its progress lines are passed on
             if line.startswith(PROGRESS_PREFIX):
                 _log_progress(line[len(PROGRESS_PREFIX) :])
+            elif line.startswith(READY_PREFIX):
+                if on_ready is not None and ready_error is None:
+                    try:  # keep reading: the child must never block on a full pipe
+                        on_ready(json.loads(line[len(READY_PREFIX) :]))
+                    except Exception as exc:
+                        ready_error = exc
             elif line.strip():
                 tail.append(line.rstrip())
         code = proc.wait()
@@ -243,6 +257,8 @@ def run_bootstraps_subprocess(
     if code != 0:
         text = "\n".join(tail) or stdout.strip()
         raise InspectionError(f"station {names}: bootstrap training failed:\n{text}")
+    if ready_error is not None:
+        raise ready_error
     lines = stdout.strip().splitlines()
     results: list[dict[str, Any]] = json.loads(lines[-1]) if lines else []
     if len(results) != len(configs):
@@ -267,7 +283,12 @@ def main() -> None:
     engine = make_engine(get_settings().database_url)
     try:
         factory = make_session_factory(engine)
-        results = [bootstrap_station(c, factory, _ProgressLines(c.id)) for c in configs]
+        results = []
+        for config in configs:
+            result = bootstrap_station(config, factory, _ProgressLines(config.id))
+            sys.stderr.write(f"{READY_PREFIX}{json.dumps(result)}\n")
+            sys.stderr.flush()
+            results.append(result)
     finally:
         engine.dispose()
     sys.stdout.write(json.dumps(results) + "\n")

@@ -2,7 +2,8 @@
 
 :func:`run_line` is the programmatic entry point (``inspection station run-line`` and the demo
 use it): open the database (optionally migrating it), train first models for stations that
-ask for it (in a subprocess), start every station, wait, stop them gracefully and return each
+ask for it (in a subprocess), start each station as soon as it has a model (the others
+train on), wait, stop them gracefully and return each
 station's stats.
 """
 
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,9 +46,15 @@ def open_database(db_url: str | None, *, init_db: bool = False) -> tuple[Engine,
 
 
 def prepare_models(
-    configs: Sequence[StationConfig], session_factory: sessionmaker[Session], db_url: str
+    configs: Sequence[StationConfig],
+    session_factory: sessionmaker[Session],
+    db_url: str,
+    on_ready: Callable[[StationConfig], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Train first models (``detector.bootstrap``) for stations without one, in one subprocess.
+
+    ``on_ready`` is called with each station's config as soon as its model is registered
+    (while the next one trains), and at once for stations that need no training.
 
     Raises:
         MissingExtraError: a station needs a first model and this install has no ``train``
@@ -57,15 +64,22 @@ def prepare_models(
     from inspection.station.bootstrap import needs_bootstrap, run_bootstraps_subprocess
 
     todo = [c for c in configs if needs_bootstrap(c, session_factory)]
+    names = ", ".join(c.id for c in todo)
+    if todo:
+        require_extra(
+            f"station {names} has no model yet; training its first one "
+            "(detector.bootstrap; or point detector.path at an exported bundle)"
+        )
+    by_id = {c.id: c for c in todo}
+    if on_ready is not None:
+        for config in configs:
+            if config.id not in by_id:
+                on_ready(config)
     if not todo:
         return []
-    names = ", ".join(c.id for c in todo)
-    require_extra(
-        f"station {names} has no model yet; training its first one "
-        "(detector.bootstrap; or point detector.path at an exported bundle)"
-    )
     logger.info("station %s has no model yet: training (bootstrap, one process)", names)
-    return run_bootstraps_subprocess(todo, db_url)
+    ready = None if on_ready is None else lambda result: on_ready(by_id[result["station"]])
+    return run_bootstraps_subprocess(todo, db_url, on_ready=ready)
 
 
 def run_stations(
@@ -83,12 +97,18 @@ def run_stations(
     engine, url = open_database(db_url, init_db=init_db)
     factory = make_session_factory(engine)
     stations: list[Station] = []
+
+    def start(config: StationConfig) -> None:
+        station = Station(config, session_factory=factory)
+        stations.append(station)
+        station.start(max_frames=max_frames)
+
     try:
-        if bootstrap:
-            prepare_models(configs, factory, url)
-        stations = [Station(cfg, session_factory=factory) for cfg in configs]
-        for station in stations:
-            station.start(max_frames=max_frames)
+        if bootstrap:  # each station starts as soon as it has a model, the others still train
+            prepare_models(configs, factory, url, on_ready=start)
+        else:
+            for config in configs:
+                start(config)
         wait_until_done(stations, duration_s=duration_s, stop=stop)
     finally:
         results = {s.config.id: s.stop() for s in stations}

@@ -84,7 +84,8 @@ def test_progress_lines_one_per_stage_and_throttled(capsys: pytest.CaptureFixtur
 def test_bootstrap_subprocess_trains_stations_and_reports_progress(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """First models train in one subprocess; its progress shows up in this process's log."""
+    """First models train in one subprocess; its progress shows up in this process's log, and
+    each station is reported ready as soon as its own model is done (the next still to train)."""
     from inspection.station.bootstrap import run_bootstraps_subprocess
 
     configs = [
@@ -103,9 +104,17 @@ def test_bootstrap_subprocess_trains_stations_and_reports_progress(
         )
         for sid in ("s-one", "s-two")
     ]
+    ready: list[tuple[str, bool]] = []
+
+    def on_ready(result: dict[str, object]) -> None:
+        ready.append((str(result["station"]), (tmp_path / "s-two" / "model.json").is_file()))
+
     with caplog.at_level(logging.INFO, logger="inspection.station.bootstrap"):
-        results = run_bootstraps_subprocess(configs, f"sqlite:///{tmp_path / 'unused.sqlite'}")
+        results = run_bootstraps_subprocess(
+            configs, f"sqlite:///{tmp_path / 'unused.sqlite'}", on_ready=on_ready
+        )
     assert [r["station"] for r in results] == ["s-one", "s-two"]
+    assert ready == [("s-one", False), ("s-two", True)]  # s-one could score while s-two trained
     for result in results:
         assert read_metadata(Path(result["bundle"]))["detector"] == "padim"
     steps = [r.getMessage() for r in caplog.records if "first model:" in r.getMessage()]
