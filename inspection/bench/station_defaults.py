@@ -14,6 +14,7 @@ import numpy as np
 
 from inspection.bench.station_reference import anomalib_fps
 from inspection.bench.station_runs import accounted, station_alone
+from inspection.runtime import read_metadata
 
 
 def _settings_label(run: dict[str, Any]) -> str:
@@ -75,6 +76,7 @@ def defaults_row(
         python, bundle, workdir / "start-defaults" / key, repeats=start_repeats, rss_run_s=5.0
     )
     ratios = [r["ratio"] for r in rows]
+    bf16 = read_metadata(bundle).get("runtime_precision", {}).get("candidates", {}).get("bf16", {})
     return {
         "frames_per_second": statistics.median(r["station_fps"] for r in rows),
         "anomalib_default_fps": statistics.median(r["anomalib_default_fps"] for r in rows),
@@ -89,6 +91,7 @@ def defaults_row(
         "tuning": last.get("tuning"),
         "precision": last.get("precision"),
         "settings": _settings_label(last),
+        "bf16_flip_rate": bf16.get("flip_rate"),
         "all_frames_accounted": all(r["accounted"] for r in rows),
         "load_avg": statistics.mean([*(r["load_avg"] for r in rows), start["load_avg"]]),
         "runs": rows,

@@ -49,6 +49,7 @@ DEFAULTS_COLUMNS = [
     "cold_start_s",
     "rss_mib",
     "settings",
+    "bf16_flip_rate",
     "all_frames_accounted",
     "load_avg",
 ]
@@ -149,7 +150,10 @@ def _defaults_markdown(payload: dict[str, Any]) -> list[str]:
         "`OpenVINOInferencer` at its defaults (OpenVINO's: bf16 on CPUs with bf16 units; best "
         "of three windows) on the same IR, back to back `pairs` times; `speedup_median` = the "
         "median of the pairs' ratios. `settings` = what `auto` chose (b<batch> w<workers> "
-        "r<requests per worker> hint precision). `cold_start_s`/`warm_start_s` = "
+        "r<requests per worker> hint precision). `bf16_flip_rate`: the share of verdicts bf16 "
+        "flipped against f32 in the bundle's export check (`model.json` `runtime_precision`, "
+        "`inspection/precision.py`); above 0.005 the station runs f32, while anomalib's "
+        "defaults run bf16 whatever it flips. `cold_start_s`/`warm_start_s` = "
         "`inspection station run` start -> first stored result with an empty / filled OpenVINO "
         "compile cache, `rss_mib` = that process's peak resident memory while scoring "
         "(`inspection/bench/start_bench.py`). `all_frames_accounted`: captured = scored + "
