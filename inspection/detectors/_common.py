@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -325,3 +325,46 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
     """Set the learning rate of every parameter group."""
     for group in optimizer.param_groups:
         group["lr"] = lr
+
+
+def train_epochs(
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+    n: int,
+    batch_loss: Callable[[torch.Tensor], torch.Tensor | None],
+    *,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    gen: torch.Generator,
+    progress: ProgressFn,
+    name: str,
+    train_mode: Callable[[], object] | None = None,
+) -> None:
+    """Mini-batch training of ``model`` on ``n`` samples with a cosine-annealed learning rate.
+
+    Per epoch: ``train_mode()`` (default ``model.train()``), a permutation of the samples drawn
+    from ``gen``, then per batch of ``batch_size`` the mean loss ``batch_loss(index)`` (index
+    (B,) into the samples; None skips the batch, e.g. one sample, which BatchNorm cannot take)
+    and one optimiser step; ``progress`` gets the epoch's mean loss. Leaves the model in eval
+    mode.
+    """
+    total = epochs * math.ceil(n / batch_size)
+    step = 0
+    for epoch in range(epochs):
+        (train_mode or model.train)()
+        order = torch.randperm(n, generator=gen)
+        running = 0.0
+        for sl in batches(n, batch_size):
+            idx = order[sl]
+            loss = batch_loss(idx)
+            if loss is None:
+                continue
+            set_lr(opt, cosine_lr(step, total, lr))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            running += float(loss.detach()) * len(idx)
+            step += 1
+        progress(f"{name}: epoch (loss {running / n:.4f})", epoch + 1, epochs)
+    model.eval()

@@ -57,11 +57,10 @@ from inspection.detectors._common import (
     GaussianBlur,
     Lite0Trunk,
     batched_features,
-    cosine_lr,
     fit_gaussian,
     freeze,
     mahalanobis,
-    set_lr,
+    train_epochs,
 )
 from inspection.detectors.base import Detector, DetectorConfig, ProgressFn, batches
 
@@ -342,69 +341,69 @@ class CutPasteDetector(Detector):
         params = [p for p in model.parameters() if p.requires_grad]
         opt = torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
         gen = torch.Generator().manual_seed(cfg.seed)
-        steps_per_epoch = math.ceil(n / cfg.batch_size)
-        total = cfg.epochs * steps_per_epoch
         stride = 16  # Lite0 block 4
-        step = 0
-        for epoch in range(cfg.epochs):
+
+        def train_mode() -> None:  # the frozen prefix keeps its BatchNorm statistics
             model.train()
             model.encoder.stem.eval()
             for i, block in enumerate(model.encoder.blocks):
                 if i < start:
                     block.eval()
-            order = torch.randperm(n, generator=gen)
-            running = 0.0
-            for sl in batches(n, cfg.batch_size):
-                idx = order[sl]
-                if len(idx) < 2:  # BatchNorm needs two samples
-                    continue
-                copy = torch.randint(0, cfg.aug_copies, (len(idx),), generator=gen)
-                rows = (copy * n + idx) * 3
-                feats = torch.cat(
-                    [normal_cache[idx], aug_cache[rows], aug_cache[rows + 1], aug_cache[rows + 2]]
-                )
-                fmap = model.encode_tail(feats, start)
-                b = len(idx)
-                # image level: normal / CutPaste / Scar over the whole image
-                logits = model.image_head(model.image_embedding(fmap[: 3 * b]))
-                labels = torch.arange(3).repeat_interleave(b)
-                loss = F.cross_entropy(logits, labels)
-                # patch level: random window of a normal image / window on a patch-scale paste
-                pemb = model.patch_embeddings(fmap)
-                h, w = pemb.shape[-2:]
-                ry = torch.randint(0, h, (b,), generator=gen)
-                rx = torch.randint(0, w, (b,), generator=gen)
-                scar_c = (centres[rows + 1].float() / stride).long()
-                patch_c = (centres[rows + 2].float() / stride).long()
-                ar = torch.arange(b)
-                windows = torch.cat(
-                    [
-                        pemb[ar, :, ry.clamp(max=h - 1), rx.clamp(max=w - 1)],
-                        pemb[
-                            3 * b + ar,
-                            :,
-                            patch_c[:, 0].clamp(max=h - 1),
-                            patch_c[:, 1].clamp(max=w - 1),
-                        ],
-                        pemb[
-                            2 * b + ar,
-                            :,
-                            scar_c[:, 0].clamp(max=h - 1),
-                            scar_c[:, 1].clamp(max=w - 1),
-                        ],
-                    ]
-                )
-                loss = loss + cfg.patch_loss_weight * F.cross_entropy(
-                    model.patch_head(windows), labels
-                )
-                set_lr(opt, cosine_lr(step, total, cfg.lr))
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                running += float(loss.detach()) * b
-                step += 1
-            progress(f"cutpaste: epoch (loss {running / n:.4f})", epoch + 1, cfg.epochs)
-        model.eval()
+
+        def batch_loss(idx: torch.Tensor) -> torch.Tensor | None:
+            if len(idx) < 2:  # BatchNorm needs two samples
+                return None
+            copy = torch.randint(0, cfg.aug_copies, (len(idx),), generator=gen)
+            rows = (copy * n + idx) * 3
+            feats = torch.cat(
+                [normal_cache[idx], aug_cache[rows], aug_cache[rows + 1], aug_cache[rows + 2]]
+            )
+            fmap = model.encode_tail(feats, start)
+            b = len(idx)
+            # image level: normal / CutPaste / Scar over the whole image
+            logits = model.image_head(model.image_embedding(fmap[: 3 * b]))
+            labels = torch.arange(3).repeat_interleave(b)
+            loss = F.cross_entropy(logits, labels)
+            # patch level: random window of a normal image / window on a patch-scale paste
+            pemb = model.patch_embeddings(fmap)
+            h, w = pemb.shape[-2:]
+            ry = torch.randint(0, h, (b,), generator=gen)
+            rx = torch.randint(0, w, (b,), generator=gen)
+            scar_c = (centres[rows + 1].float() / stride).long()
+            patch_c = (centres[rows + 2].float() / stride).long()
+            ar = torch.arange(b)
+            windows = torch.cat(
+                [
+                    pemb[ar, :, ry.clamp(max=h - 1), rx.clamp(max=w - 1)],
+                    pemb[
+                        3 * b + ar,
+                        :,
+                        patch_c[:, 0].clamp(max=h - 1),
+                        patch_c[:, 1].clamp(max=w - 1),
+                    ],
+                    pemb[
+                        2 * b + ar,
+                        :,
+                        scar_c[:, 0].clamp(max=h - 1),
+                        scar_c[:, 1].clamp(max=w - 1),
+                    ],
+                ]
+            )
+            return loss + cfg.patch_loss_weight * F.cross_entropy(model.patch_head(windows), labels)
+
+        train_epochs(
+            model,
+            opt,
+            n,
+            batch_loss,
+            epochs=cfg.epochs,
+            batch_size=cfg.batch_size,
+            lr=cfg.lr,
+            gen=gen,
+            progress=progress,
+            name="cutpaste",
+            train_mode=train_mode,
+        )
 
     @torch.no_grad()
     def _fit_densities(

@@ -49,10 +49,9 @@ from inspection.detectors._common import (
     GaussianBlur,
     Lite0Trunk,
     batched_features,
-    cosine_lr,
     freeze,
     resize_to,
-    set_lr,
+    train_epochs,
     upsample,
 )
 from inspection.detectors.base import (
@@ -296,31 +295,27 @@ def _train_memae(
     ``view`` (index (B,) -> prepared batch), when given, makes each batch instead of slicing
     ``inputs`` (augmented training views).
     """
-    epochs, lr, batch_size = cfg.epochs, cfg.lr, cfg.batch_size
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.Adam(params, lr=lr)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    n = len(inputs)
-    total = epochs * math.ceil(n / batch_size)
-    step = 0
-    for epoch in range(epochs):
-        model.train()
-        order = torch.randperm(n, generator=gen)
-        running = 0.0
-        for sl in batches(n, batch_size):
-            x = inputs[order[sl]] if view is None else view(order[sl])
-            if len(x) < 2:
-                continue
-            recon, weights = model.reconstruct(x)
-            loss = F.mse_loss(recon, x) + cfg.entropy_weight * addressing_entropy(weights)
-            set_lr(opt, cosine_lr(step, total, lr))
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            running += float(loss.detach()) * len(x)
-            step += 1
-        progress(f"{name}: epoch (loss {running / n:.4f})", epoch + 1, epochs)
-    model.eval()
+
+    def batch_loss(idx: torch.Tensor) -> torch.Tensor | None:
+        x = inputs[idx] if view is None else view(idx)
+        if len(x) < 2:
+            return None
+        recon, weights = model.reconstruct(x)
+        return F.mse_loss(recon, x) + cfg.entropy_weight * addressing_entropy(weights)
+
+    train_epochs(
+        model,
+        torch.optim.Adam(params, lr=cfg.lr),
+        len(inputs),
+        batch_loss,
+        epochs=cfg.epochs,
+        batch_size=cfg.batch_size,
+        lr=cfg.lr,
+        gen=torch.Generator().manual_seed(cfg.seed),
+        progress=progress,
+        name=name,
+    )
 
 
 class _MemoryAEDetector(Detector):

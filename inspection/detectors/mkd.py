@@ -35,7 +35,6 @@ Anomaly Detection", CVPR 2021 (arXiv:2011.11108); official code rohban-lab/Knowl
 from __future__ import annotations
 
 import logging
-import math
 from typing import ClassVar, Literal
 
 import numpy as np
@@ -48,9 +47,8 @@ from inspection.detectors._common import (
     GaussianBlur,
     Lite0Trunk,
     batched_features,
-    cosine_lr,
     freeze,
-    set_lr,
+    train_epochs,
 )
 from inspection.detectors.base import (
     Detector,
@@ -256,33 +254,30 @@ class MkdDetector(Detector):
         )
         model.cloner.init_output_stats(targets)
         opt = torch.optim.Adam(model.cloner.parameters(), lr=cfg.lr)
-        gen = torch.Generator().manual_seed(cfg.seed)
-        n = len(images)
-        total = cfg.epochs * math.ceil(n / cfg.batch_size)
-        step = 0
-        for epoch in range(cfg.epochs):
-            model.train()
-            order = torch.randperm(n, generator=gen)
-            running = 0.0
-            for sl in batches(n, cfg.batch_size):
-                idx = order[sl]
-                if len(idx) < 2:
-                    continue
-                if self.augmenting:  # targets of the augmented views, from the frozen source
-                    x = self.training_batch(images, idx)
-                    with torch.no_grad():
-                        target = list(model.source(x))
-                else:
-                    x, target = images[idx], [t[idx] for t in targets]
-                loss = mkd_loss(model.cloner(x), target, cfg.lamda).mean()
-                set_lr(opt, cosine_lr(step, total, cfg.lr))
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                running += float(loss.detach()) * len(idx)
-                step += 1
-            progress(f"mkd: epoch (loss {running / n:.4f})", epoch + 1, cfg.epochs)
-        model.eval()
+
+        def batch_loss(idx: torch.Tensor) -> torch.Tensor | None:
+            if len(idx) < 2:
+                return None
+            if self.augmenting:  # targets of the augmented views, from the frozen source
+                x = self.training_batch(images, idx)
+                with torch.no_grad():
+                    target = list(model.source(x))
+            else:
+                x, target = images[idx], [t[idx] for t in targets]
+            return mkd_loss(model.cloner(x), target, cfg.lamda).mean()
+
+        train_epochs(
+            model,
+            opt,
+            len(images),
+            batch_loss,
+            epochs=cfg.epochs,
+            batch_size=cfg.batch_size,
+            lr=cfg.lr,
+            gen=torch.Generator().manual_seed(cfg.seed),
+            progress=progress,
+            name="mkd",
+        )
 
     def gradient_saliency(
         self, images: np.ndarray, smooth_samples: int = 0, noise: float = 0.05
