@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable, Sequence
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -327,44 +328,54 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
         group["lr"] = lr
 
 
+class TrainingSchedule(Protocol):
+    """The settings :func:`train_epochs` reads (a detector's config)."""
+
+    epochs: int
+    batch_size: int
+    lr: float
+    seed: int
+
+
 def train_epochs(
     model: nn.Module,
     opt: torch.optim.Optimizer,
     n: int,
     batch_loss: Callable[[torch.Tensor], torch.Tensor | None],
-    *,
-    epochs: int,
-    batch_size: int,
-    lr: float,
-    gen: torch.Generator,
+    cfg: TrainingSchedule,
     progress: ProgressFn,
     name: str,
+    *,
+    gen: torch.Generator | None = None,
     train_mode: Callable[[], object] | None = None,
 ) -> None:
-    """Mini-batch training of ``model`` on ``n`` samples with a cosine-annealed learning rate.
+    """Mini-batch training of ``model`` on ``n`` samples for ``cfg.epochs``, the learning rate
+    cosine-annealed from ``cfg.lr``.
 
     Per epoch: ``train_mode()`` (default ``model.train()``), a permutation of the samples drawn
-    from ``gen``, then per batch of ``batch_size`` the mean loss ``batch_loss(index)`` (index
-    (B,) into the samples; None skips the batch, e.g. one sample, which BatchNorm cannot take)
-    and one optimiser step; ``progress`` gets the epoch's mean loss. Leaves the model in eval
-    mode.
+    from ``gen`` (default: a generator seeded with ``cfg.seed``), then per batch of
+    ``cfg.batch_size`` the mean loss ``batch_loss(index)`` (index (B,) into the samples; None
+    skips the batch, e.g. one sample, which BatchNorm cannot take) and one optimiser step;
+    ``progress`` gets the epoch's mean loss. Leaves the model in eval mode.
     """
-    total = epochs * math.ceil(n / batch_size)
+    if gen is None:
+        gen = torch.Generator().manual_seed(cfg.seed)
+    total = cfg.epochs * math.ceil(n / cfg.batch_size)
     step = 0
-    for epoch in range(epochs):
+    for epoch in range(cfg.epochs):
         (train_mode or model.train)()
         order = torch.randperm(n, generator=gen)
         running = 0.0
-        for sl in batches(n, batch_size):
+        for sl in batches(n, cfg.batch_size):
             idx = order[sl]
             loss = batch_loss(idx)
             if loss is None:
                 continue
-            set_lr(opt, cosine_lr(step, total, lr))
+            set_lr(opt, cosine_lr(step, total, cfg.lr))
             opt.zero_grad()
             loss.backward()
             opt.step()
             running += float(loss.detach()) * len(idx)
             step += 1
-        progress(f"{name}: epoch (loss {running / n:.4f})", epoch + 1, epochs)
+        progress(f"{name}: epoch (loss {running / n:.4f})", epoch + 1, cfg.epochs)
     model.eval()

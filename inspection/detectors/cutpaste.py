@@ -392,17 +392,7 @@ class CutPasteDetector(Detector):
             return loss + cfg.patch_loss_weight * F.cross_entropy(model.patch_head(windows), labels)
 
         train_epochs(
-            model,
-            opt,
-            n,
-            batch_loss,
-            epochs=cfg.epochs,
-            batch_size=cfg.batch_size,
-            lr=cfg.lr,
-            gen=gen,
-            progress=progress,
-            name="cutpaste",
-            train_mode=train_mode,
+            model, opt, n, batch_loss, cfg, progress, "cutpaste", gen=gen, train_mode=train_mode
         )
 
     @torch.no_grad()

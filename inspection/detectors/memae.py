@@ -304,18 +304,8 @@ def _train_memae(
         recon, weights = model.reconstruct(x)
         return F.mse_loss(recon, x) + cfg.entropy_weight * addressing_entropy(weights)
 
-    train_epochs(
-        model,
-        torch.optim.Adam(params, lr=cfg.lr),
-        len(inputs),
-        batch_loss,
-        epochs=cfg.epochs,
-        batch_size=cfg.batch_size,
-        lr=cfg.lr,
-        gen=torch.Generator().manual_seed(cfg.seed),
-        progress=progress,
-        name=name,
-    )
+    opt = torch.optim.Adam(params, lr=cfg.lr)
+    train_epochs(model, opt, len(inputs), batch_loss, cfg, progress, name)
 
 
 class _MemoryAEDetector(Detector):

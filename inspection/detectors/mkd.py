@@ -266,18 +266,7 @@ class MkdDetector(Detector):
                 x, target = images[idx], [t[idx] for t in targets]
             return mkd_loss(model.cloner(x), target, cfg.lamda).mean()
 
-        train_epochs(
-            model,
-            opt,
-            len(images),
-            batch_loss,
-            epochs=cfg.epochs,
-            batch_size=cfg.batch_size,
-            lr=cfg.lr,
-            gen=torch.Generator().manual_seed(cfg.seed),
-            progress=progress,
-            name="mkd",
-        )
+        train_epochs(model, opt, len(images), batch_loss, cfg, progress, "mkd")
 
     def gradient_saliency(
         self, images: np.ndarray, smooth_samples: int = 0, noise: float = 0.05
