@@ -11,7 +11,6 @@ heatmap overlays to ``var/demo/``.
 
 from __future__ import annotations
 
-import logging
 import signal
 import threading
 from collections.abc import Iterator
@@ -20,8 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import typer
-
-logger = logging.getLogger(__name__)
 
 
 def demo_command(

@@ -10,7 +10,6 @@ weighs the same as it would stretched.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,8 +19,6 @@ import torch
 from torchmetrics.functional.classification import binary_auroc, binary_f1_score, binary_roc
 
 from inspection.data.imageset import GOOD, ImageSet
-
-logger = logging.getLogger(__name__)
 
 AUPRO_FPR_LIMIT = 0.3
 #: Side of the square that padded sets' maps and masks are compared at (the mt-exp protocol's).

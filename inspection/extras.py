@@ -9,11 +9,8 @@ install says which extra to install instead of failing on an import deep inside.
 from __future__ import annotations
 
 import importlib.util
-import logging
 
 from inspection.errors import MissingExtraError
-
-logger = logging.getLogger(__name__)
 
 #: Exit code of a CLI command that needs an extra this install lacks: sysexits' EX_UNAVAILABLE
 #: ("a support program does not exist"), distinct from click's 2 (usage error) and from

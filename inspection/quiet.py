@@ -12,8 +12,6 @@ import logging
 import re
 import warnings
 
-logger = logging.getLogger(__name__)
-
 #: (message regex, category name, module regex): warnings this package silences.
 _FILTERS: tuple[tuple[str, type[Warning], str], ...] = (
     # anomalib 2.7 imports timm.models.layers (moved to timm.layers in timm 0.9); the names it

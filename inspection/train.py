@@ -15,15 +15,12 @@ the fit and the station applies it to its frames.
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal, cast, get_args
 
 import typer
-
-logger = logging.getLogger(__name__)
 
 
 def _read_config(path: Path) -> dict[str, Any]:

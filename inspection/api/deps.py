@@ -12,7 +12,6 @@ write lock); routes that change data use :func:`write_session` and pass it to on
 from __future__ import annotations
 
 import datetime as dt
-import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Annotated
@@ -40,8 +39,6 @@ from inspection.db.models import Role, utcnow
 from inspection.services import sessions
 from inspection.services.sessions import LoginThrottle
 from inspection.storage import ArtifactStore
-
-log = logging.getLogger(__name__)
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 

@@ -15,7 +15,6 @@ in formats browsers cannot show (BMP, TIFF, ...) are converted to PNG.
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -26,8 +25,6 @@ import numpy.typing as npt
 
 from inspection.errors import ImageDecodeError
 from inspection.storage import ArtifactStore, decode_heatmap
-
-log = logging.getLogger(__name__)
 
 BROWSER_TYPES: dict[str, str] = {
     "png": "image/png",

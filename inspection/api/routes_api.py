@@ -11,7 +11,6 @@ input, 429 throttled logins, 503 database or artifact store unavailable.
 from __future__ import annotations
 
 import datetime as dt
-import logging
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request
@@ -52,8 +51,6 @@ from inspection.db.models import (
 from inspection.db.review import QueueFilters
 from inspection.services import line_stats, sessions, thresholds
 from inspection.services import review_queue as queue_reads
-
-log = logging.getLogger(__name__)
 
 IdPath = Annotated[int, Path(ge=1, le=MAX_ID, description="Numeric id.")]
 OptStation = Annotated[int | None, Query(ge=1, le=MAX_ID, description="Only this station.")]

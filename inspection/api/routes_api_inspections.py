@@ -3,7 +3,6 @@ call one service of :mod:`inspection.services`, render the response (see :mod:`.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -51,8 +50,6 @@ from inspection.db.models import (
 )
 from inspection.services import labelling
 from inspection.services import review_queue as queue_reads
-
-log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/api", responses=ERRORS)
 

@@ -5,7 +5,6 @@ the request, call one service of :mod:`inspection.services`, render the response
 from __future__ import annotations
 
 import datetime as dt
-import logging
 import math
 from typing import Annotated
 
@@ -48,8 +47,6 @@ from inspection.services import audit as audit_service
 from inspection.services import jobs, line_stats, users
 from inspection.services import models as models_service
 from inspection.services import review_queue as queue_reads
-
-log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/api", responses=ERRORS)
 

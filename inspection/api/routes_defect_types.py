@@ -5,8 +5,6 @@ in :mod:`inspection.api.routes_api`. The rules live in :mod:`inspection.services
 
 from __future__ import annotations
 
-import logging
-
 from fastapi import APIRouter
 from pydantic import Field
 
@@ -14,8 +12,6 @@ from inspection.api.deps import Operator, WriteSession
 from inspection.api.routes_api import CONFLICT, ERRORS, MAX_ID, NOT_FOUND, IdPath, actor_of
 from inspection.api.schemas import DEFECT_TYPE_PATTERN, DefectTypeOut, _In, defect_type_out
 from inspection.services import labelling
-
-log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/api", responses=ERRORS)
 

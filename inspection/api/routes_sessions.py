@@ -6,8 +6,6 @@ the admin action "sign out everywhere" (API and users page). The rules live in
 
 from __future__ import annotations
 
-import logging
-
 from fastapi import APIRouter, Response
 
 from inspection.api.deps import Admin, AnyUser, Ctx, WriteSession, end_login
@@ -15,8 +13,6 @@ from inspection.api.routes_api import CONFLICT, ERRORS, NOT_FOUND, IdPath, actor
 from inspection.api.routes_ui import redirect, redirect_errors
 from inspection.api.schemas import UserOut
 from inspection.services import sessions
-
-log = logging.getLogger(__name__)
 
 router = APIRouter(responses=ERRORS)
 

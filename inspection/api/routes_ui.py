@@ -12,7 +12,6 @@ import dataclasses
 import datetime as dt
 import functools
 import json
-import logging
 import secrets
 from collections.abc import Callable
 from typing import Annotated, Any, ParamSpec
@@ -61,8 +60,6 @@ from inspection.services import (
     sessions,
     thresholds,
 )
-
-log = logging.getLogger(__name__)
 
 router = APIRouter(include_in_schema=False)
 

@@ -3,7 +3,6 @@ audit log and the API reference (same conventions as :mod:`.routes_ui`)."""
 
 from __future__ import annotations
 
-import logging
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
@@ -41,8 +40,6 @@ from inspection.services import (
     users,
 )
 from inspection.services import models as models_service
-
-log = logging.getLogger(__name__)
 
 router = APIRouter(include_in_schema=False)
 

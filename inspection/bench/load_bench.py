@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import os
 import pwd
 import signal
@@ -47,8 +46,6 @@ import numpy as np
 
 from inspection.bench.load_station import MODEL_SIZE, station_main
 from inspection.bench.report import stamp, write_results
-
-logger = logging.getLogger(__name__)
 
 NAME = "load"
 COLUMNS = (

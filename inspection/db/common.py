@@ -7,7 +7,6 @@ Conventions of every data-access module: :mod:`inspection.db`.
 from __future__ import annotations
 
 import datetime as dt
-import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -22,8 +21,6 @@ from inspection.db.models import (
     utcnow,
 )
 from inspection.errors import NotFoundError
-
-log = logging.getLogger(__name__)
 
 M = TypeVar("M", bound=Base)
 

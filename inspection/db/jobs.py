@@ -6,7 +6,6 @@ Conventions of every data-access module: :mod:`inspection.db`.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -22,8 +21,6 @@ from inspection.db.models import (
     utcnow,
 )
 from inspection.errors import InvalidStateError
-
-log = logging.getLogger(__name__)
 
 #: Jobs in these states never change again.
 FINAL_JOB_STATES = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})

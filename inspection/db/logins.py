@@ -8,15 +8,12 @@ Conventions of every data-access module: :mod:`inspection.db`.
 from __future__ import annotations
 
 import datetime as dt
-import logging
 
 from sqlalchemy import delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from inspection.db.models import LoginFailure, RevokedSession, utcnow
-
-log = logging.getLogger(__name__)
 
 
 def is_session_revoked(session: Session, sid: str) -> bool:

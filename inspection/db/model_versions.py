@@ -5,7 +5,6 @@ Conventions of every data-access module: :mod:`inspection.db`.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -20,8 +19,6 @@ from inspection.db.models import (
 )
 from inspection.db.plant import get_station
 from inspection.errors import InvalidStateError
-
-log = logging.getLogger(__name__)
 
 _MODEL_TRANSITIONS: dict[ModelStatus, frozenset[ModelStatus]] = {
     ModelStatus.CANDIDATE: frozenset({ModelStatus.ACTIVE, ModelStatus.RETIRED}),

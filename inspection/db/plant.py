@@ -5,7 +5,6 @@ Conventions of every data-access module: :mod:`inspection.db`.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -23,8 +22,6 @@ from inspection.db.models import (
     utcnow,
 )
 from inspection.errors import InvalidStateError, NotFoundError
-
-log = logging.getLogger(__name__)
 
 # -- lines, stations, cameras, users, defect types ---------------------------------------------
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
-import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -28,8 +27,6 @@ from inspection.db.models import (
 )
 from inspection.db.plant import assign_defect_key, get_or_create_defect_type
 from inspection.errors import InvalidCursorError, InvalidStateError, NotFoundError
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)

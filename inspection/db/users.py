@@ -5,8 +5,6 @@ Conventions of every data-access module: :mod:`inspection.db`.
 
 from __future__ import annotations
 
-import logging
-
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -16,8 +14,6 @@ from inspection.db.models import (
     User,
     utcnow,
 )
-
-log = logging.getLogger(__name__)
 
 
 def create_user(

@@ -41,7 +41,6 @@ tensor algebra and exports to OpenVINO.
 
 from __future__ import annotations
 
-import logging
 import math
 from typing import ClassVar, Literal
 
@@ -63,8 +62,6 @@ from inspection.detectors._common import (
     train_epochs,
 )
 from inspection.detectors.base import Detector, DetectorConfig, ProgressFn, batches
-
-logger = logging.getLogger(__name__)
 
 #: Class labels of the 3-way pretext task.
 NORMAL, CUTPASTE, SCAR = 0, 1, 2

@@ -21,7 +21,6 @@ engine calibrates thresholds on held-out normal images instead, so raw scores ar
 
 from __future__ import annotations
 
-import logging
 from typing import Literal
 
 import torch
@@ -34,8 +33,6 @@ from inspection.detectors._common import (
     tanh_range_input,
 )
 from inspection.detectors.base import Detector, ProgressFn, TrainedDetectorConfig, batches
-
-logger = logging.getLogger(__name__)
 
 
 class GanomalyConfig(TrainedDetectorConfig):

@@ -33,7 +33,6 @@ Gaussian-smoothed (``smoothing_sigma`` px at 256 px, scaled with the image size)
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Callable, Sequence
 from itertools import pairwise
@@ -61,8 +60,6 @@ from inspection.detectors.base import (
     TrainedDetectorConfig,
     batches,
 )
-
-logger = logging.getLogger(__name__)
 
 
 def hard_shrink_relu(w: torch.Tensor, threshold: float, eps: float = 1e-12) -> torch.Tensor:

@@ -34,7 +34,6 @@ Anomaly Detection", CVPR 2021 (arXiv:2011.11108); official code rohban-lab/Knowl
 
 from __future__ import annotations
 
-import logging
 from typing import ClassVar, Literal
 
 import numpy as np
@@ -57,8 +56,6 @@ from inspection.detectors.base import (
     batches,
 )
 from inspection.errors import NotFittedError
-
-logger = logging.getLogger(__name__)
 
 #: Lite0 block index -> stride of its output.
 _BLOCK_STRIDE = {0: 2, 1: 4, 2: 8, 3: 16, 4: 16, 5: 32, 6: 32}

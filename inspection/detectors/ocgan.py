@@ -39,7 +39,6 @@ channels), bilinearly upsampled to the input size and Gaussian-smoothed.
 
 from __future__ import annotations
 
-import logging
 import math
 from typing import ClassVar, Literal
 
@@ -60,8 +59,6 @@ from inspection.detectors.base import (
     TrainedDetectorConfig,
     batches,
 )
-
-logger = logging.getLogger(__name__)
 
 _LATENT_SIDE = 4
 

@@ -15,15 +15,12 @@ found by id under ``--stations`` (default ``stations/``), or given with ``--conf
 
 from __future__ import annotations
 
-import logging
 import signal
 import threading
 from pathlib import Path
 from typing import Any
 
 import typer
-
-logger = logging.getLogger(__name__)
 
 app = typer.Typer(add_completion=False)
 retrain_app = typer.Typer(

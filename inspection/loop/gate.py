@@ -7,7 +7,6 @@ use each model's own deployed threshold).
 
 from __future__ import annotations
 
-import logging
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -16,8 +15,6 @@ from typing import Any
 import numpy as np
 
 from inspection.loop.config import GATE_METRICS, GateConfig
-
-logger = logging.getLogger(__name__)
 
 
 def fpr_at_recall(scores: np.ndarray, labels: np.ndarray, recall: float = 0.95) -> float | None:

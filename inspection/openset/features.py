@@ -20,7 +20,6 @@ times faster on CPU); the station later runs the same graph.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -32,8 +31,6 @@ from torch import nn
 from inspection.backbone import LITE0_MEAN, LITE0_STD, install_offline_weights
 from inspection.openset.config import FeatureConfig
 from inspection.openset.typer_runtime import resize_images, to_nchw
-
-logger = logging.getLogger(__name__)
 
 #: Callback for long work: (stage, done, total).
 ProgressFn = Callable[[str, int, int], None]

@@ -3,8 +3,6 @@ cancel. The job runner itself is :mod:`inspection.loop.jobs`."""
 
 from __future__ import annotations
 
-import logging
-
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -12,8 +10,6 @@ from inspection.db import repo
 from inspection.db.models import RetrainJob
 from inspection.services.models import get_model_version
 from inspection.services.uow import unit_of_work
-
-log = logging.getLogger(__name__)
 
 
 def retrain_jobs(session: Session, *, limit: int = 50) -> list[RetrainJob]:

@@ -7,7 +7,6 @@ Each use case commits its own work (:func:`inspection.services.uow.unit_of_work`
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from sqlalchemy import delete, select
@@ -25,8 +24,6 @@ from inspection.db.models import (
 )
 from inspection.errors import InvalidStateError, NotFoundError
 from inspection.services.uow import unit_of_work
-
-log = logging.getLogger(__name__)
 
 
 def defect_types(session: Session) -> list[tuple[DefectType, dict[int, int]]]:

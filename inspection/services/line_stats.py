@@ -8,7 +8,6 @@ Every aggregate is one SQL statement with a time window
 from __future__ import annotations
 
 import datetime as dt
-import logging
 from dataclasses import dataclass, field
 
 from sqlalchemy import ColumnElement, Integer, String, case, cast, exists, func, select
@@ -32,8 +31,6 @@ from inspection.services.review_queue import (
     review_floors,
     stations_by_id,
 )
-
-log = logging.getLogger(__name__)
 
 
 @dataclass

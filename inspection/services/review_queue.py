@@ -10,7 +10,6 @@ inspections (``inspection bench ui`` measures them).
 from __future__ import annotations
 
 import datetime as dt
-import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -32,8 +31,6 @@ from inspection.db.models import (
 )
 from inspection.db.review import QueueFilters, review_filters, window_filters
 from inspection.errors import NotFoundError
-
-log = logging.getLogger(__name__)
 
 #: Image threshold of a station that has none configured: the model's calibrated threshold,
 #: which the normalised score puts at 0.5.

@@ -5,7 +5,6 @@ inspections before saving it. Stations apply new thresholds to new frames withou
 from __future__ import annotations
 
 import datetime as dt
-import logging
 from dataclasses import dataclass
 
 from sqlalchemy import and_, case, exists, func, select
@@ -15,8 +14,6 @@ from inspection.db import repo
 from inspection.db.models import Inspection, OperatorLabel, Station, Verdict
 from inspection.services.review_queue import image_threshold
 from inspection.services.uow import unit_of_work
-
-log = logging.getLogger(__name__)
 
 #: The image threshold applies to the normalised score, which stations clip to 0..1: the one
 #: valid range of the API, the threshold form, its number field and its slider.
