@@ -42,12 +42,7 @@ from inspection.api.schemas import (
     inspection_out,
     label_out,
 )
-from inspection.db.common import get_existing
-from inspection.db.models import (
-    ArtifactKind,
-    Inspection,
-    Verdict,
-)
+from inspection.db.models import ArtifactKind, Verdict
 from inspection.services import labelling
 from inspection.services import review_queue as queue_reads
 
@@ -257,7 +252,6 @@ def overlay_scale(
 )
 def list_labels(inspection_id: IdPath, user: Operator, session: ReadSession) -> list[LabelOut]:
     """Every label of the inspection, oldest first."""
-    get_existing(session, Inspection, inspection_id, "inspection")
     return [label_out(x) for x in queue_reads.label_rows(session, inspection_id=inspection_id)]
 
 
@@ -269,7 +263,6 @@ def list_labels(inspection_id: IdPath, user: Operator, session: ReadSession) -> 
 )
 def history(inspection_id: IdPath, user: Operator, session: ReadSession) -> list[HistoryEntryOut]:
     """Labels added and undone on the inspection, newest first (from the audit log)."""
-    get_existing(session, Inspection, inspection_id, "inspection")
     return [
         HistoryEntryOut.model_validate(h)
         for h in queue_reads.inspection_history(session, inspection_id=inspection_id)

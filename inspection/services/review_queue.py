@@ -293,7 +293,12 @@ def inspection_detail(session: Session, inspection_id: int) -> InspectionDetail:
 
 
 def label_rows(session: Session, *, inspection_id: int) -> list[OperatorLabel]:
-    """Every label of the inspection, oldest first, with user and defect type loaded."""
+    """Every label of the inspection, oldest first, with user and defect type loaded.
+
+    Raises:
+        NotFoundError: no such inspection.
+    """
+    repo.get_existing(session, Inspection, inspection_id, "inspection")
     return list(
         session.scalars(
             select(OperatorLabel)
@@ -325,7 +330,12 @@ def station_neighbours(session: Session, inspection: Inspection) -> tuple[int | 
 
 
 def inspection_history(session: Session, *, inspection_id: int, limit: int = 200) -> list[AuditLog]:
-    """Audit-log rows about the inspection (labels added and undone), newest first."""
+    """Audit-log rows about the inspection (labels added and undone), newest first.
+
+    Raises:
+        NotFoundError: no such inspection.
+    """
+    repo.get_existing(session, Inspection, inspection_id, "inspection")
     return list(
         session.scalars(
             select(AuditLog)
