@@ -389,6 +389,8 @@ def export_openvino(
     """
     import openvino as ov
 
+    from inspection.ov_export import to_openvino
+
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     det = model.detector
@@ -398,7 +400,7 @@ def export_openvino(
     example = torch.zeros(1, 3, size, size)
     with torch.no_grad():
         graph(example)  # fills shape-dependent constant caches (GaussianBlur) before tracing
-        ov_model = ov.convert_model(graph, example_input=example)
+        ov_model = to_openvino(graph, example)
     ov_model.reshape({0: ov.PartialShape([-1, 3, size, size])})
     if precision == "int8":
         import nncf

@@ -99,11 +99,11 @@ def _openvino_embedder(detector: Detector) -> Any:
         return cached
     import openvino as ov
 
+    from inspection.ov_export import to_openvino
+
     size = detector.config.image_size
     with torch.no_grad():
-        model = ov.convert_model(
-            _EmbeddingGraph(detector).eval(), example_input=torch.zeros(1, 3, size, size)
-        )
+        model = to_openvino(_EmbeddingGraph(detector).eval(), torch.zeros(1, 3, size, size))
     model.reshape({0: ov.PartialShape([-1, 3, size, size])})
     compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
     detector.__dict__["_loop_ov_embedder"] = compiled

@@ -350,15 +350,15 @@ class OpenSetTyper:
         features, embedding, logits), ``scorer.npz/json`` and ``runtime.json``."""
         import openvino as ov
 
+        from inspection.ov_export import to_openvino
+
         head, state = self._require_fitted()
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         size = self.config.features.image_size
         net = TypingNetwork(self.extractor.module, head).eval()
-        model = ov.convert_model(
-            net,
-            example_input=torch.zeros(1, 3, size, size),
-            input=[ov.PartialShape([-1, 3, size, size])],
+        model = to_openvino(
+            net, torch.zeros(1, 3, size, size), input=[ov.PartialShape([-1, 3, size, size])]
         )
         ov.save_model(model, directory / "typer.xml", compress_to_fp16=False)  # exact scores
         state.save(directory / "scorer")

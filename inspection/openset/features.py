@@ -164,10 +164,12 @@ class FeatureExtractor:
         if self._compiled is None:
             import openvino as ov
 
+            from inspection.ov_export import to_openvino
+
             size = self.config.image_size
-            model = ov.convert_model(
+            model = to_openvino(
                 self.module,
-                example_input=torch.zeros(1, 3, size, size),
+                torch.zeros(1, 3, size, size),
                 input=[ov.PartialShape([-1, 3, size, size])],
             )
             self._compiled = ov.Core().compile_model(
