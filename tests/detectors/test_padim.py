@@ -1,4 +1,5 @@
-"""PaDiM's separable smoothing equals anomalib's 2-D Gaussian blur."""
+"""PaDiM's separable smoothing equals anomalib's 2-D Gaussian blur, and its batched Gaussian fit
+anomalib's loop over positions."""
 
 from __future__ import annotations
 
@@ -31,3 +32,17 @@ def test_fused_upsample_smooth_matches_anomalib(side: int, size: int) -> None:
     reference = blur(F.interpolate(amap, size=(size, size), mode="bilinear", align_corners=False))
     fused = SeparableBlur(blur).upsample_smooth(amap, (size, size))
     torch.testing.assert_close(fused, reference, rtol=1e-5, atol=1e-5)
+
+
+def test_batched_gaussian_fit_matches_anomalibs_loop() -> None:
+    """:func:`fit_gaussians` computes anomalib's per-position Gaussians in one batched product."""
+    from anomalib.models.components.stats.multi_variate_gaussian import MultiVariateGaussian
+
+    from inspection.detectors.padim import fit_gaussians
+
+    embedding = torch.randn(12, 6, 4, 5, generator=torch.Generator().manual_seed(0))
+    mean, inv = fit_gaussians(embedding)
+    ref_mean, ref_inv = MultiVariateGaussian().forward(embedding)
+    assert mean.shape == (6, 20) and inv.shape == (20, 6, 6)
+    torch.testing.assert_close(mean, ref_mean)
+    torch.testing.assert_close(inv, ref_inv, rtol=1e-4, atol=1e-5)
