@@ -22,7 +22,9 @@ Variants (each general, none reads a test label):
 - Tokens joined by ``+`` on the raw-layer cache (every variant but ``rot``): ``L<stages>`` the
   Lite0 stages that feed the patch features (``L24`` = ``blocks.2`` + ``blocks.4``, the default;
   ``L246``; timm exposes only the stage ends 0, 1, 2, 4, 6 of Lite0), ``pool<k>`` the k x k neighbourhood averaging (default 3),
-  ``bank<n>`` the coreset cap (default 4096).
+  ``bank<n>`` the coreset cap (default 4096), ``fit85`` the bank built on the 85 % of the training
+  normals the product fits on (``training.split_validation``, seed 0: the rest sets thresholds),
+  ``seed<n>`` the coreset's first point drawn with seed n (default 0).
 
     .venv/bin/python bench/explore/patchcore_offline.py --size 256 --name patchcore-offline
 """
@@ -137,9 +139,19 @@ def raw_features(dataset: str, size: int, data_root: Path) -> dict[str, Any]:
 
 def parse_variant(name: str) -> dict[str, Any]:
     """Settings of a ``+``-joined variant name (see the module docstring)."""
-    spec: dict[str, Any] = {"layers": ("blocks.2", "blocks.4"), "pool": 3, "bank": None}
+    spec: dict[str, Any] = {
+        "layers": ("blocks.2", "blocks.4"),
+        "pool": 3,
+        "bank": None,
+        "fit85": False,
+        "seed": 0,
+    }
     for token in name.split("+"):
-        if token.startswith("L") and token[1:].isdigit():
+        if token == "fit85":
+            spec["fit85"] = True
+        elif token.startswith("seed") and token[4:].isdigit():
+            spec["seed"] = int(token[4:])
+        elif token.startswith("L") and token[1:].isdigit():
             spec["layers"] = tuple(f"blocks.{c}" for c in token[1:])
         elif token.startswith("pool"):
             spec["pool"] = int(token[4:])
@@ -204,7 +216,13 @@ def run_variant(name: str, data: dict[str, Any], max_bank: int) -> dict[str, flo
     else:
         spec = parse_variant(name)
         max_bank = spec["bank"] or max_bank
-        train_emb = embed_raw(data["train"], spec["layers"], spec["pool"])
+        maps = data["train"]
+        if spec["fit85"]:  # the images the product fits on: training.split_validation(seed 0)
+            n = len(maps[spec["layers"][0]])
+            order = np.random.default_rng(0).permutation(n)
+            keep = torch.from_numpy(np.sort(order[max(1, round(n * 0.15)) :]))
+            maps = {k: v[keep] for k, v in maps.items()}
+        train_emb = embed_raw(maps, spec["layers"], spec["pool"])
         train = train_emb.reshape(-1, train_emb.shape[-1])
         del train_emb
         test = embed_raw(data["test"], spec["layers"], spec["pool"])
@@ -222,7 +240,8 @@ def run_variant(name: str, data: dict[str, Any], max_bank: int) -> dict[str, flo
     pool = pool * scale
     n_keep = max(1, min(max_bank, int(np.ceil(0.1 * len(pool)))))
     t0 = time.perf_counter()
-    chosen = greedy_coreset(pool, n_keep)
+    seed = parse_variant(name)["seed"] if "rot" not in name else 0
+    chosen = greedy_coreset(pool, n_keep, seed=seed)
     select_s = time.perf_counter() - t0
     bank = pool[chosen].contiguous()
     test = test * scale
