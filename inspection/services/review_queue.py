@@ -12,8 +12,9 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import TypeVar
 
-from sqlalchemy import func, literal, select, tuple_
+from sqlalchemy import Select, func, literal, select, tuple_
 from sqlalchemy.orm import Session, selectinload
 
 from inspection.db import repo
@@ -31,6 +32,8 @@ from inspection.db.models import (
 )
 from inspection.db.review import QueueFilters, review_filters, window_filters
 from inspection.errors import NotFoundError
+
+T = TypeVar("T")
 
 #: Image threshold of a station that has none configured: the model's calibrated threshold,
 #: which the normalised score puts at 0.5.
@@ -292,20 +295,26 @@ def inspection_detail(session: Session, inspection_id: int) -> InspectionDetail:
     )
 
 
+def _about_inspection(session: Session, inspection_id: int, stmt: Select[tuple[T]]) -> list[T]:
+    """The rows ``stmt`` selects about an inspection (NotFoundError when there is no such
+    inspection; an empty list only means none)."""
+    repo.get_existing(session, Inspection, inspection_id, "inspection")
+    return list(session.scalars(stmt))
+
+
 def label_rows(session: Session, *, inspection_id: int) -> list[OperatorLabel]:
     """Every label of the inspection, oldest first, with user and defect type loaded.
 
     Raises:
         NotFoundError: no such inspection.
     """
-    repo.get_existing(session, Inspection, inspection_id, "inspection")
-    return list(
-        session.scalars(
-            select(OperatorLabel)
-            .where(OperatorLabel.inspection_id == inspection_id)
-            .order_by(OperatorLabel.id)
-            .options(selectinload(OperatorLabel.user), selectinload(OperatorLabel.defect_type))
-        )
+    return _about_inspection(
+        session,
+        inspection_id,
+        select(OperatorLabel)
+        .where(OperatorLabel.inspection_id == inspection_id)
+        .order_by(OperatorLabel.id)
+        .options(selectinload(OperatorLabel.user), selectinload(OperatorLabel.defect_type)),
     )
 
 
@@ -335,12 +344,11 @@ def inspection_history(session: Session, *, inspection_id: int, limit: int = 200
     Raises:
         NotFoundError: no such inspection.
     """
-    repo.get_existing(session, Inspection, inspection_id, "inspection")
-    return list(
-        session.scalars(
-            select(AuditLog)
-            .where(AuditLog.entity_type == "inspection", AuditLog.entity_id == str(inspection_id))
-            .order_by(AuditLog.id.desc())
-            .limit(limit)
-        )
+    return _about_inspection(
+        session,
+        inspection_id,
+        select(AuditLog)
+        .where(AuditLog.entity_type == "inspection", AuditLog.entity_id == str(inspection_id))
+        .order_by(AuditLog.id.desc())
+        .limit(limit),
     )
