@@ -75,9 +75,15 @@ class _ProgressLines:
         if stage == self._stage and done < total and now - self._last < self.every_s:
             return
         self._stage, self._last = stage, now
-        line = json.dumps({"station": self.station, "stage": stage, "done": done, "total": total})
-        sys.stderr.write(f"{PROGRESS_PREFIX}{line}\n")
-        sys.stderr.flush()
+        _tell_parent(
+            PROGRESS_PREFIX, {"station": self.station, "stage": stage, "done": done, "total": total}
+        )
+
+
+def _tell_parent(prefix: str, payload: dict[str, Any]) -> None:
+    """One line for the parent process on stderr: ``prefix`` and ``payload`` as JSON."""
+    sys.stderr.write(f"{prefix}{json.dumps(payload)}\n")
+    sys.stderr.flush()
 
 
 def train_bundle(
@@ -286,8 +292,7 @@ def main() -> None:
         results = []
         for config in configs:
             result = bootstrap_station(config, factory, _ProgressLines(config.id))
-            sys.stderr.write(f"{READY_PREFIX}{json.dumps(result)}\n")
-            sys.stderr.flush()
+            _tell_parent(READY_PREFIX, result)
             results.append(result)
     finally:
         engine.dispose()

@@ -2,9 +2,8 @@
 
 :func:`run_line` is the programmatic entry point (``inspection station run-line`` and the demo
 use it): open the database (optionally migrating it), train first models for stations that
-ask for it (in a subprocess), start each station as soon as it has a model (the others
-train on), wait, stop them gracefully and return each
-station's stats.
+ask for it (in a subprocess), start each station as soon as it has a model (the others train
+on), wait, stop them gracefully and return each station's stats.
 """
 
 from __future__ import annotations
