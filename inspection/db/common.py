@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -23,6 +23,16 @@ from inspection.db.models import (
 from inspection.errors import NotFoundError
 
 M = TypeVar("M", bound=Base)
+
+
+class _HasId(Protocol):
+    """A row with an integer primary key ``id`` (every audited table)."""
+
+    @property
+    def id(self) -> int: ...
+
+
+R = TypeVar("R", bound=_HasId)
 
 
 @dataclass(frozen=True)
@@ -80,6 +90,45 @@ def write_audit(
         after=dict(after) if after is not None else None,
     )
     session.add(row)
+    return row
+
+
+def audit(
+    session: Session,
+    action: str,
+    entity_id: int | str,
+    *,
+    actor: int | str | Actor | None,
+    before: Mapping[str, Any] | None = None,
+    after: Mapping[str, Any] | None = None,
+) -> AuditLog:
+    """:func:`write_audit` for an action named ``<entity type>.<verb>``
+    (``station.set_thresholds``): the entity type is the part before the dot."""
+    entity_type, _, _ = action.partition(".")
+    return write_audit(
+        session,
+        actor=actor,
+        action=action,
+        entity_type=entity_type,
+        entity_id=entity_id,
+        before=before,
+        after=after,
+    )
+
+
+def add_audited(
+    session: Session,
+    row: R,
+    action: str,
+    *,
+    actor: int | str | Actor | None,
+    after: Mapping[str, Any],
+) -> R:
+    """Insert ``row``, flush it so that it has its id, and audit its creation as ``action``
+    (see :func:`audit`)."""
+    session.add(row)
+    session.flush()
+    audit(session, action, row.id, actor=actor, after=after)
     return row
 
 

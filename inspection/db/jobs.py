@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from inspection.db.common import Actor, get_existing, write_audit
+from inspection.db.common import Actor, audit, get_existing
 from inspection.db.models import (
     JobStatus,
     ModelVersion,
@@ -67,12 +67,11 @@ def create_retrain_job(
     add_training_items(
         session, retrain_job_id=job.id, inspection_ids=training_inspection_ids, split=split
     )
-    write_audit(
+    audit(
         session,
+        "retrain_job.create",
+        job.id,
         actor=requested_by,
-        action="retrain_job.create",
-        entity_type="retrain_job",
-        entity_id=job.id,
         after={"station_id": station_id, "base_model_version_id": base_model_version_id},
     )
     return job
@@ -158,13 +157,7 @@ def request_cancel(
     if job.status == JobStatus.QUEUED:
         job.status = JobStatus.CANCELLED
         job.finished_at = utcnow()
-    write_audit(
-        session,
-        actor=requested_by,
-        action="retrain_job.cancel",
-        entity_type="retrain_job",
-        entity_id=job.id,
-    )
+    audit(session, "retrain_job.cancel", job.id, actor=requested_by)
     session.flush()
     return job
 

@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from inspection.db.common import Actor, get_existing, write_audit
+from inspection.db.common import Actor, add_audited, audit, get_existing
 from inspection.db.models import (
     ModelStatus,
     ModelVersion,
@@ -59,17 +59,13 @@ def register_model_version(
         training_job_id=training_job_id,
         created_at=utcnow(),
     )
-    session.add(version)
-    session.flush()
-    write_audit(
+    return add_audited(
         session,
+        version,
+        "model_version.register",
         actor=registered_by,
-        action="model_version.register",
-        entity_type="model_version",
-        entity_id=version.id,
         after={"name": name, "detector_type": detector_type, "station_id": station_id},
     )
-    return version
 
 
 def set_model_status(
@@ -112,12 +108,11 @@ def set_model_status(
         version.retired_at = now
     before = {"status": version.status.value}
     version.status = target
-    write_audit(
+    audit(
         session,
+        "model_version.set_status",
+        version.id,
         actor=changed_by,
-        action="model_version.set_status",
-        entity_type="model_version",
-        entity_id=version.id,
         before=before,
         after={"status": target.value},
     )

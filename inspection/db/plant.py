@@ -12,7 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from inspection.db.common import Actor, get_existing, write_audit
+from inspection.db.common import Actor, audit, get_existing
 from inspection.db.models import (
     Camera,
     DefectType,
@@ -147,14 +147,8 @@ def set_station_thresholds(
     station.image_threshold = image_threshold
     station.pixel_threshold = pixel_threshold
     station.thresholds_updated_at = utcnow()
-    write_audit(
-        session,
-        actor=changed_by,
-        action="station.set_thresholds",
-        entity_type="station",
-        entity_id=station.id,
-        before=before,
-        after=after,
+    audit(
+        session, "station.set_thresholds", station.id, actor=changed_by, before=before, after=after
     )
     session.flush()
     return station

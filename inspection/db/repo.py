@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from inspection.db.common import (
     Actor,
+    add_audited,
+    audit,
     check_limit,
     get_existing,
     require_aware,
@@ -82,6 +84,8 @@ __all__ = [
     "Actor",
     "get_existing",
     "write_audit",
+    "audit",
+    "add_audited",
     "require_aware",
     "check_limit",
     "table_counts",

@@ -8,7 +8,7 @@ from __future__ import annotations
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from inspection.db.common import Actor, write_audit
+from inspection.db.common import Actor, add_audited
 from inspection.db.models import (
     Role,
     User,
@@ -34,17 +34,13 @@ def create_user(
         is_active=True,
         created_at=utcnow(),
     )
-    session.add(user)
-    session.flush()
-    write_audit(
+    return add_audited(
         session,
+        user,
+        "user.create",
         actor=created_by,
-        action="user.create",
-        entity_type="user",
-        entity_id=user.id,
         after={"username": username, "role": user.role.value},
     )
-    return user
 
 
 def get_user_by_username(session: Session, username: str) -> User | None:

@@ -42,12 +42,11 @@ def _audit_created(
         if station_id is not None
         else None
     )
-    repo.write_audit(
+    repo.audit(
         session,
+        "defect_type.create",
+        created.id,
         actor=actor,
-        action="defect_type.create",
-        entity_type="defect_type",
-        entity_id=created.id,
         after={"name": created.name, "station_id": station_id, "key": key},
     )
 
@@ -98,12 +97,11 @@ def delete_defect_type(session: Session, *, type_id: int, actor: repo.Actor) -> 
                 f"defect type {found.name!r} is in use by labels or detections; undo those first"
             )
         keys = repo.defect_keys(session).get(found.id, {})
-        repo.write_audit(
+        repo.audit(
             session,
+            "defect_type.delete",
+            found.id,
             actor=actor,
-            action="defect_type.delete",
-            entity_type="defect_type",
-            entity_id=found.id,
             before={"name": found.name, "keys": {str(k): v for k, v in keys.items()}},
         )
         session.execute(delete(StationDefectKey).where(StationDefectKey.defect_type_id == found.id))

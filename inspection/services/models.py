@@ -30,26 +30,18 @@ def _activate(
     session: Session,
     version: ModelVersion,
     actor: Actor,
-    intent: tuple[str, str, int],
+    intent: tuple[str, int],
     *,
     before: dict[str, Any],
     after: dict[str, Any],
 ) -> None:
     """Make ``version`` active (the repo retires the station's previous one and audits the
-    status changes) and audit the intent: ``(action, entity type, entity id)``."""
+    status changes) and audit the intent: ``(action, entity id)`` (see :func:`repo.audit`)."""
     repo.set_model_status(
         session, model_version_id=version.id, status=ModelStatus.ACTIVE, changed_by=actor
     )
-    action, entity_type, entity_id = intent
-    repo.write_audit(
-        session,
-        actor=actor,
-        action=action,
-        entity_type=entity_type,
-        entity_id=entity_id,
-        before=before,
-        after=after,
-    )
+    action, entity_id = intent
+    repo.audit(session, action, entity_id, actor=actor, before=before, after=after)
 
 
 def promote_model(session: Session, *, model_version_id: int, actor: Actor) -> ModelVersion:
@@ -77,7 +69,7 @@ def promote_model(session: Session, *, model_version_id: int, actor: Actor) -> M
         session,
         version,
         actor,
-        ("model_version.promote", "model_version", version.id),
+        ("model_version.promote", version.id),
         before={"active_model_version_id": previous_id},
         after={"active_model_version_id": version.id, "station_id": version.station_id},
     )
@@ -146,7 +138,7 @@ def rollback_model(
         session,
         target,
         actor,
-        ("station.rollback", "station", station_id),
+        ("station.rollback", station_id),
         before={"active_model_version_id": current.id if current is not None else None},
         after={"active_model_version_id": target.id},
     )

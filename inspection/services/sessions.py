@@ -174,12 +174,11 @@ def authenticate(
     ok = verify_password(stored, password) and user is not None and user.is_active
     if not ok or user is None:
         _record_failure(session, throttle, username, address)
-        repo.write_audit(
+        repo.audit(
             session,
+            "user.login_failed",
+            user.id if user is not None else username[:64],
             actor=f"login:{username[:64]}",
-            action="user.login_failed",
-            entity_type="user",
-            entity_id=user.id if user is not None else username[:64],
             after={"address": address[:64]},
         )
         raise InvalidCredentialsError("wrong username or password, or the account is deactivated")
@@ -187,12 +186,11 @@ def authenticate(
     if user.password_hash and needs_rehash(user.password_hash):
         user.password_hash = hash_password(password)
     user.last_login_at = utcnow()
-    repo.write_audit(
+    repo.audit(
         session,
+        "user.login",
+        user.id,
         actor=repo.Actor(name=user.username, user_id=user.id),
-        action="user.login",
-        entity_type="user",
-        entity_id=user.id,
         after={"address": address[:64]},
     )
     session.flush()
@@ -249,12 +247,11 @@ def logout(session: Session, *, actor: repo.Actor, sid: str, expires_at: dt.date
     with unit_of_work(session):
         if actor.user_id is not None:
             logins.revoke_session(session, sid=sid, user_id=actor.user_id, expires_at=expires_at)
-        repo.write_audit(
+        repo.audit(
             session,
+            "user.logout",
+            actor.user_id if actor.user_id is not None else actor.name,
             actor=actor,
-            action="user.logout",
-            entity_type="user",
-            entity_id=actor.user_id if actor.user_id is not None else actor.name,
         )
 
 
@@ -276,12 +273,6 @@ def sign_out_everywhere(session: Session, *, user_id: int, actor: repo.Actor) ->
         if user is None:
             raise NotFoundError(f"user {user_id} does not exist")
         end_all_sessions(user)
-        repo.write_audit(
-            session,
-            actor=actor,
-            action="user.sign_out_everywhere",
-            entity_type="user",
-            entity_id=user.id,
-        )
+        repo.audit(session, "user.sign_out_everywhere", user.id, actor=actor)
         session.flush()
         return user

@@ -181,15 +181,7 @@ def update_user(
         sessions.end_all_sessions(user)
         after["password"] = "changed"
     if after:
-        repo.write_audit(
-            session,
-            actor=actor,
-            action="user.update",
-            entity_type="user",
-            entity_id=user.id,
-            before=before,
-            after=after,
-        )
+        repo.audit(session, "user.update", user.id, actor=actor, before=before, after=after)
     session.flush()
     return user
 
