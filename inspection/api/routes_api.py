@@ -91,7 +91,23 @@ CONFLICT: dict[int | str, dict[str, Any]] = {
     409: {"model": ErrorOut, "description": "Not allowed in the current state."}
 }
 
-router = APIRouter(prefix="/api", responses=ERRORS)
+
+def tag_routers(*tags: str) -> tuple[APIRouter, ...]:
+    """One router per tag of the API docs, so that a route declares no ``tags`` of its own;
+    :func:`api_router` joins them."""
+    return tuple(APIRouter(tags=[tag]) for tag in tags)
+
+
+def api_router(*groups: APIRouter) -> APIRouter:
+    """A module's ``/api`` router: the routes of ``groups`` in this order (the order of the API
+    docs), each with the common error responses."""
+    router = APIRouter(prefix="/api", responses=ERRORS)
+    for group in groups:
+        router.include_router(group)
+    return router
+
+
+health_api, auth_api, stations_api = tag_routers("health", "auth", "stations")
 
 
 def aware(value: dt.datetime | None) -> dt.datetime | None:
@@ -149,7 +165,7 @@ class ReadyOut(BaseModel):
     schema_revision: str
 
 
-@router.get("/health", tags=["health"], response_model=HealthOut)
+@health_api.get("/health", response_model=HealthOut)
 def health() -> HealthOut:
     """Liveness (anonymous): ``ok`` while the process serves requests.
 
@@ -159,7 +175,7 @@ def health() -> HealthOut:
     return HealthOut(status="ok")
 
 
-@router.get("/ready", tags=["health"], response_model=ReadyOut)
+@health_api.get("/ready", response_model=ReadyOut)
 def ready(ctx: Ctx) -> ReadyOut:
     """Readiness (anonymous): ``ready`` when the database answers and its schema is at head.
 
@@ -170,9 +186,8 @@ def ready(ctx: Ctx) -> ReadyOut:
     return ReadyOut(status="ready", schema_revision=revision)
 
 
-@router.post(
+@auth_api.post(
     "/auth/token",
-    tags=["auth"],
     response_model=TokenOut,
     responses={429: {"model": ErrorOut, "description": "Too many failed logins."}},
 )
@@ -194,7 +209,7 @@ def issue_token(body: TokenRequest, request: Request, ctx: Ctx, session: WriteSe
     )
 
 
-@router.get("/auth/me", tags=["auth"], response_model=MeOut)
+@auth_api.get("/auth/me", response_model=MeOut)
 def me(user: AnyUser) -> MeOut:
     """Who the credentials belong to."""
     return me_out(user)
@@ -203,25 +218,20 @@ def me(user: AnyUser) -> MeOut:
 # -- stations and overview -----------------------------------------------------------------
 
 
-@router.get("/stations", tags=["stations"], response_model=list[StationOut])
+@stations_api.get("/stations", response_model=list[StationOut])
 def list_stations(user: Operator, session: ReadSession) -> list[StationOut]:
     """Every station with its thresholds."""
     return [station_out(s) for s in queue_reads.stations_by_id(session).values()]
 
 
-@router.get(
-    "/stations/{station_id}", tags=["stations"], response_model=StationOut, responses=NOT_FOUND
-)
+@stations_api.get("/stations/{station_id}", response_model=StationOut, responses=NOT_FOUND)
 def get_station(station_id: IdPath, user: Operator, session: ReadSession) -> StationOut:
     """One station."""
     return station_out(repo.get_station(session, station_id))
 
 
-@router.put(
-    "/stations/{station_id}/thresholds",
-    tags=["stations"],
-    response_model=StationOut,
-    responses=NOT_FOUND,
+@stations_api.put(
+    "/stations/{station_id}/thresholds", response_model=StationOut, responses=NOT_FOUND
 )
 def set_thresholds(
     station_id: IdPath, body: ThresholdsIn, user: Engineer, session: WriteSession
@@ -237,9 +247,8 @@ def set_thresholds(
     return station_out(station)
 
 
-@router.get(
+@stations_api.get(
     "/stations/{station_id}/threshold-preview",
-    tags=["stations"],
     response_model=ThresholdPreviewOut,
     responses=NOT_FOUND,
 )
@@ -258,7 +267,7 @@ def threshold_preview(
     return ThresholdPreviewOut.model_validate(preview)
 
 
-@router.get("/overview", tags=["stations"], response_model=list[StationSummaryOut])
+@stations_api.get("/overview", response_model=list[StationSummaryOut])
 def overview(user: Operator, ctx: Ctx, session: ReadSession) -> list[StationSummaryOut]:
     """The line overview: every station's last 24 h, throughput and newest inspections."""
     summaries = line_stats.station_summaries(
@@ -271,3 +280,6 @@ def model_brief(version: ModelVersion | None) -> ModelBriefOut | None:
     if version is None:
         return None
     return ModelBriefOut.model_validate(version)
+
+
+router = api_router(health_api, auth_api, stations_api)

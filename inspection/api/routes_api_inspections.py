@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import Depends, Query, Response
 from sqlalchemy.orm import Session
 
 from inspection.api.deps import (
@@ -16,14 +16,15 @@ from inspection.api.deps import (
     WriteSession,
 )
 from inspection.api.routes_api import (
-    ERRORS,
     NOT_FOUND,
     IdPath,
     OptStation,
     QueueQuery,
     Since,
     Until,
+    api_router,
     aware,
+    tag_routers,
 )
 from inspection.api.schemas import (
     DefectTypeOut,
@@ -46,7 +47,7 @@ from inspection.db.models import ArtifactKind, Verdict
 from inspection.services import labelling
 from inspection.services import review_queue as queue_reads
 
-router = APIRouter(prefix="/api", responses=ERRORS)
+review_api, inspections_api, labels_api = tag_routers("review", "inspections", "labels")
 
 
 # -- review queue and inspections ----------------------------------------------------------
@@ -70,7 +71,7 @@ def keyset_page(
     return KeysetPage(limit, cursor)
 
 
-@router.get("/review-queue", tags=["review"], response_model=QueuePageOut)
+@review_api.get("/review-queue", response_model=QueuePageOut)
 def review_queue(
     user: Operator,
     session: ReadSession,
@@ -94,7 +95,7 @@ def review_queue(
     )
 
 
-@router.get("/review-queue/count", tags=["review"], response_model=QueueCountOut)
+@review_api.get("/review-queue/count", response_model=QueueCountOut)
 def review_queue_count(user: Operator, session: ReadSession, queue: QueueQuery) -> QueueCountOut:
     """How many inspections wait in the queue with these filters (counted up to 10,000); with
     the default filters, the overview's "flagged, not reviewed"."""
@@ -102,7 +103,7 @@ def review_queue_count(user: Operator, session: ReadSession, queue: QueueQuery) 
     return QueueCountOut(count=count, capped=capped)
 
 
-@router.get("/inspections", tags=["inspections"], response_model=InspectionListOut)
+@inspections_api.get("/inspections", response_model=InspectionListOut)
 def list_inspections(
     user: Operator,
     session: ReadSession,
@@ -139,11 +140,8 @@ def inspection_detail(session: Session, inspection_id: int) -> InspectionDetailO
     return inspection_detail_out(queue_reads.inspection_detail(session, inspection_id))
 
 
-@router.get(
-    "/inspections/{inspection_id}",
-    tags=["inspections"],
-    response_model=InspectionDetailOut,
-    responses=NOT_FOUND,
+@inspections_api.get(
+    "/inspections/{inspection_id}", response_model=InspectionDetailOut, responses=NOT_FOUND
 )
 def get_inspection(
     inspection_id: IdPath, user: Operator, session: ReadSession
@@ -158,11 +156,8 @@ IMAGE_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-@router.get(
-    "/inspections/{inspection_id}/frame",
-    tags=["inspections"],
-    response_class=Response,
-    responses=IMAGE_RESPONSES,
+@inspections_api.get(
+    "/inspections/{inspection_id}/frame", response_class=Response, responses=IMAGE_RESPONSES
 )
 def frame(
     inspection_id: IdPath,
@@ -188,11 +183,8 @@ def frame(
     )
 
 
-@router.get(
-    "/inspections/{inspection_id}/overlay.png",
-    tags=["inspections"],
-    response_class=Response,
-    responses=IMAGE_RESPONSES,
+@inspections_api.get(
+    "/inspections/{inspection_id}/overlay.png", response_class=Response, responses=IMAGE_RESPONSES
 )
 def overlay(
     inspection_id: IdPath,
@@ -221,9 +213,8 @@ def overlay(
     )
 
 
-@router.get(
+@inspections_api.get(
     "/inspections/{inspection_id}/overlay-scale",
-    tags=["inspections"],
     response_model=OverlayScaleOut,
     responses=NOT_FOUND,
 )
@@ -244,20 +235,16 @@ def overlay_scale(
     )
 
 
-@router.get(
-    "/inspections/{inspection_id}/labels",
-    tags=["labels"],
-    response_model=list[LabelOut],
-    responses=NOT_FOUND,
+@labels_api.get(
+    "/inspections/{inspection_id}/labels", response_model=list[LabelOut], responses=NOT_FOUND
 )
 def list_labels(inspection_id: IdPath, user: Operator, session: ReadSession) -> list[LabelOut]:
     """Every label of the inspection, oldest first."""
     return [label_out(x) for x in queue_reads.label_rows(session, inspection_id=inspection_id)]
 
 
-@router.get(
+@labels_api.get(
     "/inspections/{inspection_id}/history",
-    tags=["labels"],
     response_model=list[HistoryEntryOut],
     responses=NOT_FOUND,
 )
@@ -269,9 +256,8 @@ def history(inspection_id: IdPath, user: Operator, session: ReadSession) -> list
     ]
 
 
-@router.post(
+@labels_api.post(
     "/inspections/{inspection_id}/labels",
-    tags=["labels"],
     status_code=201,
     response_model=LabelOut,
     responses=NOT_FOUND,
@@ -292,11 +278,8 @@ def add_label(
     return label_out(label)
 
 
-@router.delete(
-    "/inspections/{inspection_id}/labels/latest",
-    tags=["labels"],
-    response_model=UndoOut,
-    responses=NOT_FOUND,
+@labels_api.delete(
+    "/inspections/{inspection_id}/labels/latest", response_model=UndoOut, responses=NOT_FOUND
 )
 def undo_label(inspection_id: IdPath, user: Operator, session: WriteSession) -> UndoOut:
     """Undo your newest label on the inspection (it returns to the queue; audited)."""
@@ -304,7 +287,7 @@ def undo_label(inspection_id: IdPath, user: Operator, session: WriteSession) -> 
     return UndoOut(inspection_id=inspection_id, undone=snapshot)
 
 
-@router.get("/defect-types", tags=["labels"], response_model=list[DefectTypeOut])
+@labels_api.get("/defect-types", response_model=list[DefectTypeOut])
 def defect_types(
     user: Operator, session: ReadSession, station_id: OptStation = None
 ) -> list[DefectTypeOut]:
@@ -312,3 +295,6 @@ def defect_types(
     with ``station_id``, ``key`` is the key at that station and the list is in key order."""
     out = [defect_type_out(t, keys, station_id) for t, keys in labelling.defect_types(session)]
     return sorted(out, key=lambda t: (t.key is None, t.key or 0, t.name))
+
+
+router = api_router(review_api, inspections_api, labels_api)

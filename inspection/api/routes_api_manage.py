@@ -8,7 +8,7 @@ import datetime as dt
 import math
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Query
+from fastapi import Body, Query
 from pydantic import BaseModel, ConfigDict
 
 from inspection.api.deps import (
@@ -20,12 +20,13 @@ from inspection.api.deps import (
 )
 from inspection.api.routes_api import (
     CONFLICT,
-    ERRORS,
     NOT_FOUND,
     Days,
     IdPath,
     OptStation,
     actor_of,
+    api_router,
+    tag_routers,
 )
 from inspection.api.schemas import (
     MAX_ID,
@@ -48,7 +49,9 @@ from inspection.services import jobs, line_stats, users
 from inspection.services import models as models_service
 from inspection.services import review_queue as queue_reads
 
-router = APIRouter(prefix="/api", responses=ERRORS)
+charts_api, models_api, retraining_api, users_api, audit_api = tag_routers(
+    "charts", "models", "retraining", "users", "audit"
+)
 
 
 # -- charts --------------------------------------------------------------------------------
@@ -95,7 +98,7 @@ def _window(days: int) -> tuple[dt.datetime, dt.datetime]:
     return until - dt.timedelta(days=days), until
 
 
-@router.get("/charts/yield", tags=["charts"], response_model=YieldOut)
+@charts_api.get("/charts/yield", response_model=YieldOut)
 def chart_yield(
     user: Operator, session: ReadSession, station_id: OptStation = None, days: Days = 7
 ) -> YieldOut:
@@ -110,7 +113,7 @@ def chart_yield(
     )
 
 
-@router.get("/charts/scores", tags=["charts"], response_model=HistogramOut)
+@charts_api.get("/charts/scores", response_model=HistogramOut)
 def chart_scores(
     user: Operator,
     session: ReadSession,
@@ -131,7 +134,7 @@ def chart_scores(
     return HistogramOut(hi=hist.hi, bins=hist.bins, counts=hist.counts, threshold=threshold)
 
 
-@router.get("/charts/pareto", tags=["charts"], response_model=list[ParetoRowOut])
+@charts_api.get("/charts/pareto", response_model=list[ParetoRowOut])
 def chart_pareto(
     user: Operator, session: ReadSession, station_id: OptStation = None, days: Days = 7
 ) -> list[ParetoRowOut]:
@@ -144,7 +147,7 @@ def chart_pareto(
 # -- models and retraining -----------------------------------------------------------------
 
 
-@router.get("/models", tags=["models"], response_model=list[ModelVersionOut])
+@models_api.get("/models", response_model=list[ModelVersionOut])
 def list_models(
     user: Operator, session: ReadSession, station_id: OptStation = None
 ) -> list[ModelVersionOut]:
@@ -177,7 +180,7 @@ def compare_rows(a: ModelVersionOut, b: ModelVersionOut) -> list[CompareRowOut]:
     return rows
 
 
-@router.get("/models/compare", tags=["models"], response_model=CompareOut, responses=NOT_FOUND)
+@models_api.get("/models/compare", response_model=CompareOut, responses=NOT_FOUND)
 def compare_models(
     user: Operator,
     session: ReadSession,
@@ -194,12 +197,7 @@ def compare_models(
     return CompareOut(a=out_a, b=out_b, rows=compare_rows(out_a, out_b))
 
 
-@router.get(
-    "/models/{model_version_id}",
-    tags=["models"],
-    response_model=ModelVersionOut,
-    responses=NOT_FOUND,
-)
+@models_api.get("/models/{model_version_id}", response_model=ModelVersionOut, responses=NOT_FOUND)
 def get_model(model_version_id: IdPath, user: Operator, session: ReadSession) -> ModelVersionOut:
     """One model version."""
     version = models_service.get_model_version(session, model_version_id)
@@ -207,9 +205,8 @@ def get_model(model_version_id: IdPath, user: Operator, session: ReadSession) ->
     return model_out(version, stats.get(version.id))
 
 
-@router.post(
+@models_api.post(
     "/models/{model_version_id}/promote",
-    tags=["models"],
     response_model=ModelVersionOut,
     responses={**NOT_FOUND, **CONFLICT},
 )
@@ -221,9 +218,8 @@ def promote(model_version_id: IdPath, user: Engineer, session: WriteSession) -> 
     return model_out(version)
 
 
-@router.post(
+@models_api.post(
     "/stations/{station_id}/rollback",
-    tags=["models"],
     response_model=ModelVersionOut,
     responses={**NOT_FOUND, **CONFLICT},
 )
@@ -243,7 +239,7 @@ def rollback(
     return model_out(version)
 
 
-@router.get("/retrain-jobs", tags=["retraining"], response_model=list[RetrainJobOut])
+@retraining_api.get("/retrain-jobs", response_model=list[RetrainJobOut])
 def list_jobs(
     user: Operator, session: ReadSession, limit: Annotated[int, Query(ge=1, le=200)] = 50
 ) -> list[RetrainJobOut]:
@@ -251,12 +247,8 @@ def list_jobs(
     return [RetrainJobOut.model_validate(j) for j in jobs.retrain_jobs(session, limit=limit)]
 
 
-@router.post(
-    "/retrain-jobs",
-    tags=["retraining"],
-    status_code=201,
-    response_model=RetrainJobOut,
-    responses=NOT_FOUND,
+@retraining_api.post(
+    "/retrain-jobs", status_code=201, response_model=RetrainJobOut, responses=NOT_FOUND
 )
 def create_job(body: RetrainJobIn, user: Engineer, session: WriteSession) -> RetrainJobOut:
     """Queue a retraining job for a station (engineer; audited)."""
@@ -270,11 +262,8 @@ def create_job(body: RetrainJobIn, user: Engineer, session: WriteSession) -> Ret
     return RetrainJobOut.model_validate(job)
 
 
-@router.post(
-    "/retrain-jobs/{job_id}/cancel",
-    tags=["retraining"],
-    response_model=RetrainJobOut,
-    responses=NOT_FOUND,
+@retraining_api.post(
+    "/retrain-jobs/{job_id}/cancel", response_model=RetrainJobOut, responses=NOT_FOUND
 )
 def cancel_job(job_id: IdPath, user: Engineer, session: WriteSession) -> RetrainJobOut:
     """Cancel a queued job, or ask a running one to stop (engineer; audited)."""
@@ -284,25 +273,20 @@ def cancel_job(job_id: IdPath, user: Engineer, session: WriteSession) -> Retrain
 # -- users and audit -----------------------------------------------------------------------
 
 
-@router.get("/users", tags=["users"], response_model=list[UserOut])
+@users_api.get("/users", response_model=list[UserOut])
 def list_users(user: Admin, session: ReadSession) -> list[UserOut]:
     """Every account (admin)."""
     return [UserOut.model_validate(u) for u in users.list_users(session)]
 
 
-@router.post("/users", tags=["users"], status_code=201, response_model=UserOut, responses=CONFLICT)
+@users_api.post("/users", status_code=201, response_model=UserOut, responses=CONFLICT)
 def create_user(body: UserIn, user: Admin, session: WriteSession) -> UserOut:
     """Create an account (admin; audited; the password is stored as an argon2 hash)."""
     created = users.add_account(session, body, created_by=actor_of(user))
     return UserOut.model_validate(created)
 
 
-@router.patch(
-    "/users/{user_id}",
-    tags=["users"],
-    response_model=UserOut,
-    responses={**NOT_FOUND, **CONFLICT},
-)
+@users_api.patch("/users/{user_id}", response_model=UserOut, responses={**NOT_FOUND, **CONFLICT})
 def update_user(user_id: IdPath, body: UserPatch, user: Admin, session: WriteSession) -> UserOut:
     """Change role, active flag, display name or password (admin; audited)."""
     changed = users.change_user(
@@ -317,7 +301,7 @@ def update_user(user_id: IdPath, body: UserPatch, user: Admin, session: WriteSes
     return UserOut.model_validate(changed)
 
 
-@router.get("/audit", tags=["audit"], response_model=AuditPageOut)
+@audit_api.get("/audit", response_model=AuditPageOut)
 def audit(
     user: Engineer,
     session: ReadSession,
@@ -334,3 +318,6 @@ def audit(
         items=[AuditOut.model_validate(r) for r in rows],
         next_before_id=rows[-1].id if len(rows) == limit else None,
     )
+
+
+router = api_router(charts_api, models_api, retraining_api, users_api, audit_api)

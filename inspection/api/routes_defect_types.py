@@ -5,15 +5,22 @@ in :mod:`inspection.api.routes_api`. The rules live in :mod:`inspection.services
 
 from __future__ import annotations
 
-from fastapi import APIRouter
 from pydantic import Field
 
 from inspection.api.deps import Operator, WriteSession
-from inspection.api.routes_api import CONFLICT, ERRORS, MAX_ID, NOT_FOUND, IdPath, actor_of
+from inspection.api.routes_api import (
+    CONFLICT,
+    MAX_ID,
+    NOT_FOUND,
+    IdPath,
+    actor_of,
+    api_router,
+    tag_routers,
+)
 from inspection.api.schemas import DEFECT_TYPE_PATTERN, DefectTypeOut, _In, defect_type_out
 from inspection.services import labelling
 
-router = APIRouter(prefix="/api", responses=ERRORS)
+(labels_api,) = tag_routers("labels")
 
 
 class DefectTypeIn(_In):
@@ -24,13 +31,7 @@ class DefectTypeIn(_In):
     station_id: int | None = Field(default=None, ge=1, le=MAX_ID)
 
 
-@router.post(
-    "/defect-types",
-    tags=["labels"],
-    status_code=201,
-    response_model=DefectTypeOut,
-    responses=CONFLICT,
-)
+@labels_api.post("/defect-types", status_code=201, response_model=DefectTypeOut, responses=CONFLICT)
 def create_defect_type(body: DefectTypeIn, user: Operator, session: WriteSession) -> DefectTypeOut:
     """Create a defect type (operator; audited ``defect_type.create``). It takes the lowest
     free labelling key 1-9 at ``station_id``; the other types' keys never move."""
@@ -40,14 +41,14 @@ def create_defect_type(body: DefectTypeIn, user: Operator, session: WriteSession
     return defect_type_out(created, keys, body.station_id)
 
 
-@router.delete(
-    "/defect-types/{type_id}",
-    tags=["labels"],
-    response_model=DefectTypeOut,
-    responses={**NOT_FOUND, **CONFLICT},
+@labels_api.delete(
+    "/defect-types/{type_id}", response_model=DefectTypeOut, responses={**NOT_FOUND, **CONFLICT}
 )
 def delete_defect_type(type_id: IdPath, user: Operator, session: WriteSession) -> DefectTypeOut:
     """Undo the creation of a defect type nothing uses yet (operator; audited
     ``defect_type.delete``); its keys become free, the others stay."""
     gone = labelling.delete_defect_type(session, type_id=type_id, actor=actor_of(user))
     return defect_type_out(gone, {})
+
+
+router = api_router(labels_api)
