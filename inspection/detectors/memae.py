@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from itertools import pairwise
 from typing import ClassVar, Literal
 
@@ -111,16 +112,32 @@ def _up(cin: int, cout: int) -> nn.Sequential:
     )
 
 
+@dataclass(frozen=True)
+class MemorySpec:
+    """What both Mem-AE variants are built with besides their input: encoder ``widths``, the
+    memory's size and shrinkage threshold, the map's smoothing sigma and the image score mode."""
+
+    widths: tuple[int, ...]
+    memory_size: int
+    shrink_threshold: float
+    sigma: float
+    score_mode: str
+
+
 class _MemoryAutoencoder(nn.Module):
     """Encoder -> memory -> decoder, and the anomaly output both Mem-AE variants compute from
-    the reconstruction error (subclasses build ``encoder``, ``memory``, ``decoder``, ``blur``
-    and set ``score_mode``)."""
+    the reconstruction error (subclasses build ``encoder``, ``memory``, ``decoder`` and
+    ``blur``, in that order)."""
 
     encoder: nn.Module
     memory: MemoryModule
     decoder: nn.Module
     blur: GaussianBlur
     score_mode: str
+
+    def __init__(self, spec: MemorySpec) -> None:
+        super().__init__()
+        self.score_mode = spec.score_mode
 
     def reconstruct(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Prepared input -> (reconstruction, addressing weights)."""
@@ -143,26 +160,17 @@ class MemAEModel(_MemoryAutoencoder):
     Eval forward: (N, 3, H, W) normalised -> InferenceBatch(score (N,), map (N, 1, H, W)).
     """
 
-    def __init__(
-        self,
-        work_size: int,
-        widths: tuple[int, ...],
-        memory_size: int,
-        shrink_threshold: float,
-        sigma: float,
-        score_mode: str,
-    ) -> None:
-        super().__init__()
+    def __init__(self, work_size: int, spec: MemorySpec) -> None:
+        super().__init__(spec)
         self.work_size = work_size
-        chans = [3, *widths]
+        chans = [3, *spec.widths]
         self.encoder = nn.Sequential(*[_down(a, b) for a, b in pairwise(chans)])
-        self.memory = MemoryModule(memory_size, widths[-1], shrink_threshold)
+        self.memory = MemoryModule(spec.memory_size, spec.widths[-1], spec.shrink_threshold)
         rev = chans[::-1]
         layers: list[nn.Module] = [_up(a, b) for a, b in pairwise(rev[:-1])]
         layers.append(nn.ConvTranspose2d(rev[-2], 3, 3, 2, 1, output_padding=1))
         self.decoder = nn.Sequential(*layers)
-        self.blur = GaussianBlur(sigma)
-        self.score_mode = score_mode
+        self.blur = GaussianBlur(spec.sigma)
 
     def resize(self, images: torch.Tensor) -> torch.Tensor:
         """Resize (N, 3, H, W) to the working resolution (identity when already there)."""
@@ -183,22 +191,15 @@ class FeatureMemAEModel(_MemoryAutoencoder):
     feat_mean: torch.Tensor
     feat_std: torch.Tensor
 
-    def __init__(
-        self,
-        backbone: str,
-        widths: tuple[int, ...],
-        memory_size: int,
-        shrink_threshold: float,
-        sigma: float,
-        score_mode: str,
-    ) -> None:
-        super().__init__()
+    def __init__(self, backbone: str, spec: MemorySpec) -> None:
+        super().__init__(spec)
         self.backbone = Lite0Trunk(backbone, list(self.FEATURE_BLOCKS))
         freeze(self.backbone)
         dim = sum(self.backbone.channels)
         self.dim = dim
         self.register_buffer("feat_mean", torch.zeros(1, dim, 1, 1))
         self.register_buffer("feat_std", torch.ones(1, dim, 1, 1))
+        widths = spec.widths
         w0 = widths[0]
         enc: list[nn.Module] = [
             nn.Conv2d(dim, w0, 1, bias=False),
@@ -207,13 +208,12 @@ class FeatureMemAEModel(_MemoryAutoencoder):
         ]
         enc += [_down(a, b) for a, b in pairwise(widths)]
         self.encoder = nn.Sequential(*enc)
-        self.memory = MemoryModule(memory_size, widths[-1], shrink_threshold)
+        self.memory = MemoryModule(spec.memory_size, widths[-1], spec.shrink_threshold)
         rev = widths[::-1]
         dec: list[nn.Module] = [_up(a, b) for a, b in pairwise(rev)]
         dec.append(nn.Conv2d(w0, dim, 1))
         self.decoder = nn.Sequential(*dec)
-        self.blur = GaussianBlur(sigma)
-        self.score_mode = score_mode
+        self.blur = GaussianBlur(spec.sigma)
 
     def train(self, mode: bool = True) -> FeatureMemAEModel:
         super().train(mode)
@@ -312,11 +312,10 @@ class _MemoryAEDetector(Detector):
 
     config: MemoryAEConfig
 
-    def memory_args(self) -> tuple[tuple[int, ...], int, float, float, str]:
-        """The autoencoders' arguments after their first: widths, memory size, shrinkage
-        threshold, map sigma and the score mode the model is built with."""
+    def memory_spec(self) -> MemorySpec:
+        """The autoencoder's settings from the config, with the score mode it is built with."""
         cfg = self.config
-        return (
+        return MemorySpec(
             tuple(cfg.widths),
             cfg.memory_size,
             cfg.shrink(),
@@ -373,7 +372,7 @@ class MemAEDetector(_MemoryAEDetector):
         stages = len(cfg.widths)
         if cfg.work_size % (2**stages):
             raise ValueError(f"memae: work_size {cfg.work_size} must be divisible by 2^{stages}")
-        return MemAEModel(cfg.work_size, *self.memory_args())
+        return MemAEModel(cfg.work_size, self.memory_spec())
 
     def fit_model(self, images: torch.Tensor, progress: ProgressFn) -> None:
         model = self.torch_model
@@ -402,7 +401,7 @@ class MemAEFeatDetector(_MemoryAEDetector):
         )
 
     def build_model(self) -> nn.Module:
-        return FeatureMemAEModel(self.config.backbone, *self.memory_args())
+        return FeatureMemAEModel(self.config.backbone, self.memory_spec())
 
     def fit_model(self, images: torch.Tensor, progress: ProgressFn) -> None:
         cfg = self.config
