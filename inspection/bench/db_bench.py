@@ -45,6 +45,7 @@ from inspection.db import migrate, repo
 from inspection.db.engine import make_engine, make_session_factory
 from inspection.db.models import ArtifactKind, Inspection, Role, Verdict
 from inspection.db.testing import postgres_unavailable_reason, start_temporary_postgres
+from inspection.storage import content_key
 
 log = logging.getLogger(__name__)
 
@@ -124,14 +125,14 @@ def _inspection_args(
         "artifacts": [
             repo.ArtifactData(
                 kind=ArtifactKind.FRAME,
-                store_key=f"{frame_sha[:2]}/{frame_sha[2:4]}/{frame_sha}.png",
+                store_key=content_key(frame_sha, "png"),
                 sha256=frame_sha,
                 size_bytes=rng.randrange(200_000, 900_000),
                 media_type="image/png",
             ),
             repo.ArtifactData(
                 kind=ArtifactKind.HEATMAP,
-                store_key=f"{heat_sha[:2]}/{heat_sha[2:4]}/{heat_sha}.npz",
+                store_key=content_key(heat_sha, "npz"),
                 sha256=heat_sha,
                 size_bytes=rng.randrange(20_000, 90_000),
                 heatmap_max=score,

@@ -25,6 +25,7 @@ from inspection.db import migrate, repo
 from inspection.db.engine import make_engine, make_session_factory
 from inspection.db.models import ArtifactKind, Inspection, OperatorLabel, Role, Station, Verdict
 from inspection.errors import NotFoundError
+from inspection.storage import content_key
 
 API_USER = "stress-operator"
 
@@ -113,7 +114,7 @@ def station_writer(url: str, station_name: str, duration_s: float, seed: int) ->
             artifacts = [
                 repo.ArtifactData(
                     kind=ArtifactKind.FRAME,
-                    store_key=f"{sha[:2]}/{sha[2:4]}/{sha}.png",
+                    store_key=content_key(sha, "png"),
                     sha256=sha,
                     size_bytes=rng.randrange(10_000, 500_000),
                 )
