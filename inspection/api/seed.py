@@ -101,6 +101,7 @@ def render_pool(
     line = SyntheticLine(family=family, size=size, seed=seed)
     rng = np.random.default_rng([seed, len(family)])
     samples = line.normals(n_normal) + line.defects(n_defect, start=1000)
+    square = {"width_px": size, "height_px": size}  # a frame and its heatmap alike
     pool = []
     for sample in samples:
         ok, png = cv2.imencode(".png", cv2.cvtColor(sample.image, cv2.COLOR_RGB2BGR))
@@ -116,15 +117,13 @@ def render_pool(
                     frame,
                     kind=ArtifactKind.FRAME,
                     media_type="image/png",
-                    width_px=size,
-                    height_px=size,
+                    **square,
                 ),
                 heatmap=repo.ArtifactData.from_stored(
                     stored_heat,
                     kind=ArtifactKind.HEATMAP,
                     media_type="application/x-npz",
-                    width_px=size,
-                    height_px=size,
+                    **square,
                     heatmap_max=stats.max,
                     heatmap_mean=stats.mean,
                 ),
