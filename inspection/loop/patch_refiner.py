@@ -30,13 +30,13 @@ import torch
 from torch import nn
 
 from inspection.detectors.base import Detector, ProgressFn, batches, no_progress
-from inspection.loop.refiner import SavedParams
+from inspection.loop.refiner import ArrayRows, SavedParams
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
-class PatchMaps:
+class PatchMaps(ArrayRows):
     """PaDiM embeddings and distances of a batch of images.
 
     Attributes:
@@ -46,19 +46,6 @@ class PatchMaps:
 
     emb: np.ndarray
     dist: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.emb)
-
-    def take(self, index: np.ndarray | list[int]) -> PatchMaps:
-        idx = np.asarray(index, dtype=np.int64)
-        return PatchMaps(self.emb[idx], self.dist[idx])
-
-    @staticmethod
-    def concat(parts: list[PatchMaps]) -> PatchMaps:
-        return PatchMaps(
-            np.concatenate([p.emb for p in parts]), np.concatenate([p.dist for p in parts])
-        )
 
 
 def mahalanobis(emb: np.ndarray, mean: np.ndarray, inv_cov: np.ndarray) -> np.ndarray:

@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, ClassVar, Self, cast
 
@@ -53,7 +54,27 @@ def map_stats(maps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 @dataclass
-class RefinerInputs:
+class ArrayRows:
+    """A batch held as arrays that share their first axis (one row per image): rows of every
+    field are selected and joined at once. Subclasses are dataclasses of such arrays only."""
+
+    def __len__(self) -> int:
+        return len(getattr(self, fields(self)[0].name))
+
+    def take(self, index: np.ndarray | list[int]) -> Self:
+        """Rows ``index`` of every field."""
+        idx = np.asarray(index, dtype=np.int64)
+        return replace(self, **{f.name: getattr(self, f.name)[idx] for f in fields(self)})
+
+    @classmethod
+    def concat(cls, parts: Sequence[Self]) -> Self:
+        """The rows of ``parts`` one after another, field by field."""
+        joined = {f.name: np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(cls)}
+        return replace(parts[0], **joined)
+
+
+@dataclass
+class RefinerInputs(ArrayRows):
     """Per-image inputs of the refiner.
 
     Attributes:
@@ -67,23 +88,6 @@ class RefinerInputs:
     map_mean: np.ndarray
     map_top: np.ndarray
     pooled: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.score)
-
-    def take(self, index: np.ndarray) -> RefinerInputs:
-        return RefinerInputs(
-            self.score[index], self.map_mean[index], self.map_top[index], self.pooled[index]
-        )
-
-    @staticmethod
-    def concat(parts: list[RefinerInputs]) -> RefinerInputs:
-        return RefinerInputs(
-            np.concatenate([p.score for p in parts]),
-            np.concatenate([p.map_mean for p in parts]),
-            np.concatenate([p.map_top for p in parts]),
-            np.concatenate([p.pooled for p in parts]),
-        )
 
     @staticmethod
     def from_outputs(scores: np.ndarray, maps: np.ndarray, pooled: np.ndarray) -> RefinerInputs:
