@@ -25,6 +25,17 @@ units (:func:`inspection.runtime.resolve_precision`); ``f32`` whenever a candida
 verified (no held-out images, or the exporting CPU lacks the units: OpenVINO would then run
 f32 under a bf16 hint and every check would pass vacuously) or flipped too many verdicts.
 
+Mixed precision: when plain bf16 flips too many verdicts and the export hands over its graph,
+parts of it are kept f32 while the rest runs bf16 (:data:`MIXED`, fastest first: the backbone's
+stem, then stem and scoring head; :func:`inspection.ov_export.keep_f32` marks them with
+OpenVINO's keep-precision attribute, which the CPU plugin honours under a bf16 hint). Each is
+saved and checked like a bundle of its own, and the first that keeps the verdicts replaces the
+bundle's graph: ``candidates.bf16`` is then its check, ``f32_parts`` (e.g. ``["stem"]``) and
+``f32_ops`` say what stays f32, ``plain_bf16`` keeps the plain graph's check, and
+``mixed_trials`` lists every trial (also when none passed and the bundle stays f32). A station
+compiling the bundle in bf16 gets the mixed graph; anomalib's reference
+(:func:`inspection.bench.station_reference.named_ir_copy`) gets the marks removed.
+
 ``weights``: how ``model.bin`` stores the weights. A bundle whose check passed is saved again
 with fp16 weights (OpenVINO ``compress_to_fp16``: half the file; a 256 px PaDiM station
 413 MiB resident instead of 689 MiB, because the CPU plugin's bf16 copy of the weights is
@@ -54,6 +65,9 @@ logger = logging.getLogger(__name__)
 MAX_FLIP_RATE = 0.005
 #: Precisions tried, fastest first; each needs the OpenVINO CPU capability of the same name.
 CANDIDATES = ("bf16",)
+#: Parts of the graph kept f32 under bf16 (:func:`inspection.ov_export.keep_f32`), tried in
+#: this order when plain bf16 flips too many verdicts: fastest first.
+MIXED: tuple[tuple[str, ...], ...] = (("stem",), ("stem", "head"))
 #: How ``model.bin`` holds the weights, per export ``precision``.
 _WEIGHTS = {"fp32": "f32", "fp16": "fp16", "int8": "int8"}
 #: Frames per inference call while checking.
@@ -189,6 +203,48 @@ def _try_fp16_weights(
         shutil.rmtree(trial, ignore_errors=True)
 
 
+def _try_mixed(
+    bundle: Path, ov_model: Any, record: dict[str, Any], ref: _Reference, max_flip_rate: float
+) -> Any:
+    """bf16 flipped too many verdicts: try each of :data:`MIXED` in turn (a copy of
+    ``ov_model`` with those parts marked f32, :func:`inspection.ov_export.keep_f32`, saved and
+    checked in bf16 as a bundle of its own) and move the first that keeps the verdicts into the
+    bundle. Records ``mixed_trials``; when one is kept, ``f32_parts`` / ``f32_ops`` say which
+    parts of the graph stay f32, its check becomes the bf16 candidate and the plain graph's
+    moves to ``plain_bf16``. Returns the graph the bundle now holds."""
+    import openvino as ov
+
+    from inspection.ov_export import keep_f32
+
+    trials: list[dict[str, Any]] = record.setdefault("mixed_trials", [])
+    trial = bundle / ".mixed"
+    for parts in MIXED:
+        marked = ov_model.clone()
+        n_ops = keep_f32(marked, parts)
+        if n_ops == 0:
+            trials.append({"f32_parts": list(parts), "ops": 0, "reason": "no such part"})
+            continue
+        shutil.rmtree(trial, ignore_errors=True)
+        trial.mkdir()
+        try:
+            ov.save_model(marked, trial / "model.xml", compress_to_fp16=False)
+            shutil.copy2(bundle / "model.json", trial / "model.json")
+            checked = _candidates(trial, ("bf16",), record["cpu_capabilities"], ref, max_flip_rate)
+            trials.append({"f32_parts": list(parts), "ops": n_ops, "bf16": checked["bf16"]})
+            if checked["bf16"].get("ok"):
+                os.replace(trial / "model.bin", bundle / "model.bin")
+                os.replace(trial / "model.xml", bundle / "model.xml")
+                record["plain_bf16"] = record["candidates"]["bf16"]
+                record["candidates"]["bf16"] = checked["bf16"]
+                record["auto"] = _auto(record["candidates"])
+                record["f32_parts"] = list(parts)
+                record["f32_ops"] = n_ops
+                return marked
+        finally:
+            shutil.rmtree(trial, ignore_errors=True)
+    return ov_model
+
+
 def check_runtime_precision(
     bundle: str | Path,
     normals: np.ndarray | None,
@@ -232,6 +288,12 @@ def check_runtime_precision(
     ref = _reference(bundle, images)
     record["candidates"] = _candidates(bundle, CANDIDATES, caps, ref, limit)
     record["auto"] = _auto(record["candidates"])
+    if (
+        ov_model is not None
+        and record["auto"] == "f32"
+        and record["candidates"]["bf16"]["verified"]
+    ):
+        ov_model = _try_mixed(bundle, ov_model, record, ref, limit)
     if ov_model is not None and record["auto"] != "f32":
         _try_fp16_weights(bundle, ov_model, record, ref, limit)
     return record

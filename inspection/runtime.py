@@ -230,6 +230,8 @@ def put_constants_first(model: Any, min_mb: float | None = None) -> int:
     """
     import openvino.opset13 as ops
 
+    from inspection.ov_export import copy_precision_mark
+
     count = 0
     for op in model.get_ordered_ops():
         if op.get_type_name() != "MatMul":
@@ -250,6 +252,8 @@ def put_constants_first(model: Any, min_mb: float | None = None) -> int:
         swapped = ops.matmul(w, a, not attrs["transpose_b"], not attrs["transpose_a"])
         result = ops.transpose(swapped, ops.constant(np.array([0, 2, 1], dtype=np.int64)))
         result.set_friendly_name(op.get_friendly_name())
+        for node in (swapped, result):  # a head kept f32 (inspection.ov_export) stays so
+            copy_precision_mark(op, node)
         op.output(0).replace(result.output(0))
         count += 1
     if count:

@@ -380,7 +380,9 @@ def export_openvino(
     ``check_precision``: score held-out normal images (``holdout``, else the ones the model was
     calibrated on) and defects painted onto them at f32 and bf16, and record in ``model.json``
     (``runtime_precision``) whether bf16 keeps the verdicts (:mod:`inspection.precision`); a
-    station with ``inference_precision: auto`` runs bf16 only then.
+    station with ``inference_precision: auto`` runs bf16 only then. When plain bf16 does not
+    (``fp32`` exports), the IR is saved again with the backbone's stem (then stem and scoring
+    head) marked to stay f32 under bf16, and kept when that mixed graph keeps the verdicts.
 
     ``compress_weights`` (``fp32`` exports only): when bf16 passed that check, store the weights
     as fp16 if f32 and bf16 on the fp16 file still keep the f32 weights' verdicts (half the

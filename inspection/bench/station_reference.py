@@ -39,10 +39,16 @@ def _chdir(path: Path) -> Iterator[None]:
 
 
 def named_ir_copy(bundle: Path, out: Path) -> Path:
-    """A copy of the bundle's IR whose outputs are named ``pred_score`` / ``anomaly_map``."""
+    """A copy of the bundle's IR whose outputs are named ``pred_score`` / ``anomaly_map``,
+    without the marks that keep a bundle's scoring head f32 under bf16
+    (:func:`inspection.ov_export.keep_head_f32`): anomalib's own export has none, so at its
+    defaults it runs the whole graph in bf16 on CPUs with bf16 units."""
     import openvino as ov
 
+    from inspection.ov_export import drop_precision_marks
+
     model = ov.Core().read_model(bundle / "model.xml")
+    drop_precision_marks(model)
     keep = {"pred_score", "anomaly_map"}
     # Drop every other tensor name: compiling merges the names of fused nodes into the
     # outputs, and anomalib picks an arbitrary one of an output's names.
