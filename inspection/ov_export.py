@@ -122,6 +122,10 @@ def keep_f32(model: Any, parts: tuple[str, ...]) -> int:
     detectors moved by 1-3 % and flipped verdicts (``bench/results/explore/mixed-precision.md``),
     while the bulk of the convolutions in between run bf16 at almost no cost to the scores.
     The marks take effect once the model is saved and read back (:data:`KEEP_PRECISION_KEY`).
+    The CPU plugin (2026.4) runs marked convolutions, MatMuls, reductions and element-wise
+    ops in f32; marked Pad, Pooling, Interpolate and Broadcast nodes fed in bf16 still ran bf16.
+    What the marks buy is therefore measured, never assumed: :mod:`inspection.precision`
+    checks the marked graph's verdicts like any other.
     """
     unknown = set(parts) - set(F32_PARTS)
     if unknown:
