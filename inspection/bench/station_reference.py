@@ -41,7 +41,7 @@ def _chdir(path: Path) -> Iterator[None]:
 def named_ir_copy(bundle: Path, out: Path) -> Path:
     """A copy of the bundle's IR whose outputs are named ``pred_score`` / ``anomaly_map``,
     without the marks that keep a bundle's scoring head f32 under bf16
-    (:func:`inspection.ov_export.keep_head_f32`): anomalib's own export has none, so at its
+    (:func:`inspection.ov_export.keep_f32`): anomalib's own export has none, so at its
     defaults it runs the whole graph in bf16 on CPUs with bf16 units."""
     import openvino as ov
 
