@@ -37,7 +37,7 @@ import math
 from typing import Any, Literal
 
 import torch
-from pydantic import Field
+from pydantic import Field, field_validator
 from torch import nn
 from torch.nn import functional as F
 
@@ -89,6 +89,22 @@ class PatchcoreConfig(DetectorConfig):
         9, ge=1, description="Support samples of the score reweighting (``score: reweighted``)."
     )
     sigma: float = Field(4.0, ge=0.0, description="Gaussian smoothing of the map, in pixels.")
+    neighbourhood: int = Field(
+        3,
+        ge=1,
+        description=(
+            "Side of the local neighbourhood each patch feature is averaged over, in feature "
+            "cells (the paper's patch size p; odd). 1 keeps every cell's own feature: finer "
+            "locality for small defects on small parts, less context for textures."
+        ),
+    )
+
+    @field_validator("neighbourhood")
+    @classmethod
+    def _odd(cls, value: int) -> int:
+        if value % 2 == 0:
+            raise ValueError(f"neighbourhood must be odd (centred on its patch), got {value}")
+        return value
 
 
 def _squared_norms(x: torch.Tensor) -> torch.Tensor:
@@ -278,6 +294,8 @@ class PatchcoreDetector(Detector):
             num_neighbors=self.config.num_neighbors,
         )
         model.score_mode = self.config.score
+        p = self.config.neighbourhood
+        model.feature_pooler = nn.AvgPool2d(p, 1, p // 2) if p > 1 else nn.Identity()
         model.top_fraction = self.config.top_fraction
         # forward(patch_scores, output_size): bilinear upsampling + smoothing as matrix products
         model.anomaly_map_generator = GaussianBlur(self.config.sigma)

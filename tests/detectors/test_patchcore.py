@@ -124,3 +124,25 @@ def test_a_bundle_saved_before_the_score_option_keeps_the_reweighted_score(tmp_p
     np.testing.assert_allclose(
         loaded.predict(train.images[:2]).score, det.predict(train.images[:2]).score, rtol=1e-5
     )
+
+
+def test_neighbourhood_one_keeps_each_cells_own_feature() -> None:
+    """``neighbourhood: 1`` stores the un-averaged patch features; even sizes are refused."""
+    import pytest
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="odd"):
+        PatchcoreConfig(neighbourhood=2)
+    train = synthetic_set(64, 6, 0, seed=1)
+    det = PatchcoreDetector(
+        PatchcoreConfig(image_size=64, neighbourhood=1, coreset_ratio=1.0, max_bank=10**6)
+    )
+    det.fit(train.images)
+    model = det.torch_model.eval()
+    with torch.no_grad():
+        feats = model.feature_extractor(det._prepare(train.images))
+        emb = model.generate_embedding(feats)  # no pooling at all
+    expected = emb.permute(0, 2, 3, 1).reshape(-1, emb.shape[1])
+    torch.testing.assert_close(model.memory_bank, expected)
+    averaged = PatchcoreDetector(PatchcoreConfig(image_size=64))
+    assert isinstance(averaged.torch_model.feature_pooler, torch.nn.AvgPool2d)

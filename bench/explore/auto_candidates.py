@@ -1,0 +1,101 @@
+"""Exploration, not a benchmark: which candidates should ``detector: auto`` try?
+
+A GPU sweep of PatchCore variants on cached Lite0 features (``bench/results/explore/
+patchcore-gpu-sweep.md``) found no single setting better on every suite set, but one strong
+set-dependent effect: without neighbourhood averaging (``neighbourhood: 1``) PatchCore finds
+the small defects of ``mvtec_screw`` better (0.961 against 0.929, three coreset seeds) and the
+textures of ``mt-exp`` worse (0.891 against 0.926). A set-dependent setting is what ``auto``'s
+label-free choice is for, if the painted validation defects rank it right. This trains each
+candidate as ``training.train_auto`` does (one 85 / 15 split, seed 0; subtle defects painted
+on the held-out normals at the load side), records its painted-validation image AUROC (what
+``auto`` chooses by) and, for measurement only, its test image AUROC.
+
+    PYTHONPATH=. .venv/bin/python bench/explore/auto_candidates.py mvtec_screw elpv_solar mt-exp
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from inspection.bench.report import markdown_table, stamp, write_results
+
+OUT = Path("bench/results/explore")
+CANDIDATES: dict[str, dict[str, Any]] = {
+    "padim": {"type": "padim", "image_size": 256},
+    "patchcore": {"type": "patchcore", "image_size": 256},
+    "patchcore@320": {"type": "patchcore", "image_size": 320},
+    "patchcore/p1": {"type": "patchcore", "image_size": 256, "neighbourhood": 1},
+    "patchcore/p1@320": {"type": "patchcore", "image_size": 320, "neighbourhood": 1},
+}
+
+
+def main() -> None:
+    from sklearn.metrics import roc_auc_score
+
+    from inspection import training
+    from inspection.bench.suite import DATASETS, load_dataset
+    from inspection.data.imageset import ImageSet
+    from inspection.detectors import registry
+    from inspection.validation import subtle_defects
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("sets", nargs="+")
+    parser.add_argument("--data-root", default="../shared/data")
+    parser.add_argument("--only", default="", help="comma-separated candidate names")
+    parser.add_argument("--name", default="auto-candidates")
+    args = parser.parse_args()
+    names = args.only.split(",") if args.only else list(CANDIDATES)
+    load = max(int(CANDIDATES[n]["image_size"]) for n in names)
+    rows: list[dict[str, Any]] = []
+    out_json = OUT / f"{args.name}.json"
+    if out_json.exists():
+        rows = [r for r in json.loads(out_json.read_text())["rows"]]
+    for name in args.sets:
+        train, test = load_dataset(DATASETS[name], Path(args.data_root), load)
+        fit_all, val_all = training.split_validation(train, 0.15, 0)
+        painted, masks = subtle_defects(val_all.images, copies=2, seed=0)
+        painted_set = ImageSet(
+            painted, masks > 0, ["synthetic"] * len(painted), [f"p{i}" for i in range(len(painted))]
+        )
+        for cand in names:
+            config = CANDIDATES[cand]
+            det = registry.create({**config, "seed": 0})
+            size = det.config.image_size
+            start = time.perf_counter()
+            trained = training.fit_and_calibrate(
+                det, fit_all.resized(size), val_all.resized(size), 0.99
+            )
+            fit_s = time.perf_counter() - start
+            judged = training._judge(trained, val_all.resized(size), painted_set.resized(size))
+            scores = trained.detector.predict(test.resized(size).images).score
+            row = {
+                "dataset": name,
+                "candidate": cand,
+                "val_image_auroc": judged["image_auroc"],
+                "val_pixel_auroc": judged["pixel_auroc"],
+                "test_image_auroc": round(float(roc_auc_score(test.labels, scores)), 4),
+                "fit_seconds": round(fit_s, 1),
+                "load": round(os.getloadavg()[0], 2),
+            }
+            rows = [r for r in rows if (r["dataset"], r["candidate"]) != (name, cand)] + [row]
+            print(json.dumps(row), flush=True)
+            cols = list(row)
+            about = (
+                "Candidates of `detector: auto`, each trained as `training.train_auto` does "
+                "(85 / 15 split, seed 0, subtle defects painted on the held-out normals): "
+                "`val_image_auroc` is what auto chooses by (label-free), `test_image_auroc` "
+                "measures the choice. Method: `bench/explore/auto_candidates.py`. "
+                "`fit_seconds` at the 1-min load average in `load` (2 cores).\n\n"
+            )
+            write_results(
+                args.name, {**stamp(), "rows": rows}, about + markdown_table(rows, cols), OUT
+            )
+
+
+if __name__ == "__main__":
+    main()
