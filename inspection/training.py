@@ -179,30 +179,25 @@ class Candidate:
 def auto_candidates(size: int = 256) -> tuple[Candidate, ...]:
     """What ``detector: auto`` tries at base side ``size``, cheapest first (ties keep the
     earlier): the per-position Gaussian (fast, strong on parts that sit still), the
-    position-invariant patch memory with its 3 x 3 neighbourhood (context for textures), the
-    same without neighbourhood averaging (``-fine``: each feature cell on its own, for small
-    defects on small parts), and that at 1.25 x the side (a multiple of 32) for the smallest.
+    position-invariant patch memory, and the patch memory at 1.25 x the side (a multiple of
+    32) for small defects.
 
-    Why these: on protocol ``suite`` no single PatchCore setting was best on every set, but
-    locality split them (``bench/results/explore/patchcore-gpu-sweep.md``,
-    ``auto-candidates.md``): without averaging, ``mvtec_screw`` rose from 0.935 to 0.965 and
-    ``mt-exp`` fell from 0.926 to 0.893. Which one a part needs is what the painted
-    validation decides; the higher side is paired with fine locality because both serve small
-    defects (plain PatchCore at 320 px was the earlier fourth candidate).
+    Tried and not adopted: PatchCore without neighbourhood averaging (``neighbourhood: 1``),
+    which found ``mvtec_screw``'s small defects better on the test set (0.965-0.972 against
+    0.935-0.951) but which the painted validation, judged at the load side :func:`train_auto`
+    uses, ranked below plain PatchCore there (0.959 / 0.952 against 0.962 / 0.963): as a
+    candidate it would not have been chosen where it helps
+    (``bench/results/explore/auto-candidates.md``).
     """
     high = max(size + 32, round(size * 1.25 / 32) * 32)
     return (
         Candidate("padim", {"type": "padim", "image_size": size}),
         Candidate("patchcore", {"type": "patchcore", "image_size": size}),
-        Candidate("patchcore-fine", {"type": "patchcore", "image_size": size, "neighbourhood": 1}),
-        Candidate(
-            f"patchcore-fine@{high}",
-            {"type": "patchcore", "image_size": high, "neighbourhood": 1},
-        ),
+        Candidate(f"patchcore@{high}", {"type": "patchcore", "image_size": high}),
     )
 
 
-#: The default candidates (base side 256: padim, patchcore, patchcore-fine, patchcore-fine@320).
+#: The default candidates (base side 256: padim, patchcore, patchcore@320).
 AUTO_CANDIDATES: tuple[Candidate, ...] = auto_candidates(256)
 #: Side at which :func:`train_auto` wants its normal images: the largest candidate's.
 AUTO_LOAD_SIZE = max(c.image_size for c in AUTO_CANDIDATES)
@@ -210,10 +205,7 @@ AUTO_LOAD_SIZE = max(c.image_size for c in AUTO_CANDIDATES)
 QUICK_AUTO_CANDIDATES: tuple[Candidate, ...] = (
     Candidate("padim", {"type": "padim", "image_size": 64}),
     Candidate("patchcore", {"type": "patchcore", "image_size": 64, "max_bank": 256}),
-    Candidate(
-        "patchcore-fine@80",
-        {"type": "patchcore", "image_size": 80, "max_bank": 256, "neighbourhood": 1},
-    ),
+    Candidate("patchcore@80", {"type": "patchcore", "image_size": 80, "max_bank": 256}),
 )
 QUICK_AUTO_LOAD_SIZE = max(c.image_size for c in QUICK_AUTO_CANDIDATES)
 

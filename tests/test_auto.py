@@ -46,7 +46,7 @@ def test_train_auto_records_every_candidate_and_exports(tmp_path: Path) -> None:
     trained = training.train_auto(normals, candidates=QUICK)
     sel = trained.auto_selection
     assert sel is not None
-    assert set(sel["candidates"]) == {"padim", "patchcore", "patchcore-fine@80"}
+    assert set(sel["candidates"]) == {"padim", "patchcore", "patchcore@80"}
     best = max(sel["candidates"].values(), key=lambda r: r["image_auroc"])["image_auroc"]
     chosen = sel["candidates"][sel["chosen"]]
     assert chosen["image_auroc"] == best

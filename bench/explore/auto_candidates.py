@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from inspection import training
 from inspection.bench.report import markdown_table, stamp, write_results
 
 OUT = Path("bench/results/explore")
@@ -33,11 +34,22 @@ CANDIDATES: dict[str, dict[str, Any]] = {
     "patchcore/p1@320": {"type": "patchcore", "image_size": 320, "neighbourhood": 1},
 }
 
+NOTE = (
+    "Reference, from `bench/results/suite.json`'s `auto` rows (load side 320, same split and "
+    "painting): painted-validation AUROC padim / patchcore / patchcore@320 = 0.892 / 0.962 / "
+    "0.963 on mvtec_screw, 0.922 / 0.947 / 0.962 on elpv_solar, 0.900 / 0.842 / 0.839 on "
+    "mt-exp. The `patchcore/p1` rows were loaded at 256 px, not as `train_auto` does: an "
+    "`inspection bench suite --detectors auto` run with `patchcore-fine` (= `patchcore/p1`) "
+    "as a candidate (2026-12-04 18:15, load ~5, stopped after it) gave it 0.959 on "
+    "mvtec_screw at load side 320, below plain patchcore's 0.962, so auto would not have "
+    "chosen it there; with `patchcore/p1@320` at 0.952 it would have lost "
+    "patchcore@320's 0.951 on the screw test set. Not adopted.\n\n"
+)
+
 
 def main() -> None:
     from sklearn.metrics import roc_auc_score
 
-    from inspection import training
     from inspection.bench.suite import DATASETS, load_dataset
     from inspection.data.imageset import ImageSet
     from inspection.detectors import registry
@@ -48,9 +60,12 @@ def main() -> None:
     parser.add_argument("--data-root", default="../shared/data")
     parser.add_argument("--only", default="", help="comma-separated candidate names")
     parser.add_argument("--name", default="auto-candidates")
+    parser.add_argument(
+        "--load", type=int, default=0, help="load side (0: train_auto's, AUTO_LOAD_SIZE)"
+    )
     args = parser.parse_args()
     names = args.only.split(",") if args.only else list(CANDIDATES)
-    load = max(int(CANDIDATES[n]["image_size"]) for n in names)
+    load = args.load or training.AUTO_LOAD_SIZE
     rows: list[dict[str, Any]] = []
     out_json = OUT / f"{args.name}.json"
     if out_json.exists():
@@ -76,6 +91,7 @@ def main() -> None:
             row = {
                 "dataset": name,
                 "candidate": cand,
+                "load_side": load,
                 "val_image_auroc": judged["image_auroc"],
                 "val_pixel_auroc": judged["pixel_auroc"],
                 "test_image_auroc": round(float(roc_auc_score(test.labels, scores)), 4),
@@ -90,7 +106,9 @@ def main() -> None:
                 "(85 / 15 split, seed 0, subtle defects painted on the held-out normals): "
                 "`val_image_auroc` is what auto chooses by (label-free), `test_image_auroc` "
                 "measures the choice. Method: `bench/explore/auto_candidates.py`. "
-                "`fit_seconds` at the 1-min load average in `load` (2 cores).\n\n"
+                "`fit_seconds` at the 1-min load average in `load` (2 cores). `load_side`: "
+                "the side the normals were loaded and painted at before each candidate's "
+                "resize (`train_auto` uses its largest candidate's, 320 px).\n\n" + NOTE
             )
             write_results(
                 args.name, {**stamp(), "rows": rows}, about + markdown_table(rows, cols), OUT

@@ -37,7 +37,7 @@ def test_bootstrap_auto_exports_the_chosen_candidate(tmp_path: Path) -> None:
     bundle = train_bundle(config, tmp_path / "bundle")
     meta = read_metadata(bundle)
     sel = meta["auto_selection"]
-    assert set(sel["candidates"]) == {"padim", "patchcore", "patchcore-fine", "patchcore-fine@96"}
+    assert set(sel["candidates"]) == {"padim", "patchcore", "patchcore@96"}
     chosen = sel["candidates"][sel["chosen"]]
     assert meta["detector"] == chosen["detector"]
     assert meta["input"]["size"] == chosen["image_size"]
