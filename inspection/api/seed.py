@@ -246,8 +246,7 @@ def seed_synthetic_inspections(
                         )
                     )
             captured = now - span * float(rng.random())
-            inspection = repo.record_inspection(
-                session,
+            item = repo.InspectionData(
                 station_id=station.id,
                 captured_at=captured,
                 frame_ref=part.frame.store_key,
@@ -260,7 +259,7 @@ def seed_synthetic_inspections(
                 regions=regions,
                 artifacts=[part.frame, part.heatmap],
             )
-            inspection_ids.append(inspection.id)
+            inspection_ids.append(repo.record_inspection(session, item).id)
     log.info(
         "seeded %d synthetic inspections on %d stations", len(inspection_ids), len(station_ids)
     )

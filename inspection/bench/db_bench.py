@@ -87,9 +87,9 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[index]
 
 
-def _inspection_args(
+def _inspection(
     rng: random.Random, station_id: int, index: int, model_id: int
-) -> dict[str, Any]:
+) -> repo.InspectionData:
     defect = rng.random() < 0.3
     score = rng.uniform(0.5, 1.0) if defect else rng.uniform(0.0, 0.5)
     regions = []
@@ -111,18 +111,18 @@ def _inspection_args(
             )
     frame_sha = uuid.UUID(int=rng.getrandbits(128)).hex * 2
     heat_sha = uuid.UUID(int=rng.getrandbits(128)).hex * 2
-    return {
-        "station_id": station_id,
-        "captured_at": T_START + dt.timedelta(seconds=index),
-        "frame_ref": f"frames/{station_id}/{index}.png",
-        "model_version_id": model_id,
-        "raw_score": score * 4.0,
-        "norm_score": score,
-        "verdict": Verdict.FAIL if defect else Verdict.PASS,
-        "latency_ms": rng.uniform(8, 40),
-        "idempotency_key": f"{index:012d}",
-        "regions": regions,
-        "artifacts": [
+    return repo.InspectionData(
+        station_id=station_id,
+        captured_at=T_START + dt.timedelta(seconds=index),
+        frame_ref=f"frames/{station_id}/{index}.png",
+        model_version_id=model_id,
+        raw_score=score * 4.0,
+        norm_score=score,
+        verdict=Verdict.FAIL if defect else Verdict.PASS,
+        latency_ms=rng.uniform(8, 40),
+        idempotency_key=f"{index:012d}",
+        regions=regions,
+        artifacts=[
             repo.ArtifactData(
                 kind=ArtifactKind.FRAME,
                 store_key=content_key(frame_sha, "png"),
@@ -139,7 +139,7 @@ def _inspection_args(
                 heatmap_mean=score / 5,
             ),
         ],
-    }
+    )
 
 
 def _timed_queries(
@@ -192,9 +192,7 @@ def _time_inserts(
     start = time.perf_counter()
     for batch_start in range(0, config.n_inspections, config.batch_size):
         items = [
-            repo.InspectionData(
-                **_inspection_args(rng, stations[index % len(stations)], index, model_id)
-            )
+            _inspection(rng, stations[index % len(stations)], index, model_id)
             for index in range(
                 batch_start, min(batch_start + config.batch_size, config.n_inspections)
             )
@@ -208,9 +206,9 @@ def _time_inserts(
     start = time.perf_counter()
     for offset in range(config.n_single_commit):
         index = config.n_inspections + offset
-        args = _inspection_args(rng, stations[index % len(stations)], index, model_id)
+        item = _inspection(rng, stations[index % len(stations)], index, model_id)
         with factory.begin() as session:
-            repo.record_inspection(session, **args)
+            repo.record_inspection(session, item)
     return insert_s, ids, time.perf_counter() - start
 
 

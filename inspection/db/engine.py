@@ -184,7 +184,7 @@ def run_in_transaction(
     """Run ``fn(session)`` in its own transaction, committed on return, retried when transient.
 
     The usual way for stations and jobs to write: ``run_in_transaction(factory,
-    lambda s: repo.record_inspection(s, ...))``.
+    lambda s: repo.record_inspection(s, item))``.
     """
 
     def once() -> T:

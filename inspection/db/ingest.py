@@ -122,7 +122,7 @@ def _type_key(name: str) -> str:
 
 @dataclass(frozen=True)
 class InspectionData:
-    """One inspection to record (the fields of :func:`record_inspection`)."""
+    """One inspection to record (:func:`record_inspection`, :func:`record_inspections`)."""
 
     station_id: int
     captured_at: dt.datetime
@@ -161,43 +161,14 @@ def _build_inspection(data: InspectionData, type_ids: Mapping[str, int]) -> Insp
     return Inspection(**_inspection_row(data, now), regions=regions, artifacts=artifacts)
 
 
-def record_inspection(
-    session: Session,
-    *,
-    station_id: int,
-    captured_at: dt.datetime,
-    frame_ref: str,
-    model_version_id: int | None,
-    raw_score: float,
-    norm_score: float,
-    verdict: Verdict | str,
-    latency_ms: float,
-    idempotency_key: str,
-    regions: Sequence[RegionData] = (),
-    artifacts: Sequence[ArtifactData] = (),
-    camera_id: int | None = None,
-) -> Inspection:
+def record_inspection(session: Session, item: InspectionData) -> Inspection:
     """Store one inspection with its regions and artifacts; idempotent on the key.
 
     If ``(station_id, idempotency_key)`` is already stored, the stored inspection is returned
     unchanged (replaying a station's spool is harmless), also when another writer inserts the
     same key concurrently. ``captured_at`` must be timezone-aware.
     """
-    data = InspectionData(
-        station_id=station_id,
-        captured_at=captured_at,
-        frame_ref=frame_ref,
-        model_version_id=model_version_id,
-        raw_score=raw_score,
-        norm_score=norm_score,
-        verdict=verdict,
-        latency_ms=latency_ms,
-        idempotency_key=idempotency_key,
-        regions=regions,
-        artifacts=artifacts,
-        camera_id=camera_id,
-    )
-    return record_inspections(session, [data])[0]
+    return record_inspections(session, [item])[0]
 
 
 def record_inspections(session: Session, items: Sequence[InspectionData]) -> list[Inspection]:

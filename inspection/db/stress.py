@@ -121,8 +121,7 @@ def station_writer(url: str, station_name: str, duration_s: float, seed: int) ->
             ]
             try:
                 with factory.begin() as session:
-                    repo.record_inspection(
-                        session,
+                    item = repo.InspectionData(
                         station_id=station_id,
                         captured_at=dt.datetime.now(dt.UTC),
                         frame_ref=f"frames/{key}.png",
@@ -135,6 +134,7 @@ def station_writer(url: str, station_name: str, duration_s: float, seed: int) ->
                         regions=regions,
                         artifacts=artifacts,
                     )
+                    repo.record_inspection(session, item)
             except SQLAlchemyError as exc:
                 report.errors.append(_error_text(exc))
                 continue

@@ -84,16 +84,18 @@ def _record(
         )
     return repo.record_inspection(
         session,
-        station_id=station_id or world.station_id,
-        captured_at=T0 + dt.timedelta(minutes=minutes),
-        frame_ref=f"frames/{key}.png",
-        model_version_id=world.model_id,
-        raw_score=score * 10,
-        norm_score=score,
-        verdict=Verdict.FAIL if score >= 0.5 else Verdict.PASS,
-        latency_ms=12.5,
-        idempotency_key=key,
-        regions=regions,
+        repo.InspectionData(
+            station_id=station_id or world.station_id,
+            captured_at=T0 + dt.timedelta(minutes=minutes),
+            frame_ref=f"frames/{key}.png",
+            model_version_id=world.model_id,
+            raw_score=score * 10,
+            norm_score=score,
+            verdict=Verdict.FAIL if score >= 0.5 else Verdict.PASS,
+            latency_ms=12.5,
+            idempotency_key=key,
+            regions=regions,
+        ),
     )
 
 
@@ -189,36 +191,38 @@ def test_record_inspection_stores_regions_artifacts_and_aware_times(
 ) -> None:
     inspection = repo.record_inspection(
         session,
-        station_id=world.station_id,
-        captured_at=dt.datetime(2025, 3, 1, 10, 0, tzinfo=dt.timezone(dt.timedelta(hours=2))),
-        frame_ref="frames/a.png",
-        model_version_id=world.model_id,
-        raw_score=3.2,
-        norm_score=0.8,
-        verdict="fail",
-        latency_ms=20.0,
-        idempotency_key="k1",
-        regions=[
-            RegionData(x=1, y=2, w=3, h=4, area_px=9, defect_type="crack"),
-            RegionData(x=5, y=6, w=7, h=8, area_px=30, is_unknown=True),
-        ],
-        artifacts=[
-            ArtifactData(
-                kind=ArtifactKind.HEATMAP,
-                store_key="ab/cd/abcd.npz",
-                sha256="ab" * 32,
-                size_bytes=100,
-                heatmap_max=0.93,
-                heatmap_mean=0.1,
-            ),
-            ArtifactData(
-                kind=ArtifactKind.CROP,
-                store_key="ef/01/ef01.png",
-                sha256="ef" * 32,
-                size_bytes=50,
-                region_index=1,
-            ),
-        ],
+        repo.InspectionData(
+            station_id=world.station_id,
+            captured_at=dt.datetime(2025, 3, 1, 10, 0, tzinfo=dt.timezone(dt.timedelta(hours=2))),
+            frame_ref="frames/a.png",
+            model_version_id=world.model_id,
+            raw_score=3.2,
+            norm_score=0.8,
+            verdict="fail",
+            latency_ms=20.0,
+            idempotency_key="k1",
+            regions=[
+                RegionData(x=1, y=2, w=3, h=4, area_px=9, defect_type="crack"),
+                RegionData(x=5, y=6, w=7, h=8, area_px=30, is_unknown=True),
+            ],
+            artifacts=[
+                ArtifactData(
+                    kind=ArtifactKind.HEATMAP,
+                    store_key="ab/cd/abcd.npz",
+                    sha256="ab" * 32,
+                    size_bytes=100,
+                    heatmap_max=0.93,
+                    heatmap_mean=0.1,
+                ),
+                ArtifactData(
+                    kind=ArtifactKind.CROP,
+                    store_key="ef/01/ef01.png",
+                    sha256="ef" * 32,
+                    size_bytes=50,
+                    region_index=1,
+                ),
+            ],
+        ),
     )
     session.commit()
     session.expunge_all()
@@ -236,15 +240,17 @@ def test_record_inspection_stores_regions_artifacts_and_aware_times(
     with pytest.raises(ValueError, match="aware"):
         repo.record_inspection(
             session,
-            station_id=world.station_id,
-            captured_at=dt.datetime(2025, 3, 1, 10, 0),  # naive
-            frame_ref="f",
-            model_version_id=None,
-            raw_score=0,
-            norm_score=0,
-            verdict="pass",
-            latency_ms=1,
-            idempotency_key="k2",
+            repo.InspectionData(
+                station_id=world.station_id,
+                captured_at=dt.datetime(2025, 3, 1, 10, 0),  # naive
+                frame_ref="f",
+                model_version_id=None,
+                raw_score=0,
+                norm_score=0,
+                verdict="pass",
+                latency_ms=1,
+                idempotency_key="k2",
+            ),
         )
 
 

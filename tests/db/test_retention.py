@@ -32,21 +32,23 @@ def test_retention(session: Session, tmp_path: Path) -> None:
         heatmap = store.put_bytes(encode_heatmap([[float(len(made))]]), ext="npz")
         inspection = repo.record_inspection(
             session,
-            station_id=station_id,
-            captured_at=NOW - dt.timedelta(days=days_old),
-            frame_ref=frame.key,
-            model_version_id=None,
-            raw_score=1.0,
-            norm_score=0.9 if verdict == "fail" else 0.1,
-            verdict=verdict,
-            latency_ms=5,
-            idempotency_key=key,
-            regions=[repo.RegionData(x=0, y=0, w=1, h=1, area_px=1)],
-            artifacts=[
-                repo.ArtifactData.from_stored(frame, kind=ArtifactKind.FRAME),
-                repo.ArtifactData.from_stored(heatmap, kind="heatmap"),
-                repo.ArtifactData.from_stored(shared, kind="overlay"),
-            ],
+            repo.InspectionData(
+                station_id=station_id,
+                captured_at=NOW - dt.timedelta(days=days_old),
+                frame_ref=frame.key,
+                model_version_id=None,
+                raw_score=1.0,
+                norm_score=0.9 if verdict == "fail" else 0.1,
+                verdict=verdict,
+                latency_ms=5,
+                idempotency_key=key,
+                regions=[repo.RegionData(x=0, y=0, w=1, h=1, area_px=1)],
+                artifacts=[
+                    repo.ArtifactData.from_stored(frame, kind=ArtifactKind.FRAME),
+                    repo.ArtifactData.from_stored(heatmap, kind="heatmap"),
+                    repo.ArtifactData.from_stored(shared, kind="overlay"),
+                ],
+            ),
         )
         return inspection.id
 

@@ -92,17 +92,19 @@ def record(
     def tx(session: Session) -> int:
         row = repo.record_inspection(
             session,
-            station_id=station_id or db.station_id,
-            captured_at=T0 + dt.timedelta(seconds=n),
-            frame_ref=f"test:{n}",
-            model_version_id=None,
-            raw_score=0.9 if flagged else 0.1,
-            norm_score=0.9 if flagged else 0.1,
-            verdict=Verdict.FAIL if flagged else Verdict.PASS,
-            latency_ms=1.0,
-            idempotency_key=f"k{n}",
-            regions=regions,
-            artifacts=artifacts,
+            repo.InspectionData(
+                station_id=station_id or db.station_id,
+                captured_at=T0 + dt.timedelta(seconds=n),
+                frame_ref=f"test:{n}",
+                model_version_id=None,
+                raw_score=0.9 if flagged else 0.1,
+                norm_score=0.9 if flagged else 0.1,
+                verdict=Verdict.FAIL if flagged else Verdict.PASS,
+                latency_ms=1.0,
+                idempotency_key=f"k{n}",
+                regions=regions,
+                artifacts=artifacts,
+            ),
         )
         return row.id
 
