@@ -22,7 +22,7 @@ import hashlib
 import logging
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -214,16 +214,14 @@ def _calibration(
     normal_maps: np.ndarray,
     settings: RetrainSettings,
 ) -> Calibration:
-    """Calibration of a refined model from out-of-fold scores and in-sample normal maps."""
-    pixel = calibrate(normal_scores, normal_maps, settings.quantile)
-    return Calibration(
+    """Calibration of a refined model: the one-class pixel threshold and map range of the
+    in-sample normal maps, the image threshold and score range of the out-of-fold scores."""
+    one_class = calibrate(normal_scores, normal_maps, settings.quantile)
+    return replace(
+        one_class,
         image_threshold=threshold,
-        pixel_threshold=pixel.pixel_threshold,
         score_min=float(min(normal_scores.min(), threshold)),
         score_max=float(max(np.quantile(all_scores, 0.99), threshold + 1e-6)),
-        map_min=pixel.map_min,
-        map_max=pixel.map_max,
-        quantile=settings.quantile,
     )
 
 
@@ -331,16 +329,7 @@ def _image_refiner(
         )
         threshold, tinfo = _threshold(oof[labels == 0], oof[labels == 1], settings)
         params.threshold = threshold
-        one_class = calibrate(ref_scores, ref_maps, settings.quantile)
-        calibration = Calibration(
-            image_threshold=threshold,
-            pixel_threshold=one_class.pixel_threshold,
-            score_min=float(min(oof[labels == 0].min(), threshold)),
-            score_max=float(max(np.quantile(oof, 0.99), threshold + 1e-6)),
-            map_min=one_class.map_min,
-            map_max=one_class.map_max,
-            quantile=settings.quantile,
-        )
+        calibration = _calibration(oof[labels == 0], oof, threshold, ref_maps, settings)
         info = {"refiner": {"kind": "image", **params.summary()}, "threshold": tinfo}
         return (params, features), calibration, info, defect_maps
 
@@ -404,14 +393,10 @@ def build_candidate(
         defect_scores, defect_maps = _outputs(detector, data.defects)
         one_class = calibrate(ref_scores, ref_maps, settings.quantile)
         threshold, tinfo = _threshold(ref_scores, defect_scores, settings)
-        calibration = Calibration(
+        calibration = replace(
+            one_class,
             image_threshold=threshold,
-            pixel_threshold=one_class.pixel_threshold,
-            score_min=one_class.score_min,
             score_max=max(one_class.score_max, threshold + 1e-6),
-            map_min=one_class.map_min,
-            map_max=one_class.map_max,
-            quantile=settings.quantile,
         )
         info.update(refiner=None, threshold=tinfo)
     trained = TrainedModel(
