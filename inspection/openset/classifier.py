@@ -41,13 +41,11 @@ from inspection.openset.scoring import (
     results,
     score,
 )
+from inspection.openset.typer_runtime import CALIBRATION_FILE, RUNTIME_FORMAT
 
 logger = logging.getLogger(__name__)
 
 SAVE_FORMAT = "inspection-typer/1"
-EXPORT_FORMAT = "inspection-typing-runtime/1"
-#: Out-of-fold known scores beside a saved or exported typer, so an operating point can move.
-CALIBRATION_FILE = "calibration.npz"
 
 
 @dataclass
@@ -363,7 +361,7 @@ class OpenSetTyper:
         ov.save_model(model, directory / "typer.xml", compress_to_fp16=False)  # exact scores
         state.save(directory / "scorer")
         self._save_calibration(directory)
-        meta = self._meta(EXPORT_FORMAT)
+        meta = self._meta(RUNTIME_FORMAT)
         (directory / "runtime.json").write_text(json.dumps(meta, indent=2) + "\n")
         return directory
 

@@ -38,6 +38,7 @@ from inspection.runtime import read_bundle_json
 logger = logging.getLogger(__name__)
 
 RUNTIME_FORMAT = "inspection-typing-runtime/1"
+#: Out-of-fold known scores beside a saved or exported typer, so an operating point can move.
 CALIBRATION_FILE = "calibration.npz"
 
 
