@@ -17,6 +17,7 @@ This module imports no torch: only NumPy, OpenCV and OpenVINO.
 from __future__ import annotations
 
 import logging
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -164,13 +165,20 @@ class TypingRuntime:
         core = ov.Core()
         config = {"INFERENCE_PRECISION_HINT": "f32"} if device == "CPU" else {}
         self._compiled = core.compile_model(core.read_model(xml), device, config)
+        # One infer request per calling thread: the station's scoring threads share this
+        # runtime, and a compiled model's own call runs every caller through one request
+        # ("Infer Request is busy" when two frames are typed at once).
+        self._requests = threading.local()
 
     def outputs(self, images: np.ndarray) -> NetworkOutputs:
         """Network outputs for (N, H, W, 3) uint8 RGB images (resized to the input size)."""
         images = resize_images(images, self.image_size)
+        request = getattr(self._requests, "request", None)
+        if request is None:
+            request = self._requests.request = self._compiled.create_infer_request()
         parts = []
         for start in range(0, len(images), self.batch_size):
-            res = self._compiled(to_nchw(images[start : start + self.batch_size]))
+            res = request.infer(to_nchw(images[start : start + self.batch_size]))
             parts.append(NetworkOutputs(*(np.asarray(res[i]) for i in range(3))))
         return NetworkOutputs.concat(parts)
 

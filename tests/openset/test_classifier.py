@@ -93,3 +93,13 @@ def test_save_load_and_export_agree(
     np.testing.assert_allclose(
         [r.unknown_score for r in ran], [r.unknown_score for r in want], rtol=1e-3
     )
+
+    # the station's scoring threads share one runtime: concurrent calls must all succeed
+    from concurrent.futures import ThreadPoolExecutor
+
+    single = runtime.outputs(images)
+    with ThreadPoolExecutor(4) as pool:
+        outs = list(pool.map(lambda _: runtime.outputs(images), range(12)))
+    for out in outs:
+        for a, b in zip(out, single, strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
