@@ -93,15 +93,18 @@ CONFLICT: dict[int | str, dict[str, Any]] = {
 
 
 def tag_routers(*tags: str) -> tuple[APIRouter, ...]:
-    """One router per tag of the API docs, so that a route declares no ``tags`` of its own;
-    :func:`api_router` joins them."""
-    return tuple(APIRouter(tags=[tag]) for tag in tags)
+    """One ``/api`` router per tag of the API docs, so that a route declares no ``tags`` of its
+    own; :func:`api_router` joins them. The prefix sits here, on the routers the routes are
+    declared on, so that every route's own ``path`` is its full template: FastAPI keeps
+    included routers nested, and the request metrics label requests by the matched route's
+    ``path`` (``/api/stations``, not ``/stations``)."""
+    return tuple(APIRouter(prefix="/api", tags=[tag]) for tag in tags)
 
 
 def api_router(*groups: APIRouter) -> APIRouter:
-    """A module's ``/api`` router: the routes of ``groups`` in this order (the order of the API
+    """A module's API router: the routes of ``groups`` in this order (the order of the API
     docs), each with the common error responses."""
-    router = APIRouter(prefix="/api", responses=ERRORS)
+    router = APIRouter(responses=ERRORS)
     for group in groups:
         router.include_router(group)
     return router
