@@ -64,12 +64,13 @@ class _Row:
     read with ``from_attributes``."""
 
     def __init__(self, row: object, **extra: object) -> None:
-        self._row = row
-        self._extra = extra
+        # The added attributes are plain instance attributes, so reading them costs no call
+        # to __getattr__ (which only runs for the names this object does not have).
+        self.__dict__.update(extra)
+        self.__dict__["_row"] = row
 
     def __getattr__(self, name: str) -> object:
-        extra = self.__dict__["_extra"]
-        return extra[name] if name in extra else getattr(self.__dict__["_row"], name)
+        return getattr(self.__dict__["_row"], name)
 
 
 def _name(value: object) -> object:

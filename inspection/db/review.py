@@ -13,7 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from sqlalchemy import ColumnElement, Select, case, exists, func, or_, select, tuple_
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session, joinedload, selectinload
+from sqlalchemy.orm.interfaces import LoaderOption
 
 from inspection.db.common import check_limit, get_existing, require_aware
 from inspection.db.models import (
@@ -27,6 +28,21 @@ from inspection.db.models import (
 )
 from inspection.db.plant import assign_defect_key, get_or_create_defect_type
 from inspection.errors import InvalidCursorError, InvalidStateError, NotFoundError
+
+
+def inspection_view() -> tuple[LoaderOption, ...]:
+    """Loader options for showing inspections: regions with their types, and artifacts.
+
+    Joined into the inspection's own SELECT (one statement; SQLAlchemy keeps a LIMIT on the
+    inspections) rather than one ``selectinload`` statement per relationship: with one to a
+    page of inspections, each extra statement cost more than the rows it loads (queue page
+    4.4 -> 3.3 ms, one inspection 1.5 -> 0.5 ms with 100k inspections in SQLite). Results of a
+    statement with these options need ``.unique()``.
+    """
+    return (
+        joinedload(Inspection.regions).joinedload(DefectRegion.defect_type),
+        joinedload(Inspection.artifacts),
+    )
 
 
 @dataclass(frozen=True)
@@ -84,15 +100,13 @@ def checked_window_filters(
 
 
 def get_inspection(session: Session, inspection_id: int) -> Inspection:
-    """One inspection with its regions, artifacts and labels loaded."""
-    inspection = session.scalar(
-        select(Inspection)
-        .where(Inspection.id == inspection_id)
-        .options(
-            selectinload(Inspection.regions).selectinload(DefectRegion.defect_type),
-            selectinload(Inspection.artifacts),
-            selectinload(Inspection.labels),
+    """One inspection with its regions (and their types) and artifacts loaded."""
+    inspection = (
+        session.scalars(
+            select(Inspection).where(Inspection.id == inspection_id).options(*inspection_view())
         )
+        .unique()
+        .one_or_none()
     )
     if inspection is None:
         raise NotFoundError(f"inspection {inspection_id} does not exist")
@@ -218,19 +232,22 @@ def review_queue(
             tuple_(Inspection.has_unknown, Inspection.norm_score, Inspection.id)
             < tuple_(unknown, score, ident)  # type: ignore[arg-type]
         )
-    stmt: Select[tuple[Inspection]] = (
-        select(Inspection)
+    stmt: Select[tuple[int]] = (
+        select(Inspection.id)
         .where(*filters)
         .order_by(Inspection.has_unknown.desc(), Inspection.norm_score.desc(), Inspection.id.desc())
         .limit(check_limit(limit))
-        .options(
-            selectinload(Inspection.regions).selectinload(DefectRegion.defect_type),
-            selectinload(Inspection.artifacts),
-        )
     )
     if cursor is None and offset:
         stmt = stmt.offset(offset)
-    items = list(session.scalars(stmt))
+    # The page's ids first (a walk of the review index), then those inspections with what
+    # showing them needs, in one statement by primary key.
+    ids = list(session.scalars(stmt))
+    loaded = session.scalars(
+        select(Inspection).where(Inspection.id.in_(ids)).options(*inspection_view())
+    ).unique()
+    by_id = {inspection.id: inspection for inspection in loaded}
+    items = [by_id[i] for i in ids if i in by_id]
     next_cursor = _encode_cursor(items[-1]) if len(items) == limit else None
     return ReviewPage(items=items, next_cursor=next_cursor)
 
@@ -283,7 +300,7 @@ def current_labels(session: Session, *, inspection_id: int) -> list[OperatorLabe
     stmt = (
         select(OperatorLabel)
         .where(OperatorLabel.id.in_(latest))
-        .options(selectinload(OperatorLabel.defect_type), selectinload(OperatorLabel.user))
+        .options(joinedload(OperatorLabel.defect_type), joinedload(OperatorLabel.user))
         .order_by(OperatorLabel.user_id)
     )
     return list(session.scalars(stmt))

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import delete, select
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session, joinedload
 
 from inspection.db import repo
 from inspection.db.models import (
@@ -198,7 +198,7 @@ def undo_label(session: Session, *, inspection_id: int, user_id: int) -> dict[st
             .where(OperatorLabel.inspection_id == inspection_id, OperatorLabel.user_id == user.id)
             .order_by(OperatorLabel.id.desc())
             .limit(1)
-            .options(selectinload(OperatorLabel.defect_type))
+            .options(joinedload(OperatorLabel.defect_type))
         )
         if label is None:
             if session.get(Inspection, inspection_id) is None:

@@ -15,14 +15,13 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from sqlalchemy import Select, func, literal, select, tuple_
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session, joinedload
 
 from inspection.db import repo
 from inspection.db.models import (
     Artifact,
     ArtifactKind,
     AuditLog,
-    DefectRegion,
     Inspection,
     ModelVersion,
     OperatorLabel,
@@ -30,7 +29,7 @@ from inspection.db.models import (
     UTCDateTime,
     Verdict,
 )
-from inspection.db.review import QueueFilters, review_filters, window_filters
+from inspection.db.review import QueueFilters, inspection_view, review_filters, window_filters
 from inspection.errors import NotFoundError
 
 T = TypeVar("T")
@@ -171,7 +170,7 @@ def latest_labels(session: Session, inspection_ids: Iterable[int]) -> dict[int, 
     rows = session.scalars(
         select(OperatorLabel)
         .where(OperatorLabel.id.in_(newest))
-        .options(selectinload(OperatorLabel.user), selectinload(OperatorLabel.defect_type))
+        .options(joinedload(OperatorLabel.user), joinedload(OperatorLabel.defect_type))
     )
     return {label.inspection_id: label for label in rows}
 
@@ -253,11 +252,8 @@ def inspections_page(
             .order_by(Inspection.captured_at.desc(), Inspection.id.desc())
             .limit(limit)
             .offset(offset)
-            .options(
-                selectinload(Inspection.regions).selectinload(DefectRegion.defect_type),
-                selectinload(Inspection.artifacts),
-            )
-        )
+            .options(*inspection_view())
+        ).unique()
     )
     total = int(session.scalar(select(func.count()).select_from(Inspection).where(*filters)) or 0)
     return items, total
@@ -314,7 +310,7 @@ def label_rows(session: Session, *, inspection_id: int) -> list[OperatorLabel]:
         select(OperatorLabel)
         .where(OperatorLabel.inspection_id == inspection_id)
         .order_by(OperatorLabel.id)
-        .options(selectinload(OperatorLabel.user), selectinload(OperatorLabel.defect_type)),
+        .options(joinedload(OperatorLabel.user), joinedload(OperatorLabel.defect_type)),
     )
 
 
