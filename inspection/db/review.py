@@ -243,6 +243,8 @@ def review_queue(
     # The page's ids first (a walk of the review index), then those inspections with what
     # showing them needs, in one statement by primary key.
     ids = list(session.scalars(stmt))
+    if not ids:
+        return ReviewPage(items=[])
     loaded = session.scalars(
         select(Inspection).where(Inspection.id.in_(ids)).options(*inspection_view())
     ).unique()
