@@ -34,10 +34,10 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import torch
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from torch import nn
 from torch.nn import functional as F
 
@@ -99,6 +99,30 @@ class PatchcoreConfig(DetectorConfig):
         ),
     )
 
+    fine_bank: bool = Field(
+        True,
+        description=(
+            "Add a second bank of each cell's own feature (no neighbourhood averaging) and "
+            "score every patch by both banks: its distance to each, in units of that bank's "
+            "mean coverage distance, averaged. Finer locality for small defects without losing "
+            "the context bank's texture sense (bench/results/explore/patchcore-locality.md)."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _fine_bank_score(self) -> PatchcoreConfig:
+        if self.fine_bank and self.score == "reweighted":
+            raise ValueError(
+                "score 'reweighted' reweights by one bank's neighbours: set fine_bank: false "
+                "or score: top_mean"
+            )
+        return self
+
+    @property
+    def dual(self) -> bool:
+        """Whether the model keeps the fine bank next to the context bank."""
+        return self.fine_bank and self.neighbourhood > 1
+
     @field_validator("neighbourhood")
     @classmethod
     def _odd(cls, value: int) -> int:
@@ -130,7 +154,19 @@ def project(features: torch.Tensor, dim: int, seed: int = 0, chunk: int = 65536)
     return out
 
 
-@torch.no_grad()
+class Cover(NamedTuple):
+    """A greedy k-center cover.
+
+    Attributes:
+        indices: (n_select,) rows of the pool chosen as centres, in the order chosen.
+        distances: (N,) Euclidean distance of every pool row to its nearest centre (0 for the
+            centres; on the projection when the selection ran on one).
+    """
+
+    indices: torch.Tensor
+    distances: torch.Tensor
+
+
 def greedy_coreset(
     features: torch.Tensor,
     n_select: int,
@@ -138,7 +174,21 @@ def greedy_coreset(
     seed: int = 0,
     progress: ProgressFn = no_progress,
 ) -> torch.Tensor:
-    """Indices (n_select,) of a greedy k-center cover of ``features`` (N, D).
+    """Indices (n_select,) of a greedy k-center cover of ``features`` (N, D): see
+    :func:`greedy_cover`."""
+    return greedy_cover(features, n_select, projection_dim, seed, progress).indices
+
+
+@torch.no_grad()
+def greedy_cover(
+    features: torch.Tensor,
+    n_select: int,
+    projection_dim: int = 0,
+    seed: int = 0,
+    progress: ProgressFn = no_progress,
+    label: str = "patchcore: coreset",
+) -> Cover:
+    """A greedy k-center cover of ``features`` (N, D) with n_select centres.
 
     Each step adds the point farthest from everything selected so far (Sener & Savarese's
     k-center greedy, as PatchCore uses it), so the largest distance from any training patch to
@@ -155,7 +205,7 @@ def greedy_coreset(
     """
     n = int(features.shape[0])
     if n_select >= n:
-        return torch.arange(n)
+        return Cover(torch.arange(n), torch.zeros(n))
     if n_select < 1:
         raise ValueError(f"coreset size must be >= 1, got {n_select}")
     x = project(features, projection_dim, seed)
@@ -174,8 +224,8 @@ def greedy_coreset(
         torch.minimum(min_dist, dist, out=min_dist)
         index = int(torch.argmax(min_dist))
         if i % every == 0 or i == n_select - 1:
-            progress("patchcore: coreset", i + 1, n_select)
-    return selected
+            progress(label, i + 1, n_select)
+    return Cover(selected, min_dist.clamp_min_(0.0).sqrt_())
 
 
 def coverage_radius(features: torch.Tensor, selected: torch.Tensor, chunk: int = 4096) -> float:
@@ -211,30 +261,56 @@ def _fast_model_class() -> type[nn.Module]:
         ``compute_anomaly_score``).
         """
 
+        #: Whether a fine bank (cells' own features) scores next to the context bank; its
+        #: buffers exist only then, so single-bank bundles keep their keys.
+        dual: bool = False
+        fine_bank: torch.Tensor
+        bank_scales: torch.Tensor
+
+        def make_dual(self) -> None:
+            """Add the fine bank and the two banks' distance units (filled by the fit)."""
+            self.dual = True
+            self.register_buffer("fine_bank", torch.empty(0))
+            self.register_buffer("bank_scales", torch.ones(2))
+
+        def embeddings(self, input_tensor: torch.Tensor) -> list[torch.Tensor]:
+            """(B, D, h, w) patch embeddings per bank: the context bank's (``feature_pooler``
+            neighbourhood), then, when ``dual``, the fine bank's (each cell's own feature)."""
+            with torch.no_grad():
+                features = self.feature_extractor(input_tensor)
+            pooled = {k: self.feature_pooler(v) for k, v in features.items()}
+            out = [self.generate_embedding(pooled)]
+            if self.dual:
+                out.append(self.generate_embedding(features))
+            return out
+
         def forward(self, input_tensor: torch.Tensor) -> torch.Tensor | InferenceBatch:
             if self.training:
                 return super().forward(input_tensor)
             if static_dims(self.memory_bank.size(0)) == (0,):
                 raise ValueError("Memory bank is empty. Cannot provide anomaly scores")
             output_size = input_tensor.shape[-2:]
-            with torch.no_grad():
-                features = self.feature_extractor(input_tensor)
-            features = {k: self.feature_pooler(v) for k, v in features.items()}
-            embedding = self.generate_embedding(features)  # (B, D, h, w)
-            b, d, h, w = embedding.shape
-            patches = embedding.permute(0, 2, 3, 1).reshape(b, h * w, d)
-            bank = self.memory_bank
-            augmented = torch.cat([bank, -0.5 * (bank * bank).sum(1, keepdim=True)], 1)
-            ones = torch.ones(b, h * w, 1, dtype=patches.dtype)
-            best = torch.matmul(torch.cat([patches, ones], 2), augmented.T).amax(2)  # (B, P)
-            d2 = (patches * patches).sum(2) - 2.0 * best
-            patch_scores = d2.clamp_min(0.0).sqrt()  # (B, P) distance to the nearest entry
+            embeddings = self.embeddings(input_tensor)
+            b, d, h, w = embeddings[0].shape
+            banks = [self.memory_bank, self.fine_bank] if self.dual else [self.memory_bank]
+            dists, patches, augmented = [], [], []
+            for embedding, bank in zip(embeddings, banks, strict=True):
+                patches.append(embedding.permute(0, 2, 3, 1).reshape(b, h * w, d))
+                augmented.append(torch.cat([bank, -0.5 * (bank * bank).sum(1, keepdim=True)], 1))
+                ones = torch.ones(b, h * w, 1, dtype=patches[-1].dtype)
+                best = torch.matmul(torch.cat([patches[-1], ones], 2), augmented[-1].T).amax(2)
+                d2 = (patches[-1] * patches[-1]).sum(2) - 2.0 * best
+                dists.append(d2.clamp_min(0.0).sqrt())  # (B, P) distance to the nearest entry
+            if self.dual:  # each bank's distances in its own unit, averaged
+                patch_scores = (dists[0] / self.bank_scales[0] + dists[1] / self.bank_scales[1]) / 2
+            else:
+                patch_scores = dists[0]
             if self.score_mode == "top_mean":
                 n_patches = static_dims(h * w)[0]  # fixed by the bundle's input size
                 k = max(1, int(n_patches * self.top_fraction))
                 score = patch_scores.topk(k, dim=1).values.mean(1)
             else:
-                score = self._reweighted(patch_scores, patches, augmented)
+                score = self._reweighted(patch_scores, patches[0], augmented[0])
             anomaly_map = self.anomaly_map_generator(patch_scores.reshape(b, 1, h, w), output_size)
             return InferenceBatch(pred_score=score, anomaly_map=anomaly_map)
 
@@ -282,8 +358,9 @@ class PatchcoreDetector(Detector):
 
     @classmethod
     def saved_config(cls, config: dict[str, Any]) -> dict[str, Any]:
-        # saved before the image score was an option: the paper's reweighted maximum
-        return {"score": "reweighted", **config}
+        # saved before the image score was an option: the paper's reweighted maximum; before
+        # the fine bank: one bank
+        return {"score": "reweighted", "fine_bank": False, **config}
 
     def build_model(self) -> nn.Module:
         install_offline_weights(self.config.backbone)
@@ -297,6 +374,8 @@ class PatchcoreDetector(Detector):
         p = self.config.neighbourhood
         model.feature_pooler = nn.AvgPool2d(p, 1, p // 2) if p > 1 else nn.Identity()
         model.top_fraction = self.config.top_fraction
+        if self.config.dual:
+            model.make_dual()
         # forward(patch_scores, output_size): bilinear upsampling + smoothing as matrix products
         model.anomaly_map_generator = GaussianBlur(self.config.sigma)
         return model
@@ -306,28 +385,45 @@ class PatchcoreDetector(Detector):
         return max(1, min(self.config.max_bank, math.ceil(self.config.coreset_ratio * n_patches)))
 
     def fit_model(self, images: torch.Tensor, progress: ProgressFn) -> None:
-        model: Any = self.torch_model  # anomalib PatchcoreModel
-        model.train()  # its training forward returns the (B*h*w, D) patch embeddings
-        parts: list[torch.Tensor] = []
-        with torch.no_grad():
-            for sl in batches(len(images), self.config.batch_size):
-                parts.append(model(images[sl]))
-                progress("patchcore: features", sl.stop, len(images))
-        model.embedding_store.clear()
-        pool = torch.cat(parts)
-        del parts
-        n_keep = self.bank_size(len(pool))
-        logger.info(
-            "patchcore: coreset of %d from %d patches (%d-d, selected at %s)",
-            n_keep,
-            len(pool),
-            pool.shape[1],
-            f"{self.config.projection_dim}-d" if self.config.projection_dim else "full width",
-        )
-        chosen = greedy_coreset(
-            pool, n_keep, self.config.projection_dim, self.config.seed, progress
-        )
-        model.memory_bank = pool[chosen].contiguous()
+        model: Any = self.torch_model  # FastPatchcoreModel
+        n_banks = 2 if model.dual else 1
+        parts: list[list[torch.Tensor]] = [[] for _ in range(n_banks)]
+        for sl in batches(len(images), self.config.batch_size):
+            for part, embedding in zip(parts, model.embeddings(images[sl]), strict=True):
+                part.append(embedding.permute(0, 2, 3, 1).reshape(-1, embedding.shape[1]))
+            progress("patchcore: features", sl.stop, len(images))
+        scales = []
+        for i, part in enumerate(parts):
+            pool = torch.cat(part)
+            part.clear()
+            n_keep = self.bank_size(len(pool))
+            name = ("context", "fine")[i] if model.dual else "bank"
+            logger.info(
+                "patchcore: %s coreset of %d from %d patches (%d-d, selected at %s)",
+                name,
+                n_keep,
+                len(pool),
+                pool.shape[1],
+                f"{self.config.projection_dim}-d" if self.config.projection_dim else "full width",
+            )
+            cover = greedy_cover(
+                pool,
+                n_keep,
+                self.config.projection_dim,
+                self.config.seed,
+                progress,
+                f"patchcore: {name} coreset" if model.dual else "patchcore: coreset",
+            )
+            bank = pool[cover.indices].contiguous()
+            if i == 0:
+                model.memory_bank = bank
+            else:
+                model.fine_bank = bank
+            scales.append(float(cover.distances.mean()) or 1.0)
+            del pool
+        if model.dual:
+            model.bank_scales = torch.tensor(scales)
+            logger.info("patchcore: mean coverage distance context %.3g, fine %.3g", *scales)
 
 
 DETECTOR = PatchcoreDetector

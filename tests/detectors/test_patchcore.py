@@ -78,7 +78,9 @@ def test_fast_inference_equals_anomalibs_forward() -> None:
     from anomalib.models.image.patchcore.torch_model import PatchcoreModel
 
     data = synthetic_set(64, 12, 4, seed=2)
-    det = PatchcoreDetector(PatchcoreConfig(image_size=64, max_bank=300, score="reweighted"))
+    det = PatchcoreDetector(
+        PatchcoreConfig(image_size=64, max_bank=300, score="reweighted", fine_bank=False)
+    )
     det.fit(data.images[:12])
     model = det.torch_model.eval()
     x = det._prepare(data.images)
@@ -91,7 +93,9 @@ def test_fast_inference_equals_anomalibs_forward() -> None:
 
 def test_top_mean_score_is_the_mean_of_the_largest_patch_distances() -> None:
     data = synthetic_set(64, 12, 4, seed=2)
-    det = PatchcoreDetector(PatchcoreConfig(image_size=64, max_bank=300, top_fraction=0.2))
+    det = PatchcoreDetector(
+        PatchcoreConfig(image_size=64, max_bank=300, top_fraction=0.2, fine_bank=False)
+    )
     assert det.config.score == "top_mean"  # the default
     det.fit(data.images[:12])
     model = det.torch_model.eval()
@@ -112,11 +116,13 @@ def test_a_bundle_saved_before_the_score_option_keeps_the_reweighted_score(tmp_p
     import json
 
     train = synthetic_set(64, 12, 0, seed=1)
-    det = PatchcoreDetector(PatchcoreConfig(image_size=64, max_bank=100, score="reweighted"))
+    det = PatchcoreDetector(
+        PatchcoreConfig(image_size=64, max_bank=100, score="reweighted", fine_bank=False)
+    )
     det.fit(train.images)
     out = det.save(tmp_path / "old")
     meta = json.loads((out / "detector.json").read_text())
-    for key in ("score", "top_fraction"):
+    for key in ("score", "top_fraction", "fine_bank"):
         del meta["config"][key]  # as written before the option existed
     (out / "detector.json").write_text(json.dumps(meta))
     loaded = PatchcoreDetector.load(out)
@@ -146,3 +152,60 @@ def test_neighbourhood_one_keeps_each_cells_own_feature() -> None:
     torch.testing.assert_close(model.memory_bank, expected)
     averaged = PatchcoreDetector(PatchcoreConfig(image_size=64))
     assert isinstance(averaged.torch_model.feature_pooler, torch.nn.AvgPool2d)
+
+
+def test_the_fine_bank_scores_each_patch_by_both_banks_in_their_own_units() -> None:
+    """Default: a context bank (3 x 3 averaged features) and a fine bank (each cell's own
+    feature); a patch's score is the mean of its distances to each, each divided by that
+    bank's mean coverage distance over the training patches."""
+    import pytest
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="fine_bank"):
+        PatchcoreConfig(score="reweighted")
+    data = synthetic_set(64, 12, 4, seed=2)
+    det = PatchcoreDetector(
+        PatchcoreConfig(image_size=64, max_bank=200, coreset_ratio=0.5, top_fraction=0.2)
+    )
+    assert det.config.fine_bank and det.config.dual
+    det.fit(data.images[:12])
+    model = det.torch_model.eval()
+    assert model.memory_bank.shape == model.fine_bank.shape == (200, 152)
+    x = det._prepare(data.images)
+    with torch.no_grad():
+        ours = model(x).pred_score
+        feats = model.feature_extractor(x)
+        train_feats = model.feature_extractor(det._prepare(data.images[:12]))
+    dists = []
+    for pooler, bank, scale in (
+        (model.feature_pooler, model.memory_bank, model.bank_scales[0]),
+        (torch.nn.Identity(), model.fine_bank, model.bank_scales[1]),
+    ):
+
+        def patches(f: dict[str, torch.Tensor], pooler: torch.nn.Module = pooler) -> torch.Tensor:
+            emb = model.generate_embedding({k: pooler(v) for k, v in f.items()})
+            return emb.permute(0, 2, 3, 1).reshape(emb.shape[0], -1, emb.shape[1])
+
+        coverage = torch.cdist(patches(train_feats).reshape(1, -1, 152), bank[None]).amin(2)
+        torch.testing.assert_close(scale, coverage.mean(), rtol=1e-3, atol=1e-3)
+        dists.append(torch.cdist(patches(feats), bank[None]).amin(2) / scale)
+    combined = (dists[0] + dists[1]) / 2  # (B, P)
+    expected = combined.topk(int(combined.shape[1] * 0.2), dim=1).values.mean(1)
+    torch.testing.assert_close(ours, expected, rtol=1e-3, atol=1e-3)
+
+
+def test_a_bundle_saved_before_the_fine_bank_keeps_one_bank(tmp_path) -> None:
+    import json
+
+    train = synthetic_set(64, 12, 0, seed=1)
+    det = PatchcoreDetector(PatchcoreConfig(image_size=64, max_bank=100, fine_bank=False))
+    det.fit(train.images)
+    out = det.save(tmp_path / "old")
+    meta = json.loads((out / "detector.json").read_text())
+    del meta["config"]["fine_bank"]  # as written before the option existed
+    (out / "detector.json").write_text(json.dumps(meta))
+    loaded = PatchcoreDetector.load(out)
+    assert not loaded.config.fine_bank and not hasattr(loaded.torch_model, "fine_bank")
+    np.testing.assert_allclose(
+        loaded.predict(train.images[:2]).score, det.predict(train.images[:2]).score, rtol=1e-5
+    )
