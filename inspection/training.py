@@ -182,12 +182,13 @@ def auto_candidates(size: int = 256) -> tuple[Candidate, ...]:
     position-invariant patch memory, and the patch memory at 1.25 x the side (a multiple of
     32) for small defects.
 
-    Tried and not adopted: PatchCore without neighbourhood averaging (``neighbourhood: 1``),
-    which found ``mvtec_screw``'s small defects better on the test set (0.965-0.972 against
-    0.935-0.951) but which the painted validation, judged at the load side :func:`train_auto`
-    uses, ranked below plain PatchCore there (0.959 / 0.952 against 0.962 / 0.963): as a
-    candidate it would not have been chosen where it helps
-    (``bench/results/explore/auto-candidates.md``).
+    Tried and not adopted: PatchCore without neighbourhood averaging (``neighbourhood: 1``) as
+    a candidate of its own, which found ``mvtec_screw``'s small defects better on the test set
+    (0.965-0.972 against 0.935-0.951) but which the painted validation, judged at the load side
+    :func:`train_auto` uses, ranked below plain PatchCore there (0.959 / 0.952 against 0.962 /
+    0.963): it would not have been chosen where it helps
+    (``bench/results/explore/auto-candidates.md``). PatchCore now keeps that fine bank next to
+    its averaged one by default (``fine_bank``), so no choice is needed.
     """
     high = max(size + 32, round(size * 1.25 / 32) * 32)
     return (
