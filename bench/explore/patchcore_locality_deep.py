@@ -1,0 +1,91 @@
+"""Exploration (CPU), third step of ``patchcore_locality.py``: the fine bank (``blocks.2`` +
+``blocks.4``, no averaging) next to a deeper context bank (``blocks.5`` added, 3 x 3 averaged,
+344-d), the GPU sweep's best single setting on mt-exp; each bank's distances divided by its mean
+coverage distance, as the product does. Results in
+``bench/results/explore/patchcore-locality.md``.
+
+    cp bench/explore/patchcore_gpu_sweep.py .gpu/
+    PYTHONPATH=. .venv/bin/python bench/explore/patchcore_locality_deep.py
+"""
+
+import json
+import os
+import pickle
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+os.environ.setdefault("DEV", "cpu")
+sys.path.insert(0, ".gpu")
+import patchcore_gpu_sweep as sw
+
+torch.set_num_threads(2)
+T0 = time.time()
+SETS = os.environ.get("SETS", "mvtec_screw,mt-exp,elpv_solar").split(",")
+
+
+def log(*a):
+    print(f"[{time.time() - T0:6.1f}s]", *a, flush=True)
+
+
+@torch.no_grad()
+def coreset(x, k, seed=0):
+    n = len(x)
+    sq = (x * x).sum(1)
+    idx = int(torch.randint(n, (1,), generator=torch.Generator().manual_seed(seed)))
+    mind = torch.full((n,), float("inf"))
+    sel = torch.empty(k, dtype=torch.long)
+    dist = torch.empty(n)
+    for i in range(k):
+        sel[i] = idx
+        torch.mv(x, x[idx], out=dist)
+        dist.mul_(-2.0).add_(sq).add_(sq[idx])
+        torch.minimum(mind, dist, out=mind)
+        idx = int(torch.argmax(mind))
+    return sel, mind.clamp_min(0).sqrt()
+
+
+out = (
+    json.loads(Path(os.environ.get("OUT", "/tmp/pl") + "/loc3.json").read_text())
+    if Path(os.environ.get("OUT", "/tmp/pl") + "/loc3.json").exists()
+    else {}
+)
+for name in SETS:
+    if name in out:
+        continue
+    d = pickle.loads(Path(f".gpu/{name}-256.pkl").read_bytes())
+    train, test = sw.decode(d["train"]), sw.decode(d["test"])
+    labels = np.asarray(d["labels"]).astype(int)
+    order = np.random.default_rng(0).permutation(len(train))
+    n_val = max(1, round(len(train) * 0.15))
+    fit_i = np.sort(order[n_val:])
+    mfit = sw.blocks(train[fit_i], d["standardize"])
+    mtest = sw.blocks(test, d["standardize"])
+    D = {}
+    for key, layers, pool in (("L24p1", (2, 4), 1), ("L24p3", (2, 4), 3), ("L245p3", (2, 4, 5), 3)):
+        f = sw.embed(mfit, layers, pool)
+        flat = f.reshape(-1, f.shape[-1])
+        del f
+        k = min(4096, int(np.ceil(0.1 * len(flat))))
+        sel, cover = coreset(flat, k)
+        t = sw.embed(mtest, layers, pool)
+        D[key] = sw.knn(t, flat[sel].contiguous()) / cover.mean()
+        del flat
+        log(name, key, "done")
+    res = {}
+
+    def a(x, labels=labels):
+        return sw.auroc(labels, sw.image_scores(x)["top1"])
+
+    for k, dist in D.items():
+        res[k] = a(dist)
+    res["fine+ctx (adopted)"] = a((D["L24p1"] + D["L24p3"]) / 2)
+    res["fine+deep"] = a((D["L24p1"] + D["L245p3"]) / 2)
+    res["fine+ctx+deep"] = a((D["L24p1"] + D["L24p3"] + D["L245p3"]) / 3)
+    res["ctx+deep"] = a((D["L24p3"] + D["L245p3"]) / 2)
+    out[name] = res
+    log(name, {k: round(v, 4) for k, v in res.items()})
+    Path(os.environ.get("OUT", "/tmp/pl") + "/loc3.json").write_text(json.dumps(out, indent=1))
