@@ -25,6 +25,7 @@ import pickle
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -48,6 +49,20 @@ def log(*a: object) -> None:
     print(f"[{time.time() - T0:6.1f}s]", *a, flush=True)
 
 
+def suite_features(name: str, side: int = SIDE) -> tuple[Any, Any, Any, np.ndarray]:
+    """Lite0 block outputs of one prepared suite set: (fit, held-out normals, test) as the
+    sweep's ``blocks`` gives them (the product's 85 / 15 split, seed 0), and the test labels."""
+    d = pickle.loads((DATA / f"{name}-{side}.pkl").read_bytes())
+    train, test = sw.decode(d["train"]), sw.decode(d["test"])
+    labels = np.asarray(d["labels"]).astype(int)
+    order = np.random.default_rng(0).permutation(len(train))
+    n_val = max(1, round(len(train) * 0.15))
+    fit_i, val_i = np.sort(order[n_val:]), np.sort(order[:n_val])
+    mfit = sw.blocks(train[fit_i], d["standardize"])
+    mval = sw.blocks(train[val_i], d["standardize"])
+    return mfit, mval, sw.blocks(test, d["standardize"]), labels
+
+
 def bank_of(flat: torch.Tensor, proj: int) -> torch.Tensor:
     n_keep = min(4096, int(np.ceil(0.1 * len(flat))))
     sel = greedy_coreset(flat, n_keep, projection_dim=proj, seed=0)
@@ -63,15 +78,7 @@ def main() -> None:
     for name in SETS:
         if name in results:
             continue
-        d = pickle.loads((DATA / f"{name}-{SIDE}.pkl").read_bytes())
-        train, test = sw.decode(d["train"]), sw.decode(d["test"])
-        labels = np.asarray(d["labels"]).astype(int)
-        order = np.random.default_rng(0).permutation(len(train))
-        n_val = max(1, round(len(train) * 0.15))
-        fit_i, val_i = np.sort(order[n_val:]), np.sort(order[:n_val])
-        mfit = sw.blocks(train[fit_i], d["standardize"])
-        mval = sw.blocks(train[val_i], d["standardize"])
-        mtest = sw.blocks(test, d["standardize"])
+        mfit, mval, mtest, labels = suite_features(name)
         log(name, "features")
         dists = {}
         for pool in (1, 3):

@@ -9,43 +9,24 @@ coverage distance, as the product does. Results in
 """
 
 import json
+import math
 import os
-import pickle
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import patchcore_locality as pl  # the sweep's features and the shared loader
 
-os.environ.setdefault("DEV", "cpu")
-sys.path.insert(0, ".gpu")
-import patchcore_gpu_sweep as sw
+from inspection.detectors.patchcore import greedy_cover
 
-torch.set_num_threads(2)
+sw = pl.sw
 T0 = time.time()
 SETS = os.environ.get("SETS", "mvtec_screw,mt-exp,elpv_solar").split(",")
 
 
 def log(*a):
     print(f"[{time.time() - T0:6.1f}s]", *a, flush=True)
-
-
-@torch.no_grad()
-def coreset(x, k, seed=0):
-    n = len(x)
-    sq = (x * x).sum(1)
-    idx = int(torch.randint(n, (1,), generator=torch.Generator().manual_seed(seed)))
-    mind = torch.full((n,), float("inf"))
-    sel = torch.empty(k, dtype=torch.long)
-    dist = torch.empty(n)
-    for i in range(k):
-        sel[i] = idx
-        torch.mv(x, x[idx], out=dist)
-        dist.mul_(-2.0).add_(sq).add_(sq[idx])
-        torch.minimum(mind, dist, out=mind)
-        idx = int(torch.argmax(mind))
-    return sel, mind.clamp_min(0).sqrt()
 
 
 out = (
@@ -56,21 +37,14 @@ out = (
 for name in SETS:
     if name in out:
         continue
-    d = pickle.loads(Path(f".gpu/{name}-256.pkl").read_bytes())
-    train, test = sw.decode(d["train"]), sw.decode(d["test"])
-    labels = np.asarray(d["labels"]).astype(int)
-    order = np.random.default_rng(0).permutation(len(train))
-    n_val = max(1, round(len(train) * 0.15))
-    fit_i = np.sort(order[n_val:])
-    mfit = sw.blocks(train[fit_i], d["standardize"])
-    mtest = sw.blocks(test, d["standardize"])
+    mfit, _, mtest, labels = pl.suite_features(name, 256)
     D = {}
     for key, layers, pool in (("L24p1", (2, 4), 1), ("L24p3", (2, 4), 3), ("L245p3", (2, 4, 5), 3)):
         f = sw.embed(mfit, layers, pool)
         flat = f.reshape(-1, f.shape[-1])
         del f
-        k = min(4096, int(np.ceil(0.1 * len(flat))))
-        sel, cover = coreset(flat, k)
+        k = min(4096, math.ceil(0.1 * len(flat)))
+        sel, cover = greedy_cover(flat, k)
         t = sw.embed(mtest, layers, pool)
         D[key] = sw.knn(t, flat[sel].contiguous()) / cover.mean()
         del flat

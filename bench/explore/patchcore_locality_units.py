@@ -8,20 +8,18 @@ Results in ``bench/results/explore/patchcore-locality.md``.
 """
 
 import json
+import math
 import os
-import pickle
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import patchcore_locality as pl  # the sweep's features and the shared loader
 
-os.environ.setdefault("DEV", "cpu")
-sys.path.insert(0, ".gpu")
-import patchcore_gpu_sweep as sw
+from inspection.detectors.patchcore import greedy_cover
 
-torch.set_num_threads(2)
+sw = pl.sw
 T0 = time.time()
 SIDE = int(os.environ.get("SIDE", "256"))
 SETS = os.environ.get("SETS", "mvtec_screw,mt-exp").split(",")
@@ -31,43 +29,17 @@ def log(*a):
     print(f"[{time.time() - T0:6.1f}s]", *a, flush=True)
 
 
-@torch.no_grad()
-def coreset(x, k, seed=0):
-    n = len(x)
-    sq = (x * x).sum(1)
-    idx = int(torch.randint(n, (1,), generator=torch.Generator().manual_seed(seed)))
-    mind = torch.full((n,), float("inf"))
-    sel = torch.empty(k, dtype=torch.long)
-    dist = torch.empty(n)
-    for i in range(k):
-        sel[i] = idx
-        torch.mv(x, x[idx], out=dist)
-        dist.mul_(-2.0).add_(sq).add_(sq[idx])
-        torch.minimum(mind, dist, out=mind)
-        idx = int(torch.argmax(mind))
-    return sel, mind.clamp_min(0).sqrt()
-
-
 out = {}
 for name in SETS:
-    d = pickle.loads(Path(f".gpu/{name}-{SIDE}.pkl").read_bytes())
-    train, test = sw.decode(d["train"]), sw.decode(d["test"])
-    labels = np.asarray(d["labels"]).astype(int)
-    order = np.random.default_rng(0).permutation(len(train))
-    n_val = max(1, round(len(train) * 0.15))
-    fit_i, val_i = np.sort(order[n_val:]), np.sort(order[:n_val])
-    mfit, mval, mtest = (
-        sw.blocks(train[i] if i is not None else test, d["standardize"])
-        for i in (fit_i, val_i, None)
-    )
+    mfit, mval, mtest, labels = pl.suite_features(name, SIDE)
     res = {}
     D = {}
     for pool in (1, 3):
         f = sw.embed(mfit, (2, 4), pool)
         flat = f.reshape(-1, f.shape[-1])
         del f
-        k = min(4096, int(np.ceil(0.1 * len(flat))))
-        sel, cover = coreset(flat, k)
+        k = min(4096, math.ceil(0.1 * len(flat)))
+        sel, cover = greedy_cover(flat, k)
         v, t = sw.embed(mval, (2, 4), pool), sw.embed(mtest, (2, 4), pool)
         for nb in (k, k // 2):
             bank = flat[sel[:nb]].contiguous()
