@@ -93,24 +93,51 @@ def anomalib_fps(
 
 def openvino_ceiling_fps(bundle: Path, frames: np.ndarray, seconds: float) -> float:
     """Bare batch-1 inference frames/s with every core busy: the station's model loader with
-    the throughput hint, compiled for batch 1 as a batch-1 station does, one thread per stream, each calling ``infer_raw`` on one
-    frame at a time, nothing else (no camera, queue, thresholds or database): the rate a
-    batch-1 pipeline would reach at zero overhead (batching can exceed it)."""
+    the throughput hint, compiled for batch 1 as a batch-1 station does, one thread per
+    stream, each calling ``infer_raw`` on one frame at a time, nothing else (no camera, queue,
+    thresholds or database): the rate a batch-1 pipeline would reach at zero overhead
+    (batching can exceed it)."""
+    return bare_fps(bundle, frames, seconds, hint="throughput", batch=1, precision="f32")
+
+
+def bare_fps(
+    bundle: Path,
+    frames: np.ndarray,
+    seconds: float,
+    *,
+    hint: str,
+    batch: int,
+    precision: str,
+    constants_first: bool | None = None,
+) -> float:
+    """Frames/s of bare ``infer_raw`` calls on ``batch`` frames (a model compiled for exactly
+    that many) for about ``seconds``: with the ``throughput`` hint one thread per optimal
+    request, all sharing the compiled model; with ``latency`` one request."""
     from inspection.runtime import OpenVinoModel
 
-    model = OpenVinoModel(bundle, performance_hint="throughput", batch_size=1)
-    streams = max(1, int(model.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
+    model = OpenVinoModel(
+        bundle,
+        inference_precision=precision,
+        performance_hint=hint,
+        batch_size=batch,
+        constants_first=constants_first,
+    )
+    streams = 1
+    if hint == "throughput":
+        streams = max(1, int(model.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
     workers = [model] + [model.sibling() for _ in range(streams - 1)]
     counts = [0] * streams
     stop = threading.Event()
+    span = max(1, len(frames) - batch + 1)
 
     def loop(i: int) -> None:
         while not stop.is_set():
-            workers[i].infer_raw(frames[counts[i] % len(frames)][None])
+            start = (counts[i] * batch) % span
+            workers[i].infer_raw(frames[start : start + batch])
             counts[i] += 1
 
     for w in workers:  # warm-up
-        w.infer_raw(frames[:1])
+        w.infer_raw(frames[:batch])
     threads = [threading.Thread(target=loop, args=(i,), daemon=True) for i in range(streams)]
     t0 = time.perf_counter()
     for t in threads:
@@ -119,4 +146,4 @@ def openvino_ceiling_fps(bundle: Path, frames: np.ndarray, seconds: float) -> fl
     stop.set()
     for t in threads:
         t.join()
-    return sum(counts) / (time.perf_counter() - t0)
+    return sum(counts) * batch / (time.perf_counter() - t0)

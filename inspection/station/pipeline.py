@@ -263,8 +263,9 @@ class Station:
             det = det.model_copy(update={"cpu_pinning": False})  # one compiled model per worker
         if det.compile_cache and det.cache_dir is None:
             det = det.model_copy(update={"cache_dir": compile_cache_dir(self.config)})
-        # Batches are the frames already waiting, 1..batch_size: only batch 1 is a fixed shape.
-        static = 1 if tune.batch_size == 1 else None
+        # Batches are the frames already waiting, 1..batch_size: a fixed shape at batch 1, and
+        # for weight-heavy graphs (padded: one repacked copy of the weights, read fast).
+        static = tune.batch_size if tune.static_batch or tune.batch_size == 1 else None
         first = self.model_loader(bundle, det, static)
         # Throughput hint: one compiled model whose parallel streams the workers share, a
         # request each (where the model offers it); otherwise one compiled model per worker.

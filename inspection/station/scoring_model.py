@@ -48,7 +48,8 @@ class ScoringModel(Protocol):
         ...
 
 
-#: ``(bundle folder, detector settings, frames per call: 1 exactly, or None: any) -> model``
+#: ``(bundle folder, detector settings, frames per call: exactly N (fewer are padded), or None:
+#: any) -> model``
 ModelLoader = Callable[[Path, DetectorSettings, int | None], ScoringModel]
 
 
@@ -56,7 +57,8 @@ def load_openvino(
     bundle: Path, settings: DetectorSettings, batch_size: int | None = None
 ) -> ScoringModel:
     """The default model loader: an :class:`OpenVinoModel` with the station's device settings,
-    compiled for one frame per call when ``batch_size`` is 1 (static shapes run faster)."""
+    compiled for exactly ``batch_size`` frames per call when given (static shapes run faster;
+    fewer frames are padded), else for any."""
     from inspection.runtime import OpenVinoModel
 
     return OpenVinoModel(

@@ -12,7 +12,12 @@ station bench (``bench/results/station.md``, 256 px, 2 cores):
   covariances, 230 MB at 256 px): each inference streams every weight from memory once,
   whatever the batch, so frames already waiting are scored together: batch
   :data:`HEAVY_BATCH` with the latency hint (all cores on one inference) and one compiled model
-  (one copy of the weights): 80 frames/s against 40 at batch 1;
+  (one copy of the weights): 80 frames/s against 40 at batch 1. The model is compiled for
+  exactly that batch (``static_batch``; fewer waiting frames are padded), so OpenVINO repacks
+  the weights once into its fast layout and the mapped file is handed back
+  (:class:`inspection.runtime.OpenVinoModel` ``batch_size``): PaDiM at 256 px and bf16 then
+  scores ~2x as fast as when a dynamic batch made it read them in place, in about the same
+  memory (``bench/results/explore/station-ceiling.md``);
 * **compute-bound** (convolutional networks, a few MB): batch 1 (compiled for a static shape),
   OpenVINO's throughput hint (the cores split into parallel streams) and one scoring worker per
   core plus one, so a stream never waits for Python's post-processing: 1.1-1.6x batch 1 on
@@ -56,6 +61,9 @@ class Tuning:
     cores: int
     weights_mb: float
     reason: str
+    #: compile for exactly ``batch_size`` frames per call (fewer are padded); else a dynamic
+    #: batch (1..batch_size), or batch 1, which is static anyway
+    static_batch: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -103,4 +111,4 @@ def resolve_tuning(config: StationConfig, bundle: Path | None, cores: int | None
     )
     kind = "weight-heavy" if heavy else "compute-bound"
     reason = f"{kind} graph ({mb:.0f} MB of weights) on {cores} core{'s' * (cores != 1)}"
-    return Tuning(batch, n_workers, requests, hint, cores, round(mb, 1), reason)
+    return Tuning(batch, n_workers, requests, hint, cores, round(mb, 1), reason, heavy)

@@ -247,6 +247,37 @@ def test_static_batch_model_matches_dynamic(padim_bundle: Path) -> None:
     np.testing.assert_allclose(static.anomaly_map, dynamic.anomaly_map, rtol=1e-4, atol=1e-5)
 
 
+def test_static_batch_pads_calls_with_fewer_frames(
+    padim_bundle: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Compiled for exactly 4 frames per call (a weight-heavy station): 1-3 frames are padded
+    and get their own results, the same as the dynamic graph's; more than 4 is refused. The
+    large weights are then repacked rather than read in place (``constants_first`` only with
+    a dynamic batch), and the mapped weights file's pages are handed back."""
+    from inspection import runtime
+    from inspection.mapped_files import mapped_mib
+
+    monkeypatch.setattr(runtime, "CONSTANTS_FIRST_MIN_MB", 0.0)  # reach the quick bundle's
+    images = np.stack([s.image for s in SyntheticLine("disc", size=64, seed=9).defects(5)])
+    static = runtime.OpenVinoModel(padim_bundle, num_threads=1, batch_size=4)
+    assert mapped_mib([padim_bundle]) < 0.01  # the weights file's pages handed back
+    dynamic = runtime.OpenVinoModel(padim_bundle, num_threads=1)
+    assert (dynamic.constants_first, static.constants_first) == (1, 0)
+    for n in (1, 3, 4):
+        have, want = static.predict(images[:n]), dynamic.predict(images[:n])
+        assert have.anomaly_map.shape == (n, 64, 64)
+        np.testing.assert_allclose(have.raw_score, want.raw_score, rtol=1e-4)
+        np.testing.assert_allclose(have.anomaly_map, want.anomaly_map, rtol=1e-4, atol=1e-5)
+        np.testing.assert_array_equal(have.is_anomalous, want.is_anomalous)
+    pending = static.sibling().submit(images[1:3].copy())  # the padded copy outlives the call
+    want = dynamic.predict(images[1:3]).raw_score
+    np.testing.assert_allclose(pending.wait().raw_score, want, rtol=1e-4)
+    with pytest.raises(ValueError, match="compiled for 4"):
+        static.predict(images)
+    with pytest.raises(ValueError, match="batch_size"):
+        runtime.OpenVinoModel(padim_bundle, batch_size=0)
+
+
 def test_compile_cache_is_filled_and_reused(tmp_path: Path, padim_bundle: Path) -> None:
     """A compile cache folder gets OpenVINO's blob; a model loaded from it scores the same."""
     from inspection.runtime import OpenVinoModel

@@ -45,6 +45,7 @@ def test_weight_heavy_bundle_batches_on_one_compiled_model(tmp_path: Path) -> No
     t = resolve_tuning(cfg, cfg.detector.path, cores=2)
     assert (t.batch_size, t.infer_workers, t.performance_hint) == (HEAVY_BATCH, 1, "latency")
     assert t.requests_per_worker == 2 and "weight-heavy" in t.reason
+    assert t.static_batch  # compiled for exactly that batch: weights repacked once
 
 
 @pytest.mark.parametrize(("cores", "workers"), [(1, 2), (2, 3), (4, 5), (16, MAX_WORKERS)])
@@ -54,6 +55,7 @@ def test_compute_bound_bundle_uses_parallel_streams(
     cfg = _config(tmp_path, 3, **_auto())
     t = resolve_tuning(cfg, cfg.detector.path, cores=cores)
     assert (t.batch_size, t.infer_workers, t.performance_hint) == (1, workers, "throughput")
+    assert not t.static_batch
 
 
 def test_settings_in_the_config_are_kept_and_the_rest_fit_them(tmp_path: Path) -> None:
