@@ -6,7 +6,7 @@ numbers when the station loads its first model. Settings given in the config are
 the others are chosen to fit them.
 
 Two kinds of graph, told apart by the size of their weights (``model.bin``), measured on the
-station bench (``bench/results/station.md``, 256 px, 2 cores):
+station bench (``bench/results/station-variants-2026-11-27.md``, 256 px, 2 cores):
 
 * **weight-heavy** (at least :data:`HEAVY_WEIGHTS_MB`, e.g. PaDiM's per-position inverse
   covariances, 230 MB at 256 px): each inference streams every weight from memory once,
