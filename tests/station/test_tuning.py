@@ -83,3 +83,25 @@ def test_station_reports_its_tuning(tmp_path: Path, db) -> None:  # type: ignore
     tuning = stats["tuning"]
     assert tuning["batch_size"] == 1 and tuning["performance_hint"] == "throughput"
     assert len(station._scorers) == tuning["infer_workers"] >= 2
+
+
+@pytest.mark.parametrize(("weights_mb", "frames_per_call"), [(230, HEAVY_BATCH), (3, 1)])
+def test_station_compiles_for_a_fixed_batch(
+    tmp_path: Path, db, weights_mb: float, frames_per_call: int
+) -> None:  # type: ignore[no-untyped-def]
+    """The loader is asked for exactly the tuned batch: a weight-heavy graph's 4 (padded, so
+    OpenVINO repacks its weights once), a compute-bound graph's 1."""
+    from tests.station.conftest import FakeLoader, make_station
+
+    _, factory = db
+    asked: list[int | None] = []
+    fake = FakeLoader()
+
+    def loader(bundle: Path, settings: Any, batch_size: int | None) -> Any:
+        asked.append(batch_size)
+        return fake(bundle, settings, batch_size)
+
+    cfg = _config(tmp_path, weights_mb, **_auto(), camera={"count": 6})
+    stats = make_station(cfg, factory, model_loader=loader).run()
+    assert stats["counters"]["persisted"] == 6
+    assert asked and set(asked) == {frames_per_call}
