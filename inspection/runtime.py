@@ -146,6 +146,11 @@ def resolve_precision(requested: str, meta: dict[str, Any], capabilities: list[s
 
 #: Size limit of a compile cache folder: older blobs go first (every retrained model adds one).
 CACHE_MAX_MB = 2048
+#: Weights (MB, the prepared graph's ``.bin``) above which no OpenVINO blob is cached for it.
+#: Such a blob is mostly a second copy of the weights: writing it on the first start held the
+#: weights twice (PaDiM at 256 px: a station process peaked at 643 against 458 MiB), and
+#: importing it saves little over compiling the prepared graph from its file (~0.3 s).
+CACHE_BLOB_MAX_MB = 64.0
 
 
 def prune_cache(
@@ -386,7 +391,9 @@ class OpenVinoModel:
         cache_dir: OpenVINO compile cache folder (``CACHE_DIR``; None: no cache). A restart
             with the same bundle and settings loads the compiled blob instead of compiling
             again (created when missing; unusable: a warning, and no cache; kept under
-            :data:`CACHE_MAX_MB` by :func:`prune_cache`).
+            :data:`CACHE_MAX_MB` by :func:`prune_cache`); graphs with more than
+            :data:`CACHE_BLOB_MAX_MB` of weights keep only their prepared graph there
+            (:func:`station_ir`) and compile it from that file, without a blob.
         constants_first: large constant weights of batched MatMuls are read in place instead
             of repacked (:func:`put_constants_first`; PaDiM at 256 px with a dynamic batch:
             ~920 -> ~430 MiB resident, scores within float32 rounding); how many were:
@@ -476,8 +483,14 @@ class OpenVinoModel:
         there is one); sets :attr:`constants_first`."""
         prepared = None
         if self.cache_dir is not None:
-            config["CACHE_DIR"] = str(self.cache_dir)
             prepared = station_ir(core, xml, self.cache_dir, self.size, batch_size, constants_first)
+            weights = prepared[0].with_suffix(".bin") if prepared else xml.with_suffix(".bin")
+            try:
+                heavy = weights.stat().st_size / 1e6 > CACHE_BLOB_MAX_MB
+            except OSError:
+                heavy = False
+            if not heavy:
+                config["CACHE_DIR"] = str(self.cache_dir)
         try:
             if prepared is not None:
                 #: batched MatMuls whose constant weights are read in place

@@ -247,6 +247,24 @@ def test_static_batch_model_matches_dynamic(padim_bundle: Path) -> None:
     np.testing.assert_allclose(static.anomaly_map, dynamic.anomaly_map, rtol=1e-4, atol=1e-5)
 
 
+def test_weight_heavy_graph_caches_no_blob(
+    tmp_path: Path, padim_bundle: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Above ``CACHE_BLOB_MAX_MB`` of weights the cache keeps only the prepared graph (an
+    OpenVINO blob would be a second copy of the weights) and restarts compile it: same scores."""
+    from inspection import runtime
+
+    monkeypatch.setattr(runtime, "CACHE_BLOB_MAX_MB", 0.0)  # the quick bundle counts as heavy
+    cache = tmp_path / "ov-cache"
+    frame = SyntheticLine("disc", size=64, seed=3).defects(1)[0].image[None]
+    cold = runtime.OpenVinoModel(padim_bundle, batch_size=1, cache_dir=cache)
+    assert sorted(p.suffix for p in cache.iterdir()) == [".bin", ".json", ".xml"]
+    warm = runtime.OpenVinoModel(padim_bundle, batch_size=1, cache_dir=cache)
+    assert sorted(p.suffix for p in cache.iterdir()) == [".bin", ".json", ".xml"]
+    a, b = cold.predict(frame), warm.predict(frame)
+    np.testing.assert_allclose(a.raw_score, b.raw_score, rtol=1e-5)
+
+
 def test_static_batch_pads_calls_with_fewer_frames(
     padim_bundle: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
