@@ -4,9 +4,13 @@ OpenVINO maps a model's weights file (``model.bin``, or the compile cache's blob
 plugin repacks each large constant into its own layout when it compiles for a fixed shape.
 From then on it reads the repacked copy; the mapped file's pages are no longer used, yet stay
 resident and count in the process's memory (PaDiM at 256 px: 230 MiB, next to the 236 MiB
-copy). :func:`release_mapped_pages` tells the kernel it may drop them (``madvise`` with
-``MADV_DONTNEED``). Only read-only mappings are touched: their pages are the file's own
-content, so a later read of any of them faults it back in from the file (slower, never wrong).
+copy). :func:`release_mapped_pages` asks the kernel to reclaim them (``madvise`` with
+``MADV_PAGEOUT``). Only read-only mappings are named: their pages are the file's own content,
+so a later read of any of them faults it back in from the file (slower, never wrong). The
+advice never destroys data, which matters because the address list is read first and advised
+after: a range another thread unmaps and reuses for other memory in between is at worst paged
+out. (``MADV_DONTNEED`` would zero such memory. It was tried first, and one OC-GAN station
+process in a bench run aborted with a corrupted heap, most likely from exactly that race.)
 
 While it compiles, the plugin reads each source page once; :func:`releasing_mapped_pages` hands
 them back every few milliseconds meanwhile, so the file and the repacked copy are never both
@@ -28,8 +32,9 @@ from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
-#: ``madvise`` advice: the pages may be dropped (re-read from the file when touched again).
-MADV_DONTNEED = 4
+#: ``madvise`` advice (Linux 5.4+): reclaim the pages now; file pages are re-read when touched
+#: again, anonymous ones swapped out (or kept, without swap). Never destroys data.
+MADV_PAGEOUT = 21
 
 _RANGE = re.compile(r"^([0-9a-f]+)-([0-9a-f]+) (\S+) \S+ \S+ \S+\s*(.*)$")
 
@@ -73,8 +78,9 @@ def mapped_mib(dirs: Iterable[str | Path]) -> float:
 
 
 def release_mapped_pages(dirs: Iterable[str | Path]) -> int:
-    """Let the kernel drop the resident pages of read-only mappings of files under ``dirs``;
-    how many mappings were advised (0 off Linux or when ``madvise`` is unavailable)."""
+    """Ask the kernel to reclaim the resident pages of read-only mappings of files under
+    ``dirs``; how many mappings were advised (0 off Linux, or where ``madvise`` or its
+    ``MADV_PAGEOUT`` advice is unavailable)."""
     roots = _roots(dirs)
     ranges = list(_read_only_ranges(roots))
     if not ranges:
@@ -89,7 +95,7 @@ def release_mapped_pages(dirs: Iterable[str | Path]) -> int:
     madvise.restype = ctypes.c_int
     done = 0
     for start, end in ranges:
-        if madvise(start, end - start, MADV_DONTNEED) == 0:
+        if madvise(start, end - start, MADV_PAGEOUT) == 0:
             done += 1
         else:
             logger.debug("madvise failed on %x-%x (errno %d)", start, end, ctypes.get_errno())
