@@ -25,7 +25,9 @@ import contextlib
 import ctypes
 import ctypes.util
 import logging
+import os
 import re
+import sys
 import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -37,6 +39,17 @@ logger = logging.getLogger(__name__)
 MADV_PAGEOUT = 21
 
 _RANGE = re.compile(r"^([0-9a-f]+)-([0-9a-f]+) (\S+) \S+ \S+ \S+\s*(.*)$")
+
+
+def can_page_out() -> bool:
+    """Whether this system takes ``MADV_PAGEOUT`` (Linux 5.4 or later)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    major, minor = [*os.uname().release.split("."), "0"][:2]
+    try:
+        return (int(major), int("".join(c for c in minor if c.isdigit()) or 0)) >= (5, 4)
+    except ValueError:
+        return False
 
 
 def _under(path: str, roots: tuple[str, ...]) -> bool:
@@ -81,6 +94,8 @@ def release_mapped_pages(dirs: Iterable[str | Path]) -> int:
     """Ask the kernel to reclaim the resident pages of read-only mappings of files under
     ``dirs``; how many mappings were advised (0 off Linux, or where ``madvise`` or its
     ``MADV_PAGEOUT`` advice is unavailable)."""
+    if not can_page_out():
+        return 0
     roots = _roots(dirs)
     ranges = list(_read_only_ranges(roots))
     if not ranges:

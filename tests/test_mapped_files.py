@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import mmap
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from inspection.mapped_files import mapped_mib, release_mapped_pages
+from inspection.mapped_files import can_page_out, mapped_mib, release_mapped_pages
 
 pytestmark = pytest.mark.skipif(
-    not sys.platform.startswith("linux"), reason="reads /proc/self/maps (Linux only)"
+    not can_page_out(),
+    reason="reads /proc/self/maps and advises MADV_PAGEOUT (Linux 5.4 or later)",
 )
 
 

@@ -273,12 +273,13 @@ def test_static_batch_pads_calls_with_fewer_frames(
     large weights are then repacked rather than read in place (``constants_first`` only with
     a dynamic batch), and the mapped weights file's pages are handed back."""
     from inspection import runtime
-    from inspection.mapped_files import mapped_mib
+    from inspection.mapped_files import can_page_out, mapped_mib
 
     monkeypatch.setattr(runtime, "CONSTANTS_FIRST_MIN_MB", 0.0)  # reach the quick bundle's
     images = np.stack([s.image for s in SyntheticLine("disc", size=64, seed=9).defects(5)])
     static = runtime.OpenVinoModel(padim_bundle, num_threads=1, batch_size=4)
-    assert mapped_mib([padim_bundle]) < 0.01  # the weights file's pages handed back
+    if can_page_out():
+        assert mapped_mib([padim_bundle]) < 0.01  # the weights file's pages handed back
     dynamic = runtime.OpenVinoModel(padim_bundle, num_threads=1)
     assert (dynamic.constants_first, static.constants_first) == (1, 0)
     for n in (1, 3, 4):
