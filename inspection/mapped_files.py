@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import functools
 import logging
 import os
 import re
@@ -31,6 +32,7 @@ import sys
 import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +43,7 @@ MADV_PAGEOUT = 21
 _RANGE = re.compile(r"^([0-9a-f]+)-([0-9a-f]+) (\S+) \S+ \S+ \S+\s*(.*)$")
 
 
+@functools.cache
 def can_page_out() -> bool:
     """Whether this system takes ``MADV_PAGEOUT`` (Linux 5.4 or later)."""
     if not sys.platform.startswith("linux"):
@@ -90,26 +93,29 @@ def mapped_mib(dirs: Iterable[str | Path]) -> float:
     return total_kib / 1024
 
 
-def release_mapped_pages(dirs: Iterable[str | Path]) -> int:
-    """Ask the kernel to reclaim the resident pages of read-only mappings of files under
-    ``dirs``; how many mappings were advised (0 off Linux, or where ``madvise`` or its
-    ``MADV_PAGEOUT`` advice is unavailable)."""
-    if not can_page_out():
-        return 0
-    roots = _roots(dirs)
-    ranges = list(_read_only_ranges(roots))
-    if not ranges:
-        return 0
+@functools.cache
+def _madvise() -> Any:
+    """libc's ``madvise`` (looked up once: ``find_library`` runs ``ldconfig``), or None."""
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
         madvise = libc.madvise
     except (OSError, AttributeError) as exc:
         logger.debug("no madvise here (%s): mapped pages kept", exc)
-        return 0
+        return None
     madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
     madvise.restype = ctypes.c_int
+    return madvise
+
+
+def release_mapped_pages(dirs: Iterable[str | Path]) -> int:
+    """Ask the kernel to reclaim the resident pages of read-only mappings of files under
+    ``dirs``; how many mappings were advised (0 off Linux, or where ``madvise`` or its
+    ``MADV_PAGEOUT`` advice is unavailable)."""
+    madvise = _madvise() if can_page_out() else None
+    if madvise is None:
+        return 0
     done = 0
-    for start, end in ranges:
+    for start, end in _read_only_ranges(_roots(dirs)):
         if madvise(start, end - start, MADV_PAGEOUT) == 0:
             done += 1
         else:
