@@ -20,6 +20,7 @@ the product's ``greedy_coreset``. Test labels choose nothing; they only measure.
 """
 
 import json
+import math
 import os
 import pickle
 import sys
@@ -35,7 +36,7 @@ os.environ.setdefault("DEV", "cpu")
 sys.path.insert(0, os.environ.get("GPU_DIR", ".gpu"))
 import patchcore_gpu_sweep as sw
 
-from inspection.detectors.patchcore import greedy_coreset
+from inspection.detectors.patchcore import Cover, greedy_cover
 
 SIDE = int(os.environ.get("SIDE", "256"))
 SETS = tuple(os.environ.get("SETS", "mvtec_screw,elpv_solar,mt-exp").split(","))
@@ -49,24 +50,33 @@ def log(*a: object) -> None:
     print(f"[{time.time() - T0:6.1f}s]", *a, flush=True)
 
 
+def fit_split(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(fit, held-out) indices of ``n`` training normals: the product's 85 / 15 split, seed 0."""
+    order = np.random.default_rng(0).permutation(n)
+    n_val = max(1, round(n * 0.15))
+    return np.sort(order[n_val:]), np.sort(order[:n_val])
+
+
+def cover_of(flat: torch.Tensor, proj: int = 0) -> Cover:
+    """Greedy cover (seed 0) of the pooled patches ``flat`` (N, D) at the product's default bank
+    size (``PatchCore.bank_size``: 10 % of the pool, at most 4096)."""
+    return greedy_cover(flat, min(4096, math.ceil(0.1 * len(flat))), projection_dim=proj, seed=0)
+
+
 def suite_features(name: str, side: int = SIDE) -> tuple[Any, Any, Any, np.ndarray]:
     """Lite0 block outputs of one prepared suite set: (fit, held-out normals, test) as the
     sweep's ``blocks`` gives them (the product's 85 / 15 split, seed 0), and the test labels."""
     d = pickle.loads((DATA / f"{name}-{side}.pkl").read_bytes())
     train, test = sw.decode(d["train"]), sw.decode(d["test"])
     labels = np.asarray(d["labels"]).astype(int)
-    order = np.random.default_rng(0).permutation(len(train))
-    n_val = max(1, round(len(train) * 0.15))
-    fit_i, val_i = np.sort(order[n_val:]), np.sort(order[:n_val])
+    fit_i, val_i = fit_split(len(train))
     mfit = sw.blocks(train[fit_i], d["standardize"])
     mval = sw.blocks(train[val_i], d["standardize"])
     return mfit, mval, sw.blocks(test, d["standardize"]), labels
 
 
 def bank_of(flat: torch.Tensor, proj: int) -> torch.Tensor:
-    n_keep = min(4096, int(np.ceil(0.1 * len(flat))))
-    sel = greedy_coreset(flat, n_keep, projection_dim=proj, seed=0)
-    return flat[sel].contiguous()
+    return flat[cover_of(flat, proj).indices].contiguous()
 
 
 def main() -> None:

@@ -9,7 +9,6 @@ coverage distance, as the product does. Results in
 """
 
 import json
-import math
 import os
 import sys
 import time
@@ -17,8 +16,6 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import patchcore_locality as pl  # the sweep's features and the shared loader
-
-from inspection.detectors.patchcore import greedy_cover
 
 sw = pl.sw
 T0 = time.time()
@@ -43,8 +40,7 @@ for name in SETS:
         f = sw.embed(mfit, layers, pool)
         flat = f.reshape(-1, f.shape[-1])
         del f
-        k = min(4096, math.ceil(0.1 * len(flat)))
-        sel, cover = greedy_cover(flat, k)
+        sel, cover = pl.cover_of(flat)
         t = sw.embed(mtest, layers, pool)
         D[key] = sw.knn(t, flat[sel].contiguous()) / cover.mean()
         del flat

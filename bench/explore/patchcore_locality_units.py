@@ -8,7 +8,6 @@ Results in ``bench/results/explore/patchcore-locality.md``.
 """
 
 import json
-import math
 import os
 import sys
 import time
@@ -16,8 +15,6 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import patchcore_locality as pl  # the sweep's features and the shared loader
-
-from inspection.detectors.patchcore import greedy_cover
 
 sw = pl.sw
 T0 = time.time()
@@ -38,8 +35,8 @@ for name in SETS:
         f = sw.embed(mfit, (2, 4), pool)
         flat = f.reshape(-1, f.shape[-1])
         del f
-        k = min(4096, math.ceil(0.1 * len(flat)))
-        sel, cover = greedy_cover(flat, k)
+        sel, cover = pl.cover_of(flat)
+        k = len(sel)
         v, t = sw.embed(mval, (2, 4), pool), sw.embed(mtest, (2, 4), pool)
         for nb in (k, k // 2):
             bank = flat[sel[:nb]].contiguous()

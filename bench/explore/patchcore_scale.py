@@ -22,8 +22,6 @@ labels choose nothing; they only measure.
 
 import json
 import os
-import sys
-import time
 from pathlib import Path
 
 import cv2
@@ -31,20 +29,12 @@ import numpy as np
 import torch
 
 os.environ.setdefault("DEV", "cpu")
-sys.path.insert(0, os.environ.get("GPU_DIR", ".gpu"))
-import patchcore_gpu_sweep as sw
+from patchcore_locality import cover_of, fit_split, log, sw
 
 from inspection.data.magnetic_tile import NORMAL_CLASS, TEST_GROUPS, TRAIN_GROUPS, scan
-from inspection.detectors.patchcore import greedy_cover
 
 VARIANTS = tuple(os.environ.get("VARIANTS", "stretch256,scale0.6,scale1").split(","))
 OUT = Path(os.environ.get("OUT", "/tmp/ps"))
-T0 = time.time()
-torch.set_num_threads(2)
-
-
-def log(*a: object) -> None:
-    print(f"[{time.time() - T0:6.1f}s]", *a, flush=True)
 
 
 def load(variant: str, paths: list[Path]) -> list[np.ndarray]:
@@ -85,9 +75,7 @@ def main() -> None:
         if (t.cls == NORMAL_CLASS and t.group in TEST_GROUPS) or t.cls != NORMAL_CLASS
     ]
     labels = np.array([int(t.cls != NORMAL_CLASS) for t in test_items])
-    order = np.random.default_rng(0).permutation(len(train))
-    n_val = max(1, round(len(train) * 0.15))
-    fit_paths = [train[i] for i in np.sort(order[n_val:])]
+    fit_paths = [train[i] for i in fit_split(len(train))[0]]
     for variant in VARIANTS:
         if variant in results:
             continue
@@ -96,8 +84,7 @@ def main() -> None:
         per_bank = []
         for pool in (1, 3):
             flat = torch.cat(patches(fit_im, pool))
-            n_keep = min(4096, int(np.ceil(0.1 * len(flat))))
-            cover = greedy_cover(flat, n_keep, 0, seed=0)
+            cover = cover_of(flat)
             bank = flat[cover.indices].contiguous()
             unit = float(cover.distances.mean())
             log(variant, f"p{pool} bank of {len(flat)} patches")

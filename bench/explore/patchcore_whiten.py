@@ -26,9 +26,7 @@ from pathlib import Path
 import torch
 
 os.environ.setdefault("DEV", "cpu")
-from patchcore_locality import log, suite_features, sw
-
-from inspection.detectors.patchcore import greedy_cover
+from patchcore_locality import cover_of, log, suite_features, sw
 
 SETS = tuple(os.environ.get("SETS", "mvtec_screw,elpv_solar,mt-exp").split(","))
 LAMS = tuple(float(v) for v in os.environ.get("LAMS", "1,0.3,0.05").split(","))
@@ -61,21 +59,23 @@ def main() -> None:
         if not todo:
             continue
         mfit, _, mtest, labels = suite_features(name)
+        # per bank: (pooled fit patches (N, 152), test patches (n_test, P, 152)), once per set
+        embedded = {}
+        for pool in (1, 3):
+            f, t = (sw.embed(m, (2, 4), pool) for m in (mfit, mtest))
+            embedded[pool] = (f.reshape(-1, f.shape[-1]), t)
+        del mfit, mtest
         log(name, "features")
         for lam in todo:
             per_bank = []
-            for pool in (1, 3):
-                f, t = (sw.embed(m, (2, 4), pool) for m in (mfit, mtest))
-                flat = f.reshape(-1, f.shape[-1])
-                del f
-                mu, w = whitener(flat, lam)
-                flat = (flat - mu) @ w
-                n_keep = min(4096, int(torch.ceil(torch.tensor(0.1 * len(flat)))))
-                cover = greedy_cover(flat, n_keep, 0, seed=0)
+            for pool, (fit_flat, test) in embedded.items():
+                mu, w = whitener(fit_flat, lam)
+                flat = (fit_flat - mu) @ w
+                cover = cover_of(flat)
                 bank = flat[cover.indices].contiguous()
                 unit = float(cover.distances.mean())
                 del flat
-                t = (t - mu) @ w
+                t = (test - mu) @ w
                 d1 = sw.knn(t, bank) / unit
                 d3 = sw.knn(t, bank, k=3) / unit
                 per_bank.append((d1, d3))
