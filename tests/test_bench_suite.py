@@ -33,6 +33,7 @@ def _fake_cell(auroc: dict[tuple[str, str], float]) -> Any:
         quick: bool,
         figures_dir: Path | None,
         bundle_dir: Path | None = None,
+        fit: str = "auto",
     ) -> dict[str, Any]:
         if (dataset, key) not in auroc:
             raise RuntimeError(f"no row for {dataset}/{key}")
@@ -143,6 +144,32 @@ def test_cli_skips_absent_data_set(tmp_path: Path) -> None:
     assert "skipped mvtec_screw" in out.output
 
 
+def test_cli_rejects_unknown_fit(tmp_path: Path) -> None:
+    from inspection.cli import app
+
+    out = CliRunner().invoke(
+        app, ["bench", "suite", "--fit", "crop", "--results-dir", str(tmp_path)]
+    )
+    assert out.exit_code != 0 and "crop" in out.output
+    assert not list(tmp_path.iterdir())  # nothing ran, nothing written
+
+
+def test_load_dataset_gives_the_product_fit(tmp_path: Path) -> None:
+    """Like ``inspection train --fit auto``: images far from square are letterboxed, unless a
+    fit is forced."""
+    import cv2
+
+    for sub in ("train/good", "test/good", "test/dent"):
+        (tmp_path / "part" / sub).mkdir(parents=True)
+        image = np.full((40, 100), 128, np.uint8)
+        cv2.imwrite(str(tmp_path / "part" / sub / "000.png"), image)
+    spec = suite.DatasetSpec("part", "mvtec", "part", "")
+    train, test = suite.load_dataset(spec, tmp_path, 32)
+    assert train.fit == test.fit == "pad" and test.boxes is not None
+    train, test = suite.load_dataset(spec, tmp_path, 32, "stretch")
+    assert train.fit == test.fit == "stretch"
+
+
 def test_quick_run_writes_exact_shape_markdown_and_picture(tmp_path: Path) -> None:
     bundles = tmp_path / "bundles"
     result = suite.run(
@@ -165,6 +192,7 @@ def test_quick_run_writes_exact_shape_markdown_and_picture(tmp_path: Path) -> No
     assert row["commit"] and row["date"]
     # quick_config() runs at 64 px; its maps are resized to the 256 px masks for the metrics
     assert row["input_size"] == 64 and row["metric_size"] == suite.METRIC_SIZE == 256
+    assert row["fit"] == "stretch"  # square synthetic parts: the product's choice is stretch
     assert saved["summary"] == {
         "padim": {
             "mean_image_auroc": round(row["image_auroc"], 4),

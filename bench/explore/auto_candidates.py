@@ -71,7 +71,9 @@ def main() -> None:
     if out_json.exists():
         rows = [r for r in json.loads(out_json.read_text())["rows"]]
     for name in args.sets:
-        train, test = load_dataset(DATASETS[name], Path(args.data_root), load)
+        train, test = load_dataset(
+            DATASETS[name], Path(args.data_root), load, "stretch"
+        )  # as measured
         fit_all, val_all = training.split_validation(train, 0.15, 0)
         painted, masks = subtle_defects(val_all.images, copies=2, seed=0)
         painted_set = ImageSet(

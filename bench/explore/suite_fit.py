@@ -1,10 +1,10 @@
 """Exploration: a suite cell with the product's own input geometry (``--fit auto``) instead of
-the suite's fixed ``stretch``.
+the ``stretch`` the suite used before it honoured the product's choice.
 
-The suite loads every set stretched to a square, but ``inspection train`` (``--fit auto``)
+The suite loaded every set stretched to a square, but ``inspection train`` (``--fit auto``)
 letterboxes a set whose aspect ratios vary (``inspection.geometry.choose_fit``): mt-exp's
 training tiles run from 0.36 to 2.6 (w / h), so the product pads them. This runs
-``inspection.bench.suite.bench_cell`` with the loader switched to the product's choice; metrics
+``inspection.bench.suite.bench_cell`` with the product's choice (now the suite's default too); metrics
 are taken on each image's valid box (``inspection.evaluation.comparison_pixels``). Test labels
 choose nothing.
 
@@ -14,33 +14,17 @@ choose nothing.
 import json
 import sys
 from pathlib import Path
-from typing import Any
 
 from inspection.bench import suite
 
 FIT = "auto"
-_plain = suite.load_dataset
-
-
-def load_auto(spec: suite.DatasetSpec, data_root: Path, size: int) -> Any:
-    """The suite's loader with the product's fit choice."""
-    if spec.kind == "mt-exp":
-        from inspection.data.magnetic_tile import mt_exp
-
-        return mt_exp(data_root / spec.folder, size, fit=FIT)
-    if spec.kind == "mvtec":
-        from inspection.data.folder import load_mvtec_folder
-
-        return load_mvtec_folder(data_root / spec.folder, size, fit=FIT)
-    return _plain(spec, data_root, size)
 
 
 def main() -> None:
     dataset, keys, out = sys.argv[1], sys.argv[2].split(","), Path(sys.argv[3])
     out.mkdir(parents=True, exist_ok=True)
-    suite.load_dataset = load_auto  # type: ignore[assignment]
     for key in keys:
-        row = suite.bench_cell(dataset, key, Path("../shared/data"), False, None)
+        row = suite.bench_cell(dataset, key, Path("../shared/data"), False, None, None, FIT)
         path = out / f"{dataset}-{key}.json"
         path.write_text(json.dumps(suite._jsonable(row), indent=1))
         print(

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Literal, cast
 
 import typer
+
+if TYPE_CHECKING:
+    from inspection.geometry import Fit
 
 app = typer.Typer(
     help="Benchmarks: results go to bench/results/<name>.json and .md.", no_args_is_help=True
@@ -87,6 +91,12 @@ def suite(
     quick: bool = typer.Option(
         False, "--quick", help="Tiny synthetic stand-in (CI): suite-quick.json, quick configs."
     ),
+    fit: str = typer.Option(
+        "auto",
+        "--fit",
+        help="auto, stretch or pad for every set (auto: the geometry `inspection train` gives "
+        "the set by default; each row records its fit).",
+    ),
     results_dir: Path = _RESULTS_DIR,
     bundles_dir: Path | None = typer.Option(
         None,
@@ -108,6 +118,7 @@ def suite(
     from inspection.bench.retime import default_bundles_dir, retime_suite
     from inspection.detectors import registry
     from inspection.errors import ConfigError
+    from inspection.geometry import FITS
 
     if retime:
         try:
@@ -117,6 +128,8 @@ def suite(
         Console().print(f"re-timed {len(done)} cells: " + ", ".join(f"{n}/{k}" for n, k in done))
         return
 
+    if fit != "auto" and fit not in FITS:
+        raise typer.BadParameter(f"fit {fit!r}: use auto, {', '.join(FITS)}", param_hint="--fit")
     keys = _items(detectors) or bench.default_keys()
     try:
         for key in keys:
@@ -140,6 +153,7 @@ def suite(
         quick=quick,
         results_dir=results_dir,
         bundles_dir=bundles_dir or default_bundles_dir(protocol),
+        fit=cast("Fit | Literal['auto']", fit),
     )
     for name, why in result.skipped.items():
         console.print(f"[yellow]skipped {name}:[/yellow] {why}")

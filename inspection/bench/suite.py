@@ -5,6 +5,11 @@ at once, with the same settings everywhere: ``mt-exp`` on ``magnetic_tile`` and 
 MVTec-layout folders ``elpv_solar`` and ``mvtec_screw`` (train on ``train/good``, test on all
 of ``test/``; image labels only, so pixel metrics are null there).
 
+Every set is loaded with the geometry ``inspection train`` gives it by default (``fit="auto"``:
+:func:`inspection.geometry.choose_fit` on the training images, so ``mt-exp``'s tiles of varying
+aspect ratio are letterboxed and metrics are taken on each image's valid box); ``fit`` forces
+``stretch`` or ``pad`` for every set, and each row records the fit it was measured with.
+
 Each (data set, detector) cell runs in its own spawned process: train with
 :func:`inspection.training.train` (or :func:`inspection.training.train_auto` for the key ``auto``),
 score the test set, compute the metrics at 256 x 256 (anomaly maps of detectors at other input
@@ -20,7 +25,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -35,6 +40,7 @@ from inspection.errors import ConfigError
 
 if TYPE_CHECKING:
     from inspection.data.imageset import ImageSet
+    from inspection.geometry import Fit
 
 logger = logging.getLogger(__name__)
 
@@ -111,8 +117,12 @@ def dataset_specs(quick: bool) -> dict[str, DatasetSpec]:
     return QUICK_DATASETS if quick else DATASETS
 
 
-def load_dataset(spec: DatasetSpec, data_root: Path, size: int) -> tuple[ImageSet, ImageSet]:
-    """(train normals, test set) of one suite data set at side ``size`` (pixels).
+def load_dataset(
+    spec: DatasetSpec, data_root: Path, size: int, fit: Fit | Literal["auto"] = "auto"
+) -> tuple[ImageSet, ImageSet]:
+    """(train normals, test set) of one suite data set at side ``size`` (pixels), both with
+    ``fit`` (``auto``: the product's choice from the training images' shapes; the synthetic
+    stand-in is square and always stretched).
 
     Raises :class:`~inspection.errors.DatasetError` when the data are absent or malformed.
     """
@@ -120,11 +130,11 @@ def load_dataset(spec: DatasetSpec, data_root: Path, size: int) -> tuple[ImageSe
     if spec.kind == "mt-exp":
         from inspection.data.magnetic_tile import mt_exp
 
-        return mt_exp(data_root / spec.folder, size)
+        return mt_exp(data_root / spec.folder, size, fit)
     if spec.kind == "mvtec":
         from inspection.data.folder import load_mvtec_folder
 
-        return load_mvtec_folder(data_root / spec.folder, size)
+        return load_mvtec_folder(data_root / spec.folder, size, fit)
     if spec.kind == "synthetic":
         from inspection.data.synthetic import SyntheticLine, image_set
 
@@ -166,12 +176,13 @@ def bench_cell(
     quick: bool,
     figures_dir: Path | None,
     bundle_dir: Path | None = None,
+    fit: Fit | Literal["auto"] = "auto",
 ) -> dict[str, Any]:
     """Train, evaluate, export and time detector ``key`` on one data set (a child's job).
 
     ``bundle_dir``: keep the exported bundle there (``inspection bench suite --retime`` times
-    it again later). Returns the JSON row (without the commit/date stamp, which the parent
-    adds).
+    it again later). ``fit``: the geometry (:func:`load_dataset`). Returns the JSON row
+    (without the commit/date stamp, which the parent adds).
     """
     from inspection import training
     from inspection.bench.measure import measure_trained, progress_logger
@@ -182,7 +193,7 @@ def bench_cell(
     start = time.perf_counter()
     if key == AUTO:
         load_size = training.QUICK_AUTO_LOAD_SIZE if quick else training.AUTO_LOAD_SIZE
-        train_set, test_set = load_dataset(spec, data_root, load_size)
+        train_set, test_set = load_dataset(spec, data_root, load_size, fit)
         trained = training.train_auto(train_set, progress=progress, quick=quick)
         selection = trained.auto_selection or {}
         extra["chosen"] = str(selection.get("chosen", trained.detector.key))
@@ -193,14 +204,14 @@ def bench_cell(
 
         cls = registry.get(key)
         config = cls.quick_config() if quick else cls.Config(type=key)
-        train_set, test_set = load_dataset(spec, data_root, config.image_size)
+        train_set, test_set = load_dataset(spec, data_root, config.image_size, fit)
         trained = training.train(cls(config), train_set, progress=progress)
     train_seconds = time.perf_counter() - start
     size = trained.detector.config.image_size
     if test_set.images.shape[1] == METRIC_SIZE:
         eval_set = test_set
     else:
-        eval_set = load_dataset(spec, data_root, METRIC_SIZE)[1]
+        eval_set = load_dataset(spec, data_root, METRIC_SIZE, fit)[1]
     m = measure_trained(
         trained,
         test_set.resized(size),
@@ -228,6 +239,7 @@ def bench_cell(
         **extra,
         "detector": trained.detector.key,
         "input_size": size,
+        "fit": test_set.fit,
         "metric_size": METRIC_SIZE,
         "train_seconds": round(train_seconds, 2),
         **row,
@@ -379,6 +391,7 @@ def run(
     isolate: bool = True,
     figures: bool = True,
     bundles_dir: Path | None = None,
+    fit: Fit | Literal["auto"] = "auto",
 ) -> SuiteRun:
     """Measure ``keys`` on ``datasets`` and merge the rows into ``<results_dir>/suite.json``.
 
@@ -394,6 +407,7 @@ def run(
         figures: write the per-cell curve figures too (the heatmap is always written).
         bundles_dir: keep every cell's exported bundle under ``<bundles_dir>/<data set>/<key>``
             (``None``: temporary, removed after timing).
+        fit: ``auto`` (the product's default geometry per set), ``stretch`` or ``pad``.
 
     A data set whose folder is absent is skipped with a warning; a failing cell is logged and
     reported in :attr:`SuiteRun.failed` while the other cells go on.
@@ -420,7 +434,7 @@ def run(
     for i, (name, key) in enumerate(cells, 1):
         logger.info("[%d/%d] %s on %s", i, len(cells), key, name)
         bundle = None if bundles_dir is None else bundles_dir / name / key
-        args = (name, key, data_root, quick, figures_dir if figures else None, bundle)
+        args = (name, key, data_root, quick, figures_dir if figures else None, bundle, fit)
         if isolate:
             status, value = run_in_child(bench_cell, args)
         else:

@@ -98,11 +98,12 @@ def _dataset_section(payload: dict[str, Any], name: str, spec: DatasetSpec | Non
         r["ov_retimed"] = str(timed["date"])[:10] if timed else None
         r["commit"] = _short_commit(r.get("commit"))
         r["date"] = str(r.get("date", ""))[:10] or None
+        r["fit"] = r.get("fit") or "stretch"  # rows from before the suite recorded it: stretched
     columns = ["detector", "image_auroc", "pixel_auroc", "aupro", "image_f1"]
     if any(r.get("image_auroc_same_groups") is not None for r in rows):
         columns.insert(2, "image_auroc_same_groups")
     columns += ["fit_seconds", "openvino_ms_per_image", "ov_load", "ov_retimed"]
-    columns += ["input_size", "score_mode"]
+    columns += ["input_size", "fit", "score_mode"]
     if any(r.get("chosen") for r in rows):
         columns.insert(1, "chosen")
     columns += ["n_train", "n_test", "commit", "date"]
@@ -134,6 +135,12 @@ def _notes(
         "`fit_seconds` is what `train_auto` reports; `train_seconds` in the JSON is the wall "
         "time of the whole training call (every candidate) for every row.",
         "- `score_mode`: the score mode chosen label-free at training (`score_mode: auto`).",
+        "- `fit`: how the images became the square input (`inspection.geometry`): `pad` "
+        "letterboxes (aspect ratio kept; metrics on each image's valid box, masks and maps in "
+        "the original image's frame), `stretch` squashes. The suite gives every set the fit "
+        "`inspection train` gives it by default (`--fit auto`: `pad` where the training images "
+        "are far from square or vary in shape, as mt-exp's tiles do); rows measured before the "
+        "suite recorded the fit were stretched.",
         "- Every row keeps the commit and date it was measured at (`commit`, `date`); rows of "
         "other detectors and data sets are kept when a run covers only some of them.",
     ]
