@@ -136,8 +136,8 @@ def _notes(
         "time of the whole training call (every candidate) for every row.",
         "- `score_mode`: the score mode chosen label-free at training (`score_mode: auto`).",
         "- `fit`: how the images became the square input (`inspection.geometry`): `pad` "
-        "letterboxes (aspect ratio kept; metrics on each image's valid box, masks and maps in "
-        "the original image's frame), `stretch` squashes. The suite gives every set the fit "
+        "letterboxes (aspect ratio kept; pixel metrics on each image's valid box, cut from its "
+        "map and mask, so the border counts for nothing), `stretch` squashes. The suite gives every set the fit "
         "`inspection train` gives it by default (`--fit auto`: `pad` where the training images "
         "are far from square or vary in shape, as mt-exp's tiles do); rows measured before the "
         "suite recorded the fit were stretched.",
