@@ -49,6 +49,16 @@ def check_fit(fit: str) -> Fit:
     return cast(Fit, fit)
 
 
+def check_fit_choice(fit: str) -> Fit | Literal["auto"]:
+    """``fit`` as a command-line fit choice: ``auto`` or a :data:`Fit`; raises ValueError for
+    anything else."""
+    if fit == "auto":
+        return "auto"
+    if fit not in FITS:
+        raise ValueError(f"fit {fit!r}: use auto, {', '.join(FITS)}")
+    return cast(Fit, fit)
+
+
 def full_box(size: int) -> Box:
     """The box of an input that fills the whole ``size`` x ``size`` square."""
     return (0, 0, size, size)

@@ -18,7 +18,7 @@ import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Literal, cast, get_args
+from typing import Any, cast, get_args
 
 import typer
 
@@ -80,14 +80,15 @@ def train_command(
     from inspection.data.folder import load_mvtec_folder, load_normal_folder
     from inspection.detectors import registry
     from inspection.errors import InspectionError, UnknownDetectorError
-    from inspection.geometry import FITS, Fit
+    from inspection.geometry import check_fit_choice
 
     console = Console(stderr=True)
     if precision not in get_args(training.Precision):
         raise typer.BadParameter(f"precision {precision!r}: use fp32, fp16 or int8")
-    if fit != "auto" and fit not in FITS:
-        raise typer.BadParameter(f"fit {fit!r}: use auto, {', '.join(FITS)}")
-    fit_arg = cast(Fit | Literal["auto"], fit)
+    try:
+        fit_arg = check_fit_choice(fit)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise typer.BadParameter(f"{out} exists and is not empty; choose a new folder")
     auto = detector == "auto"

@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, cast
 
 import typer
-
-if TYPE_CHECKING:
-    from inspection.geometry import Fit
 
 app = typer.Typer(
     help="Benchmarks: results go to bench/results/<name>.json and .md.", no_args_is_help=True
@@ -118,7 +114,7 @@ def suite(
     from inspection.bench.retime import default_bundles_dir, retime_suite
     from inspection.detectors import registry
     from inspection.errors import ConfigError
-    from inspection.geometry import FITS
+    from inspection.geometry import check_fit_choice
 
     if retime:
         try:
@@ -128,8 +124,10 @@ def suite(
         Console().print(f"re-timed {len(done)} cells: " + ", ".join(f"{n}/{k}" for n, k in done))
         return
 
-    if fit != "auto" and fit not in FITS:
-        raise typer.BadParameter(f"fit {fit!r}: use auto, {', '.join(FITS)}", param_hint="--fit")
+    try:
+        fit_arg = check_fit_choice(fit)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--fit") from exc
     keys = _items(detectors) or bench.default_keys()
     try:
         for key in keys:
@@ -153,7 +151,7 @@ def suite(
         quick=quick,
         results_dir=results_dir,
         bundles_dir=bundles_dir or default_bundles_dir(protocol),
-        fit=cast("Fit | Literal['auto']", fit),
+        fit=fit_arg,
     )
     for name, why in result.skipped.items():
         console.print(f"[yellow]skipped {name}:[/yellow] {why}")

@@ -211,7 +211,10 @@ def bench_cell(
     if test_set.images.shape[1] == METRIC_SIZE:
         eval_set = test_set
     else:
-        eval_set = load_dataset(spec, data_root, METRIC_SIZE, fit)[1]
+        from inspection.geometry import check_fit
+
+        # the fit already resolved for this set: no second look at the training images
+        eval_set = load_dataset(spec, data_root, METRIC_SIZE, check_fit(test_set.fit))[1]
     m = measure_trained(
         trained,
         test_set.resized(size),
