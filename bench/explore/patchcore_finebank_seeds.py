@@ -72,8 +72,6 @@ def main() -> None:
     payload = {**stamp(), "seeds": list(SEEDS), "pairs": pairs, "runs": rows}
     md = "\n".join(
         [
-            "# patchcore-finebank-seeds\n",
-            f"commit `{payload['commit']}` · {payload['date']} · {payload['machine']}\n",
             "PatchCore with one bank (`fine_bank: false`) and with the fine bank (the default), "
             "all else default, detector seeds "
             + ", ".join(map(str, SEEDS))
