@@ -188,7 +188,10 @@ def auto_candidates(size: int = 256) -> tuple[Candidate, ...]:
     :func:`train_auto` uses, ranked below plain PatchCore there (0.959 / 0.952 against 0.962 /
     0.963): it would not have been chosen where it helps
     (``bench/results/explore/auto-candidates.md``). PatchCore now keeps that fine bank next to
-    its averaged one by default (``fine_bank``), so no choice is needed.
+    its averaged one by default (``fine_bank``), so no choice is needed. PaDiM at 320 px as a
+    fourth candidate: the painted validation would pick it on letterboxed ``mt-exp`` (0.868
+    against 0.834), where it scores 0.949 on the test images against PaDiM's 0.952
+    (``bench/results/explore/auto-padim320.md``).
     """
     high = max(size + 32, round(size * 1.25 / 32) * 32)
     return (
