@@ -128,7 +128,6 @@ def main() -> None:
 
 def write_report(name: str, rows: list[dict[str, Any]]) -> None:
     """``<name>.json`` / ``.md`` under :data:`OUT` from the rows measured so far."""
-    cols = list(dict.fromkeys(k for r in rows for k in r))
     about = (
         "Candidates of `detector: auto`, each trained as `training.train_auto` does "
         "(85 / 15 split, seed 0, subtle defects painted on the held-out normals): "
@@ -139,7 +138,7 @@ def write_report(name: str, rows: list[dict[str, Any]]) -> None:
         "resize (`train_auto` uses its largest candidate's, 320 px). `fit`: the geometry "
         "(rows without one were stretched).\n\n" + NOTES.get(name, "")
     )
-    write_results(name, {**stamp(), "rows": rows}, about + markdown_table(rows, cols), OUT)
+    write_results(name, {**stamp(), "rows": rows}, about + markdown_table(rows), OUT)
 
 
 if __name__ == "__main__":

@@ -72,8 +72,11 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
-    """A GitHub markdown table of ``rows`` restricted to ``columns``."""
+def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None) -> str:
+    """A GitHub markdown table of ``rows`` restricted to ``columns`` (None: every key of any
+    row, in the order they first appear)."""
+    if columns is None:
+        columns = list(dict.fromkeys(k for r in rows for k in r))
     head = "| " + " | ".join(columns) + " |"
     sep = "|" + "|".join("---" for _ in columns) + "|"
     body = ["| " + " | ".join(_fmt(r.get(c)) for c in columns) + " |" for r in rows]
