@@ -9,7 +9,7 @@ and defects of that cell type only, ``manifest.csv``'s ``cell_type``) beside the
 and the median score of each mode's normals (is one threshold fair to both?). Test labels only
 measure.
 
-    PYTHONPATH=. .venv/bin/python bench/explore/elpv_modes.py
+    PYTHONPATH=.:bench/explore .venv/bin/python bench/explore/elpv_modes.py
 
 writes ``bench/results/explore/elpv-modes.{json,md}``; needs the bundles of an
 ``inspection bench suite`` run (``~/.cache/inspection/bench-bundles/suite/elpv_solar``).
@@ -40,18 +40,17 @@ FINDING = (
 
 
 def main() -> None:
+    from kept_bundles import raw_scores, suite_bundles
     from sklearn.metrics import roc_auc_score
 
     from inspection.bench.report import markdown_table, stamp, write_results
-    from inspection.bench.retime import default_bundles_dir
-    from inspection.bench.suite import DATASETS, PROTOCOL, load_dataset
-    from inspection.runtime import OpenVinoModel
+    from inspection.bench.suite import DATASETS, load_dataset
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-root", type=Path, default=Path("../shared/data"))
     parser.add_argument("--bundles", type=Path, default=None)
     args = parser.parse_args()
-    bundles = (args.bundles or default_bundles_dir(PROTOCOL)) / "elpv_solar"
+    bundles = suite_bundles("elpv_solar", args.bundles)
     manifest = args.data_root / DATASETS["elpv_solar"].folder / "manifest.csv"
     with manifest.open() as fh:
         cell_type = {Path(r["file"]).name: r["cell_type"] for r in csv.DictReader(fh)}
@@ -64,10 +63,7 @@ def main() -> None:
         for key in [k for k, s in BUNDLES.items() if s == side]:
             if not (bundles / key / "model.json").is_file():
                 continue
-            model = OpenVinoModel(bundles / key, num_threads=2)
-            score = np.concatenate(
-                [model.predict(test.images[i : i + 8]).raw_score for i in range(0, len(test), 8)]
-            )
+            score = raw_scores(bundles / key, test.images, threads=2)
             row: dict[str, Any] = {
                 "detector": key,
                 "image_auroc": round(float(roc_auc_score(defect, score)), 3),

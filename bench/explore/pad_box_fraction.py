@@ -10,7 +10,7 @@ the score with the box fraction among the test normals, and the image AUROC rest
 test images whose box fraction lies in the normals' interquartile range (a narrower range of
 shapes). Test labels only measure.
 
-    PYTHONPATH=. .venv/bin/python bench/explore/pad_box_fraction.py
+    PYTHONPATH=.:bench/explore .venv/bin/python bench/explore/pad_box_fraction.py
 
 writes ``bench/results/explore/pad-box-fraction.{json,md}``; needs the bundles of an
 ``inspection bench suite`` run (``~/.cache/inspection/bench-bundles/suite/mt-exp``).
@@ -52,19 +52,18 @@ FINDING = (
 
 
 def main() -> None:
+    from kept_bundles import raw_scores, suite_bundles
     from scipy.stats import spearmanr
     from sklearn.metrics import roc_auc_score
 
     from inspection.bench.report import markdown_table, stamp, write_results
-    from inspection.bench.retime import default_bundles_dir
-    from inspection.bench.suite import DATASETS, PROTOCOL, load_dataset
-    from inspection.runtime import OpenVinoModel
+    from inspection.bench.suite import DATASETS, load_dataset
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-root", type=Path, default=Path("../shared/data"))
     parser.add_argument("--bundles", type=Path, default=None)
     args = parser.parse_args()
-    bundles = (args.bundles or default_bundles_dir(PROTOCOL)) / "mt-exp"
+    bundles = suite_bundles("mt-exp", args.bundles)
 
     _, test = load_dataset(DATASETS["mt-exp"], args.data_root, 256, "auto")
     boxes = test.valid_boxes()
@@ -83,10 +82,7 @@ def main() -> None:
     for key in DETECTORS:
         if not (bundles / key / "model.json").is_file():
             continue
-        model = OpenVinoModel(bundles / key, num_threads=1)
-        score = np.concatenate(
-            [model.predict(test.images[i : i + 8]).raw_score for i in range(0, len(test), 8)]
-        )
+        score = raw_scores(bundles / key, test.images, threads=1)
         rows.append(
             {
                 "score": key,
