@@ -121,7 +121,6 @@ def test_hot_path_imports_no_torch_or_anomalib(tmp_path: Path, padim_bundle: Pat
 def test_station_bench_quick(
     tmp_path: Path, padim_bundle: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-
     from inspection.bench import station_bench
 
     monkeypatch.chdir(tmp_path)
